@@ -1,0 +1,54 @@
+"""The one protocol every search index backend implements (embedded default, scale-out later)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+from sovra.domain import Chunk, ScoredChunk, SearchFilter
+
+
+class IndexError_(Exception):
+    """The index cannot serve the request (corrupt store, dimension mismatch, ...)."""
+
+
+@runtime_checkable
+class Index(Protocol):
+    """A chunk store with full-text and vector search that filters inside the index.
+
+    Every search takes a SearchFilter and must return only chunks it admits
+    (`SearchFilter.admits` is the reference), and must return k results whenever k admitted
+    chunks match (pre-filtering, not post-filtering). Writes are atomic per document.
+    """
+
+    def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
+        """Atomically replace every chunk of `document_id` by `chunks` (empty deletes it)."""
+        ...
+
+    def delete_documents(self, document_ids: Iterable[str]) -> int:
+        """Delete all chunks of these documents; returns the number of chunks removed."""
+        ...
+
+    def search_text(
+        self, query: str, language: str, k: int, flt: SearchFilter
+    ) -> list[ScoredChunk]:
+        """Full-text (BM25) search, analysed for `language` (ISO 639-1, `und` if unknown)."""
+        ...
+
+    def search_vector(self, vector: Sequence[float], k: int, flt: SearchFilter) -> list[ScoredChunk]:
+        """Nearest chunks by cosine similarity of normalised embeddings."""
+        ...
+
+    def count(self, flt: SearchFilter | None = None) -> int:
+        """Number of chunks, or of chunks the filter admits."""
+        ...
+
+    def document_ids(self) -> set[str]:
+        """Ids of all documents with at least one chunk."""
+        ...
+
+    def chunks_of(self, document_id: str) -> list[Chunk]:
+        """The chunks of one document in position order (no filter: callers check access)."""
+        ...
+
+    def close(self) -> None: ...

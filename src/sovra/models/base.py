@@ -1,0 +1,35 @@
+"""Small protocols the rest of sovra uses to talk to models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+class ModelError(Exception):
+    """A model cannot be loaded or used; the message names the model or file and the fix."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def languages(self) -> frozenset[str]:
+        """ISO 639-1 codes the model was trained for; fusion skips the vector channel elsewhere."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Shape (len(texts), dimension), rows normalised to unit length."""
+        ...
