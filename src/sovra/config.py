@@ -67,7 +67,14 @@ class FolderSource(_SourceBase):
     """A folder of files: md, txt, html, pdf, docx."""
 
     kind: Literal["folder"]
-    include: tuple[str, ...] = ("**/*.md", "**/*.txt", "**/*.html", "**/*.htm", "**/*.pdf", "**/*.docx")
+    include: tuple[str, ...] = (
+        "**/*.md",
+        "**/*.txt",
+        "**/*.html",
+        "**/*.htm",
+        "**/*.pdf",
+        "**/*.docx",
+    )
     exclude: tuple[str, ...] = ()
     max_file_bytes: int = 50_000_000
 
@@ -138,9 +145,13 @@ class Config(_Strict):
         names: set[str] = set()
         for i, src in enumerate(self.sources):
             if src.name in names:
-                raise ValueError(f"sources[{i}].name: {src.name!r} is used twice; names must be unique")
+                raise ValueError(
+                    f"sources[{i}].name: {src.name!r} is used twice; names must be unique"
+                )
             names.add(src.name)
-            labels = [src.classification] + [r.classification for r in src.rules if r.classification]
+            labels = [src.classification] + [
+                r.classification for r in src.rules if r.classification
+            ]
             for label in labels:
                 try:
                     scale.rank(label)
@@ -204,7 +215,9 @@ def load_config(path: Path | None = None) -> Config:
     if found is None:
         return parse_config({}, Path.cwd())
     if not found.is_file():
-        raise ConfigError(f"config file {found} not found; create it with `sovra init` or pass --config")
+        raise ConfigError(
+            f"config file {found} not found; create it with `sovra init` or pass --config"
+        )
     try:
         data = tomllib.loads(found.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

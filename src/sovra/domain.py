@@ -191,7 +191,10 @@ class SearchFilter:
         if self.max_classification_rank is not None:
             if chunk.classification not in self.classification_labels:
                 return False
-            if self.classification_labels.index(chunk.classification) > self.max_classification_rank:
+            if (
+                self.classification_labels.index(chunk.classification)
+                > self.max_classification_rank
+            ):
                 return False
         if self.region is not None and not may_process_in(chunk.residency, self.region):
             return False

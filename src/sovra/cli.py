@@ -1,0 +1,291 @@
+"""The `sovra` command line: `sovra <noun> <verb>`, every command with `--json` for scripts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sovra import __version__
+from sovra.clikit import CliState, console, emit_json, fail, out, state
+from sovra.config import ConfigError
+from sovra.directory import DirectoryError
+from sovra.domain import DomainError
+from sovra.models.base import ModelError
+
+app = typer.Typer(
+    name="sovra",
+    help="Sovereign, self-hosted AI: governed search over your own data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+user_app = typer.Typer(help="Users of the local directory.", no_args_is_help=True)
+group_app = typer.Typer(help="Groups of the local directory.", no_args_is_help=True)
+source_app = typer.Typer(help="Sources: connect, sync and inspect.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate retrieval quality on judged collections.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+app.add_typer(group_app, name="group")
+app.add_typer(source_app, name="source")
+app.add_typer(eval_app, name="eval")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
+
+DEMO_USERS: dict[str, list[str]] = {
+    "alice": ["staff", "sre"],
+    "bob": ["staff", "it-support"],
+    "carol": ["staff"],
+    "dana": ["staff", "people"],
+    "erin": ["staff", "it-support"],
+    "root": ["staff", "admins"],
+}
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="sovra.toml (default: ./sovra.toml).")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    ctx.obj = CliState(config_path=config, debug=debug)
+
+
+@app.command()
+def version() -> None:
+    """Print the sovra version."""
+    out.print(__version__)
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    demo_directory: Annotated[
+        bool, typer.Option("--demo-directory", help="Add the demo users alice, bob, carol, dana.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create the data directory (and the demo users)."""
+    from sovra.workspace import Workspace
+
+    ws = Workspace.open(state(ctx).config)
+    added = []
+    if demo_directory:
+        for user, groups in DEMO_USERS.items():
+            ws.directory.add_user(user, groups)
+            added.append(user)
+    if json_out:
+        emit_json({"home": str(ws.home), "users_added": added})
+    else:
+        out.print(f"data directory: {ws.home}")
+        if added:
+            out.print(
+                "demo users: " + ", ".join(f"{u} ({', '.join(DEMO_USERS[u])})" for u in added)
+            )
+    ws.close()
+
+
+# -- users and groups -------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(
+    ctx: typer.Context,
+    user_id: str,
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Repeatable.")] = None,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    json_out: JsonOpt = False,
+) -> None:
+    """Add a user (or add groups to an existing one)."""
+    from sovra.workspace import directory_for
+
+    user = directory_for(state(ctx).config).add_user(user_id, group or [], name)
+    if json_out:
+        emit_json({"id": user.id, "groups": sorted(user.groups)})
+    else:
+        out.print(f"user {user.id}: groups {', '.join(sorted(user.groups)) or '(none)'}")
+
+
+@user_app.command("list")
+def user_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List users and their groups."""
+    from sovra.workspace import directory_for
+
+    users = directory_for(state(ctx).config).users()
+    if json_out:
+        emit_json([{"id": u.id, "groups": sorted(u.groups)} for u in users])
+        return
+    for u in users:
+        out.print(f"{u.id}\t{', '.join(sorted(u.groups))}")
+
+
+@user_app.command("remove")
+def user_remove(ctx: typer.Context, user_id: str, json_out: JsonOpt = False) -> None:
+    """Remove a user; their access ends on the next query."""
+    from sovra.workspace import directory_for
+
+    directory_for(state(ctx).config).remove_user(user_id)
+    if json_out:
+        emit_json({"removed": user_id})
+    else:
+        out.print(f"removed {user_id}")
+
+
+@group_app.command("add")
+def group_add(
+    ctx: typer.Context,
+    name: str,
+    member: Annotated[list[str] | None, typer.Option("--member", "-m")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Declare a group, optionally adding existing users to it."""
+    from sovra.workspace import directory_for
+
+    directory = directory_for(state(ctx).config)
+    directory.add_group(name)
+    for user in member or []:
+        directory.set_membership(user, name, True)
+    if json_out:
+        emit_json({"group": name, "members": directory.groups().get(name, [])})
+    else:
+        out.print(f"group {name}: {', '.join(directory.groups().get(name, [])) or '(no members)'}")
+
+
+@group_app.command("remove-member")
+def group_remove_member(
+    ctx: typer.Context, name: str, user_id: str, json_out: JsonOpt = False
+) -> None:
+    """Take a user out of a group; effective on the next query."""
+    from sovra.workspace import directory_for
+
+    user = directory_for(state(ctx).config).set_membership(user_id, name, False)
+    if json_out:
+        emit_json({"id": user.id, "groups": sorted(user.groups)})
+    else:
+        out.print(f"user {user.id}: groups {', '.join(sorted(user.groups)) or '(none)'}")
+
+
+@group_app.command("list")
+def group_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List groups and their members."""
+    from sovra.workspace import directory_for
+
+    groups = directory_for(state(ctx).config).groups()
+    if json_out:
+        emit_json(groups)
+        return
+    for g, members in groups.items():
+        out.print(f"{g}\t{', '.join(members)}")
+
+
+# -- search -----------------------------------------------------------------------------------
+
+
+@app.command()
+def search(
+    ctx: typer.Context,
+    query: str,
+    as_user: AsOpt,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000)] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, text or vector.")] = "hybrid",
+    source: Annotated[list[str] | None, typer.Option(help="Only these sources.")] = None,
+    lang: Annotated[str | None, typer.Option(help="Query language (default: detected).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the chunks AS_USER may read."""
+    from sovra.workspace import Workspace
+
+    if mode not in ("hybrid", "text", "vector"):
+        fail(f"--mode {mode!r} is not one of hybrid, text, vector")
+    ws = Workspace.open(state(ctx).config)
+    try:
+        result = ws.search(query, as_user, k=k, mode=mode, sources=source, language=lang)  # type: ignore[arg-type]
+    finally:
+        ws.close()
+    if json_out:
+        emit_json(
+            {
+                "query": result.query,
+                "language": result.language,
+                "mode": result.mode,
+                "took_ms": round(result.took_ms, 2),
+                "hits": [
+                    {
+                        "rank": h.rank,
+                        "score": h.score,
+                        "chunk_id": h.chunk.id,
+                        "document_id": h.chunk.document_id,
+                        "source": h.chunk.source,
+                        "title": h.chunk.title,
+                        "uri": h.chunk.uri,
+                        "heading_path": list(h.chunk.heading_path),
+                        "language": h.chunk.language,
+                        "classification": h.chunk.classification,
+                        "text": h.chunk.text,
+                    }
+                    for h in result.hits
+                ],
+            }
+        )
+        return
+    if not result.hits:
+        out.print(f"no results among the documents {as_user} can access")
+        return
+    for h in result.hits:
+        heading = " › ".join(h.chunk.heading_path)
+        out.print(
+            f"[bold]{h.rank:>2}. {h.chunk.title}[/] [dim]({h.chunk.source}, {h.chunk.classification},"
+            f" score {h.score:.4f})[/]",
+            highlight=False,
+        )
+        if heading:
+            out.print(f"    [cyan]{heading}[/]", highlight=False)
+        snippet = " ".join(h.chunk.text.split())[:220]
+        out.print(f"    {snippet}", highlight=False, markup=False)
+        out.print(f"    [dim]{h.chunk.uri}[/]", highlight=False)
+
+
+def _run(argv: list[str] | None = None) -> Any:
+    return app(args=argv, standalone_mode=False)
+
+
+def main() -> None:
+    """Entry point: user mistakes become one clear line and exit code 2, not a traceback."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    debug = "--debug" in sys.argv
+    try:
+        result = app(standalone_mode=False)
+    except (ConfigError, DirectoryError, DomainError, ModelError) as exc:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the rest
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc} (run with --debug for details)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    if isinstance(result, int) and result:
+        sys.exit(result)
