@@ -1,0 +1,595 @@
+"""`AuditLog`: the append-only, signed Merkle log that the rest of sovra writes to.
+
+It ties together a store (SQLite or PostgreSQL), the signing key ring, the per-subject keys
+and the Merkle arithmetic. Appends are group-committed: concurrent callers' events are
+written in one transaction (one fsync, one signed checkpoint), and each caller gets its
+receipt only after that commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sovra.audit.event import AuditEvent, seal, unseal
+from sovra.audit.keys import KeyFileError, KeyRing
+from sovra.audit.merkle import (
+    EMPTY_ROOT,
+    NodeId,
+    assemble,
+    compact_range,
+    consistency_plan,
+    fold_nodes,
+    inclusion_plan,
+    leaf_hash,
+    node_hash,
+    nodes_for,
+)
+from sovra.audit.note import (
+    Checkpoint,
+    NoteError,
+    NoteSigner,
+    NoteVerifier,
+    add_signature,
+    open_checkpoint,
+    open_note,
+    parse_note,
+    sign_note,
+)
+from sovra.audit.receipt import Receipt
+from sovra.audit.store import AppendPlan, LogStore, NodeReader, SqliteStore, StoreError
+from sovra.audit.subjects import SubjectKeys
+
+RETENTION_MIN_DAYS = 183
+"""Six months: the floor for deployer log keeping under the AI Act (Art. 19 and 26(6))."""
+RETENTION_ENV = "SOVRA_AUDIT_RETENTION_DAYS"
+URL_ENV = "SOVRA_AUDIT_URL"
+MAX_BATCH = 2000
+
+
+class AuditError(Exception):
+    """The audit log cannot do what was asked; the message says what and how to fix it."""
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of a full verification; `problem` names the first bad entry or object."""
+
+    ok: bool
+    size: int
+    checkpoints: int
+    root: bytes
+    problem: str | None = None
+    bad_index: int | None = None
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    index: int
+    leaf_hash: bytes
+    entry: bytes
+    view: dict[str, Any]
+
+
+@dataclass
+class _Pending:
+    entry: bytes
+    index: int = -1
+    error: BaseException | None = None
+    done: bool = False
+    receipt: Receipt | None = None
+
+
+@dataclass
+class _Batch:
+    size: int = 0
+    root: bytes = EMPTY_ROOT
+    checkpoint: str = ""
+    nodes: dict[NodeId, bytes] = field(default_factory=dict)
+
+
+def check_retention(days: int) -> int:
+    if days < RETENTION_MIN_DAYS:
+        raise AuditError(
+            f"audit retention of {days} days is below the minimum of {RETENTION_MIN_DAYS} days "
+            f"(6 months, AI Act Art. 19/26); set {RETENTION_ENV} to {RETENTION_MIN_DAYS} or more"
+        )
+    return days
+
+
+class AuditLog:
+    def __init__(
+        self,
+        store: LogStore,
+        keyring: KeyRing,
+        subjects: SubjectKeys,
+        retention_days: int,
+    ) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.subjects = subjects
+        self.retention_days = retention_days
+        origin = store.get_meta("origin")
+        if origin is None:
+            origin = self._key_name() or f"sovra.local/audit/{secrets.token_hex(6)}"
+            origin = store.init_meta("origin", origin)
+        self.origin = origin
+        try:
+            self._signer = keyring.load_or_create(origin)
+        except KeyFileError as exc:
+            raise AuditError(str(exc)) from None
+        stored = store.get_meta("retention_days")
+        if stored is not None and int(stored) > retention_days:
+            # A log never lowers the retention it was created with.
+            self.retention_days = int(stored)
+        store.init_meta("retention_days", str(self.retention_days))
+        self._cv = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._leader = False
+
+    def _key_name(self) -> str | None:
+        if self.keyring.key_path.exists():
+            try:
+                return NoteSigner.from_private_string(self.keyring.key_path.read_text()).name
+            except (NoteError, ValueError, OSError):
+                return None
+        return None
+
+    # ---------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        home: Path,
+        url: str | None = None,
+        *,
+        key_path: Path | None = None,
+        retention_days: int | None = None,
+        schema: str = "sovra_audit",
+    ) -> AuditLog:
+        """Open (creating if needed) the log of data directory `home`.
+
+        `url` (or $SOVRA_AUDIT_URL) selects PostgreSQL; otherwise `<home>/audit/log.sqlite`.
+        """
+        if retention_days is None:
+            env = os.environ.get(RETENTION_ENV)
+            try:
+                retention_days = int(env) if env else RETENTION_MIN_DAYS
+            except ValueError:
+                raise AuditError(f"{RETENTION_ENV}={env!r} is not a whole number of days") from None
+        check_retention(retention_days)
+        audit_dir = home / "audit"
+        url = url or os.environ.get(URL_ENV) or None
+        store: LogStore
+        try:
+            if url:
+                from sovra.audit.pgstore import PostgresStore
+
+                store = PostgresStore(url, schema)
+            else:
+                store = SqliteStore(audit_dir / "log.sqlite")
+        except StoreError as exc:
+            raise AuditError(str(exc)) from None
+        try:
+            return cls(
+                store,
+                KeyRing(audit_dir / "keys", key_path),
+                SubjectKeys(audit_dir / "subjects"),
+                retention_days,
+            )
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        self.subjects.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- keys
+    @property
+    def public_key(self) -> str:
+        """The current verifier key string (`name+id+key`) for offline receipt checks."""
+        return str(self._signer.verifier)
+
+    def public_keys(self) -> list[str]:
+        """Every key this log ever signed with (current and rotated out)."""
+        return [str(v) for v in self.keyring.trusted()]
+
+    def rotate_key(self) -> str:
+        """Switch to a fresh signing key; old checkpoints stay verifiable with old keys."""
+        self._signer = self.keyring.rotate(self.origin)
+        self.checkpoint()
+        return self.public_key
+
+    # ---------------------------------------------------------------- append
+    def _sign(self, size: int, root: bytes) -> str:
+        return sign_note(Checkpoint(self.origin, size, root).text(), self._signer)
+
+    def _planner(
+        self, leaves: Sequence[bytes], out: _Batch
+    ) -> Callable[[int, NodeReader], AppendPlan]:
+        def plan(size: int, read: NodeReader) -> AppendPlan:
+            edge = compact_range(size)
+            got = read(edge)
+            missing = [n for n in edge if n not in got]
+            if missing:
+                raise AuditError(
+                    f"audit store lacks tree node {missing[0]}; run `sovra audit verify`"
+                )
+            stack = [(n[0], got[n]) for n in edge]
+            nodes: dict[NodeId, bytes] = {}
+            index = size
+            for lh in leaves:
+                level, h, i = 0, lh, index
+                nodes[(0, i)] = h
+                while stack and stack[-1][0] == level:
+                    h = node_hash(stack.pop()[1], h)
+                    level, i = level + 1, i >> 1
+                    nodes[(level, i)] = h
+                stack.append((level, h))
+                index += 1
+            root = fold_nodes([h for _, h in stack]) if stack else EMPTY_ROOT
+            out.size, out.root, out.nodes = index, root, nodes
+            out.checkpoint = self._sign(index, root)
+            return AppendPlan(nodes, out.checkpoint)
+
+        return plan
+
+    def _commit(self, entries: Sequence[bytes]) -> tuple[int, _Batch]:
+        batch = _Batch()
+        first = self.store.append(entries, self._planner([leaf_hash(e) for e in entries], batch))
+        return first, batch
+
+    def _receipts(self, first: int, entries: Sequence[bytes], batch: _Batch) -> list[Receipt]:
+        plans = [inclusion_plan(first + i, batch.size) for i in range(len(entries))]
+        needed: set[NodeId] = set()
+        for p in plans:
+            needed |= nodes_for(p)
+        have = dict(batch.nodes)
+        have.update(self.store.get_nodes(needed - have.keys()))
+        return [
+            Receipt(first + i, leaf_hash(e), batch.checkpoint, tuple(assemble(p, have)), e)
+            for i, (e, p) in enumerate(zip(entries, plans, strict=True))
+        ]
+
+    def _seal(self, event: AuditEvent) -> bytes:
+        if event.subject is None:
+            return seal(event, None, None)
+        pseudonym, key = self.subjects.get_or_create(event.subject)
+        return seal(event, pseudonym, key)
+
+    def append_many(self, events: Sequence[AuditEvent]) -> list[Receipt]:
+        """Append events in one transaction (one fsync); receipts come back after commit."""
+        entries = [self._seal(e) for e in events]
+        receipts: list[Receipt] = []
+        for i in range(0, len(entries), MAX_BATCH):
+            chunk = entries[i : i + MAX_BATCH]
+            first, batch = self._commit(chunk)
+            receipts.extend(self._receipts(first, chunk, batch))
+        return receipts
+
+    def append(self, event: AuditEvent) -> Receipt:
+        """Append one event; returns once it is durable. Safe to call from many threads:
+        events waiting while another commit runs are committed together (group commit)."""
+        item = _Pending(self._seal(event))
+        with self._cv:
+            self._queue.append(item)
+            while not item.done:
+                if self._leader:
+                    self._cv.wait()
+                    continue
+                self._leader = True
+                batch_items, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._cv.release()
+                try:
+                    self._lead(batch_items)
+                finally:
+                    self._cv.acquire()
+                    self._leader = False
+                    self._cv.notify_all()
+        if item.error is not None:
+            raise item.error
+        assert item.receipt is not None
+        return item.receipt
+
+    def _lead(self, items: list[_Pending]) -> None:
+        entries = [it.entry for it in items]
+        try:
+            first, batch = self._commit(entries)
+            receipts = self._receipts(first, entries, batch)
+        except BaseException as exc:
+            for it in items:
+                it.error, it.done = exc, True
+            return
+        for it, rec in zip(items, receipts, strict=True):
+            it.receipt, it.index, it.done = rec, rec.index, True
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def size(self) -> int:
+        return self.store.size()
+
+    def checkpoint(self) -> str:
+        """The latest signed checkpoint, signed now if the log is empty or the current key
+        has not signed it yet (after a rotation)."""
+        latest = self.store.latest_checkpoint()
+        if latest is None:
+            note = self._sign(0, EMPTY_ROOT)
+            self.store.put_checkpoint(0, note)
+            return note
+        size, note = latest
+        try:
+            open_note(note, [self._signer.verifier])
+        except NoteError:
+            note = add_signature(note, self._signer)
+            self.store.put_checkpoint(size, note)
+        return note
+
+    def add_cosignature(self, cosigned: str) -> str:
+        """Store a witness's cosignature (a checkpoint note with its extra signature line).
+
+        The checkpoint must be one this log signed and the cosignature must verify with a key
+        in witnesses.vkeys; the stored note gains the witness line.
+        """
+        trusted = self.keyring.trusted()
+        try:
+            checkpoint, _ = open_checkpoint(cosigned, trusted, self.origin)
+        except NoteError as exc:
+            raise AuditError(f"cosigned checkpoint rejected: {exc}") from None
+        stored = self.store.checkpoint_at(checkpoint.size)
+        if stored is None or parse_note(stored).text != parse_note(cosigned).text:
+            raise AuditError(
+                f"this log has no checkpoint matching the cosigned one at size {checkpoint.size}"
+            )
+        witnesses = self.keyring.witnesses()
+        try:
+            _, good = open_note(cosigned, witnesses)
+        except NoteError as exc:
+            raise AuditError(f"no known witness cosignature verifies: {exc}") from None
+        merged = parse_note(stored)
+        have = {(s.name, s.key_id) for s in merged.signatures}
+        extra = [
+            s
+            for s in parse_note(cosigned).signatures
+            if (s.name, s.key_id) not in have
+            and any((w.name, w.key_id) == (s.name, s.key_id) for w in good)
+        ]
+        note = str(type(merged)(merged.text, (*merged.signatures, *extra)))
+        self.store.put_checkpoint(checkpoint.size, note)
+        return note
+
+    def _checkpoint_for(self, size: int | None) -> tuple[int, str]:
+        if size is None:
+            latest = self.store.latest_checkpoint()
+            if latest is None or latest[0] == 0:
+                raise AuditError("the audit log is empty")
+            return latest
+        note = self.store.checkpoint_at(size)
+        if note is None:
+            raise AuditError(f"no checkpoint at tree size {size}")
+        return size, note
+
+    def prove(self, leaf: int, size: int | None = None) -> Receipt:
+        """A receipt for entry `leaf` against the latest checkpoint (or the one at `size`)."""
+        return self.prove_many([leaf], size)[0]
+
+    def prove_many(self, leaves: Sequence[int], size: int | None = None) -> list[Receipt]:
+        tree_size, note = self._checkpoint_for(size)
+        for leaf in leaves:
+            if not 0 <= leaf < tree_size:
+                raise AuditError(f"entry {leaf} does not exist; the log has {tree_size} entries")
+        plans = [inclusion_plan(leaf, tree_size) for leaf in leaves]
+        needed: set[NodeId] = set()
+        for p in plans:
+            needed |= nodes_for(p)
+        nodes = self.store.get_nodes(needed)
+        if needed - nodes.keys():
+            raise AuditError("audit store lacks tree nodes; run `sovra audit verify`")
+        wanted = set(leaves)
+        entries: dict[int, bytes] = {}
+        if len(wanted) == 1:
+            entries = dict(self.store.entries(leaves[0], leaves[0] + 1))
+        else:
+            for idx, data in self.store.entries(min(wanted), max(wanted) + 1):
+                if idx in wanted:
+                    entries[idx] = data
+        out = []
+        for leaf, p in zip(leaves, plans, strict=True):
+            if leaf not in entries:
+                raise AuditError(
+                    f"entry {leaf} is missing from the store; run `sovra audit verify`"
+                )
+            data = entries[leaf]
+            out.append(Receipt(leaf, leaf_hash(data), note, tuple(assemble(p, nodes)), data))
+        return out
+
+    def prove_consistency(self, size1: int, size2: int | None = None) -> list[bytes]:
+        """RFC 9162 consistency proof between two tree sizes (default: to the current size)."""
+        size2 = self.size if size2 is None else size2
+        if not 0 < size1 <= size2 <= self.size:
+            raise AuditError(f"no consistency proof from size {size1} to {size2}")
+        if size1 == size2:
+            return []
+        plan = consistency_plan(size1, size2)
+        nodes = self.store.get_nodes(nodes_for(plan))
+        return assemble(plan, nodes)
+
+    def _key_cache(self) -> Callable[[str], bytes | None]:
+        cache: dict[str, bytes | None] = {}
+
+        def get(pseudonym: str) -> bytes | None:
+            if pseudonym not in cache:
+                cache[pseudonym] = self.subjects.key_for(pseudonym)
+            return cache[pseudonym]
+
+        return get
+
+    def events(
+        self,
+        *,
+        since: datetime | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        start: int = 0,
+    ) -> Iterator[LoggedEvent]:
+        """Stored events in order, personal fields decrypted or shown as "erased"."""
+        keys = self._key_cache()
+        since_s = None if since is None else since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for idx, data in self.store.entries(start, self.size):
+            try:
+                record = json.loads(data)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = {"action": "?", "actor": "?", "time": "", "corrupt": True}
+            if action is not None and record.get("action") != action:
+                continue
+            if since_s is not None and str(record.get("time", "")) < since_s:
+                continue
+            sealed = record.get("sealed")
+            key = keys(str(sealed.get("subject"))) if isinstance(sealed, dict) else None
+            view = unseal(record, key)
+            if actor is not None and view.get("actor") != actor:
+                continue
+            yield LoggedEvent(idx, leaf_hash(data), data, view)
+
+    # ---------------------------------------------------------------- erasure
+    def erase_subject(self, subject: str, actor: str = "system:erase") -> Receipt:
+        """Crypto-shred `subject`: record the erasure, then destroy the subject's key."""
+        pseudonym = self.subjects.pseudonym(subject)
+        if pseudonym is None:
+            raise AuditError(
+                "no key for this subject: nothing was logged for it, or it is already erased"
+            )
+        receipt = self.append(
+            AuditEvent(
+                actor=actor,
+                action="erase",
+                details={"subject": pseudonym, "method": "crypto-shredding"},
+            )
+        )
+        self.subjects.destroy(subject)
+        return receipt
+
+    # ---------------------------------------------------------------- verification
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Recompute the whole tree from the entries and check it against every stored node
+        and every signed checkpoint (with the keys from the key files, not from the store)."""
+        return _verify_log(self, progress)
+
+
+def _fail(size: int, checkpoints: int, problem: str, bad: int | None = None) -> VerifyReport:
+    return VerifyReport(False, size, checkpoints, EMPTY_ROOT, problem, bad)
+
+
+def _verify_log(log: AuditLog, progress: Callable[[int], None] | None) -> VerifyReport:
+    store = log.store
+    trusted: list[NoteVerifier] = log.keyring.trusted()
+    stored_size = store.size()
+    notes = store.checkpoints()
+    if not notes:
+        if stored_size == 0 and next(store.entries(0), None) is None:
+            return VerifyReport(True, 0, 0, EMPTY_ROOT)
+        return _fail(stored_size, 0, "the log has entries but no signed checkpoint")
+    signed: list[Checkpoint] = []
+    for size, note in notes:
+        try:
+            checkpoint, _ = open_checkpoint(note, trusted, log.origin)
+        except NoteError as exc:
+            return _fail(stored_size, len(notes), f"checkpoint at size {size}: {exc}")
+        if checkpoint.size != size:
+            return _fail(
+                stored_size, len(notes), f"checkpoint stored for size {size} says {checkpoint.size}"
+            )
+        signed.append(checkpoint)
+    latest = signed[-1]
+    size = latest.size
+    if stored_size != size:
+        return _fail(
+            stored_size,
+            len(notes),
+            f"store claims {stored_size} entries but the latest signed checkpoint has {size}",
+        )
+
+    leaves: list[bytes] = []
+    for idx, data in store.entries(0):
+        if idx != len(leaves):
+            n = len(leaves)
+            return _fail(size, len(notes), f"entry {n} is missing (next stored entry is {idx})", n)
+        if idx >= size:
+            return _fail(
+                size, len(notes), f"entry {idx} lies beyond the signed tree size {size}", idx
+            )
+        leaves.append(leaf_hash(data))
+        if progress is not None and len(leaves) % 10_000 == 0:
+            progress(10_000)
+    if progress is not None:
+        progress(len(leaves) % 10_000)
+    if len(leaves) != size:
+        n = len(leaves)
+        return _fail(
+            size, len(notes), f"entry {n} is missing: only {n} of {size} entries are stored", n
+        )
+
+    levels = [leaves]
+    level = 0
+    while True:
+        cur = levels[level]
+        stored = store.level_range(level, 0, 1 << 47)
+        for pos, (idx, h) in enumerate(stored):
+            if idx != pos or pos >= len(cur):
+                first = min(idx, pos)
+                what = "entry" if level == 0 else f"stored tree node at level {level}, index"
+                return _fail(
+                    size, len(notes), f"{what} {first} is missing or unexpected", first << level
+                )
+            if h != cur[pos]:
+                lo, hi = pos << level, min((pos + 1) << level, size) - 1
+                if level == 0:
+                    msg = f"entry {pos}: its bytes do not match the stored leaf hash (entry or hash altered)"
+                else:
+                    msg = f"stored tree node (level {level}, index {pos}) over entries {lo}-{hi} is wrong"
+                return _fail(size, len(notes), msg, lo)
+        if len(stored) != len(cur):
+            pos = len(stored)
+            return _fail(
+                size,
+                len(notes),
+                f"stored tree node (level {level}, index {pos}) is missing",
+                pos << level,
+            )
+        if len(cur) < 2:
+            extra = store.level_range(level + 1, 0, 1 << 47)
+            if extra:
+                return _fail(size, len(notes), f"unexpected stored tree node at level {level + 1}")
+            break
+        levels.append([node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)])
+        level += 1
+
+    def root_at(n: int) -> bytes:
+        if n == 0:
+            return EMPTY_ROOT
+        return fold_nodes([levels[lv][i] for lv, i in compact_range(n)])
+
+    prev = 0
+    for checkpoint in signed:
+        if checkpoint.root != root_at(checkpoint.size):
+            return _fail(
+                size,
+                len(notes),
+                f"entries {prev}-{checkpoint.size - 1} were rewritten: they no longer produce the "
+                f"root signed at size {checkpoint.size}",
+                prev,
+            )
+        prev = checkpoint.size
+    return VerifyReport(True, size, len(notes), latest.root)

@@ -1,0 +1,172 @@
+"""PostgreSQL log store (server mode), same protocol and transaction shape as SqliteStore.
+
+Tables live in their own schema (default `sovra_audit`) so tests and several logs can share one
+database. Appends serialise on a row lock of the `size` meta row; a commit returns only once
+PostgreSQL has flushed its WAL (synchronous_commit stays on).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
+import psycopg
+
+from sovra.audit.merkle import NodeId
+from sovra.audit.store import Planner, StoreError, key_node, node_key
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_BATCH = 5000
+
+
+class PostgresStore:
+    def __init__(self, url: str, schema: str = "sovra_audit") -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise StoreError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot connect to the audit database: {first}") from None
+        self._s = schema
+        self._lock = threading.RLock()
+        s = schema
+        with self._lock, self._conn.transaction():
+            self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)"
+            )
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.entries (idx bigint PRIMARY KEY, data bytea NOT NULL)"
+            )
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.nodes (k bigint PRIMARY KEY, hash bytea NOT NULL)"
+            )
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {s}.checkpoints (size bigint PRIMARY KEY, note text NOT NULL)"
+            )
+            self._conn.execute(
+                f"INSERT INTO {s}.meta (key, value) VALUES ('size', '0') ON CONFLICT DO NOTHING"
+            )
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT value FROM {self._s}.meta WHERE key = %s", (key,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def init_meta(self, key: str, value: str) -> str:
+        with self._lock:
+            self._conn.execute(
+                f"INSERT INTO {self._s}.meta (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (key, value),
+            )
+        stored = self.get_meta(key)
+        assert stored is not None
+        return stored
+
+    def size(self) -> int:
+        value = self.get_meta("size")
+        return int(value) if value else 0
+
+    def _get_nodes(self, nodes: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        keys = sorted({node_key(n) for n in nodes})
+        if not keys:
+            return {}
+        rows = self._conn.execute(
+            f"SELECT k, hash FROM {self._s}.nodes WHERE k = ANY(%s)", (keys,)
+        ).fetchall()
+        return {key_node(int(k)): bytes(h) for k, h in rows}
+
+    def get_nodes(self, nodes: Iterable[NodeId]) -> dict[NodeId, bytes]:
+        with self._lock:
+            return self._get_nodes(nodes)
+
+    def append(self, entries: Sequence[bytes], plan: Planner) -> int:
+        s = self._s
+        with self._lock, self._conn.transaction():
+            row = self._conn.execute(
+                f"SELECT value FROM {s}.meta WHERE key = 'size' FOR UPDATE"
+            ).fetchone()
+            size = int(row[0]) if row else 0
+            result = plan(size, self._get_nodes)
+            with self._conn.cursor() as cur:
+                with cur.copy(f"COPY {s}.entries (idx, data) FROM STDIN") as copy:
+                    for i, e in enumerate(entries):
+                        copy.write_row((size + i, e))
+                with cur.copy(f"COPY {s}.nodes (k, hash) FROM STDIN") as copy:
+                    for n, h in result.nodes.items():
+                        copy.write_row((node_key(n), h))
+            new_size = size + len(entries)
+            self._conn.execute(
+                f"UPDATE {s}.meta SET value = %s WHERE key = 'size'", (str(new_size),)
+            )
+            self._conn.execute(
+                f"INSERT INTO {s}.checkpoints (size, note) VALUES (%s, %s) "
+                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
+                (new_size, result.checkpoint),
+            )
+        return size
+
+    def level_range(self, level: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        lo, hi = node_key((level, start)), node_key((level, 0)) + end
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT k, hash FROM {self._s}.nodes WHERE k >= %s AND k < %s ORDER BY k",
+                (lo, hi),
+            ).fetchall()
+        return [(key_node(int(k))[1], bytes(h)) for k, h in rows]
+
+    def entries(self, start: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        pos = start
+        while True:
+            limit = _BATCH if end is None else min(_BATCH, end - pos)
+            if limit <= 0:
+                return
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT idx, data FROM {self._s}.entries WHERE idx >= %s ORDER BY idx LIMIT %s",
+                    (pos, limit),
+                ).fetchall()
+            if not rows:
+                return
+            for idx, data in rows:
+                if end is not None and idx >= end:
+                    return
+                yield int(idx), bytes(data)
+            pos = int(rows[-1][0]) + 1
+
+    def checkpoints(self) -> list[tuple[int, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT size, note FROM {self._s}.checkpoints ORDER BY size"
+            ).fetchall()
+        return [(int(s), str(n)) for s, n in rows]
+
+    def checkpoint_at(self, size: int) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT note FROM {self._s}.checkpoints WHERE size = %s", (size,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT size, note FROM {self._s}.checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                f"INSERT INTO {self._s}.checkpoints (size, note) VALUES (%s, %s) "
+                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
+                (size, note),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

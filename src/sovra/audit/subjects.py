@@ -1,0 +1,92 @@
+"""Per-subject encryption keys for crypto-shredding, kept in the data directory.
+
+The key store never holds a subject id in clear: rows are found by HMAC(index key, subject)
+and carry a random pseudonym (the only thing the log stores). Erasing deletes the row with
+SQLite's secure_delete on and a rollback journal, so neither the key nor a way back from the
+pseudonym to the subject remains in any file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+
+from sovra.audit.keys import write_secret_file
+
+
+class SubjectKeys:
+    """Subject → (pseudonym, AES-256 key); `destroy` makes a subject's records unreadable."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        index_path = directory / "subject-index.key"
+        if not index_path.exists():
+            write_secret_file(index_path, secrets.token_bytes(32).hex() + "\n")
+        self._index_key = bytes.fromhex(index_path.read_text().strip())
+        path = directory / "subject-keys.sqlite"
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        os.chmod(path, 0o600)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA journal_mode=DELETE")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS subjects ("
+            " lookup BLOB PRIMARY KEY, pseudonym TEXT NOT NULL UNIQUE, key BLOB NOT NULL)"
+        )
+
+    def _lookup(self, subject: str) -> bytes:
+        return hmac.new(self._index_key, subject.encode(), hashlib.sha256).digest()
+
+    def get_or_create(self, subject: str) -> tuple[str, bytes]:
+        lookup = self._lookup(subject)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pseudonym, key FROM subjects WHERE lookup = ?", (lookup,)
+            ).fetchone()
+            if row is not None:
+                return str(row[0]), bytes(row[1])
+            pseudonym = "subject:" + secrets.token_hex(12)
+            key = secrets.token_bytes(32)
+            self._db.execute(
+                "INSERT INTO subjects (lookup, pseudonym, key) VALUES (?, ?, ?)",
+                (lookup, pseudonym, key),
+            )
+            return pseudonym, key
+
+    def pseudonym(self, subject: str) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pseudonym FROM subjects WHERE lookup = ?", (self._lookup(subject),)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def key_for(self, pseudonym: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key FROM subjects WHERE pseudonym = ?", (pseudonym,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def destroy(self, subject: str) -> str | None:
+        """Delete the subject's key; returns its pseudonym, or None if there was none."""
+        lookup = self._lookup(subject)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT pseudonym FROM subjects WHERE lookup = ?", (lookup,)
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute("DELETE FROM subjects WHERE lookup = ?", (lookup,))
+            # Rewrite the file so no free page keeps the old row's bytes.
+            self._db.execute("VACUUM")
+            return str(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
