@@ -1,0 +1,347 @@
+"""Incremental sync of one source: list → diff → fetch/parse → language → chunk → embed → index.
+
+Crash safety (kill -9 at any instant) comes from the order of writes, not from a shared
+transaction between two stores:
+
+1. documents gone from the source are deleted from the index, then from the state store;
+2. for each batch of new or changed documents, every document's chunks are written to the
+   index (`replace_document`, atomic and idempotent per document), then the whole batch is
+   recorded in the state store in one transaction.
+
+So the state never claims a version the index does not hold. After a crash the state lags by
+at most the in-flight batch: the re-run sees those documents as changed and replaces them
+again — no duplicates (replace, not append) and no loss. Documents the index holds but the
+state does not know (written just before a crash) are reconciled against the listing, so a
+file deleted in between is still removed.
+
+A document that fails (malformed, empty, too large, parser bug) is recorded with its reason
+and any older indexed version of it is removed — stale text under stale labels must not stay
+searchable; the rest of the sync goes on. A source that cannot be listed at all aborts the
+sync before anything is deleted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sovra.domain import Chunk, Document, DocumentRef
+from sovra.index.base import Index
+from sovra.ingest.chunk import (
+    OVERLAP_TOKENS,
+    TARGET_TOKENS,
+    TokenCounter,
+    chunk_document,
+    embedding_text,
+    estimate_tokens,
+)
+from sovra.ingest.language import UNDETERMINED, detect_languages
+from sovra.ingest.state import STATUS_OK, StateStore
+from sovra.models.base import Embedder
+from sovra.sources.base import Connector, DocumentError, SourceUnavailable
+
+ProgressCallback = Callable[[int, int, str | None], None]
+"""progress(done, total, current external id): the CLI draws a bar, the API a status field."""
+
+REPORT_ID_LIMIT = 1000
+"""At most this many ids per list in a stored report; counts are always exact."""
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Tuning knobs; the defaults suit the packaged MiniLM model on a small CPU machine."""
+
+    target_tokens: int = TARGET_TOKENS
+    overlap_tokens: int = OVERLAP_TOKENS
+    count_tokens: TokenCounter = estimate_tokens
+    batch_chunks: int = 256
+    """Chunks embedded together (across documents) and recorded in one state transaction."""
+    batch_documents: int = 512
+    """Upper bound on documents per batch (matters for BM25-only ingest of tiny records)."""
+    embed_context: bool = True
+    """Prefix each chunk's title and heading path to the text the model embeds."""
+    prefetch: bool = True
+    """Prepare the next batch in a thread while the model embeds the current one."""
+
+
+@dataclass
+class SyncReport:
+    """What one sync did; `to_dict()` is what `sovra source show` and the API display."""
+
+    source: str
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
+    listed: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    chunks_written: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    """Set when the sync stopped early (source unavailable, model or index failure)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def _time(self, name: str, seconds: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        def cap(ids: Sequence[str]) -> list[str]:
+            return list(ids[:REPORT_ID_LIMIT])
+
+        return {
+            "source": self.source,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "ok": self.ok,
+            "error": self.error,
+            "listed": self.listed,
+            "counts": {
+                "added": len(self.added),
+                "updated": len(self.updated),
+                "unchanged": self.unchanged,
+                "deleted": len(self.deleted),
+                "failed": len(self.failed),
+                "chunks_written": self.chunks_written,
+            },
+            "added": cap(self.added),
+            "updated": cap(self.updated),
+            "deleted": cap(self.deleted),
+            "failed": dict(list(self.failed.items())[:REPORT_ID_LIMIT]),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+@dataclass
+class _Prepared:
+    """A batch of documents fetched, parsed, labelled, chunked — ready to embed and write."""
+
+    docs: list[tuple[Document, list[Chunk]]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (ext id, version, why)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Syncer:
+    def __init__(
+        self,
+        connector: Connector,
+        source: str,
+        index: Index,
+        embedder: Embedder | None,
+        state: StateStore,
+        progress: ProgressCallback | None,
+        options: SyncOptions,
+    ) -> None:
+        self.connector = connector
+        self.source = source
+        self.index = index
+        self.embedder = embedder
+        self.state = state
+        self.progress = progress
+        self.options = options
+        self.report = SyncReport(source=source)
+        self.done = 0
+        self.total = 0
+
+    def tick(self, external_id: str | None) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, external_id)
+
+    # -- preparation (runs in the prefetch thread) ---------------------------------------
+
+    def prepare(self, refs: Sequence[DocumentRef]) -> _Prepared:
+        out = _Prepared()
+        t = time.perf_counter()
+        docs: list[Document] = []
+        for ref in refs:
+            try:
+                doc = self.connector.fetch(ref.external_id)
+            except DocumentError as exc:
+                out.failed.append((ref.external_id, ref.version, exc.reason))
+                continue
+            except Exception as exc:  # a parser bug must not stop the sync
+                out.failed.append(
+                    (ref.external_id, ref.version, f"internal error: {type(exc).__name__}: {exc}")
+                )
+                continue
+            if doc.source != self.source:
+                doc.source = self.source
+            docs.append(doc)
+        t2 = time.perf_counter()
+        out.timings["fetch_parse"] = t2 - t
+        langs = detect_languages([d.text for d in docs if d.language == UNDETERMINED])
+        it = iter(langs)
+        for d in docs:
+            if d.language == UNDETERMINED:
+                d.language = next(it)
+        t3 = time.perf_counter()
+        out.timings["language"] = t3 - t2
+        opts = self.options
+        for d in docs:
+            chunks = chunk_document(
+                d,
+                target_tokens=opts.target_tokens,
+                overlap_tokens=opts.overlap_tokens,
+                count_tokens=opts.count_tokens,
+            )
+            if chunks:
+                out.docs.append((d, chunks))
+            else:
+                out.failed.append((d.external_id, d.version, "no text to index"))
+        out.timings["chunk"] = time.perf_counter() - t3
+        return out
+
+    # -- writing (main thread) ----------------------------------------------------------
+
+    def write(self, batch: _Prepared, indexed: set[str]) -> None:
+        report = self.report
+        for name, secs in batch.timings.items():
+            report._time(name, secs)
+        if self.embedder is not None and batch.docs:
+            t = time.perf_counter()
+            chunks = [c for _, cs in batch.docs for c in cs]
+            ctx = self.options.embed_context
+            texts = [embedding_text(c) if ctx else c.text for c in chunks]
+            vectors = self.embedder.embed(texts)
+            if len(vectors) != len(chunks):
+                raise RuntimeError(
+                    f"embedder {self.embedder.name} returned {len(vectors)} vectors "
+                    f"for {len(chunks)} texts"
+                )
+            for c, v in zip(chunks, vectors, strict=True):
+                c.embedding = v.tolist()
+            report._time("embed", time.perf_counter() - t)
+
+        t = time.perf_counter()
+        ok: list[tuple[str, str, int]] = []
+        for doc, chunks in batch.docs:
+            self.index.replace_document(doc.id, chunks)
+            ok.append((doc.external_id, doc.version, len(chunks)))
+            report.chunks_written += len(chunks)
+        stale = [f"{self.source}:{eid}" for eid, _, _ in batch.failed if eid in indexed]
+        if stale:
+            self.index.delete_documents(stale)
+        t2 = time.perf_counter()
+        report._time("index", t2 - t)
+        # State after index: see the module docstring for why this order is crash-safe.
+        if ok:
+            self.state.record_ok(self.source, ok)
+        if batch.failed:
+            self.state.record_failed(self.source, batch.failed)
+        report._time("state", time.perf_counter() - t2)
+
+        for doc, _ in batch.docs:
+            (report.updated if doc.external_id in indexed else report.added).append(doc.external_id)
+            self.tick(doc.external_id)
+        for eid, _, reason in batch.failed:
+            report.failed[eid] = reason
+            self.tick(eid)
+
+    def batches(self, work: Sequence[DocumentRef]) -> list[list[DocumentRef]]:
+        """Split work so a batch holds about `batch_chunks` chunks (estimated from size)."""
+        opts = self.options
+        if self.embedder is None:
+            size = opts.batch_documents
+        else:
+            # Documents average a few chunks; the exact number is known only after parsing,
+            # so batches are sized by documents and tuned to keep the model's batches full.
+            size = max(1, min(opts.batch_documents, opts.batch_chunks // 4))
+        return [list(work[i : i + size]) for i in range(0, len(work), size)]
+
+    def run(self) -> SyncReport:
+        report = self.report
+        t_all = time.perf_counter()
+        try:
+            t = time.perf_counter()
+            refs = list(self.connector.list())
+            report._time("list", time.perf_counter() - t)
+            report.listed = len(refs)
+
+            t = time.perf_counter()
+            prefix = f"{self.source}:"
+            indexed = {i[len(prefix) :] for i in self.index.document_ids() if i.startswith(prefix)}
+            stored = self.state.versions(self.source)
+            listed: dict[str, DocumentRef] = {}
+            for ref in refs:
+                listed.setdefault(ref.external_id, ref)
+            work: list[DocumentRef] = []
+            for eid, ref in listed.items():
+                st = stored.get(eid)
+                if st is not None and st == (ref.version, STATUS_OK) and eid in indexed:
+                    report.unchanged += 1
+                else:
+                    work.append(ref)
+            gone = sorted((set(stored) | indexed) - set(listed))
+            report._time("diff", time.perf_counter() - t)
+
+            self.total = len(work) + len(gone)
+            if self.progress is not None:
+                self.progress(0, self.total, None)
+
+            if gone:
+                t = time.perf_counter()
+                self.index.delete_documents([prefix + eid for eid in gone])
+                self.state.forget(self.source, gone)
+                report.deleted.extend(gone)
+                report._time("delete", time.perf_counter() - t)
+                for eid in gone:
+                    self.tick(eid)
+
+            batches = self.batches(work)
+            if self.options.prefetch and self.embedder is not None and len(batches) > 1:
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovra-prep") as pool:
+                    ahead: Future[_Prepared] = pool.submit(self.prepare, batches[0])
+                    for nxt in [*batches[1:], None]:
+                        current = ahead.result()
+                        if nxt is not None:
+                            ahead = pool.submit(self.prepare, nxt)
+                        self.write(current, indexed)
+            else:
+                for b in batches:
+                    self.write(self.prepare(b), indexed)
+        except SourceUnavailable as exc:
+            report.error = str(exc)
+            raise
+        except BaseException as exc:
+            report.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            report.finished_at = datetime.now(UTC)
+            report._time("total", time.perf_counter() - t_all)
+            try:
+                self.state.save_report(self.source, report.to_dict())
+            except Exception:  # never hide the original error behind a reporting failure
+                if report.error is None:
+                    raise
+        return report
+
+
+def sync_source(
+    connector: Connector,
+    source_name: str | None,
+    index: Index,
+    embedder: Embedder | None,
+    state_store: StateStore,
+    progress: ProgressCallback | None = None,
+    *,
+    options: SyncOptions | None = None,
+) -> SyncReport:
+    """Bring the index in line with the source; returns what changed.
+
+    `embedder=None` is the BM25-only mode (chunks are written without embeddings).
+    Raises SourceUnavailable (nothing changed) when the source cannot be listed; model and
+    index errors propagate after the report is saved — a re-run resumes where it stopped.
+    """
+    name = source_name or connector.name
+    return _Syncer(
+        connector, name, index, embedder, state_store, progress, options or SyncOptions()
+    ).run()

@@ -1,0 +1,77 @@
+"""The connector interface every source kind implements, and the errors a sync must tell apart.
+
+The shape follows Onyx-style connectors: `list()` is cheap and yields (external id, version)
+pairs so the pipeline can skip unchanged items; `fetch()` does the real work for one item;
+`permissions()` answers who may read one item without fetching its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+from sovra.domain import Document, DocumentRef
+
+
+class SourceError(Exception):
+    """Base class of connector errors."""
+
+
+class SourceUnavailable(SourceError):
+    """The whole source cannot be read (folder missing, records file unparseable).
+
+    A sync that hits this stops without touching the index: an unmounted share must never
+    look like "every document was deleted".
+    """
+
+
+class DocumentError(SourceError):
+    """One document cannot be turned into text; the sync records it as failed and goes on."""
+
+    def __init__(self, external_id: str, reason: str) -> None:
+        super().__init__(f"{external_id}: {reason}")
+        self.external_id = external_id
+        self.reason = reason
+
+
+class MalformedDocument(DocumentError):
+    """The bytes are not a valid instance of the format (truncated PDF, junk, bad encoding)."""
+
+
+class DocumentTooLarge(DocumentError):
+    """The item is above the source's `max_file_bytes`; it is not read at all."""
+
+
+class EmptyDocument(DocumentError):
+    """The item holds no text to index."""
+
+
+class UnsupportedFormat(DocumentError):
+    """No parser handles this item's format."""
+
+
+class DocumentNotFound(DocumentError):
+    """The item vanished between `list()` and `fetch()`; the next sync deletes it."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """One configured source. External ids are unique within the source and stable over time."""
+
+    @property
+    def name(self) -> str:
+        """The source name; document ids are `f"{name}:{external_id}"`."""
+        ...
+
+    def list(self) -> Iterator[DocumentRef]:
+        """Every item currently in the source with a version that changes when it (or its
+        labels) change. Raises SourceUnavailable if the source as a whole cannot be listed."""
+        ...
+
+    def fetch(self, external_id: str) -> Document:
+        """The item as a Document with text and labels; raises a DocumentError subclass."""
+        ...
+
+    def permissions(self, external_id: str) -> tuple[str, ...]:
+        """Normalised access strings of the item (`group:admins` when undeterminable)."""
+        ...
