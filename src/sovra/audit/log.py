@@ -52,6 +52,7 @@ RETENTION_MIN_DAYS = 183
 RETENTION_ENV = "SOVRA_AUDIT_RETENTION_DAYS"
 URL_ENV = "SOVRA_AUDIT_URL"
 MAX_BATCH = 2000
+CHECKPOINT_EVERY = 1024
 
 
 class AuditError(Exception):
@@ -243,7 +244,11 @@ class AuditLog:
             root = fold_nodes([h for _, h in stack]) if stack else EMPTY_ROOT
             out.size, out.root, out.nodes = index, root, nodes
             out.checkpoint = self._sign(index, root)
-            return AppendPlan(nodes, out.checkpoint)
+            # Keep one checkpoint per block of CHECKPOINT_EVERY entries (the last one signed in
+            # it) plus the latest: receipts carry their own checkpoint, and consistency proofs
+            # can be built to any size, so the history need not hold every commit.
+            drop = size if size and size // CHECKPOINT_EVERY == index // CHECKPOINT_EVERY else None
+            return AppendPlan(nodes, out.checkpoint, drop)
 
         return plan
 
@@ -254,13 +259,15 @@ class AuditLog:
 
     def _receipts(self, first: int, entries: Sequence[bytes], batch: _Batch) -> list[Receipt]:
         plans = [inclusion_plan(first + i, batch.size) for i in range(len(entries))]
-        needed: set[NodeId] = set()
-        for p in plans:
-            needed |= nodes_for(p)
-        have = dict(batch.nodes)
-        have.update(self.store.get_nodes(needed - have.keys()))
+        have = batch.nodes
+        needed = nodes_for({s for p in plans for s in p}) - have.keys()
+        if needed:
+            have = {**have, **self.store.get_nodes(needed)}
+        memo: dict[tuple[int, int], bytes] = {}
         return [
-            Receipt(first + i, leaf_hash(e), batch.checkpoint, tuple(assemble(p, have)), e)
+            Receipt(
+                first + i, have[(0, first + i)], batch.checkpoint, tuple(assemble(p, have, memo)), e
+            )
             for i, (e, p) in enumerate(zip(entries, plans, strict=True))
         ]
 
@@ -349,7 +356,17 @@ class AuditLog:
         except NoteError as exc:
             raise AuditError(f"cosigned checkpoint rejected: {exc}") from None
         stored = self.store.checkpoint_at(checkpoint.size)
-        if stored is None or parse_note(stored).text != parse_note(cosigned).text:
+        if stored is None:
+            # Superseded checkpoints are not all kept; accept one whose root we can recompute.
+            if checkpoint.size > self.size or self._root_at(checkpoint.size) != checkpoint.root:
+                raise AuditError(
+                    f"the cosigned checkpoint at size {checkpoint.size} is not this log's"
+                )
+            ours = {(v.name, v.key_id) for v in trusted}
+            incoming = parse_note(cosigned)
+            own = tuple(s for s in incoming.signatures if (s.name, s.key_id) in ours)
+            stored = str(type(incoming)(incoming.text, own))
+        if parse_note(stored).text != parse_note(cosigned).text:
             raise AuditError(
                 f"this log has no checkpoint matching the cosigned one at size {checkpoint.size}"
             )
@@ -369,6 +386,13 @@ class AuditLog:
         note = str(type(merged)(merged.text, (*merged.signatures, *extra)))
         self.store.put_checkpoint(checkpoint.size, note)
         return note
+
+    def _root_at(self, size: int) -> bytes:
+        edge = compact_range(size)
+        nodes = self.store.get_nodes(edge)
+        if len(nodes) != len(edge):
+            raise AuditError("audit store lacks tree nodes; run `sovra audit verify`")
+        return fold_nodes([nodes[n] for n in edge]) if edge else EMPTY_ROOT
 
     def _checkpoint_for(self, size: int | None) -> tuple[int, str]:
         if size is None:
@@ -391,9 +415,7 @@ class AuditLog:
             if not 0 <= leaf < tree_size:
                 raise AuditError(f"entry {leaf} does not exist; the log has {tree_size} entries")
         plans = [inclusion_plan(leaf, tree_size) for leaf in leaves]
-        needed: set[NodeId] = set()
-        for p in plans:
-            needed |= nodes_for(p)
+        needed = nodes_for({s for p in plans for s in p})
         nodes = self.store.get_nodes(needed)
         if needed - nodes.keys():
             raise AuditError("audit store lacks tree nodes; run `sovra audit verify`")
@@ -406,13 +428,14 @@ class AuditLog:
                 if idx in wanted:
                     entries[idx] = data
         out = []
+        memo: dict[tuple[int, int], bytes] = {}
         for leaf, p in zip(leaves, plans, strict=True):
             if leaf not in entries:
                 raise AuditError(
                     f"entry {leaf} is missing from the store; run `sovra audit verify`"
                 )
             data = entries[leaf]
-            out.append(Receipt(leaf, leaf_hash(data), note, tuple(assemble(p, nodes)), data))
+            out.append(Receipt(leaf, leaf_hash(data), note, tuple(assemble(p, nodes, memo)), data))
         return out
 
     def prove_consistency(self, size1: int, size2: int | None = None) -> list[bytes]:

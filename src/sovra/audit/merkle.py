@@ -111,9 +111,29 @@ def nodes_for(spans: Iterable[Span]) -> set[NodeId]:
     return needed
 
 
-def assemble(spans: Sequence[Span], nodes: Mapping[NodeId, bytes]) -> list[bytes]:
-    """Proof hashes for `spans` given the fetched complete-subtree hashes."""
-    return [fold_nodes([nodes[n] for n in span_nodes(s, e)]) for s, e in spans]
+def assemble(
+    spans: Sequence[Span], nodes: Mapping[NodeId, bytes], memo: dict[Span, bytes] | None = None
+) -> list[bytes]:
+    """Proof hashes for `spans` given the fetched complete-subtree hashes.
+
+    `memo` shares folded span hashes between the proofs of one batch, whose upper spans
+    are mostly the same.
+    """
+    out: list[bytes] = []
+    for span in spans:
+        h = None if memo is None else memo.get(span)
+        if h is None:
+            start, end = span
+            if end - start & (end - start - 1) == 0:
+                # A power-of-two span is one complete subtree: a single node.
+                level = (end - start).bit_length() - 1
+                h = nodes[(level, start >> level)]
+            else:
+                h = fold_nodes([nodes[n] for n in span_nodes(start, end)])
+            if memo is not None:
+                memo[span] = h
+        out.append(h)
+    return out
 
 
 def root_from_nodes(size: int, get: Callable[[NodeId], bytes]) -> bytes:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import psycopg
 
 from sovra.audit.merkle import NodeId
-from sovra.audit.store import Planner, StoreError, key_node, node_key
+from sovra.audit.store import Planner, StoreError, key_node, node_key, signature_count
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _BATCH = 5000
@@ -44,7 +44,8 @@ class PostgresStore:
                 f"CREATE TABLE IF NOT EXISTS {s}.nodes (k bigint PRIMARY KEY, hash bytea NOT NULL)"
             )
             self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {s}.checkpoints (size bigint PRIMARY KEY, note text NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {s}.checkpoints (size bigint PRIMARY KEY, "
+                "note text NOT NULL, signatures int NOT NULL)"
             )
             self._conn.execute(
                 f"INSERT INTO {s}.meta (key, value) VALUES ('size', '0') ON CONFLICT DO NOTHING"
@@ -104,10 +105,15 @@ class PostgresStore:
                 f"UPDATE {s}.meta SET value = %s WHERE key = 'size'", (str(new_size),)
             )
             self._conn.execute(
-                f"INSERT INTO {s}.checkpoints (size, note) VALUES (%s, %s) "
-                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
-                (new_size, result.checkpoint),
+                f"INSERT INTO {s}.checkpoints (size, note, signatures) VALUES (%s, %s, %s) "
+                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note, signatures = EXCLUDED.signatures",
+                (new_size, result.checkpoint, signature_count(result.checkpoint)),
             )
+            if result.drop_checkpoint is not None:
+                self._conn.execute(
+                    f"DELETE FROM {s}.checkpoints WHERE size = %s AND signatures = 1",
+                    (result.drop_checkpoint,),
+                )
         return size
 
     def level_range(self, level: int, start: int, end: int) -> list[tuple[int, bytes]]:
@@ -162,9 +168,9 @@ class PostgresStore:
     def put_checkpoint(self, size: int, note: str) -> None:
         with self._lock:
             self._conn.execute(
-                f"INSERT INTO {self._s}.checkpoints (size, note) VALUES (%s, %s) "
-                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note",
-                (size, note),
+                f"INSERT INTO {self._s}.checkpoints (size, note, signatures) VALUES (%s, %s, %s) "
+                "ON CONFLICT (size) DO UPDATE SET note = EXCLUDED.note, signatures = EXCLUDED.signatures",
+                (size, note, signature_count(note)),
             )
 
     def close(self) -> None:

@@ -37,6 +37,12 @@ class AppendPlan:
 
     nodes: dict[NodeId, bytes]
     checkpoint: str
+    drop_checkpoint: int | None = None
+    """A superseded checkpoint size to forget (unless it carries more than one signature)."""
+
+
+def signature_count(note: str) -> int:
+    return note.count("\n\u2014 ") + note.startswith("\u2014 ")
 
 
 Planner = Callable[[int, NodeReader], AppendPlan]
@@ -87,7 +93,8 @@ _SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (k INTEGER PRIMARY KEY, hash BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  size INTEGER PRIMARY KEY, note TEXT NOT NULL, signatures INTEGER NOT NULL);
 """
 
 _BATCH = 5000
@@ -162,9 +169,14 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('size', ?)", (str(new_size),)
                 )
                 db.execute(
-                    "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)",
-                    (new_size, result.checkpoint),
+                    "INSERT OR REPLACE INTO checkpoints (size, note, signatures) VALUES (?, ?, ?)",
+                    (new_size, result.checkpoint, signature_count(result.checkpoint)),
                 )
+                if result.drop_checkpoint is not None:
+                    db.execute(
+                        "DELETE FROM checkpoints WHERE size = ? AND signatures = 1",
+                        (result.drop_checkpoint,),
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -220,7 +232,8 @@ class SqliteStore:
     def put_checkpoint(self, size: int, note: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
+                "INSERT OR REPLACE INTO checkpoints (size, note, signatures) VALUES (?, ?, ?)",
+                (size, note, signature_count(note)),
             )
 
     def close(self) -> None:
