@@ -16,7 +16,13 @@ from sovra.audit.log import (
     LoggedEvent,
     VerifyReport,
 )
-from sovra.audit.receipt import Receipt, ReceiptError, VerifiedReceipt, verify_receipt
+from sovra.audit.receipt import (
+    Receipt,
+    ReceiptError,
+    VerifiedReceipt,
+    verify_checkpoint_update,
+    verify_receipt,
+)
 
 __all__ = [
     "RETENTION_MIN_DAYS",
@@ -29,5 +35,6 @@ __all__ = [
     "ResourceRef",
     "VerifiedReceipt",
     "VerifyReport",
+    "verify_checkpoint_update",
     "verify_receipt",
 ]

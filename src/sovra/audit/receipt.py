@@ -14,8 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sovra.audit.merkle import leaf_hash
-from sovra.audit.note import NoteError, NoteVerifier, open_checkpoint, verify_cosignatures
-from sovra.audit.verify import ProofError, verify_inclusion
+from sovra.audit.note import (
+    Checkpoint,
+    NoteError,
+    NoteVerifier,
+    open_checkpoint,
+    verify_cosignatures,
+)
+from sovra.audit.verify import ProofError, verify_consistency, verify_inclusion
 
 RECEIPT_FORMAT = "sovra.audit.receipt/v1"
 
@@ -174,3 +180,30 @@ def verify_receipt(
         signed_by=[str(s) for s in signers],
         witnesses=[str(w) for w in good_witnesses],
     )
+
+
+def verify_checkpoint_update(
+    old_checkpoint: str,
+    new_checkpoint: str,
+    proof: Sequence[bytes],
+    public_key: str | Sequence[str] | Sequence[NoteVerifier],
+) -> Checkpoint:
+    """Accept `new_checkpoint` only if it extends the trusted `old_checkpoint` (both signed by
+    the log and linked by the consistency proof). This is what catches a split view: a store
+    that showed one reader a different tree cannot prove consistency with what it showed
+    another. Returns the new checkpoint; raises ReceiptError."""
+    keys = _verifiers(public_key)
+    try:
+        old, _ = open_checkpoint(old_checkpoint, keys)
+        new, _ = open_checkpoint(new_checkpoint, keys, old.origin)
+    except NoteError as exc:
+        raise ReceiptError(str(exc)) from None
+    if old.size == 0:
+        return new
+    try:
+        verify_consistency(old.size, new.size, old.root, new.root, proof)
+    except ProofError as exc:
+        raise ReceiptError(
+            f"checkpoint {new.size} does not extend checkpoint {old.size}: {exc}"
+        ) from None
+    return new
