@@ -505,17 +505,26 @@ class AuditLog:
         return receipt
 
     # ---------------------------------------------------------------- verification
-    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(
+        self, progress: Callable[[int], None] | None = None, *, anchor: str | None = None
+    ) -> VerifyReport:
         """Recompute the whole tree from the entries and check it against every stored node
-        and every signed checkpoint (with the keys from the key files, not from the store)."""
-        return _verify_log(self, progress)
+        and every signed checkpoint (with the keys from the key files, not from the store).
+
+        `anchor` is a signed checkpoint held outside the store (from a receipt or a witness):
+        the log must still contain that exact tree, which catches a truncation or rewrite done
+        consistently across entries, nodes and stored checkpoints.
+        """
+        return _verify_log(self, progress, anchor)
 
 
 def _fail(size: int, checkpoints: int, problem: str, bad: int | None = None) -> VerifyReport:
     return VerifyReport(False, size, checkpoints, EMPTY_ROOT, problem, bad)
 
 
-def _verify_log(log: AuditLog, progress: Callable[[int], None] | None) -> VerifyReport:
+def _verify_log(
+    log: AuditLog, progress: Callable[[int], None] | None, anchor: str | None
+) -> VerifyReport:
     store = log.store
     trusted: list[NoteVerifier] = log.keyring.trusted()
     stored_size = store.size()
@@ -604,6 +613,26 @@ def _verify_log(log: AuditLog, progress: Callable[[int], None] | None) -> Verify
             return EMPTY_ROOT
         return fold_nodes([levels[lv][i] for lv, i in compact_range(n)])
 
+    if anchor is not None:
+        try:
+            held, _ = open_checkpoint(anchor, trusted, log.origin)
+        except NoteError as exc:
+            return _fail(size, len(notes), f"the held checkpoint is not valid: {exc}")
+        if held.size > size:
+            return _fail(
+                size,
+                len(notes),
+                f"the log was truncated: a held checkpoint has {held.size} entries, "
+                f"the log only {size}",
+                size,
+            )
+        if held.root != root_at(held.size):
+            return _fail(
+                size,
+                len(notes),
+                f"the first {held.size} entries differ from the held checkpoint",
+                0,
+            )
     prev = 0
     for checkpoint in signed:
         if checkpoint.root != root_at(checkpoint.size):
