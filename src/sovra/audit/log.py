@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -82,10 +83,7 @@ class LoggedEvent:
 @dataclass
 class _Pending:
     entry: bytes
-    index: int = -1
-    error: BaseException | None = None
-    done: bool = False
-    receipt: Receipt | None = None
+    future: Future[Receipt] = field(default_factory=Future)
 
 
 @dataclass
@@ -131,7 +129,8 @@ class AuditLog:
             # A log never lowers the retention it was created with.
             self.retention_days = int(stored)
         store.init_meta("retention_days", str(self.retention_days))
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._queue: list[_Pending] = []
         self._leader = False
 
@@ -189,6 +188,7 @@ class AuditLog:
             raise
 
     def close(self) -> None:
+        self.flush()
         self.store.close()
         self.subjects.close()
 
@@ -287,29 +287,42 @@ class AuditLog:
             receipts.extend(self._receipts(first, chunk, batch))
         return receipts
 
-    def append(self, event: AuditEvent) -> Receipt:
-        """Append one event; returns once it is durable. Safe to call from many threads:
-        events waiting while another commit runs are committed together (group commit)."""
+    def submit(self, event: AuditEvent) -> Future[Receipt]:
+        """Queue one event; the future resolves to its receipt once the event is durable.
+
+        Group commit: a committer thread takes everything queued (up to MAX_BATCH) into one
+        transaction — one fsync, one signed checkpoint — so many concurrent requests, or one
+        producer that does not wait per event, share the cost of a durable commit.
+        """
         item = _Pending(self._seal(event))
-        with self._cv:
+        with self._lock:
             self._queue.append(item)
-            while not item.done:
-                if self._leader:
-                    self._cv.wait()
-                    continue
-                self._leader = True
-                batch_items, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                self._cv.release()
-                try:
-                    self._lead(batch_items)
-                finally:
-                    self._cv.acquire()
+            start = not self._leader
+            self._leader = True
+        if start:
+            threading.Thread(target=self._drain, name="sovra-audit-commit", daemon=True).start()
+        return item.future
+
+    def append(self, event: AuditEvent) -> Receipt:
+        """Append one event; returns its receipt once it is durable. Thread-safe; concurrent
+        callers are committed together (see `submit`)."""
+        return self.submit(event).result()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
                     self._leader = False
-                    self._cv.notify_all()
-        if item.error is not None:
-            raise item.error
-        assert item.receipt is not None
-        return item.receipt
+                    self._idle.notify_all()
+                    return
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            self._lead(batch)
+
+    def flush(self) -> None:
+        """Wait until every submitted event is committed (or failed)."""
+        with self._lock:
+            while self._leader:
+                self._idle.wait()
 
     def _lead(self, items: list[_Pending]) -> None:
         entries = [it.entry for it in items]
@@ -318,10 +331,10 @@ class AuditLog:
             receipts = self._receipts(first, entries, batch)
         except BaseException as exc:
             for it in items:
-                it.error, it.done = exc, True
+                it.future.set_exception(exc)
             return
         for it, rec in zip(items, receipts, strict=True):
-            it.receipt, it.index, it.done = rec, rec.index, True
+            it.future.set_result(rec)
 
     # ---------------------------------------------------------------- reading
     @property
