@@ -395,3 +395,40 @@ def test_empty_log(logs: LogFactory) -> None:
     with pytest.raises(AuditError, match="empty"):
         log.prove(0)
     assert log.verify().ok
+
+
+def test_submitted_events_are_batched_and_acknowledged_after_commit(
+    logs: LogFactory, event: EventMaker
+) -> None:
+    log = logs.open()
+    commits: list[int] = []
+    real_commit = log._commit
+
+    def counting_commit(entries: list[bytes]) -> object:
+        commits.append(len(entries))
+        return real_commit(entries)
+
+    log._commit = counting_commit  # type: ignore[assignment,method-assign]
+    futures = [log.submit(event(i)) for i in range(300)]
+    receipts = [f.result(timeout=60) for f in futures]
+    assert [r.index for r in receipts] == list(range(300))
+    assert sum(commits) == 300 and len(commits) < 300  # group commit happened
+    log.flush()
+    assert log.size == 300 and log.verify().ok
+
+
+def test_a_failed_commit_fails_its_callers_and_the_log_goes_on(
+    logs: LogFactory, event: EventMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = logs.open()
+    log.append(event(0))
+
+    def broken(entries: object, plan: object) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(log.store, "append", broken)
+    with pytest.raises(OSError, match="disk full"):
+        log.append(event(1))
+    monkeypatch.undo()
+    assert log.append(event(2)).index == 1
+    assert log.verify().ok
