@@ -29,7 +29,8 @@ def _utc_now() -> datetime:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 UTC with microseconds, so that equal instants always encode equally."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = value.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 class ResourceRef(BaseModel):
@@ -75,7 +76,7 @@ class AuditEvent(BaseModel):
             "time": format_time(self.time),
             "actor": self.actor,
             "action": self.action,
-            "resources": [r.model_dump() for r in self.resources],
+            "resources": [{"id": r.id, "hash": r.hash} for r in self.resources],
             "policy_ids": list(self.policy_ids),
             "decision": self.decision,
             "endpoint": self.endpoint,

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sovra.audit.event import AuditEvent, seal, unseal
+from sovra.audit.event import AuditEvent, format_time, seal, unseal
 from sovra.audit.keys import KeyFileError, KeyRing
 from sovra.audit.merkle import (
     EMPTY_ROOT,
@@ -482,7 +482,7 @@ class AuditLog:
     ) -> Iterator[LoggedEvent]:
         """Stored events in order, personal fields decrypted or shown as "erased"."""
         keys = self._key_cache()
-        since_s = None if since is None else since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        since_s = None if since is None else format_time(since)
         for idx, data in self.store.entries(start, self.size):
             try:
                 record = json.loads(data)
