@@ -110,10 +110,9 @@ class _Scanner:
             _split_big(self.text, start, end, self.target, self.count, self.units)
 
     def add_paragraph(self, start: int, end: int) -> None:
+        # Sentences, not paragraphs, are the units: packing puts whole paragraphs back
+        # together when they fit, and the overlap can then repeat the last sentence or two.
         para = self.text[start:end]
-        if self.count(para) <= self.target:
-            self.add(start, end, atomic=False)
-            return
         pos = 0
         for m in _SENTENCE_END.finditer(para):
             self.add(start + pos, start + m.start(), atomic=False)

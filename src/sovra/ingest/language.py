@@ -3,8 +3,9 @@
 Restricting the candidate set makes detection faster and more accurate on short text; only a
 bounded prefix of prose is inspected because a few hundred characters decide the language as
 well as the whole document does, at a fraction of the cost (ingest must stay near-free next
-to the embedding model). Low-accuracy mode (trigrams only) is several times faster on short
-text and just as good above ~120 characters, which is what we feed it.
+to the embedding model). Low-accuracy mode (trigrams only) is as good as high accuracy above
+~120 characters and several times faster on short text, where it is also much less reliable;
+so samples of 120+ characters use it and shorter ones get the high-accuracy detector.
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ _CODE_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _NOISE = re.compile(r"https?://\S+|[`*_#>|\[\]()<>{}=\\/]+|\b\w*\d\w*\b")
 
 
-@functools.lru_cache(maxsize=1)
-def _detector() -> Any:
+SHORT_SAMPLE = 120
+"""Below this many characters lingua's high-accuracy mode is much better, so we use it."""
+
+
+@functools.lru_cache(maxsize=2)
+def _detector(low_accuracy: bool = True) -> Any:
     from lingua import IsoCode639_1, LanguageDetectorBuilder
 
     codes = [getattr(IsoCode639_1, code.upper()) for code in SUPPORTED]
-    return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_low_accuracy_mode().build()
+    builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
+    return (builder.with_low_accuracy_mode() if low_accuracy else builder).build()
 
 
 def prose_sample(text: str, limit: int = PREFIX_CHARS) -> str:
@@ -66,16 +72,17 @@ def detect_language(text: str) -> str:
     sample = prose_sample(text)
     if not _enough(sample):
         return UNDETERMINED
-    return _code(_detector().detect_language_of(sample))
+    return _code(_detector(len(sample) >= SHORT_SAMPLE).detect_language_of(sample))
 
 
 def detect_languages(texts: Sequence[str]) -> list[str]:
     """Batch form of detect_language; lingua spreads the batch over all cores."""
     samples = [prose_sample(t) for t in texts]
-    todo = [i for i, s in enumerate(samples) if _enough(s)]
     result = [UNDETERMINED] * len(texts)
-    if todo:
-        found = _detector().detect_languages_in_parallel_of([samples[i] for i in todo])
-        for i, lang in zip(todo, found, strict=True):
-            result[i] = _code(lang)
+    for low in (True, False):
+        todo = [i for i, s in enumerate(samples) if _enough(s) and (len(s) >= SHORT_SAMPLE) == low]
+        if todo:
+            found = _detector(low).detect_languages_in_parallel_of([samples[i] for i in todo])
+            for i, lang in zip(todo, found, strict=True):
+                result[i] = _code(lang)
     return result

@@ -1,0 +1,52 @@
+"""Run one sync in its own process so a test can SIGKILL it midway (see test_ingest_kill.py).
+
+usage: python kill_sync_worker.py ROOT INDEX_DIR STATE_DB EMBED_DELAY_SECONDS
+Prints `progress <done> <total>` lines, flushed, so the test knows when to kill.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_fakes import FakeEmbedder, FileIndex
+
+from sovra.config import FolderSource
+from sovra.ingest import StateStore, SyncOptions, sync_source
+from sovra.sources import FolderConnector
+
+
+def connector(root: Path) -> FolderConnector:
+    src = FolderSource.model_validate(
+        {"name": "hb", "kind": "folder", "path": root, "access": ["group:staff"]}
+    )
+    return FolderConnector(src, root)
+
+
+def main() -> None:
+    root, index_dir, state_db, delay = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        Path(sys.argv[3]),
+        float(sys.argv[4]),
+    )
+
+    def progress(done: int, total: int, current: str | None) -> None:
+        print(f"progress {done} {total}", flush=True)
+
+    report = sync_source(
+        connector(root),
+        "hb",
+        FileIndex(index_dir),
+        FakeEmbedder(delay=delay),
+        StateStore(state_db),
+        progress,
+        options=SyncOptions(batch_chunks=8),  # two documents per batch: many commit points
+    )
+    print(f"done added={len(report.added)} unchanged={report.unchanged}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

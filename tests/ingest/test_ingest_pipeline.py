@@ -1,0 +1,278 @@
+"""sync_source end to end with a fake index and embedder on copies of the sample data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from ingest_fakes import FakeEmbedder, MemoryIndex, copy_tree, minimal_pdf, tickets_head
+
+from sovra.config import FolderSource, RecordsSource
+from sovra.domain import Chunk, SearchFilter
+from sovra.ingest import StateStore, SyncOptions, sync_source
+from sovra.ingest.chunk import chunk_document
+from sovra.ingest.state import STATUS_FAILED, STATUS_OK
+from sovra.sources import FolderConnector, RecordsConnector, SourceUnavailable
+
+
+def folder(root: Path, **kw: object) -> FolderConnector:
+    src = FolderSource.model_validate({"name": "hb", "kind": "folder", "path": root, **kw})
+    return FolderConnector(src, root)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    r = tmp_path / "hb"
+    copy_tree("handbook/content/benefits-pay-perks", r / "benefits")
+    copy_tree("runbooks/alerts/cluster-etcd-operator", r / "runbooks")
+    return r
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> StateStore:
+    return StateStore(tmp_path / "data" / "state.db")
+
+
+def all_ids(index: MemoryIndex) -> list[str]:
+    return [c.id for c in index.all_chunks()]
+
+
+def test_first_sync_indexes_everything_with_labels_and_embeddings(
+    root: Path, state: StateStore
+) -> None:
+    conn = folder(
+        root,
+        access=["group:staff"],
+        rules=[{"match": "runbooks/**", "access": ["group:sre"], "classification": "confidential"}],
+    )
+    index, emb = MemoryIndex(), FakeEmbedder()
+    seen: list[tuple[int, int, str | None]] = []
+    report = sync_source(conn, "hb", index, emb, state, progress=lambda *a: seen.append(a))
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.md"))
+    assert sorted(report.added) == files and not report.failed and report.ok
+    assert index.document_ids() == {f"hb:{f}" for f in files}
+    ids = all_ids(index)
+    assert len(ids) == len(set(ids)) == report.chunks_written
+    for doc_id, chunks in index.docs.items():
+        assert [c.id for c in chunks] == [f"{doc_id}#{i}" for i in range(len(chunks))]
+        for c in chunks:
+            assert c.embedding is not None and len(c.embedding) == emb.dimension
+            assert c.language == "en"
+            if doc_id.startswith("hb:runbooks/"):
+                assert c.access == ("group:sre",) and c.classification == "confidential"
+            else:
+                assert c.access == ("group:staff",)
+    # A staff member sees no runbook chunk; an SRE sees them.
+    staff = SearchFilter(access_tokens=frozenset({"group:staff", "public"}))
+    assert not any(
+        c.document_id.startswith("hb:runbooks/") for c in index.all_chunks() if staff.admits(c)
+    )
+    # Progress: starts at 0 of total, ends at total of total, never goes backwards.
+    assert seen[0][:2] == (0, len(files)) and seen[-1][:2] == (len(files), len(files))
+    assert [s[0] for s in seen] == sorted(s[0] for s in seen)
+    counts = state.counts("hb")
+    assert counts[STATUS_OK] == len(files) and counts["chunks"] == len(ids)
+    shown = state.last_report("hb")
+    assert shown is not None and shown["counts"]["added"] == len(files)
+    # The index holds exactly what the chunker makes of each fetched document.
+    doc = conn.fetch("runbooks/etcdDatabaseQuotaLowSpace.md")
+    doc.language = "en"
+    expect = [c.text for c in chunk_document(doc)]
+    assert [c.text for c in index.chunks_of(doc.id)] == expect
+
+
+def test_rerun_skips_unchanged_then_update_and_delete(root: Path, state: StateStore) -> None:
+    conn = folder(root, access=["group:staff"])
+    index, emb = MemoryIndex(), FakeEmbedder()
+    first = sync_source(conn, "hb", index, emb, state)
+    n = len(first.added)
+    index.replace_calls.clear()
+    calls = emb.calls
+
+    again = sync_source(conn, "hb", index, emb, state)
+    assert again.unchanged == n and not again.added and not again.updated and not again.deleted
+    assert index.replace_calls == [] and emb.calls == calls
+
+    target = root / "runbooks" / "etcdNoLeader.md"
+    target.write_text("# etcdNoLeader\n\n## Meaning\n\nCompletely rewritten runbook text.\n")
+    gone = root / "benefits" / "benefits-perks" / "celebrate.md"
+    old_chunks = index.chunks_of("hb:benefits/benefits-perks/celebrate.md")
+    assert old_chunks
+    gone.unlink()
+    third = sync_source(conn, "hb", index, emb, state)
+    assert third.updated == ["runbooks/etcdNoLeader.md"] and third.added == []
+    assert third.deleted == ["benefits/benefits-perks/celebrate.md"]
+    assert third.unchanged == n - 2
+    texts = [c.text for c in index.chunks_of("hb:runbooks/etcdNoLeader.md")]
+    assert any("Completely rewritten" in t for t in texts)
+    assert not any("etcd cluster has no leader" in t.lower() for t in texts)
+    assert "hb:benefits/benefits-perks/celebrate.md" not in index.document_ids()
+    assert "benefits/benefits-perks/celebrate.md" not in state.versions("hb")
+    assert len(all_ids(index)) == len(set(all_ids(index)))
+
+
+def test_malformed_files_fail_alone_and_are_shown(root: Path, state: StateStore) -> None:
+    bad = {
+        "bad/truncated.pdf": minimal_pdf(["Quarterly numbers"])[:120],
+        "bad/junk.md": bytes(range(256)) * 40,
+        "bad/latin1.md": "# Caf\xe9\n\nDie Pr\xfcfung der Datenbank muss jede Woche erfolgen.\n".encode(
+            "latin-1"
+        ),
+        "bad/empty.md": b"",
+        "bad/huge.md": b"# big\n\n" + b"lorem ipsum " * 20_000,
+    }
+    (root / "bad").mkdir()
+    for name, data in bad.items():
+        (root / name).write_bytes(data)
+    (root / "bad" / "fine.pdf").write_bytes(minimal_pdf(["A perfectly fine PDF document."]))
+    conn = folder(root, access=["public"], max_file_bytes=100_000)
+    index = MemoryIndex()
+    report = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert set(report.failed) == set(bad)
+    assert "UTF-8" in report.failed["bad/latin1.md"]
+    assert "max_file_bytes" in report.failed["bad/huge.md"]
+    assert "PDF" in report.failed["bad/truncated.pdf"]
+    assert "hb:bad/fine.pdf" in index.document_ids()
+    assert not any(i.startswith("hb:bad/") and i != "hb:bad/fine.pdf" for i in index.document_ids())
+    failed = {d.external_id: d.error for d in state.documents("hb", status=STATUS_FAILED)}
+    assert failed == report.failed
+    shown = state.last_report("hb")
+    assert shown is not None and set(shown["failed"]) == set(bad)
+    # Fixing a file on disk makes the next sync pick it up; the others keep failing.
+    (root / "bad" / "latin1.md").write_text(
+        "# Café\n\nDie Prüfung der Datenbank muss jede Woche erfolgen.\n", encoding="utf-8"
+    )
+    again = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert again.added == ["bad/latin1.md"] and set(again.failed) == set(bad) - {"bad/latin1.md"}
+    assert index.chunks_of("hb:bad/latin1.md")[0].language == "de"
+
+
+def test_document_that_turns_malformed_leaves_the_index(root: Path, state: StateStore) -> None:
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    sync_source(conn, "hb", index, FakeEmbedder(), state)
+    target = root / "runbooks" / "etcdMembersDown.md"
+    target.write_bytes(b"\x00\x01junk\xff" * 50)
+    report = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert "runbooks/etcdMembersDown.md" in report.failed
+    assert "hb:runbooks/etcdMembersDown.md" not in index.document_ids()
+
+
+def test_revoked_access_reaches_the_index_on_next_sync(root: Path, state: StateStore) -> None:
+    index = MemoryIndex()
+    sync_source(folder(root, access=["group:staff"]), "hb", index, FakeEmbedder(), state)
+    narrowed = folder(
+        root, access=["group:staff"], rules=[{"match": "runbooks/**", "access": ["group:sre"]}]
+    )
+    report = sync_source(narrowed, "hb", index, FakeEmbedder(), state)
+    assert report.updated and all(u.startswith("runbooks/") for u in report.updated)
+    staff = SearchFilter(access_tokens=frozenset({"group:staff"}))
+    assert not any(
+        c.document_id.startswith("hb:runbooks/") for c in index.all_chunks() if staff.admits(c)
+    )
+
+
+def test_unavailable_source_changes_nothing(root: Path, tmp_path: Path, state: StateStore) -> None:
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    first = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    before = set(index.document_ids())
+    shutil.rmtree(root)  # e.g. an unmounted share: must not read as "everything deleted"
+    with pytest.raises(SourceUnavailable):
+        sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert index.document_ids() == before and not index.delete_calls
+    assert len(state.versions("hb")) == len(first.added)
+    shown = state.last_report("hb")
+    assert shown is not None and shown["ok"] is False and "does not exist" in shown["error"]
+
+
+def test_reconciles_index_and_state_after_partial_writes(root: Path, state: StateStore) -> None:
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    sync_source(conn, "hb", index, FakeEmbedder(), state)
+    # Written to the index just before a crash, never recorded, and gone from the source now.
+    orphan = Chunk(
+        id="hb:ghost.md#0", document_id="hb:ghost.md", source="hb", position=0, text="ghost",
+        title="g", uri="", heading_path=(), language="en", access=("public",),
+        classification="internal", residency="*",
+    )  # fmt: skip
+    index.replace_document("hb:ghost.md", [orphan])
+    other = Chunk(**{**orphan.__dict__, "id": "hbx:a#0", "document_id": "hbx:a", "source": "hbx"})
+    index.replace_document("hbx:a", [other])
+    # The index lost one document the state believes is indexed.
+    lost = "hb:runbooks/etcdNoLeader.md"
+    index.delete_documents([lost])
+    report = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert report.deleted == ["ghost.md"]
+    assert report.updated == [] and report.added == ["runbooks/etcdNoLeader.md"]
+    assert "hb:ghost.md" not in index.document_ids() and "hbx:a" in index.document_ids()
+    assert lost in index.document_ids()
+
+
+def test_state_lost_rebuilds_without_duplicates(root: Path, tmp_path: Path) -> None:
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    sync_source(conn, "hb", index, FakeEmbedder(), StateStore(tmp_path / "s1.db"))
+    ids = sorted(all_ids(index))
+    report = sync_source(conn, "hb", index, FakeEmbedder(), StateStore(tmp_path / "s2.db"))
+    assert report.updated and not report.added
+    assert sorted(all_ids(index)) == ids
+
+
+def test_bm25_only_mode_and_records_source(tmp_path: Path, state: StateStore) -> None:
+    path = tickets_head(tmp_path, rows=60)
+    src = RecordsSource.model_validate(
+        {
+            "name": "tickets",
+            "kind": "records",
+            "path": path,
+            "access": ["group:it-support"],
+            "title_field": "title",
+            "text_fields": ["body"],
+            "metadata_fields": ["urgency"],
+        }
+    )
+    index = MemoryIndex()
+    opts = SyncOptions(batch_documents=7)  # several batches, several state transactions
+    report = sync_source(RecordsConnector(src, path), None, index, None, state, options=opts)
+    assert len(report.added) == 60 and report.source == "tickets"
+    assert all(c.embedding is None for c in index.all_chunks())
+    assert all(c.access == ("group:it-support",) for c in index.all_chunks())
+    assert state.counts("tickets")[STATUS_OK] == 60
+    again = sync_source(RecordsConnector(src, path), None, index, None, state, options=opts)
+    assert again.unchanged == 60
+
+
+def test_fetch_crash_is_a_document_failure(root: Path, state: StateStore) -> None:
+    class Flaky(FolderConnector):
+        def fetch(self, external_id: str):  # type: ignore[no-untyped-def]
+            if external_id.endswith("etcdNoLeader.md"):
+                raise KeyError("parser bug")
+            return super().fetch(external_id)
+
+    src = FolderSource.model_validate({"name": "hb", "kind": "folder", "path": root})
+    report = sync_source(Flaky(src, root), "hb", MemoryIndex(), FakeEmbedder(), state)
+    assert list(report.failed) == ["runbooks/etcdNoLeader.md"]
+    assert "internal error: KeyError" in report.failed["runbooks/etcdNoLeader.md"]
+    assert len(report.added) > 10
+
+
+def test_embedder_failure_stops_and_resumes(root: Path, state: StateStore) -> None:
+    class Broken(FakeEmbedder):
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            if self.calls >= 2:
+                raise RuntimeError("model crashed")
+            return super().embed(texts)
+
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    opts = SyncOptions(batch_chunks=8)
+    with pytest.raises(RuntimeError, match="model crashed"):
+        sync_source(conn, "hb", index, Broken(), state, options=opts)
+    shown = state.last_report("hb")
+    assert shown is not None and "model crashed" in shown["error"]
+    partial = len(state.versions("hb"))
+    assert 0 < partial < len(list(conn.list()))
+    report = sync_source(conn, "hb", index, FakeEmbedder(), state, options=opts)
+    assert report.unchanged == partial and len(report.added) + partial == report.listed
