@@ -432,3 +432,12 @@ def test_a_failed_commit_fails_its_callers_and_the_log_goes_on(
     monkeypatch.undo()
     assert log.append(event(2)).index == 1
     assert log.verify().ok
+
+
+def test_receipt_inside_a_saved_answer_verifies(logs: LogFactory, event: EventMaker) -> None:
+    log = logs.open()
+    receipt = log.append(event(0))
+    answer = {"answer": "42", "citations": [], "receipt": receipt.to_dict()}
+    assert verify_receipt(json.dumps(answer), log.public_key).index == 0
+    with pytest.raises(ReceiptError):
+        verify_receipt(json.dumps({"answer": "42"}), log.public_key)

@@ -39,6 +39,25 @@ def write_secret_file(path: Path, text: str) -> None:
         raise
 
 
+def create_secret_file(path: Path, text: str) -> bool:
+    """Like write_secret_file, but never replaces an existing file; False if one exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # atomic and exclusive: fails if the key already exists
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def read_vkeys(path: Path) -> list[NoteVerifier]:
     if not path.exists():
         return []
@@ -80,7 +99,9 @@ class KeyRing:
                 )
         else:
             signer = NoteSigner.generate(origin)
-            write_secret_file(self.key_path, signer.to_private_string() + "\n")
+            if not create_secret_file(self.key_path, signer.to_private_string() + "\n"):
+                # Another process created the key first: use theirs.
+                return self.load_or_create(origin)
         self._trust(signer.verifier)
         return signer
 

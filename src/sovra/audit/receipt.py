@@ -79,6 +79,10 @@ class Receipt:
     def from_dict(cls, data: object) -> Receipt:
         if not isinstance(data, dict):
             raise ReceiptError("receipt must be a JSON object")
+        inner = data.get("receipt")
+        if "format" not in data and isinstance(inner, dict):
+            # A saved `sovra ask --json` answer or an export line: the receipt rides inside.
+            data = inner
         if data.get("format") != RECEIPT_FORMAT:
             raise ReceiptError(f"not a receipt: format must be {RECEIPT_FORMAT!r}")
         index = data.get("index")
