@@ -8,14 +8,9 @@ The small stable surface the rest of sovra uses:
     log.verify(); log.erase_subject("alice")
 """
 
+from sovra.audit.check import VerifyReport
 from sovra.audit.event import AuditEvent, ResourceRef
-from sovra.audit.log import (
-    RETENTION_MIN_DAYS,
-    AuditError,
-    AuditLog,
-    LoggedEvent,
-    VerifyReport,
-)
+from sovra.audit.log import RETENTION_MIN_DAYS, AuditError, AuditLog, LoggedEvent
 from sovra.audit.receipt import (
     Receipt,
     ReceiptError,

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sovra.audit.check import VerifyReport, verify_store
 from sovra.audit.event import AuditEvent, format_time, seal, unseal
 from sovra.audit.keys import KeyFileError, KeyRing
 from sovra.audit.merkle import (
@@ -37,7 +38,6 @@ from sovra.audit.note import (
     Checkpoint,
     NoteError,
     NoteSigner,
-    NoteVerifier,
     add_signature,
     open_checkpoint,
     open_note,
@@ -58,18 +58,6 @@ CHECKPOINT_EVERY = 1024
 
 class AuditError(Exception):
     """The audit log cannot do what was asked; the message says what and how to fix it."""
-
-
-@dataclass
-class VerifyReport:
-    """Outcome of a full verification; `problem` names the first bad entry or object."""
-
-    ok: bool
-    size: int
-    checkpoints: int
-    root: bytes
-    problem: str | None = None
-    bad_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -528,133 +516,8 @@ class AuditLog:
         the log must still contain that exact tree, which catches a truncation or rewrite done
         consistently across entries, nodes and stored checkpoints.
         """
-        return _verify_log(self, progress, anchor)
-
-
-def _fail(size: int, checkpoints: int, problem: str, bad: int | None = None) -> VerifyReport:
-    return VerifyReport(False, size, checkpoints, EMPTY_ROOT, problem, bad)
-
-
-def _verify_log(
-    log: AuditLog, progress: Callable[[int], None] | None, anchor: str | None
-) -> VerifyReport:
-    store = log.store
-    trusted: list[NoteVerifier] = log.keyring.trusted()
-    stored_size = store.size()
-    notes = store.checkpoints()
-    if not notes:
-        if stored_size == 0 and next(store.entries(0), None) is None:
-            return VerifyReport(True, 0, 0, EMPTY_ROOT)
-        return _fail(stored_size, 0, "the log has entries but no signed checkpoint")
-    signed: list[Checkpoint] = []
-    for size, note in notes:
         try:
-            checkpoint, _ = open_checkpoint(note, trusted, log.origin)
-        except NoteError as exc:
-            return _fail(stored_size, len(notes), f"checkpoint at size {size}: {exc}")
-        if checkpoint.size != size:
-            return _fail(
-                stored_size, len(notes), f"checkpoint stored for size {size} says {checkpoint.size}"
-            )
-        signed.append(checkpoint)
-    latest = signed[-1]
-    size = latest.size
-    if stored_size != size:
-        return _fail(
-            stored_size,
-            len(notes),
-            f"store claims {stored_size} entries but the latest signed checkpoint has {size}",
-        )
-
-    leaves: list[bytes] = []
-    for idx, data in store.entries(0):
-        if idx != len(leaves):
-            n = len(leaves)
-            return _fail(size, len(notes), f"entry {n} is missing (next stored entry is {idx})", n)
-        if idx >= size:
-            return _fail(
-                size, len(notes), f"entry {idx} lies beyond the signed tree size {size}", idx
-            )
-        leaves.append(leaf_hash(data))
-        if progress is not None and len(leaves) % 10_000 == 0:
-            progress(10_000)
-    if progress is not None:
-        progress(len(leaves) % 10_000)
-    if len(leaves) != size:
-        n = len(leaves)
-        return _fail(
-            size, len(notes), f"entry {n} is missing: only {n} of {size} entries are stored", n
-        )
-
-    levels = [leaves]
-    level = 0
-    while True:
-        cur = levels[level]
-        stored = store.level_range(level, 0, 1 << 47)
-        for pos, (idx, h) in enumerate(stored):
-            if idx != pos or pos >= len(cur):
-                first = min(idx, pos)
-                what = "entry" if level == 0 else f"stored tree node at level {level}, index"
-                return _fail(
-                    size, len(notes), f"{what} {first} is missing or unexpected", first << level
-                )
-            if h != cur[pos]:
-                lo, hi = pos << level, min((pos + 1) << level, size) - 1
-                if level == 0:
-                    msg = f"entry {pos}: its bytes do not match the stored leaf hash (entry or hash altered)"
-                else:
-                    msg = f"stored tree node (level {level}, index {pos}) over entries {lo}-{hi} is wrong"
-                return _fail(size, len(notes), msg, lo)
-        if len(stored) != len(cur):
-            pos = len(stored)
-            return _fail(
-                size,
-                len(notes),
-                f"stored tree node (level {level}, index {pos}) is missing",
-                pos << level,
-            )
-        if len(cur) < 2:
-            extra = store.level_range(level + 1, 0, 1 << 47)
-            if extra:
-                return _fail(size, len(notes), f"unexpected stored tree node at level {level + 1}")
-            break
-        levels.append([node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)])
-        level += 1
-
-    def root_at(n: int) -> bytes:
-        if n == 0:
-            return EMPTY_ROOT
-        return fold_nodes([levels[lv][i] for lv, i in compact_range(n)])
-
-    if anchor is not None:
-        try:
-            held, _ = open_checkpoint(anchor, trusted, log.origin)
-        except NoteError as exc:
-            return _fail(size, len(notes), f"the held checkpoint is not valid: {exc}")
-        if held.size > size:
-            return _fail(
-                size,
-                len(notes),
-                f"the log was truncated: a held checkpoint has {held.size} entries, "
-                f"the log only {size}",
-                size,
-            )
-        if held.root != root_at(held.size):
-            return _fail(
-                size,
-                len(notes),
-                f"the first {held.size} entries differ from the held checkpoint",
-                0,
-            )
-    prev = 0
-    for checkpoint in signed:
-        if checkpoint.root != root_at(checkpoint.size):
-            return _fail(
-                size,
-                len(notes),
-                f"entries {prev}-{checkpoint.size - 1} were rewritten: they no longer produce the "
-                f"root signed at size {checkpoint.size}",
-                prev,
-            )
-        prev = checkpoint.size
-    return VerifyReport(True, size, len(notes), latest.root)
+            trusted = self.keyring.trusted()
+        except KeyFileError as exc:
+            return VerifyReport(False, self.size, 0, EMPTY_ROOT, str(exc))
+        return verify_store(self.store, self.origin, trusted, progress, anchor)

@@ -144,6 +144,22 @@ class PostgresStore:
                 yield int(idx), bytes(data)
             pos = int(rows[-1][0]) + 1
 
+    def entry_range(self, start: int, end: int) -> list[bytes]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT data FROM {self._s}.entries WHERE idx >= %s AND idx < %s ORDER BY idx",
+                (start, end),
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
+    def node_range(self, level: int, start: int, end: int) -> list[bytes]:
+        lo, hi = node_key((level, start)), node_key((level, 0)) + end
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT hash FROM {self._s}.nodes WHERE k >= %s AND k < %s ORDER BY k", (lo, hi)
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def checkpoints(self) -> list[tuple[int, str]]:
         with self._lock:
             rows = self._conn.execute(

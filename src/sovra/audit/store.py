@@ -76,6 +76,14 @@ class LogStore(Protocol):
         """(index, bytes) of stored entries from `start` (to `end`), in index order."""
         ...
 
+    def entry_range(self, start: int, end: int) -> list[bytes]:
+        """The bytes of the entries with start <= index < end, in order (gaps just shrink it)."""
+        ...
+
+    def node_range(self, level: int, start: int, end: int) -> list[bytes]:
+        """The hashes of level-`level` nodes with start <= index < end, in order."""
+        ...
+
     def checkpoints(self) -> list[tuple[int, str]]: ...
 
     def checkpoint_at(self, size: int) -> str | None: ...
@@ -209,6 +217,21 @@ class SqliteStore:
                     return
                 yield int(idx), bytes(data)
             pos = int(rows[-1][0]) + 1
+
+    def entry_range(self, start: int, end: int) -> list[bytes]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def node_range(self, level: int, start: int, end: int) -> list[bytes]:
+        lo, hi = node_key((level, start)), node_key((level, 0)) + end
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hash FROM nodes WHERE k >= ? AND k < ? ORDER BY k", (lo, hi)
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def checkpoints(self) -> list[tuple[int, str]]:
         with self._lock:
