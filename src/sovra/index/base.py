@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 
 
-class IndexError_(Exception):
+class IndexError_(Exception):  # noqa: N801 (name fixed by the lead; others import it)
     """The index cannot serve the request (corrupt store, dimension mismatch, ...)."""
 
 
@@ -25,6 +25,11 @@ class Index(Protocol):
         """Atomically replace every chunk of `document_id` by `chunks` (empty deletes it)."""
         ...
 
+    def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
+        """Replace several documents at once (bulk ingest); all or nothing where the engine
+        supports it, and at least atomic per document."""
+        ...
+
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         """Delete all chunks of these documents; returns the number of chunks removed."""
         ...
@@ -35,7 +40,9 @@ class Index(Protocol):
         """Full-text (BM25) search, analysed for `language` (ISO 639-1, `und` if unknown)."""
         ...
 
-    def search_vector(self, vector: Sequence[float], k: int, flt: SearchFilter) -> list[ScoredChunk]:
+    def search_vector(
+        self, vector: Sequence[float], k: int, flt: SearchFilter
+    ) -> list[ScoredChunk]:
         """Nearest chunks by cosine similarity of normalised embeddings."""
         ...
 

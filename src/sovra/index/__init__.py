@@ -1,0 +1,39 @@
+"""The search index behind one protocol: the embedded default and other backends.
+
+`open_index(path, dimension=...)` is the one way the rest of sovra opens an index; the
+backend name comes from `sovra.toml` (`embedded` by default, `lance` for the LanceDB
+comparison backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sovra.index.analysis import analyze, normalize_language, supported_languages
+from sovra.index.base import Index, IndexError_
+from sovra.index.embedded import EmbeddedIndex
+
+BACKENDS = ("embedded", "lance")
+
+
+def open_index(path: Path | str, *, dimension: int, backend: str = "embedded") -> Index:
+    """Open (or create) the index in directory `path` for `dimension`-long embeddings."""
+    if backend == "embedded":
+        return EmbeddedIndex(path, dimension)
+    if backend == "lance":
+        from sovra.index.lance import LanceIndex
+
+        return LanceIndex(path, dimension)
+    raise IndexError_(f"unknown index backend {backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+__all__ = [
+    "BACKENDS",
+    "EmbeddedIndex",
+    "Index",
+    "IndexError_",
+    "analyze",
+    "normalize_language",
+    "open_index",
+    "supported_languages",
+]

@@ -1,0 +1,821 @@
+"""The embedded default index: SQLite (WAL) for durability, numpy/scipy-free arrays for search.
+
+Why this shape (see docs/benchmarks.md "## Index engine" for the measurements):
+
+* **Durability** lives in one SQLite database in WAL mode. A document replace is one
+  transaction (delete its rows, insert the new ones, bump the generation), so a crash or a
+  `kill -9` mid-write leaves the previous state; reopening rebuilds memory from the database.
+  Chunks store their analysed terms as a compact blob of (term id, tf) pairs and the term
+  vocabulary lives in the same database, so opening is a few bulk reads and no re-analysis.
+* **Search** runs on in-memory arrays over a dense slot space (one slot per chunk row).
+  Deletes and replaces are tombstones in an `alive` mask; when a quarter of the slots are
+  dead, memory is compacted.
+* **Filtering is inside the search and exact.** Every chunk's governance labels (access
+  list, classification, residency, source, language) form a *label combination*; there are
+  few distinct ones, so a filter is evaluated with the reference `SearchFilter.admits` once
+  per combination and broadcast to a boolean slot mask, ANDed with the modified-time range
+  and the alive mask BEFORE scoring. A filtered query therefore ranks exactly the admitted
+  chunks: k results whenever k admitted chunks match, recall 1.0 against brute force.
+* **BM25** uses postings in log-structured segments (term-sorted arrays, merged like a
+  binary counter). Collection statistics (N, df, average length) are computed over the
+  admitted chunks only, so scores reveal nothing about chunks the caller cannot read.
+* **Vectors** are normalised float32 rows; cosine search is an exact dot product over the
+  admitted rows (a gather when the filter is selective, one matrix-vector product when not).
+
+One process owns an index directory (an advisory lock enforces it); threads share one
+instance safely behind a lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sovra.domain import Chunk, ScoredChunk, SearchFilter
+from sovra.index.analysis import analyze, normalize_language
+from sovra.index.base import IndexError_
+
+SCHEMA_VERSION = "1"
+DB_NAME = "index.sqlite"
+LOCK_NAME = "index.lock"
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+_F32 = npt.NDArray[np.float32]
+_I32 = npt.NDArray[np.int32]
+_I64 = npt.NDArray[np.int64]
+_BOOL = npt.NDArray[np.bool_]
+
+_NO_TIME = np.iinfo(np.int64).min
+"""Sentinel for 'no modified_at'; a time-bounded filter never admits it (as `admits`)."""
+
+# Below this share of admitted slots, gathering the admitted vectors beats a full product.
+_GATHER_SHARE = 0.3
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terms (id INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS chunks (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    document_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    language TEXT NOT NULL,
+    access TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    residency TEXT NOT NULL,
+    modified_us INTEGER,
+    payload TEXT NOT NULL,
+    postings BLOB NOT NULL,
+    embedding BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id, position);
+"""
+
+
+def _to_us(when: datetime) -> int:
+    """Microseconds since the epoch; naive datetimes are taken as UTC (exact, no float)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _payload(chunk: Chunk) -> str:
+    return json.dumps(
+        {
+            "source": chunk.source,
+            "text": chunk.text,
+            "title": chunk.title,
+            "uri": chunk.uri,
+            "heading_path": list(chunk.heading_path),
+            "language": chunk.language,
+            "access": list(chunk.access),
+            "classification": chunk.classification,
+            "residency": chunk.residency,
+            "start": chunk.start,
+            "end": chunk.end,
+            "modified_at": chunk.modified_at.isoformat() if chunk.modified_at else None,
+        },
+        ensure_ascii=False,
+    )
+
+
+def _chunk_from_row(
+    chunk_id: str, document_id: str, position: int, payload: str, emb: bytes | None
+) -> Chunk:
+    p = json.loads(payload)
+    return Chunk(
+        id=chunk_id,
+        document_id=document_id,
+        source=p["source"],
+        position=position,
+        text=p["text"],
+        title=p["title"],
+        uri=p["uri"],
+        heading_path=tuple(p["heading_path"]),
+        language=p["language"],
+        access=tuple(p["access"]),
+        classification=p["classification"],
+        residency=p["residency"],
+        start=p["start"],
+        end=p["end"],
+        modified_at=datetime.fromisoformat(p["modified_at"]) if p["modified_at"] else None,
+        embedding=np.frombuffer(emb, dtype=np.float32).tolist() if emb else None,
+    )
+
+
+@dataclasses.dataclass
+class _Segment:
+    """Postings of a set of slots, sorted by term: term t owns rows[indptr[t]:indptr[t+1]]."""
+
+    indptr: _I64
+    rows: _I32
+    tfs: _F32
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.shape[0])
+
+    def postings(self, term: int) -> tuple[_I32, _F32]:
+        if term + 1 >= self.indptr.shape[0]:
+            return _EMPTY_I32, _EMPTY_F32
+        a, b = int(self.indptr[term]), int(self.indptr[term + 1])
+        return self.rows[a:b], self.tfs[a:b]
+
+    def coo(self) -> tuple[_I64, _I32, _F32]:
+        terms = np.repeat(np.arange(self.indptr.shape[0] - 1, dtype=np.int64), np.diff(self.indptr))
+        return terms, self.rows, self.tfs
+
+
+_EMPTY_I32: _I32 = np.empty(0, dtype=np.int32)
+_EMPTY_F32: _F32 = np.empty(0, dtype=np.float32)
+
+
+def _build_segment(terms: _I64, rows: _I32, tfs: _F32, vocab_size: int) -> _Segment:
+    order = np.lexsort((rows, terms))
+    terms_sorted = terms[order]
+    counts = (
+        np.bincount(terms_sorted, minlength=vocab_size)
+        if terms.size
+        else np.zeros(vocab_size, dtype=np.int64)
+    )
+    indptr = np.zeros(vocab_size + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return _Segment(indptr, rows[order].astype(np.int32), tfs[order].astype(np.float32))
+
+
+def _merge_segments(segs: Sequence[_Segment], vocab_size: int) -> _Segment:
+    parts = [s.coo() for s in segs]
+    return _build_segment(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        vocab_size,
+    )
+
+
+def _encode_postings(term_ids: Sequence[int]) -> tuple[_I32, _F32, bytes]:
+    ids, counts = np.unique(np.asarray(term_ids, dtype=np.int32), return_counts=True)
+    ids = ids.astype(np.int32)
+    blob = ids.tobytes() + counts.astype(np.int32).tobytes()
+    return ids, counts.astype(np.float32), blob
+
+
+def _decode_postings(blob: bytes) -> tuple[_I32, _F32]:
+    arr = np.frombuffer(blob, dtype=np.int32)
+    m = arr.shape[0] // 2
+    return arr[:m], arr[m:].astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Labels:
+    """The governance labels of a chunk that filters look at (one 'label combination')."""
+
+    access: tuple[str, ...]
+    classification: str
+    residency: str
+    source: str
+    language: str
+
+    def probe(self) -> Chunk:
+        """A stand-in chunk carrying these labels, to ask `SearchFilter.admits` about them."""
+        return Chunk(
+            id="",
+            document_id="",
+            source=self.source,
+            position=0,
+            text="",
+            title="",
+            uri="",
+            heading_path=(),
+            language=self.language,
+            access=self.access,
+            classification=self.classification,
+            residency=self.residency,
+        )
+
+
+class _Memory:
+    """All search structures over the dense slot space; rebuilt from SQLite on open."""
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+        self.n = 0
+        cap = 1024
+        self.alive: _BOOL = np.zeros(cap, dtype=np.bool_)
+        self.rowid: _I64 = np.zeros(cap, dtype=np.int64)
+        self.combo: _I32 = np.zeros(cap, dtype=np.int32)
+        self.modified: _I64 = np.full(cap, _NO_TIME, dtype=np.int64)
+        self.length: _F32 = np.zeros(cap, dtype=np.float32)
+        self.has_vec: _BOOL = np.zeros(cap, dtype=np.bool_)
+        self.vectors: _F32 = np.zeros((cap, dimension), dtype=np.float32)
+        self.doc_slots: dict[str, list[int]] = {}
+        self.combos: list[_Labels] = []
+        self.combo_ids: dict[_Labels, int] = {}
+        self.vocab: dict[str, int] = {}
+        self.segments: list[_Segment] = []
+        self.pending_terms: list[_I32] = []
+        self.pending_rows: list[_I32] = []
+        self.pending_tfs: list[_F32] = []
+        self.dead = 0
+
+    def _grow(self, need: int) -> None:
+        cap = self.alive.shape[0]
+        if need <= cap:
+            return
+        new = max(need, cap * 2)
+
+        def grow(a: Any, fill: Any = 0) -> Any:
+            out = np.full((new, *a.shape[1:]), fill, dtype=a.dtype)
+            out[: self.n] = a[: self.n]
+            return out
+
+        self.alive = grow(self.alive, False)
+        self.rowid = grow(self.rowid)
+        self.combo = grow(self.combo)
+        self.modified = grow(self.modified, _NO_TIME)
+        self.length = grow(self.length)
+        self.has_vec = grow(self.has_vec, False)
+        self.vectors = grow(self.vectors)
+
+    def combo_id(self, labels: _Labels) -> int:
+        cid = self.combo_ids.get(labels)
+        if cid is None:
+            cid = len(self.combos)
+            self.combos.append(labels)
+            self.combo_ids[labels] = cid
+        return cid
+
+    def add(
+        self,
+        document_id: str,
+        rowid: int,
+        labels: _Labels,
+        modified_us: int | None,
+        term_ids: _I32,
+        tfs: _F32,
+        vector: _F32 | None,
+    ) -> None:
+        slot = self.n
+        self._grow(slot + 1)
+        self.n += 1
+        self.alive[slot] = True
+        self.rowid[slot] = rowid
+        self.combo[slot] = self.combo_id(labels)
+        self.modified[slot] = _NO_TIME if modified_us is None else modified_us
+        self.length[slot] = float(tfs.sum())
+        if vector is not None:
+            self.vectors[slot] = vector
+            self.has_vec[slot] = True
+        self.doc_slots.setdefault(document_id, []).append(slot)
+        if term_ids.size:
+            self.pending_terms.append(term_ids)
+            self.pending_rows.append(np.full(term_ids.shape[0], slot, dtype=np.int32))
+            self.pending_tfs.append(tfs)
+
+    def remove_document(self, document_id: str) -> int:
+        slots = self.doc_slots.pop(document_id, None)
+        if not slots:
+            return 0
+        self.alive[slots] = False
+        self.dead += len(slots)
+        return len(slots)
+
+    def seal(self) -> None:
+        """Turn pending postings into a segment; merge segments like a binary counter."""
+        if self.pending_terms:
+            seg = _build_segment(
+                np.concatenate(self.pending_terms).astype(np.int64),
+                np.concatenate(self.pending_rows),
+                np.concatenate(self.pending_tfs),
+                len(self.vocab),
+            )
+            self.pending_terms, self.pending_rows, self.pending_tfs = [], [], []
+            self.segments.append(seg)
+        # Keep O(log n) segments: merge the newest two while the newer is at least half the
+        # size of the older, so each posting is rewritten O(log n) times in total.
+        while len(self.segments) >= 2 and self.segments[-1].size * 2 >= self.segments[-2].size:
+            b = self.segments.pop()
+            a = self.segments.pop()
+            self.segments.append(_merge_segments([a, b], len(self.vocab)))
+
+    def compact(self) -> None:
+        """Drop dead slots: renumber the live ones densely and rewrite the postings."""
+        self.seal()
+        live = np.flatnonzero(self.alive[: self.n])
+        remap = np.full(self.n, -1, dtype=np.int64)
+        remap[live] = np.arange(live.shape[0])
+        if self.segments:
+            terms, rows, tfs = (
+                np.concatenate(p) for p in zip(*(s.coo() for s in self.segments), strict=True)
+            )
+            keep = remap[rows] >= 0
+            seg = _build_segment(
+                terms[keep].astype(np.int64),
+                remap[rows[keep]].astype(np.int32),
+                tfs[keep].astype(np.float32),
+                len(self.vocab),
+            )
+            self.segments = [seg]
+        m = live.shape[0]
+        self.alive = self.alive[live].copy()
+        self.rowid = self.rowid[live].copy()
+        self.combo = self.combo[live].copy()
+        self.modified = self.modified[live].copy()
+        self.length = self.length[live].copy()
+        self.has_vec = self.has_vec[live].copy()
+        self.vectors = self.vectors[live].copy()
+        self.n = m
+        self.doc_slots = {d: [int(remap[s]) for s in slots] for d, slots in self.doc_slots.items()}
+        self.dead = 0
+        self._grow(max(m + 1, 1024))
+
+
+class _FilterCache:
+    """Slot masks per filter, valid for one write generation (hybrid = 2 searches, 1 mask)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.generation = -1
+        self.masks: OrderedDict[SearchFilter, _BOOL] = OrderedDict()
+        self.verdicts: dict[SearchFilter, list[bool]] = {}
+
+    def reset(self, generation: int) -> None:
+        if generation != self.generation:
+            self.generation = generation
+            self.masks.clear()
+
+
+class EmbeddedIndex:
+    """The embedded default `Index`: one directory, no server. See the module docstring."""
+
+    def __init__(self, path: Path | str, dimension: int, *, synchronous: str = "NORMAL") -> None:
+        if dimension <= 0:
+            raise IndexError_(f"embedding dimension must be positive, got {dimension}")
+        self.path = Path(path)
+        self.dimension = dimension
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexError_(f"cannot create index directory {self.path}: {exc}") from exc
+        self._lockfile = (self.path / LOCK_NAME).open("a+")
+        try:
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lockfile.close()
+            raise IndexError_(
+                f"index {self.path} is open in another process; close it there first"
+            ) from None
+        try:
+            self._db = sqlite3.connect(
+                self.path / DB_NAME, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a process crash never loses or tears a committed write;
+            # only a power cut may drop the last commits (the database stays consistent).
+            if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+                raise IndexError_(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(_SCHEMA)
+            self._check_meta()
+            self._mem = _Memory(dimension)
+            self._generation = int(self._meta("generation") or 0)
+            self._filters = _FilterCache()
+            self._load()
+        except BaseException:
+            self._release()
+            raise
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _check_meta(self) -> None:
+        version = self._meta("schema_version")
+        dim = self._meta("dimension")
+        if version is None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [
+                        ("schema_version", SCHEMA_VERSION),
+                        ("dimension", str(self.dimension)),
+                        ("generation", "0"),
+                    ],
+                )
+            return
+        if version != SCHEMA_VERSION:
+            raise IndexError_(
+                f"index {self.path} has schema version {version}, this sovra reads "
+                f"{SCHEMA_VERSION}; rebuild the index (sovra source sync --all --rebuild)"
+            )
+        if dim is not None and int(dim) != self.dimension:
+            raise IndexError_(
+                f"index {self.path} holds {dim}-dimensional embeddings but the embedding model "
+                f"gives {self.dimension}; use the model it was built with or rebuild the index"
+            )
+
+    def _load(self) -> None:
+        mem = self._mem
+        for tid, term in self._db.execute("SELECT id, term FROM terms ORDER BY id"):
+            mem.vocab[term] = int(tid)
+        if mem.vocab and max(mem.vocab.values()) != len(mem.vocab) - 1:
+            raise IndexError_(f"index {self.path} has a damaged term table; rebuild the index")
+        rows = self._db.execute(
+            "SELECT rowid, document_id, source, language, access, classification, residency,"
+            " modified_us, postings, embedding FROM chunks ORDER BY rowid"
+        )
+        for rowid, doc, source, lang, access, cls, res, mod, post, emb in rows:
+            ids, tfs = _decode_postings(post)
+            vec = np.frombuffer(emb, dtype=np.float32) if emb else None
+            labels = _Labels(tuple(json.loads(access)), cls, res, source, lang)
+            mem.add(doc, int(rowid), labels, mod, ids, tfs, vec)
+        mem.seal()
+
+    def _release(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_UN)
+        self._lockfile.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> EmbeddedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexError_(f"index {self.path} is closed")
+
+    # ----------------------------------------------------------------- writes
+
+    class _Txn:
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> None:
+            self.db.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, exc_type: object, *rest: object) -> None:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            else:
+                self.db.execute("ROLLBACK")
+
+    def _transaction(self) -> EmbeddedIndex._Txn:
+        return EmbeddedIndex._Txn(self._db)
+
+    def _vector(self, chunk: Chunk) -> _F32 | None:
+        if chunk.embedding is None:
+            return None
+        vec = np.asarray(chunk.embedding, dtype=np.float32).reshape(-1)
+        if vec.shape[0] != self.dimension:
+            raise IndexError_(
+                f"chunk {chunk.id!r} has a {vec.shape[0]}-dimensional embedding; this index "
+                f"holds {self.dimension}-dimensional ones"
+            )
+        if not np.all(np.isfinite(vec)):
+            raise IndexError_(f"chunk {chunk.id!r} has a non-finite embedding value")
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 0 else vec
+
+    def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
+        self.replace_documents({document_id: chunks})
+
+    def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
+        """Replace several documents in ONE transaction (all or nothing); fast bulk ingest."""
+        prepared: list[tuple[str, list[tuple[Chunk, list[str], _F32 | None]]]] = []
+        for document_id, chunks in documents.items():
+            items = []
+            seen: set[str] = set()
+            for chunk in chunks:
+                if chunk.document_id != document_id:
+                    raise IndexError_(
+                        f"chunk {chunk.id!r} belongs to document {chunk.document_id!r}, "
+                        f"not {document_id!r}"
+                    )
+                if chunk.id in seen:
+                    raise IndexError_(f"chunk id {chunk.id!r} appears twice in {document_id!r}")
+                seen.add(chunk.id)
+                # Title and heading path are searchable text too.
+                text = " ".join((chunk.title, " ".join(chunk.heading_path), chunk.text))
+                terms = analyze(text, normalize_language(chunk.language))
+                items.append((chunk, terms, self._vector(chunk)))
+            prepared.append((document_id, items))
+        with self._lock:
+            self._check_open()
+            self._write(prepared)
+
+    def _write(
+        self, prepared: list[tuple[str, list[tuple[Chunk, list[str], _F32 | None]]]]
+    ) -> None:
+        mem = self._mem
+        new_terms: list[str] = []
+        staged: list[tuple[str, int, _Labels, int | None, _I32, _F32, _F32 | None]] = []
+        try:
+            with self._transaction():
+                for document_id, items in prepared:
+                    self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+                    for chunk, terms, vec in items:
+                        term_ids = []
+                        for t in terms:
+                            tid = mem.vocab.get(t)
+                            if tid is None:
+                                tid = len(mem.vocab)
+                                mem.vocab[t] = tid
+                                new_terms.append(t)
+                            term_ids.append(tid)
+                        ids, tfs, blob = _encode_postings(term_ids)
+                        mod = None if chunk.modified_at is None else _to_us(chunk.modified_at)
+                        try:
+                            cur = self._db.execute(
+                                "INSERT INTO chunks (id, document_id, position, source, language,"
+                                " access, classification, residency, modified_us, payload,"
+                                " postings, embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                                (
+                                    chunk.id,
+                                    document_id,
+                                    chunk.position,
+                                    chunk.source,
+                                    chunk.language,
+                                    json.dumps(list(chunk.access)),
+                                    chunk.classification,
+                                    chunk.residency,
+                                    mod,
+                                    _payload(chunk),
+                                    blob,
+                                    None if vec is None else vec.tobytes(),
+                                ),
+                            )
+                        except sqlite3.IntegrityError:
+                            raise IndexError_(
+                                f"chunk id {chunk.id!r} already belongs to another document; "
+                                "chunk ids must be unique across the index"
+                            ) from None
+                        labels = _Labels(
+                            tuple(chunk.access),
+                            chunk.classification,
+                            chunk.residency,
+                            chunk.source,
+                            chunk.language,
+                        )
+                        assert cur.lastrowid is not None
+                        staged.append((document_id, cur.lastrowid, labels, mod, ids, tfs, vec))
+                if new_terms:
+                    base = len(mem.vocab) - len(new_terms)
+                    self._db.executemany(
+                        "INSERT INTO terms (id, term) VALUES (?, ?)",
+                        [(base + i, t) for i, t in enumerate(new_terms)],
+                    )
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'generation'",
+                    (str(self._generation + 1),),
+                )
+        except BaseException:
+            # The transaction rolled back: forget the terms it introduced so ids stay dense.
+            for t in new_terms:
+                del mem.vocab[t]
+            raise
+        # Committed: mirror it in memory (tombstone the old slots, append the new ones).
+        self._generation += 1
+        for document_id, _ in prepared:
+            mem.remove_document(document_id)
+        for document_id, rowid, labels, mod, ids, tfs, vec in staged:
+            mem.add(document_id, rowid, labels, mod, ids, tfs, vec)
+        if mem.dead > max(1024, mem.n // 4):
+            mem.compact()
+
+    def delete_documents(self, document_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(document_ids))
+        with self._lock:
+            self._check_open()
+            with self._transaction():
+                removed = 0
+                for doc in ids:
+                    cur = self._db.execute("DELETE FROM chunks WHERE document_id = ?", (doc,))
+                    removed += cur.rowcount
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'generation'",
+                    (str(self._generation + 1),),
+                )
+            self._generation += 1
+            for doc in ids:
+                self._mem.remove_document(doc)
+            if self._mem.dead > max(1024, self._mem.n // 4):
+                self._mem.compact()
+            return removed
+
+    # ----------------------------------------------------------------- filtering
+
+    def _mask(self, flt: SearchFilter) -> _BOOL:
+        """Boolean mask over slots of the live chunks `flt` admits (exact `admits` semantics)."""
+        cache = self._filters
+        cache.reset(self._generation)
+        hit = cache.masks.get(flt)
+        if hit is not None:
+            cache.masks.move_to_end(flt)
+            return hit
+        mem = self._mem
+        labels_only = dataclasses.replace(flt, modified_after=None, modified_before=None)
+        verdicts = cache.verdicts.setdefault(labels_only, [])
+        if len(cache.verdicts) > 4 * cache.size:
+            cache.verdicts = {labels_only: verdicts}
+        # Label combinations only ever get added, so earlier verdicts stay valid.
+        for labels in mem.combos[len(verdicts) :]:
+            verdicts.append(labels_only.admits(labels.probe()))
+        ok = np.asarray(verdicts, dtype=np.bool_)
+        n = mem.n
+        mask = ok[mem.combo[:n]] if ok.size else np.zeros(n, dtype=np.bool_)
+        mask &= mem.alive[:n]
+        if flt.modified_after is not None:
+            mask &= mem.modified[:n] >= _to_us(flt.modified_after)
+        if flt.modified_before is not None:
+            mod = mem.modified[:n]
+            mask &= (mod <= _to_us(flt.modified_before)) & (mod != _NO_TIME)
+        if flt.modified_after is not None:
+            mask &= mem.modified[:n] != _NO_TIME
+        cache.masks[flt] = mask
+        if len(cache.masks) > cache.size:
+            cache.masks.popitem(last=False)
+        return mask
+
+    # ----------------------------------------------------------------- search
+
+    def search_text(
+        self, query: str, language: str, k: int, flt: SearchFilter
+    ) -> list[ScoredChunk]:
+        terms = analyze(query, normalize_language(language))
+        with self._lock:
+            self._check_open()
+            mem = self._mem
+            qids = sorted({mem.vocab[t] for t in terms if t in mem.vocab})
+            if k <= 0 or not qids:
+                return []
+            mem.seal()
+            mask = self._mask(flt)
+            n_docs = int(np.count_nonzero(mask))
+            if n_docs == 0:
+                return []
+            avgdl = float(mem.length[: mem.n][mask].mean()) or 1.0
+            all_rows: list[_I32] = []
+            all_scores: list[_F32] = []
+            for tid in qids:
+                parts = [seg.postings(tid) for seg in mem.segments]
+                rows = np.concatenate([p[0] for p in parts])
+                if rows.size == 0:
+                    continue
+                tfs = np.concatenate([p[1] for p in parts])
+                keep = mask[rows]
+                rows, tfs = rows[keep], tfs[keep]
+                df = rows.shape[0]
+                if df == 0:
+                    continue
+                # Lucene's BM25 idf (always positive), over the admitted chunks only.
+                idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+                norm = BM25_K1 * (1.0 - BM25_B + BM25_B * mem.length[rows] / avgdl)
+                all_rows.append(rows)
+                all_scores.append((idf * tfs * (BM25_K1 + 1.0) / (tfs + norm)).astype(np.float32))
+            if not all_rows:
+                return []
+            rows = np.concatenate(all_rows)
+            scores = np.concatenate(all_scores)
+            if len(all_rows) > 1:
+                rows, inverse = np.unique(rows, return_inverse=True)
+                scores = np.bincount(inverse, weights=scores).astype(np.float32)
+            return self._top(rows, scores, k, "text")
+
+    def search_vector(
+        self, vector: Sequence[float], k: int, flt: SearchFilter
+    ) -> list[ScoredChunk]:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.dimension:
+            raise IndexError_(
+                f"query vector has {q.shape[0]} dimensions; this index holds "
+                f"{self.dimension}-dimensional embeddings"
+            )
+        if not np.all(np.isfinite(q)):
+            raise IndexError_("query vector holds a non-finite value")
+        norm = float(np.linalg.norm(q))
+        if norm == 0.0:
+            raise IndexError_("query vector is all zeros; cosine similarity is undefined")
+        q = q / norm
+        with self._lock:
+            self._check_open()
+            if k <= 0:
+                return []
+            mem = self._mem
+            mask = self._mask(flt) & mem.has_vec[: mem.n]
+            rows = np.flatnonzero(mask).astype(np.int32)
+            if rows.size == 0:
+                return []
+            if rows.size <= _GATHER_SHARE * mem.n:
+                scores = mem.vectors[rows] @ q
+            else:
+                scores = (mem.vectors[: mem.n] @ q)[rows]
+            return self._top(rows, scores.astype(np.float32), k, "vector")
+
+    def _top(self, rows: _I32, scores: _F32, k: int, channel: str) -> list[ScoredChunk]:
+        if rows.size > k:
+            part = np.argpartition(-scores, k - 1)[:k]
+            rows, scores = rows[part], scores[part]
+        # Highest score first; ties by slot (insertion order) so results are deterministic.
+        order = np.lexsort((rows, -scores))
+        rows, scores = rows[order], scores[order]
+        chunks = self._fetch([int(self._mem.rowid[r]) for r in rows])
+        return [ScoredChunk(c, float(s), channel) for c, s in zip(chunks, scores, strict=True)]
+
+    def _fetch(self, rowids: list[int]) -> list[Chunk]:
+        marks = ",".join("?" * len(rowids))
+        got = {
+            r[0]: _chunk_from_row(*r[1:])
+            for r in self._db.execute(
+                "SELECT rowid, id, document_id, position, payload, embedding FROM chunks"
+                f" WHERE rowid IN ({marks})",
+                rowids,
+            )
+        }
+        return [got[r] for r in rowids]
+
+    # ----------------------------------------------------------------- reads
+
+    def count(self, flt: SearchFilter | None = None) -> int:
+        with self._lock:
+            self._check_open()
+            if flt is None:
+                return int(np.count_nonzero(self._mem.alive[: self._mem.n]))
+            return int(np.count_nonzero(self._mask(flt)))
+
+    def document_ids(self) -> set[str]:
+        with self._lock:
+            self._check_open()
+            return set(self._mem.doc_slots)
+
+    def chunks_of(self, document_id: str) -> list[Chunk]:
+        with self._lock:
+            self._check_open()
+            return [
+                _chunk_from_row(*r)
+                for r in self._db.execute(
+                    "SELECT id, document_id, position, payload, embedding FROM chunks"
+                    " WHERE document_id = ? ORDER BY position, rowid",
+                    (document_id,),
+                )
+            ]
+
+    def iter_chunks(self) -> Iterator[Chunk]:
+        """Every chunk in insertion order (no filter: for rebuilds and exports by admins)."""
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                "SELECT id, document_id, position, payload, embedding FROM chunks ORDER BY rowid"
+            ).fetchall()
+        for r in rows:
+            yield _chunk_from_row(*r)
