@@ -243,6 +243,14 @@ def test_witness_cosignatures(logs: LogFactory, event: EventMaker) -> None:
     log.append(event(3))
     assert len(parse_note(log.store.checkpoint_at(3) or "").signatures) == 2
     assert log.verify().ok
+    # A stored cosignature that no longer verifies fails the log's verification.
+    witness_line = stored.strip().split("\n")[-1]
+    sig = base64.b64decode(witness_line.split(" ")[-1])
+    broken = sig[:4] + sig[4:12] + bytes(64)  # key id, timestamp, zeroed signature
+    forged = stored.replace(witness_line.split(" ")[-1], base64.b64encode(broken).decode())
+    log.store.put_checkpoint(3, forged)
+    report = log.verify()
+    assert not report.ok and "checkpoint at size 3" in (report.problem or "")
 
 
 def _files_text(home: Path) -> bytes:

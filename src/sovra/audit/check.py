@@ -12,7 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sovra.audit.merkle import EMPTY_ROOT, compact_range, fold_nodes
-from sovra.audit.note import Checkpoint, NoteError, NoteVerifier, open_checkpoint
+from sovra.audit.note import (
+    Checkpoint,
+    NoteError,
+    NoteVerifier,
+    open_checkpoint,
+    verify_cosignatures,
+)
 from sovra.audit.store import LogStore
 
 CHUNK = 1 << 16
@@ -119,6 +125,7 @@ def verify_store(
     trusted: list[NoteVerifier],
     progress: Callable[[int], None] | None = None,
     anchor: str | None = None,
+    witnesses: list[NoteVerifier] | None = None,
 ) -> VerifyReport:
     stored_size = store.size()
     notes = store.checkpoints()
@@ -134,6 +141,8 @@ def verify_store(
     for size, note in notes:
         try:
             checkpoint, _ = open_checkpoint(note, trusted, origin)
+            # A stored cosignature by a configured witness must verify too.
+            verify_cosignatures(note, witnesses or [])
         except NoteError as exc:
             return fail(f"checkpoint at size {size}: {exc}")
         if checkpoint.size != size:

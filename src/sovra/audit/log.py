@@ -518,6 +518,7 @@ class AuditLog:
         """
         try:
             trusted = self.keyring.trusted()
+            witnesses = self.keyring.witnesses()
         except KeyFileError as exc:
             return VerifyReport(False, self.size, 0, EMPTY_ROOT, str(exc))
-        return verify_store(self.store, self.origin, trusted, progress, anchor)
+        return verify_store(self.store, self.origin, trusted, progress, anchor, witnesses)

@@ -51,13 +51,15 @@ class SubjectKeys:
             ).fetchone()
             if row is not None:
                 return str(row[0]), bytes(row[1])
-            pseudonym = "subject:" + secrets.token_hex(12)
-            key = secrets.token_bytes(32)
+            # OR IGNORE: another process may have created the subject meanwhile; use its row.
             self._db.execute(
-                "INSERT INTO subjects (lookup, pseudonym, key) VALUES (?, ?, ?)",
-                (lookup, pseudonym, key),
+                "INSERT OR IGNORE INTO subjects (lookup, pseudonym, key) VALUES (?, ?, ?)",
+                (lookup, "subject:" + secrets.token_hex(12), secrets.token_bytes(32)),
             )
-            return pseudonym, key
+            row = self._db.execute(
+                "SELECT pseudonym, key FROM subjects WHERE lookup = ?", (lookup,)
+            ).fetchone()
+            return str(row[0]), bytes(row[1])
 
     def pseudonym(self, subject: str) -> str | None:
         with self._lock:
