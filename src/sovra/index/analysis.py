@@ -73,11 +73,15 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _ARABIC_MARKS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
 
 
+_COMBINING = re.compile(
+    "[" + "".join(chr(c) for c in range(0x300, 0x10000) if unicodedata.combining(chr(c))) + "]"
+)
+
+
 def _strip_accents(text: str) -> str:
     if text.isascii():
         return text
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text))
 
 
 def _stop_set(language: str) -> frozenset[str]:
@@ -123,8 +127,8 @@ def analyze(text: str, language: str | None = "und") -> list[str]:
     """Terms of `text` for full-text search, analysed for `language` (ISO 639-1 or `und`)."""
     lang = normalize_language(language)
     lowered = text.lower()
-    if lang == "ar" or max(lowered, default=" ") >= "\u0600":
-        # Cheap check first: only texts holding Arabic-block characters pay for the regex.
+    if lang == "ar" or not lowered.isascii():
+        # Non-ASCII text may hold Arabic marks; the regex is C-speed and a no-op otherwise.
         lowered = _ARABIC_MARKS.sub("", lowered)
     words = [w for w in _WORD.findall(lowered) if len(w) <= MAX_TOKEN_CHARS]
     stops = _STOPS.get(lang, _EMPTY)
@@ -133,7 +137,9 @@ def analyze(text: str, language: str | None = "und") -> list[str]:
     stemmer = _stemmer(lang)
     if stemmer is not None:
         words = stemmer.stemWords(words)
-    if not all(w.isascii() for w in words):
-        words = [_strip_accents(w) for w in words]
+    joined = "\x00".join(words)
+    if not joined.isascii():
+        # One normalisation over the whole text is far cheaper than one per word.
+        words = _COMBINING.sub("", unicodedata.normalize("NFKD", joined)).split("\x00")
     # `_` is a word character for \w but never a useful term on its own.
-    return [w for w in words if w and w != "_" * len(w)]
+    return [w for w in words if w and w.strip("_")]

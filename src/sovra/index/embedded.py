@@ -34,7 +34,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,11 +189,10 @@ def _merge_segments(segs: Sequence[_Segment], vocab_size: int) -> _Segment:
     )
 
 
-def _encode_postings(term_ids: Sequence[int]) -> tuple[_I32, _F32, bytes]:
-    ids, counts = np.unique(np.asarray(term_ids, dtype=np.int32), return_counts=True)
-    ids = ids.astype(np.int32)
-    blob = ids.tobytes() + counts.astype(np.int32).tobytes()
-    return ids, counts.astype(np.float32), blob
+def _encode_postings(term_ids: Sequence[int], counts: Sequence[int]) -> tuple[_I32, _F32, bytes]:
+    ids = np.asarray(term_ids, dtype=np.int32)
+    tf = np.asarray(counts, dtype=np.int32)
+    return ids, tf.astype(np.float32), ids.tobytes() + tf.tobytes()
 
 
 def _decode_postings(blob: bytes) -> tuple[_I32, _F32]:
@@ -455,6 +454,7 @@ class EmbeddedIndex:
             )
 
     def _load(self) -> None:
+        """Rebuild memory from the database in bulk (no per-row analysis, one segment)."""
         mem = self._mem
         for tid, term in self._db.execute("SELECT id, term FROM terms ORDER BY id"):
             mem.vocab[term] = int(tid)
@@ -463,13 +463,51 @@ class EmbeddedIndex:
         rows = self._db.execute(
             "SELECT rowid, document_id, source, language, access, classification, residency,"
             " modified_us, postings, embedding FROM chunks ORDER BY rowid"
-        )
-        for rowid, doc, source, lang, access, cls, res, mod, post, emb in rows:
+        ).fetchall()
+        n = len(rows)
+        mem._grow(n + 1)
+        raw_combos: dict[tuple[str, str, str, str, str], int] = {}
+        combo = np.empty(n, dtype=np.int32)
+        modified = np.empty(n, dtype=np.int64)
+        term_parts: list[_I32] = []
+        tf_parts: list[_F32] = []
+        lengths = np.empty(n, dtype=np.int64)
+        vec_slots: list[int] = []
+        vec_blobs: list[bytes] = []
+        for slot, (rowid, doc, source, lang, access, cls, res, mod, post, emb) in enumerate(rows):
+            mem.rowid[slot] = rowid
+            mem.doc_slots.setdefault(doc, []).append(slot)
+            key = (access, cls, res, source, lang)
+            cid = raw_combos.get(key)
+            if cid is None:
+                cid = mem.combo_id(_Labels(tuple(json.loads(access)), cls, res, source, lang))
+                raw_combos[key] = cid
+            combo[slot] = cid
+            modified[slot] = _NO_TIME if mod is None else mod
             ids, tfs = _decode_postings(post)
-            vec = np.frombuffer(emb, dtype=np.float32) if emb else None
-            labels = _Labels(tuple(json.loads(access)), cls, res, source, lang)
-            mem.add(doc, int(rowid), labels, mod, ids, tfs, vec)
-        mem.seal()
+            term_parts.append(ids)
+            tf_parts.append(tfs)
+            lengths[slot] = ids.shape[0]
+            if emb:
+                vec_slots.append(slot)
+                vec_blobs.append(emb)
+        mem.n = n
+        mem.alive[:n] = True
+        mem.combo[:n] = combo
+        mem.modified[:n] = modified
+        if vec_slots:
+            vecs = np.frombuffer(b"".join(vec_blobs), dtype=np.float32)
+            mem.vectors[vec_slots] = vecs.reshape(len(vec_slots), self.dimension)
+            mem.has_vec[vec_slots] = True
+        if n:
+            tfs_all = np.concatenate(tf_parts)
+            slots = np.repeat(np.arange(n, dtype=np.int32), lengths)
+            mem.length[:n] = np.bincount(slots, weights=tfs_all, minlength=n)
+            mem.segments = [
+                _build_segment(
+                    np.concatenate(term_parts).astype(np.int64), slots, tfs_all, len(mem.vocab)
+                )
+            ]
 
     def _release(self) -> None:
         db = getattr(self, "_db", None)
@@ -532,7 +570,7 @@ class EmbeddedIndex:
 
     def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
         """Replace several documents in ONE transaction (all or nothing); fast bulk ingest."""
-        prepared: list[tuple[str, list[tuple[Chunk, list[str], _F32 | None]]]] = []
+        prepared: list[tuple[str, list[tuple[Chunk, Counter[str], _F32 | None]]]] = []
         for document_id, chunks in documents.items():
             items = []
             seen: set[str] = set()
@@ -547,7 +585,7 @@ class EmbeddedIndex:
                 seen.add(chunk.id)
                 # Title and heading path are searchable text too.
                 text = " ".join((chunk.title, " ".join(chunk.heading_path), chunk.text))
-                terms = analyze(text, normalize_language(chunk.language))
+                terms = Counter(analyze(text, normalize_language(chunk.language)))
                 items.append((chunk, terms, self._vector(chunk)))
             prepared.append((document_id, items))
         with self._lock:
@@ -555,7 +593,7 @@ class EmbeddedIndex:
             self._write(prepared)
 
     def _write(
-        self, prepared: list[tuple[str, list[tuple[Chunk, list[str], _F32 | None]]]]
+        self, prepared: list[tuple[str, list[tuple[Chunk, Counter[str], _F32 | None]]]]
     ) -> None:
         mem = self._mem
         new_terms: list[str] = []
@@ -566,14 +604,14 @@ class EmbeddedIndex:
                     self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
                     for chunk, terms, vec in items:
                         term_ids = []
-                        for t in terms:
+                        for t in terms:  # `terms` maps each distinct term to its frequency
                             tid = mem.vocab.get(t)
                             if tid is None:
                                 tid = len(mem.vocab)
                                 mem.vocab[t] = tid
                                 new_terms.append(t)
                             term_ids.append(tid)
-                        ids, tfs, blob = _encode_postings(term_ids)
+                        ids, tfs, blob = _encode_postings(term_ids, list(terms.values()))
                         mod = None if chunk.modified_at is None else _to_us(chunk.modified_at)
                         try:
                             cur = self._db.execute(
