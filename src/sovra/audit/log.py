@@ -117,6 +117,7 @@ class AuditLog:
             # A log never lowers the retention it was created with.
             self.retention_days = int(stored)
         store.init_meta("retention_days", str(self.retention_days))
+        self._edge: tuple[int, dict[NodeId, bytes]] = (-1, {})
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queue: list[_Pending] = []
@@ -211,7 +212,9 @@ class AuditLog:
     ) -> Callable[[int, NodeReader], AppendPlan]:
         def plan(size: int, read: NodeReader) -> AppendPlan:
             edge = compact_range(size)
-            got = read(edge)
+            cached_size, cached = self._edge
+            # Our own last commit left the tree at this size: its right edge is known, no read.
+            got = cached if cached_size == size else read(edge)
             missing = [n for n in edge if n not in got]
             if missing:
                 raise AuditError(
@@ -243,6 +246,13 @@ class AuditLog:
     def _commit(self, entries: Sequence[bytes]) -> tuple[int, _Batch]:
         batch = _Batch()
         first = self.store.append(entries, self._planner([leaf_hash(e) for e in entries], batch))
+        # Remember the new right edge (committed, so it is what the store now holds). Another
+        # process appending changes the size, which invalidates this cache.
+        edge = compact_range(batch.size)
+        old_size, old_edge = self._edge
+        known = {**old_edge, **batch.nodes} if old_size == first else batch.nodes
+        if all(n in known for n in edge):
+            self._edge = (batch.size, {n: known[n] for n in edge})
         return first, batch
 
     def _receipts(self, first: int, entries: Sequence[bytes], batch: _Batch) -> list[Receipt]:
