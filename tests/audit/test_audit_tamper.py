@@ -212,6 +212,17 @@ def test_forged_checkpoint_is_rejected(logs: LogFactory) -> None:
         report = log.verify()
         assert not report.ok and "not signed by any trusted key" in (report.problem or "")
         raw.run("DELETE FROM {t}checkpoints WHERE size = ?", size)
+    # Even with the real key (a stolen key, or a buggy signer), a wrong root or size is caught.
+    for size, root_used, expected in (
+        (N, bytes(32), "were rewritten"),
+        (N + 1, root, f"store claims {N} entries"),
+    ):
+        raw.run("DELETE FROM {t}checkpoints WHERE size = ?", size)
+        note = sign_note(Checkpoint(log.origin, size, root_used).text(), log._signer)
+        raw.run("INSERT INTO {t}checkpoints (size, note, signatures) VALUES (?, ?, 1)", size, note)
+        report = log.verify()
+        assert not report.ok and expected in (report.problem or ""), report.problem
+        raw.run("DELETE FROM {t}checkpoints WHERE size = ?", size)
     raw.close()
 
 
