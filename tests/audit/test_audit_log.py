@@ -449,3 +449,13 @@ def test_receipt_inside_a_saved_answer_verifies(logs: LogFactory, event: EventMa
     assert verify_receipt(json.dumps(answer), log.public_key).index == 0
     with pytest.raises(ReceiptError):
         verify_receipt(json.dumps({"answer": "42"}), log.public_key)
+
+
+def test_data_files_are_owner_only(sqlite_logs: LogFactory, event: EventMaker) -> None:
+    log = sqlite_logs.open()
+    log.append(event(0, subject="ann", personal={"q": "x"}))
+    log.close()
+    audit = sqlite_logs.home / "audit"
+    for path in audit.rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path

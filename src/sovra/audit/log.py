@@ -62,6 +62,9 @@ class AuditError(Exception):
 
 @dataclass(frozen=True)
 class LoggedEvent:
+    """A stored event: its index, leaf hash, canonical bytes and a readable view (personal
+    fields decrypted, or "erased" once the subject's key is gone)."""
+
     index: int
     leaf_hash: bytes
     entry: bytes
@@ -92,6 +95,8 @@ def check_retention(days: int) -> int:
 
 
 class AuditLog:
+    """The audit log of one data directory (see docs/audit.md); open it with `AuditLog.open`."""
+
     def __init__(
         self,
         store: LogStore,

@@ -113,6 +113,9 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
+            path.touch(mode=0o600)
         try:
             self._db = sqlite3.connect(
                 path, check_same_thread=False, isolation_level=None, timeout=30.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import sqlite3
 import threading
@@ -29,8 +28,9 @@ class SubjectKeys:
             write_secret_file(index_path, secrets.token_bytes(32).hex() + "\n")
         self._index_key = bytes.fromhex(index_path.read_text().strip())
         path = directory / "subject-keys.sqlite"
+        if not path.exists():
+            path.touch(mode=0o600)  # owner-only before any key is written
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        os.chmod(path, 0o600)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=DELETE")
