@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ class MemoryIndex:
         self.docs: dict[str, list[Chunk]] = {}
         self.replace_calls: list[str] = []
         self.delete_calls: list[str] = []
+        self.bulk_calls = 0
 
     def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
         assert all(c.document_id == document_id for c in chunks)
@@ -61,6 +62,11 @@ class MemoryIndex:
             self.docs[document_id] = list(chunks)
         else:
             self.docs.pop(document_id, None)
+
+    def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
+        self.bulk_calls += 1
+        for document_id, chunks in documents.items():
+            self.replace_document(document_id, chunks)
 
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         n = 0

@@ -237,6 +237,7 @@ def test_bm25_only_mode_and_records_source(tmp_path: Path, state: StateStore) ->
     opts = SyncOptions(batch_documents=7)  # several batches, several state transactions
     report = sync_source(RecordsConnector(src, path), None, index, None, state, options=opts)
     assert len(report.added) == 60 and report.source == "tickets"
+    assert index.bulk_calls == 9  # one bulk index write per batch of 7 documents
     assert all(c.embedding is None for c in index.all_chunks())
     assert all(c.access == ("group:it-support",) for c in index.all_chunks())
     assert state.counts("tickets")[STATUS_OK] == 60

@@ -27,7 +27,6 @@ OVERLAP_TOKENS = 32
 _HEADING = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"[ \t]*(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)")
-_TABLE_ROW = re.compile(r"[ \t]*\|")
 _SENTENCE_END = re.compile(r"(?<=[.!?。؟])\s+")
 _WS = re.compile(r"\s+")
 
@@ -121,96 +120,96 @@ class _Scanner:
 
     def scan(self) -> list[_Unit]:
         text = self.text
-        lines: list[tuple[int, int]] = []
+        lines = text.split("\n")
+        starts: list[int] = []
         pos = 0
-        n = len(text)
-        while pos <= n:
-            nl = text.find("\n", pos)
-            if nl == -1:
-                lines.append((pos, n))
-                break
-            lines.append((pos, nl))
-            pos = nl + 1
-        i = 0
+        for line in lines:
+            starts.append(pos)
+            pos += len(line) + 1
+        kinds = [_kind(line) for line in lines]
         count = len(lines)
+        i = 0
         while i < count:
-            s, e = lines[i]
-            line = text[s:e]
-            if not line.strip():
+            kind = kinds[i]
+            s = starts[i]
+            e = s + len(lines[i])
+            if kind == _BLANK:
                 i += 1
-                continue
-            fence = _FENCE.match(line)
-            if fence:
-                marker = fence.group(1)
+            elif kind == _FENCE_LINE:
+                fence = _FENCE.match(lines[i])
+                marker = fence.group(1) if fence else "```"
                 j = i + 1
-                while j < count and not text[lines[j][0] : lines[j][1]].lstrip().startswith(marker):
+                while j < count and not lines[j].lstrip().startswith(marker):
                     j += 1
                 last = min(j, count - 1)
                 # A code block packs line by line; the fences stay with the first/last line.
                 body = range(i + 1, last if j < count else count)
                 if len(body) == 0:
-                    self.add(s, lines[last][1], atomic=False)
+                    self.add(s, starts[last] + len(lines[last]), atomic=False)
                 else:
                     for k in body:
-                        ks = s if k == body.start else lines[k][0]
-                        ke = lines[last][1] if k == body.stop - 1 else lines[k][1]
-                        self.add(ks, ke, atomic=False)
+                        ks = s if k == body.start else starts[k]
+                        kl = last if k == body.stop - 1 else k
+                        self.add(ks, starts[kl] + len(lines[kl]), atomic=False)
                 i = last + 1
-                continue
-            heading = _HEADING.match(line)
-            if heading:
+            elif kind == _HEADING_LINE:
+                heading = _HEADING.match(lines[i])
+                assert heading is not None
                 hs, he = _trim(text, s, e)
                 title = (heading.group(2) or "").strip()
                 self.units.append(
                     _Unit(hs, he, self.count(text[hs:he]), (len(heading.group(1)), title))
                 )
                 i += 1
-                continue
-            if _TABLE_ROW.match(line):
+            elif kind == _TABLE_LINE:
                 self.add(s, e, atomic=True)
                 i += 1
-                continue
-            if _LIST_ITEM.match(line):
+            elif kind == _ITEM_LINE:
                 j = i + 1
                 while j < count:
-                    ls, le = lines[j]
-                    nxt = text[ls:le]
-                    if not nxt.strip():
+                    nk = kinds[j]
+                    if nk == _BLANK:
                         # A blank line ends the item unless indented text continues it.
                         if (
                             j + 1 < count
-                            and text[lines[j + 1][0] : lines[j + 1][1]].startswith(("  ", "\t"))
-                            and not _LIST_ITEM.match(text[lines[j + 1][0] : lines[j + 1][1]])
+                            and kinds[j + 1] == _TEXT
+                            and lines[j + 1].startswith(("  ", "\t"))
                         ):
                             j += 1
                             continue
                         break
-                    if (
-                        _LIST_ITEM.match(nxt)
-                        or _HEADING.match(nxt)
-                        or _TABLE_ROW.match(nxt)
-                        or _FENCE.match(nxt)
-                    ):
+                    if nk != _TEXT:
                         break
                     j += 1
-                self.add(s, lines[j - 1][1], atomic=True)
+                self.add(s, starts[j - 1] + len(lines[j - 1]), atomic=True)
                 i = j
-                continue
-            j = i + 1
-            while j < count:
-                nxt = text[lines[j][0] : lines[j][1]]
-                if (
-                    not nxt.strip()
-                    or _HEADING.match(nxt)
-                    or _FENCE.match(nxt)
-                    or _TABLE_ROW.match(nxt)
-                    or _LIST_ITEM.match(nxt)
-                ):
-                    break
-                j += 1
-            self.add_paragraph(s, lines[j - 1][1])
-            i = j
+            else:
+                j = i + 1
+                while j < count and kinds[j] == _TEXT:
+                    j += 1
+                self.add_paragraph(s, starts[j - 1] + len(lines[j - 1]))
+                i = j
         return self.units
+
+
+_BLANK, _TEXT, _FENCE_LINE, _HEADING_LINE, _TABLE_LINE, _ITEM_LINE = range(6)
+
+
+def _kind(line: str) -> int:
+    """Classify a line by its first character, running a regex only when it could match."""
+    stripped = line.lstrip(" \t")
+    if not stripped:
+        return _BLANK
+    c = stripped[0]
+    if c == "#":
+        return _HEADING_LINE if _HEADING.match(line) else _TEXT
+    if c in "`~":
+        return _FENCE_LINE if _FENCE.match(line) else _TEXT
+    if c == "|":
+        return _TABLE_LINE
+    if c in "-*+" or c.isdigit():
+        return _ITEM_LINE if _LIST_ITEM.match(line) else _TEXT
+    return _TEXT
 
 
 def split_text(

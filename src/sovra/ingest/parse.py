@@ -60,6 +60,7 @@ def format_of(name: str) -> str | None:
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
 _FM_KEY = re.compile(r"^[A-Za-z_][\w-]*[ \t]*:")
 
 
@@ -83,7 +84,7 @@ def decode_text(data: bytes) -> str:
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
             "save the file as UTF-8"
         ) from None
-    controls = sum(1 for ch in text[:4096] if ord(ch) < 32 and ch not in "\n\r\t\f")
+    controls = len(_CONTROL.findall(text, 0, 4096))
     if controls > 8 and controls > len(text[:4096]) // 100:
         raise ParseError("binary content (control characters) in a text file")
     return _normalise_newlines(text)

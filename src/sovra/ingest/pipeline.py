@@ -4,9 +4,9 @@ Crash safety (kill -9 at any instant) comes from the order of writes, not from a
 transaction between two stores:
 
 1. documents gone from the source are deleted from the index, then from the state store;
-2. for each batch of new or changed documents, every document's chunks are written to the
-   index (`replace_document`, atomic and idempotent per document), then the whole batch is
-   recorded in the state store in one transaction.
+2. for each batch of new or changed documents, the chunks are written to the index in one
+   `replace_documents` call (atomic at least per document, and idempotent), then the whole
+   batch is recorded in the state store in one transaction.
 
 So the state never claims a version the index does not hold. After a crash the state lags by
 at most the in-flight batch: the re-run sees those documents as changed and replaces them
@@ -223,8 +223,11 @@ class _Syncer:
 
         t = time.perf_counter()
         ok: list[tuple[str, str, int]] = []
+        if batch.docs:
+            # One bulk call per batch: the engine commits once (all or nothing where it can,
+            # at least atomic per document — either way the state write below comes after).
+            self.index.replace_documents({doc.id: chunks for doc, chunks in batch.docs})
         for doc, chunks in batch.docs:
-            self.index.replace_document(doc.id, chunks)
             ok.append((doc.external_id, doc.version, len(chunks)))
             report.chunks_written += len(chunks)
         stale = [f"{self.source}:{eid}" for eid, _, _ in batch.failed if eid in indexed]

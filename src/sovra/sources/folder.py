@@ -37,6 +37,7 @@ class FolderConnector:
         self.source = source
         self.root = root
         self.scale = scale or ClassificationScale()
+        self._root_resolved: Path | None = None
 
     @property
     def name(self) -> str:
@@ -84,11 +85,19 @@ class FolderConnector:
                 yield rel
 
     def _path(self, external_id: str) -> Path:
-        full = (self.root / external_id).resolve()
-        try:
-            full.relative_to(self.root.resolve())
-        except ValueError:
-            raise DocumentNotFound(external_id, "path leaves the source folder") from None
+        # Lexical check first (cheap, no syscalls); only a symlink needs resolving, and
+        # list() already dropped links that leave the root.
+        parts = external_id.split("/")
+        if external_id.startswith("/") or ".." in parts or "" in parts:
+            raise DocumentNotFound(external_id, "not a path inside the source folder")
+        if self._root_resolved is None:
+            self._root_resolved = self.root.resolve()
+        full = self._root_resolved / external_id
+        if full.is_symlink():
+            try:
+                full.resolve(strict=True).relative_to(self._root_resolved)
+            except (OSError, ValueError):
+                raise DocumentNotFound(external_id, "link leaves the source folder") from None
         return full
 
     def _config_labels(self, rel: str, front_matter: dict[str, Any] | None = None) -> Labels:
@@ -122,8 +131,8 @@ class FolderConnector:
 
     # -- fetching ------------------------------------------------------------------------
 
-    def _read(self, external_id: str) -> tuple[bytes, os.stat_result]:
-        full = self._path(external_id)
+    def _read(self, external_id: str, full: Path | None = None) -> tuple[bytes, os.stat_result]:
+        full = full or self._path(external_id)
         try:
             st = full.stat()
             if st.st_size > self.source.max_file_bytes:
@@ -149,7 +158,8 @@ class FolderConnector:
             raise MalformedDocument(external_id, str(exc)) from None
 
     def fetch(self, external_id: str) -> Document:
-        data, st = self._read(external_id)
+        full = self._path(external_id)
+        data, st = self._read(external_id, full)
         parsed = self._parse(external_id, data)
         if not parsed.text.strip():
             raise EmptyDocument(external_id, "no text in file")
@@ -170,7 +180,7 @@ class FolderConnector:
             external_id=external_id,
             version=self._version(external_id, digest),
             title=parsed.title or _title_from_path(external_id),
-            uri=str(self._path(external_id)),
+            uri=str(full),
             text=parsed.text,
             access=labels.access,
             classification=labels.classification,
