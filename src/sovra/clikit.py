@@ -24,7 +24,7 @@ from rich.progress import (
 from sovra.config import Config, load_config
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 @dataclass

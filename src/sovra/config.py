@@ -106,7 +106,7 @@ class EmbeddingConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    backend: Literal["embedded", "lancedb"] = "embedded"
+    backend: Literal["embedded", "lance"] = "embedded"
 
 
 class SearchConfig(_Strict):
@@ -114,6 +114,45 @@ class SearchConfig(_Strict):
     candidates: int = Field(default=100, ge=1, le=5000)
     fusion: Literal["rrf", "weighted"] = "rrf"
     rrf_k: int = Field(default=60, ge=1)
+
+
+class EndpointConfig(_Strict):
+    """A model service answers may be sent to (DESIGN §2 Endpoint).
+
+    `embedded` runs a registered GGUF model in-process (`model` names it in `sovra model list`);
+    `openai` talks to any OpenAI-compatible server at `base_url`. Credentials are referenced by
+    environment variable name (`api_key_env`), never written here.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    kind: Literal["embedded", "openai"]
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    jurisdiction: str = "local"
+    hosting: Literal["on_prem", "regional_cloud", "foreign_cloud"] = "on_prem"
+    max_classification: str = "internal"
+    pii: Literal["allow", "redact", "deny"] = "deny"
+    context_length: int | None = Field(default=None, ge=256)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    instruction_tuned: bool = True
+    cost_per_1k_tokens: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _openai_needs_url(self) -> EndpointConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError(f"endpoint {self.name!r}: kind = 'openai' needs base_url")
+        return self
+
+
+class AnswerConfig(_Strict):
+    """How `ask` answers: `endpoint = ""` means extractive answers (the offline default)."""
+
+    endpoint: str = ""
+    k: int = Field(default=8, ge=1, le=50)
+    max_answer_tokens: int = Field(default=384, ge=16, le=8192)
+    min_score: float = Field(default=0.30, ge=0, le=1)
 
 
 class WorkspaceConfig(_Strict):
@@ -136,6 +175,8 @@ class Config(_Strict):
     embedding: EmbeddingConfig = EmbeddingConfig()
     index: IndexConfig = IndexConfig()
     search: SearchConfig = SearchConfig()
+    answer: AnswerConfig = AnswerConfig()
+    endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     base_dir: Path = Path(".")
 
@@ -157,7 +198,27 @@ class Config(_Strict):
                     scale.rank(label)
                 except DomainError as exc:
                     raise ValueError(f"sources[{i}] ({src.name}): {exc}") from None
+        endpoint_names = [e.name for e in self.endpoints]
+        for i, ep in enumerate(self.endpoints):
+            if endpoint_names.count(ep.name) > 1:
+                raise ValueError(f"endpoints[{i}].name: {ep.name!r} is used twice")
+            try:
+                scale.rank(ep.max_classification)
+            except DomainError as exc:
+                raise ValueError(f"endpoints[{i}] ({ep.name}): {exc}") from None
+        if self.answer.endpoint and self.answer.endpoint not in endpoint_names:
+            raise ValueError(
+                f"answer.endpoint: {self.answer.endpoint!r} is not a configured endpoint"
+                f" (known: {', '.join(endpoint_names) or 'none'}); add an [[endpoints]] entry"
+            )
         return self
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        for ep in self.endpoints:
+            if ep.name == name:
+                return ep
+        known = ", ".join(e.name for e in self.endpoints) or "none configured"
+        raise ConfigError(f"unknown endpoint {name!r}; known endpoints: {known}")
 
     @property
     def scale(self) -> ClassificationScale:

@@ -6,11 +6,17 @@ Everything stateful lives under `config.home` (default `./sovra-data`, or `SOVRA
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sovra.config import Config
+if TYPE_CHECKING:
+    from sovra.ingest import ProgressCallback, StateStore, SyncReport
+
+from sovra.answer import Answerer, AnswerEvent, AnswerSettings
+from sovra.answer.routing import config_choice
+from sovra.config import Config, SourceConfig
 from sovra.directory import Directory
 from sovra.domain import Principal, SearchFilter
 from sovra.index.base import Index
@@ -43,7 +49,7 @@ class Workspace:
         self.directory = Directory.in_home(self.home)
         self._embedder: SentenceTransformerEmbedder | None = None
         self._index: Index | None = None
-        self._state: Any = None
+        self._state: StateStore | None = None
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
@@ -67,6 +73,37 @@ class Workspace:
                 dimension=self.embedder.dimension,
             )
         return self._index
+
+    @property
+    def state(self) -> StateStore:
+        if self._state is None:
+            from sovra.ingest import StateStore
+
+            self._state = StateStore(self.home / "state.db")
+        return self._state
+
+    def sync(
+        self,
+        source: SourceConfig,
+        progress: ProgressCallback | None = None,
+        *,
+        bm25_only: bool = False,
+    ) -> SyncReport:
+        """Bring the index in line with one configured source (incremental, resumable)."""
+        from sovra.ingest import sync_source
+        from sovra.sources import connector_for
+
+        connector = connector_for(source, self.config)
+        embedder = None if bm25_only else self.embedder
+        return sync_source(connector, source.name, self.index, embedder, self.state, progress)
+
+    def remove_source_data(self, name: str) -> int:
+        """Delete every indexed document of a source and its sync state; returns chunks removed."""
+        prefix = name + ":"
+        ids = [d for d in self.index.document_ids() if d.startswith(prefix)]
+        removed = self.index.delete_documents(ids)
+        self.state.forget_source(name)
+        return removed
 
     def principal(self, user_id: str) -> Principal:
         return self.directory.principal(user_id)
@@ -95,6 +132,14 @@ class Workspace:
             FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates),
         )
 
+    def answerer(self) -> Answerer:
+        a = self.config.answer
+        settings = AnswerSettings(k=a.k, max_answer_tokens=a.max_answer_tokens)
+        settings = replace(settings, extractive=replace(settings.extractive, min_score=a.min_score))
+        return Answerer(
+            self.searcher(), self.embedder, config_choice(self.config, self.home), settings
+        )
+
     def search(
         self,
         query: str,
@@ -109,6 +154,19 @@ class Workspace:
         principal = self.principal(user_id)
         flt = self.filter_for(principal, sources)
         return self.searcher().search(query, flt, k=k, mode=mode, language=language)
+
+    def ask(
+        self,
+        question: str,
+        user_id: str,
+        *,
+        endpoint: str | None = None,
+        extractive: bool = False,
+    ) -> Iterator[AnswerEvent]:
+        """Stream an answer for `user_id` (text deltas, then the final Answer)."""
+        principal = self.principal(user_id)
+        flt = self.filter_for(principal)
+        return self.answerer().stream(question, flt, endpoint=endpoint, extractive=extractive)
 
     def close(self) -> None:
         if self._index is not None:

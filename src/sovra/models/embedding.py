@@ -106,7 +106,10 @@ class SentenceTransformerEmbedder:
                 return self._model
             _offline()
             import torch
+            import transformers
             from sentence_transformers import SentenceTransformer
+
+            transformers.utils.logging.disable_progress_bar()
 
             if self._threads:
                 torch.set_num_threads(self._threads)

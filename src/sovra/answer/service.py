@@ -1,0 +1,195 @@
+"""The answer path: retrieve under the asker's filter → choose how to answer → answer → verify.
+
+`choose_generation` is the single call site where the endpoint decision is made; the
+sovereignty router plugs in there. Nothing else in sovra calls a generator for answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sovra.answer.extractive import ExtractiveSettings, extract_answer
+from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
+from sovra.answer.types import NOT_FOUND, Answer, Citation
+from sovra.answer.verify import verify_output
+from sovra.domain import SearchFilter
+from sovra.models.base import Embedder
+from sovra.models.generation import Generator
+from sovra.search.hybrid import Searcher, SearchHit
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """What the answer reports about where it was produced."""
+
+    name: str
+    jurisdiction: str = "local"
+    hosting: str = "on_prem"
+
+
+@dataclass(frozen=True)
+class GenerationChoice:
+    """The decision for one answer: extractive, or this generator at this endpoint."""
+
+    endpoint: EndpointInfo
+    generator: Generator | None  # None → extractive
+    reason: str = ""
+
+
+EXTRACTIVE = EndpointInfo("extractive")
+ChooseGeneration = Callable[[str, Sequence[SearchHit], str | None, bool], GenerationChoice]
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    k: int = 8
+    max_answer_tokens: int = 384
+    extractive: ExtractiveSettings = field(default_factory=ExtractiveSettings)
+
+
+@dataclass
+class AnswerEvent:
+    """Streaming: `delta` text pieces, then one event carrying the final Answer."""
+
+    delta: str = ""
+    answer: Answer | None = None
+
+
+def _citations(hits: Sequence[SearchHit], numbers: Sequence[int]) -> list[Citation]:
+    out = []
+    for n in numbers:
+        c = hits[n - 1].chunk
+        out.append(
+            Citation(
+                n, c.id, c.document_id, c.source, c.title, c.uri, c.heading_path, c.start, c.end
+            )
+        )
+    return out
+
+
+class Answerer:
+    def __init__(
+        self,
+        searcher: Searcher,
+        embedder: Embedder | None,
+        choose: ChooseGeneration,
+        settings: AnswerSettings | None = None,
+    ) -> None:
+        self.searcher = searcher
+        self.embedder = embedder
+        self.choose = choose
+        self.settings = settings or AnswerSettings()
+
+    def ask(
+        self,
+        question: str,
+        flt: SearchFilter,
+        *,
+        endpoint: str | None = None,
+        extractive: bool = False,
+    ) -> Answer:
+        final: Answer | None = None
+        for event in self.stream(question, flt, endpoint=endpoint, extractive=extractive):
+            if event.answer is not None:
+                final = event.answer
+        assert final is not None
+        return final
+
+    def stream(
+        self,
+        question: str,
+        flt: SearchFilter,
+        *,
+        endpoint: str | None = None,
+        extractive: bool = False,
+    ) -> Iterator[AnswerEvent]:
+        started = time.perf_counter()
+        # Retrieval always runs under the asker's filter: never a wider search.
+        result = self.searcher.search(question, flt, k=self.settings.k)
+        hits = result.hits
+        choice = self.choose(question, hits, endpoint, extractive)
+        if choice.generator is None or not hits:
+            answer = self._extractive(question, result.language, hits, result.vector_weight > 0)
+            answer.endpoint = choice.endpoint.name
+            answer.jurisdiction = choice.endpoint.jurisdiction
+            answer.hosting = choice.endpoint.hosting
+            if choice.reason:
+                answer.flags.append(choice.reason)
+            answer.took_ms = (time.perf_counter() - started) * 1000
+            yield AnswerEvent(delta=answer.text)
+            yield AnswerEvent(answer=answer)
+            return
+        yield from self._generate(question, result.language, hits, choice, started)
+
+    def _extractive(
+        self, question: str, language: str, hits: Sequence[SearchHit], semantic: bool
+    ) -> Answer:
+        ex = extract_answer(
+            question,
+            language,
+            hits,
+            self.embedder,
+            use_semantic=semantic,
+            settings=self.settings.extractive,
+        )
+        return Answer(
+            question=question,
+            text=ex.text,
+            found=ex.found,
+            citations=ex.citations,
+            generation="extractive",
+            model=self.embedder.name if self.embedder is not None else "bm25",
+            language=language,
+        )
+
+    def _generate(
+        self,
+        question: str,
+        language: str,
+        hits: Sequence[SearchHit],
+        choice: GenerationChoice,
+        started: float,
+    ) -> Iterator[AnswerEvent]:
+        gen = choice.generator
+        assert gen is not None
+        prompt = build_prompt(
+            question,
+            hits,
+            context_tokens=gen.context_length,
+            max_answer_tokens=self.settings.max_answer_tokens,
+            count_tokens=gen.count_tokens,
+        )
+        stream = gen.stream(
+            prompt.messages, max_tokens=self.settings.max_answer_tokens, stop=("</source>",)
+        )
+        pieces: list[str] = []
+        for piece in stream:
+            pieces.append(piece)
+            yield AnswerEvent(delta=piece)
+        raw = "".join(pieces).strip()
+        answer = Answer(
+            question=question,
+            text=NOT_FOUND,
+            found=False,
+            generation="generative",
+            endpoint=choice.endpoint.name,
+            model=gen.model_id,
+            jurisdiction=choice.endpoint.jurisdiction,
+            hosting=choice.endpoint.hosting,
+            language=language,
+            tokens_in=stream.stats.tokens_in,
+            tokens_out=stream.stats.tokens_out,
+        )
+        if prompt.truncated:
+            answer.flags.append("context_truncated")
+        if raw and NOT_FOUND_MARKER not in raw[:40]:
+            checked = verify_output(raw, prompt.sources, language)
+            answer.text = checked.text.strip() or NOT_FOUND
+            answer.found = bool(checked.text.strip())
+            answer.citations = _citations(prompt.sources, checked.cited)
+            answer.flags.extend(checked.flags)
+            answer.flagged = bool(checked.flags)
+        answer.took_ms = (time.perf_counter() - started) * 1000
+        yield AnswerEvent(answer=answer)

@@ -1,0 +1,151 @@
+"""`sovra eval retrieval`: nDCG@10, Recall@100 and MRR per collection and per method.
+
+Each collection is indexed into a throwaway index through the same Index and Searcher the
+product uses (one chunk per judged document), so the figures measure the shipped code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sovra.domain import PUBLIC, Chunk, SearchFilter
+from sovra.govern.collections import Collection
+from sovra.models.base import Embedder, Vectors
+from sovra.search import FusionSettings, Searcher
+from sovra.search.hybrid import Mode
+
+METHODS: tuple[Mode, ...] = ("text", "vector", "hybrid")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class MethodScores:
+    ndcg10: float
+    recall100: float
+    mrr: float
+    queries: int
+    ms_per_query: float
+
+
+@dataclass
+class CollectionReport:
+    collection: str
+    docs: int
+    queries: int
+    methods: dict[str, MethodScores] = field(default_factory=dict)
+
+
+def ndcg_at(ranked: Sequence[str], rels: dict[str, int], k: int = 10) -> float:
+    dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted(rels.values(), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def recall_at(ranked: Sequence[str], rels: dict[str, int], k: int = 100) -> float:
+    return len(set(ranked[:k]) & set(rels)) / len(rels) if rels else 0.0
+
+
+def reciprocal_rank(ranked: Sequence[str], rels: dict[str, int]) -> float:
+    for i, d in enumerate(ranked):
+        if d in rels:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def embed_cached(
+    embedder: Embedder, texts: list[str], cache_dir: Path | None, key: str, progress: Progress | None
+) -> Vectors:
+    """Embeddings of `texts`, cached on disk by model name and content hash."""
+    digest = hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = cache_dir / f"{key}-{embedder.name}-{digest}.npy" if cache_dir else None
+    if path is not None and path.exists():
+        cached: Vectors = np.load(path)
+        return cached
+    batch = 256
+    parts: list[Vectors] = []
+    for start in range(0, len(texts), batch):
+        parts.append(embedder.embed(texts[start : start + batch]))
+        if progress:
+            progress(min(start + batch, len(texts)), len(texts), f"embedding {key}")
+    vectors = np.vstack(parts) if parts else np.zeros((0, embedder.dimension), np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+    return vectors
+
+
+def evaluate_collection(
+    collection: Collection,
+    embedder: Embedder,
+    settings: FusionSettings | None = None,
+    *,
+    methods: Sequence[Mode] = METHODS,
+    cache_dir: Path | None = None,
+    max_queries: int | None = None,
+    progress: Progress | None = None,
+) -> CollectionReport:
+    from sovra.index import open_index
+
+    doc_ids = list(collection.docs)
+    texts = [f"{t}\n{x}".strip() for t, x in (collection.docs[d] for d in doc_ids)]
+    vectors = embed_cached(embedder, texts, cache_dir, collection.name, progress)
+    report = CollectionReport(collection.name, len(doc_ids), 0)
+    with tempfile.TemporaryDirectory(prefix="sovra-eval-") as tmp:
+        index = open_index(Path(tmp) / "index", dimension=embedder.dimension)
+        try:
+            for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
+                chunk = Chunk(
+                    id=f"eval:{doc_id}#0",
+                    document_id=f"eval:{doc_id}",
+                    source="eval",
+                    position=0,
+                    text=text,
+                    title=collection.docs[doc_id][0],
+                    uri=doc_id,
+                    heading_path=(),
+                    language=collection.doc_language,
+                    access=(PUBLIC,),
+                    classification="public",
+                    residency="*",
+                    start=0,
+                    end=len(text),
+                    embedding=vectors[i].tolist(),
+                )
+                index.replace_document(chunk.document_id, [chunk])
+                if progress and (i % 500 == 0 or i == len(doc_ids) - 1):
+                    progress(i + 1, len(doc_ids), f"indexing {collection.name}")
+            searcher = Searcher(index, embedder, settings)
+            flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
+            qids = [q for q in collection.queries if collection.qrels.get(q)]
+            if max_queries:
+                qids = qids[:max_queries]
+            report.queries = len(qids)
+            for method in methods:
+                ndcg = rec = mrr = 0.0
+                started = time.perf_counter()
+                for n, qid in enumerate(qids):
+                    res = searcher.search(collection.queries[qid], flt, k=100, mode=method)
+                    ranked = [h.chunk.uri for h in res.hits]
+                    rels = collection.qrels[qid]
+                    ndcg += ndcg_at(ranked, rels)
+                    rec += recall_at(ranked, rels)
+                    mrr += reciprocal_rank(ranked, rels)
+                    if progress and n % 100 == 0:
+                        progress(n + 1, len(qids), f"{collection.name} {method}")
+                elapsed = (time.perf_counter() - started) * 1000
+                q = max(len(qids), 1)
+                report.methods[method] = MethodScores(
+                    ndcg / q, rec / q, mrr / q, len(qids), elapsed / q
+                )
+        finally:
+            index.close()
+    return report
