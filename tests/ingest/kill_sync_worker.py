@@ -1,6 +1,7 @@
 """Run one sync in its own process so a test can SIGKILL it midway (see test_ingest_kill.py).
 
-usage: python kill_sync_worker.py ROOT INDEX_DIR STATE_DB EMBED_DELAY_SECONDS
+usage: python kill_sync_worker.py ROOT INDEX_DIR STATE_DB EMBED_DELAY_SECONDS [fake|embedded]
+The last argument picks the index: the JSON-file fake (default) or sovra's embedded index.
 Prints `progress <done> <total>` lines, flushed, so the test knows when to kill.
 """
 
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest_fakes import FakeEmbedder, FileIndex
 
 from sovra.config import FolderSource
+from sovra.index.base import Index
 from sovra.ingest import StateStore, SyncOptions, sync_source
 from sovra.sources import FolderConnector
 
@@ -23,6 +25,17 @@ def connector(root: Path) -> FolderConnector:
         {"name": "hb", "kind": "folder", "path": root, "access": ["group:staff"]}
     )
     return FolderConnector(src, root)
+
+
+DIMENSION = 16
+
+
+def open_index(kind: str, path: Path) -> Index:
+    if kind == "embedded":
+        from sovra.index import open_index as open_real
+
+        return open_real(path, dimension=DIMENSION)
+    return FileIndex(path)
 
 
 def main() -> None:
@@ -39,8 +52,8 @@ def main() -> None:
     report = sync_source(
         connector(root),
         "hb",
-        FileIndex(index_dir),
-        FakeEmbedder(delay=delay),
+        open_index(sys.argv[5] if len(sys.argv) > 5 else "fake", index_dir),
+        FakeEmbedder(dimension=DIMENSION, delay=delay),
         StateStore(state_db),
         progress,
         options=SyncOptions(batch_chunks=8),  # two documents per batch: many commit points

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from ingest_fakes import FakeEmbedder, FileIndex, copy_tree
-from kill_sync_worker import connector
+from kill_sync_worker import DIMENSION, connector, open_index
 
+from sovra.index.base import Index
 from sovra.ingest import StateStore, SyncOptions, sync_source
 from sovra.ingest.chunk import chunk_document
 from sovra.ingest.state import STATUS_OK
@@ -18,14 +20,25 @@ from sovra.ingest.state import STATUS_OK
 WORKER = Path(__file__).with_name("kill_sync_worker.py")
 
 
-def test_kill_mid_sync_then_resume(tmp_path: Path) -> None:
+def snapshot(index: Index) -> dict[str, list[tuple[str, str]]]:
+    """document id → [(chunk id, text)] as the index holds it on disk now."""
+    if isinstance(index, FileIndex):
+        return {
+            d: [(str(c["id"]), str(c["text"])) for c in chunks]
+            for d, chunks in index.stored().items()
+        }
+    return {d: [(c.id, c.text) for c in index.chunks_of(d)] for d in index.document_ids()}
+
+
+@pytest.mark.parametrize("kind", ["fake", "embedded"])
+def test_kill_mid_sync_then_resume(tmp_path: Path, kind: str) -> None:
     root = tmp_path / "hb"
     files = copy_tree("handbook/content", root, limit=130)
     assert len(files) >= 120
     index_dir, state_db = tmp_path / "index", tmp_path / "state.db"
 
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(root), str(index_dir), str(state_db), "0.05"],
+        [sys.executable, str(WORKER), str(root), str(index_dir), str(state_db), "0.05", kind],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -41,8 +54,8 @@ def test_kill_mid_sync_then_resume(tmp_path: Path) -> None:
     assert killed_at is not None and proc.returncode == -signal.SIGKILL
 
     # What the dead process left: the state never claims more than the index holds.
-    index = FileIndex(index_dir)
-    stored = index.stored()
+    index = open_index(kind, index_dir)
+    stored = snapshot(index)
     state = StateStore(state_db)
     recorded = {k: v for k, v in state.versions("hb").items() if v[1] == STATUS_OK}
     assert 0 < len(recorded) < len(files)
@@ -57,7 +70,7 @@ def test_kill_mid_sync_then_resume(tmp_path: Path) -> None:
 
     conn = connector(root)
     report = sync_source(
-        conn, "hb", index, FakeEmbedder(), state, options=SyncOptions(batch_chunks=8)
+        conn, "hb", index, FakeEmbedder(DIMENSION), state, options=SyncOptions(batch_chunks=8)
     )
     assert report.ok and not report.failed
     assert report.deleted == [indexed[0]]
@@ -66,16 +79,20 @@ def test_kill_mid_sync_then_resume(tmp_path: Path) -> None:
     assert len(report.added) + len(report.updated) == len(files) - 1 - report.unchanged
 
     expected_ids = {f"hb:{p.relative_to(root).as_posix()}" for p in root.rglob("*.md")}
-    final = index.stored()
+    final = snapshot(index)
     assert set(final) == expected_ids
-    all_chunk_ids = [c["id"] for chunks in final.values() for c in chunks]
+    all_chunk_ids = [cid for chunks in final.values() for cid, _ in chunks]
     assert len(all_chunk_ids) == len(set(all_chunk_ids))
     for doc_id, chunks in final.items():
         doc = conn.fetch(doc_id.split(":", 1)[1])
         want = [(c.id, c.text) for c in chunk_document(doc)]
-        assert [(c["id"], c["text"]) for c in chunks] == want
-    assert any("edited between the runs" in c["text"] for c in final[f"hb:{indexed[1]}"])
+        assert chunks == want
+    assert any("edited between the runs" in text for _, text in final[f"hb:{indexed[1]}"])
+    if not isinstance(index, FileIndex):  # the fake counts only this process's writes
+        assert index.count() == len(all_chunk_ids)
     versions = state.versions("hb")
     assert set(versions) == {i.split(":", 1)[1] for i in expected_ids}
     assert all(status == STATUS_OK for _, status in versions.values())
     assert state.counts("hb")["chunks"] == len(all_chunk_ids)
+    index.close()
+    state.close()

@@ -277,3 +277,23 @@ def test_embedder_failure_stops_and_resumes(root: Path, state: StateStore) -> No
     assert 0 < partial < len(list(conn.list()))
     report = sync_source(conn, "hb", index, FakeEmbedder(), state, options=opts)
     assert report.unchanged == partial and len(report.added) + partial == report.listed
+
+
+def test_concurrent_syncs_of_one_source_serialise(root: Path, state: StateStore) -> None:
+    import threading
+
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    reports = []
+
+    def run() -> None:
+        reports.append(sync_source(conn, "hb", index, FakeEmbedder(delay=0.01), state))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    added = sorted(len(r.added) for r in reports)
+    assert added[0] == 0 and added[1] == reports[0].listed  # one did the work, one found none
+    assert len(index.replace_calls) == reports[0].listed

@@ -22,6 +22,7 @@ sync before anything is deleted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -345,6 +346,19 @@ def sync_source(
     index errors propagate after the report is saved — a re-run resumes where it stopped.
     """
     name = source_name or connector.name
-    return _Syncer(
-        connector, name, index, embedder, state_store, progress, options or SyncOptions()
-    ).run()
+    # Two syncs of one source in one process (CLI thread, API, scheduler) would race on the
+    # same documents; the second waits and then finds them unchanged.
+    with _source_lock(state_store, name):
+        return _Syncer(
+            connector, name, index, embedder, state_store, progress, options or SyncOptions()
+        ).run()
+
+
+_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _source_lock(state: StateStore, source: str) -> threading.Lock:
+    key = (str(state.path.resolve()), source)
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
