@@ -167,7 +167,9 @@ _EMPTY_F32: _F32 = np.empty(0, dtype=np.float32)
 
 
 def _build_segment(terms: _I64, rows: _I32, tfs: _F32, vocab_size: int) -> _Segment:
-    order = np.lexsort((rows, terms))
+    # Callers pass postings whose rows already ascend within each term (slots only grow and
+    # segments are concatenated oldest first), so a stable sort by term is enough.
+    order = np.argsort(terms, kind="stable")
     terms_sorted = terms[order]
     counts = (
         np.bincount(terms_sorted, minlength=vocab_size)
@@ -373,11 +375,13 @@ class _FilterCache:
         self.generation = -1
         self.masks: OrderedDict[SearchFilter, _BOOL] = OrderedDict()
         self.verdicts: dict[SearchFilter, list[bool]] = {}
+        self.stats: dict[SearchFilter, tuple[int, float]] = {}
 
     def reset(self, generation: int) -> None:
         if generation != self.generation:
             self.generation = generation
             self.masks.clear()
+            self.stats.clear()
 
 
 class EmbeddedIndex:
@@ -739,10 +743,17 @@ class EmbeddedIndex:
                 return []
             mem.seal()
             mask = self._mask(flt)
-            n_docs = int(np.count_nonzero(mask))
+            stats = self._filters.stats.get(flt)
+            if stats is None:
+                n_docs = int(np.count_nonzero(mask))
+                avgdl = float(mem.length[: mem.n][mask].mean()) if n_docs else 1.0
+                stats = (n_docs, avgdl or 1.0)
+                if len(self._filters.stats) > 4 * self._filters.size:
+                    self._filters.stats.clear()
+                self._filters.stats[flt] = stats
+            n_docs, avgdl = stats
             if n_docs == 0:
                 return []
-            avgdl = float(mem.length[: mem.n][mask].mean()) or 1.0
             all_rows: list[_I32] = []
             all_scores: list[_F32] = []
             for tid in qids:
