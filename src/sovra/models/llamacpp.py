@@ -1,0 +1,494 @@
+"""Embedded generation with llama.cpp: any local GGUF model, in-process, no server and no network.
+
+`llama_cpp` is imported only when a model is loaded, so the registry and the CLI work (and start
+fast) on a machine where llama-cpp-python is not installed. The GGUF header is read here with a
+small pure-Python parser: it validates a file before llama.cpp touches it (a clear error instead of
+a native crash message) and gives the registry the context length and quantisation without loading
+the weights.
+"""
+
+from __future__ import annotations
+
+import codecs
+import mmap
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sovra.models.base import ModelError
+from sovra.models.generation import GenerationError, GenerationStats, Message
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+GGUF_MAGIC = b"GGUF"
+# Used when neither the caller nor the registry names a context length: enough for a prompt with
+# several sources plus an answer, small enough that the KV cache stays modest on a laptop.
+DEFAULT_CONTEXT_LENGTH = 4096
+
+# llama.cpp's `general.file_type` (enum llama_ftype) → the usual quantisation name.
+_FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+}
+
+# GGUF value types: struct format of the fixed-size ones; 8 = string, 9 = array.
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+# A transcript format for GGUF files that carry no chat template (rare: mostly old conversions).
+# Base models continue text, so a plain "Role: text" transcript is the most natural prompt for them.
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+
+def resolve_gguf(path: Path) -> Path:
+    """The `.gguf` file itself, or the single `.gguf` inside a directory; ModelError otherwise."""
+    path = path.expanduser()
+    if not path.exists():
+        raise ModelError(
+            f"model file {path} does not exist; check the path (or `sovra model list`)"
+        )
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+        if not found:
+            raise ModelError(f"model directory {path} holds no .gguf file")
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise ModelError(
+                f"model directory {path} holds {len(found)} .gguf files ({names}); "
+                "point at one file (split GGUFs: the first part, *-00001-of-*.gguf)"
+            )
+        return found[0]
+    return path
+
+
+class _Reader:
+    """Bounds-checked little-endian reads over a memory-mapped GGUF header."""
+
+    def __init__(self, data: mmap.mmap, path: Path) -> None:
+        self.data = data
+        self.pos = 0
+        self.path = path
+
+    def take(self, n: int) -> int:
+        start = self.pos
+        if n < 0 or start + n > len(self.data):
+            raise ModelError(f"{self.path} is truncated or corrupt (GGUF header ends early)")
+        self.pos += n
+        return start
+
+    def unpack(self, fmt: str) -> Any:
+        start = self.take(struct.calcsize(fmt))
+        return struct.unpack_from(fmt, self.data, start)[0]
+
+    def string(self) -> str:
+        n = int(self.unpack("<Q"))
+        start = self.take(n)
+        try:
+            return bytes(self.data[start : start + n]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(f"{self.path} is corrupt (a GGUF string is not UTF-8)") from None
+
+    def skip_string(self) -> None:
+        self.take(int(self.unpack("<Q")))
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.unpack(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item, count = int(self.unpack("<I")), int(self.unpack("<Q"))
+            if item in _SCALARS:
+                self.take(struct.calcsize(_SCALARS[item]) * count)
+            elif item == _STRING:
+                # Vocabularies are arrays of ~10^5 strings: skip them, callers need scalars only.
+                for _ in range(count):
+                    self.skip_string()
+            else:
+                raise ModelError(f"{self.path} is corrupt (GGUF array of unknown type {item})")
+            return None
+        raise ModelError(f"{self.path} is corrupt (GGUF value of unknown type {kind})")
+
+
+def read_gguf_metadata(path: Path) -> dict[str, Any]:
+    """The scalar key/values of a GGUF header (arrays are skipped); ModelError if it is not GGUF."""
+    path = resolve_gguf(path)
+    try:
+        with path.open("rb") as fh:
+            if fh.read(4) != GGUF_MAGIC:
+                raise ModelError(
+                    f"{path} is not a GGUF model file (bad magic bytes); "
+                    "convert the model to GGUF or check that the download finished"
+                )
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                reader = _Reader(data, path)
+                reader.take(4)
+                version = int(reader.unpack("<I"))
+                if version not in (2, 3):
+                    raise ModelError(
+                        f"{path}: unsupported GGUF version {version} (expected 2 or 3; "
+                        "big-endian or very old files need re-conversion)"
+                    )
+                reader.unpack("<Q")  # tensor count
+                kv_count = int(reader.unpack("<Q"))
+                meta: dict[str, Any] = {}
+                for _ in range(kv_count):
+                    key = reader.string()
+                    meta[key] = reader.value(int(reader.unpack("<I")))
+                return meta
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+
+
+def gguf_context_length(meta: dict[str, Any]) -> int | None:
+    """The context length the model was trained for (`<arch>.context_length`)."""
+    arch = meta.get("general.architecture")
+    value = meta.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def gguf_quantisation(meta: dict[str, Any]) -> str | None:
+    value = meta.get("general.file_type")
+    return _FILE_TYPES.get(value) if isinstance(value, int) else None
+
+
+def default_threads() -> int:
+    """CPUs this process may run on (respects taskset/cgroup affinity, unlike os.cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class StopFilter:
+    """Holds back text that may be the start of a stop sequence; cuts at the first full match.
+
+    llama.cpp's own stop handling re-decodes the whole output on every token (quadratic); this
+    keeps only the undecided tail.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            out, self.pending = self.pending[:cut], ""
+            return out
+        hold = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
+                if self.pending.endswith(s[:n]):
+                    hold = max(hold, n)
+                    break
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+class LlamaCppGeneration:
+    """One streamed answer; iterate once. `stats` is complete when iteration ends."""
+
+    def __init__(self, pieces: Iterator[str], stats: GenerationStats) -> None:
+        self._pieces = pieces
+        self.stats = stats
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        """Stop early and free the model for the next caller (also done when garbage-collected)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+
+class LlamaCppGenerator:
+    """A GGUF model run in-process by llama.cpp, prompted with the GGUF's own chat template.
+
+    Loads eagerly, so a missing or corrupt file fails at construction with its name in the error.
+    One generation at a time per instance (llama.cpp contexts are not thread-safe); a lock
+    serialises concurrent callers. The KV cache keeps the previous prompt, so a second question
+    with the same system prompt and sources skips re-reading the shared prefix.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str | None = None,
+        context_length: int | None = None,
+        threads: int | None = None,
+        instruction_tuned: bool = True,
+        batch_size: int = 512,
+    ) -> None:
+        self._path = resolve_gguf(Path(path))
+        self._meta = read_gguf_metadata(self._path)
+        self._name = name or self._path.stem
+        self._instruction_tuned = instruction_tuned
+        self._threads = threads or default_threads()
+        trained = gguf_context_length(self._meta)
+        wanted = context_length or DEFAULT_CONTEXT_LENGTH
+        # Never ask for more than the model was trained on: beyond it quality collapses.
+        n_ctx = min(wanted, trained) if trained else wanted
+        try:
+            from llama_cpp import Llama, llama_chat_format
+        except ImportError:
+            raise ModelError(
+                "llama-cpp-python is not installed; run `make install` "
+                "(or `pip install llama-cpp-python`) to use local GGUF models"
+            ) from None
+        self.load_s = 0.0
+        started = time.perf_counter()
+        try:
+            self._llm: Llama = Llama(
+                model_path=str(self._path),
+                n_ctx=n_ctx,
+                n_threads=self._threads,
+                n_threads_batch=self._threads,
+                n_batch=batch_size,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise GenerationError(
+                f"llama.cpp cannot load model file {self._path}: {exc}; "
+                "the file may be truncated, corrupt, or of an architecture this llama.cpp "
+                "build does not know"
+            ) from None
+        self.load_s = time.perf_counter() - started
+        template = self._meta.get("tokenizer.chat_template")
+        self._has_template = isinstance(template, str) and bool(template.strip())
+        eos, bos = self._llm.token_eos(), self._llm.token_bos()
+        self._formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template
+            if isinstance(template, str) and self._has_template
+            else _FALLBACK_TEMPLATE,
+            eos_token=self._piece(eos) if eos >= 0 else "",
+            bos_token=self._piece(bos) if bos >= 0 else "",
+        )
+        import llama_cpp
+
+        self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def _piece(self, token: int) -> str:
+        return self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    @property
+    def model_id(self) -> str:
+        return self._name
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Scalar GGUF header fields (architecture, name, context length, chat template, ...)."""
+        return dict(self._meta)
+
+    @property
+    def has_chat_template(self) -> bool:
+        """False when the GGUF has none and a plain "Role: text" transcript is used instead."""
+        return self._has_template
+
+    @property
+    def context_length(self) -> int:
+        return int(self._llm.n_ctx())
+
+    @property
+    def instruction_tuned(self) -> bool:
+        return self._instruction_tuned
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as document text (no BOS, special-token spellings not parsed)."""
+        # Tokenising reads only the vocabulary, not the KV cache: safe beside a running generation.
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def render_prompt(self, messages: Sequence[Message]) -> str:
+        """The exact prompt text the model sees: the chat template applied to `messages`."""
+        for i, m in enumerate(messages):
+            if m.get("role") not in ("system", "user", "assistant") or not isinstance(
+                m.get("content"), str
+            ):
+                raise GenerationError(
+                    f"message {i} must have role system|user|assistant and text content"
+                )
+        try:
+            return self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
+        except Exception as exc:  # jinja2 raises its own types and the template's ValueError
+            raise GenerationError(
+                f"the chat template of {self._name} ({self._path.name}) rejected the messages: "
+                f"{exc}"
+            ) from None
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        prompt = self.render_prompt(messages)
+        # The template writes BOS itself when the model wants one; special=True turns the
+        # template's control spellings (<start_of_turn>, <|im_start|>, ...) into their tokens.
+        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> LlamaCppGeneration:
+        if max_tokens < 1:
+            raise GenerationError(f"max_tokens must be at least 1, got {max_tokens}")
+        tokens = self.prompt_tokens(messages)
+        budget = self.context_length - len(tokens)
+        if budget < 1:
+            raise GenerationError(
+                f"the prompt is {len(tokens)} tokens but {self._name} accepts "
+                f"{self.context_length} tokens in all; send fewer or shorter sources"
+            )
+        stats = GenerationStats(model=self._name, tokens_in=len(tokens))
+        pieces = self._run(tokens, min(max_tokens, budget), temperature, stop, stats)
+        return LlamaCppGeneration(pieces, stats)
+
+    def _run(
+        self,
+        tokens: list[int],
+        limit: int,
+        temperature: float,
+        stop: Sequence[str],
+        stats: GenerationStats,
+    ) -> Iterator[str]:
+        # Runs lazily: the clock starts when the caller starts reading, like a network request.
+        if self._owner == threading.get_ident():
+            # Same thread, previous answer still open: waiting on the lock would deadlock.
+            raise GenerationError(
+                f"{self._name} is still streaming an earlier answer in this thread; "
+                "read it to the end or close it first"
+            )
+        with self._lock:
+            self._owner = threading.get_ident()
+            try:
+                yield from self._decode(tokens, limit, temperature, stop, stats)
+            finally:
+                self._owner = None
+
+    def _decode(
+        self,
+        tokens: list[int],
+        limit: int,
+        temperature: float,
+        stop: Sequence[str],
+        stats: GenerationStats,
+    ) -> Iterator[str]:
+        started = time.perf_counter()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopFilter(stop)
+        finish = "length"
+
+        def emit(text: str) -> str:
+            if stats.first_token_s is None:
+                stats.first_token_s = time.perf_counter() - started
+            return text
+
+        try:
+            for token in self._llm.generate(tokens, temp=temperature, reset=True):
+                if self._is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                stats.tokens_out += 1
+                # Bytes, not text: one UTF-8 character may span two tokens.
+                text = stops.feed(decoder.decode(self._llm.detokenize([token])))
+                if text:
+                    yield emit(text)
+                if stops.stopped:
+                    finish = "stop"
+                    break
+                if stats.tokens_out >= limit:  # max_tokens, or the end of the context window
+                    break
+            if not stops.stopped:
+                tail = stops.feed(decoder.decode(b"", final=True))
+                tail += "" if stops.stopped else stops.flush()
+                if tail:
+                    yield emit(tail)
+            stats.finish_reason = finish
+        except (RuntimeError, ValueError) as exc:
+            raise GenerationError(
+                f"llama.cpp failed while generating with {self._name}: {exc}"
+            ) from None
+        finally:
+            stats.total_s = time.perf_counter() - started
+
+    def reset(self) -> None:
+        """Forget the cached prompt so the next call evaluates it from scratch (benchmarks)."""
+        with self._lock:
+            self._llm.reset()
+
+    def close(self) -> None:
+        """Free the model's memory now instead of at garbage collection."""
+        self._llm.close()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppGenerator({self._name!r}, path={str(self._path)!r})"

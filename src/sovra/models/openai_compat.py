@@ -1,0 +1,339 @@
+"""Generation through any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, TGI, a
+regional cloud), with the official `openai` client.
+
+Credentials come only from the environment variable the endpoint names (`api_key_env`): the key is
+read when the generator is built, handed to the client, and never stored elsewhere, logged or put in
+an error message. The client's own `OPENAI_*` environment fallbacks (key, organisation, project,
+custom headers) are switched off, so a key meant for one provider is never sent to another.
+
+Retries: the client retries connection errors, timeouts, 408/409/429 and 5xx itself, with
+exponential backoff (0.5 s doubling to at most 8 s, 0–25 % jitter) and honours `Retry-After` up to
+two minutes; `max_retries` sets how many times. What is left after that becomes a GenerationError
+that names the endpoint and its URL.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+
+from sovra.models.generation import GenerationError, GenerationStats, Message
+from sovra.models.llamacpp import StopFilter
+
+if TYPE_CHECKING:
+    from sovra.config import EndpointConfig
+
+DEFAULT_CONTEXT_LENGTH = 4096
+# The OpenAI API accepts at most four stop sequences; more are applied on our side only.
+_MAX_SERVER_STOPS = 4
+# Chat formats wrap every message in a few control tokens (role markers, separators).
+_PER_MESSAGE_TOKENS = 4
+_NO_KEY = "sovra-no-key"  # servers without auth still need a non-empty bearer value
+
+
+def estimate_tokens(text: str) -> int:
+    """A deliberately high token count for `text` when the endpoint's tokenizer is unknown.
+
+    Sub-word tokenizers give about 4 characters per token on English prose and 2.5–3.5 on other
+    European languages or code; CJK and other non-Latin scripts take one or more tokens per
+    character. Counting 1 token per 3 ASCII characters, 1 per non-ASCII letter, and never fewer
+    than the number of words errs high, so a prompt budgeted with it fits the real context.
+    """
+    ascii_chars = 0
+    other = 0
+    for ch in text:
+        if ch.isascii():
+            ascii_chars += 1
+        elif not unicodedata.category(ch).startswith("M"):  # combining marks ride on a letter
+            other += 1
+    return max(len(text.split()), math.ceil(ascii_chars / 3) + other)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without user:password, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _api_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        msg = err.get("message") if isinstance(err, dict) else err
+        if isinstance(msg, str) and msg:
+            return msg[:300]
+    return (exc.response.text or exc.response.reason_phrase or "")[:300]
+
+
+class OpenAIGeneration:
+    """One answer from the endpoint; iterate once. `stats` is complete when iteration ends."""
+
+    def __init__(self, pieces: Iterator[str], stats: GenerationStats) -> None:
+        self._pieces = pieces
+        self.stats = stats
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def close(self) -> None:
+        """Stop early: closes the HTTP response so the server can stop generating."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
+
+class OpenAICompatibleGenerator:
+    """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        name: str | None = None,
+        api_key_env: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        context_length: int | None = None,
+        instruction_tuned: bool = True,
+        streaming: bool = True,
+        tokenizer: Callable[[str], int] | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise GenerationError(
+                f"endpoint {name or model}: base_url {base_url!r} must start with http:// or "
+                "https:// (for example http://127.0.0.1:8000/v1)"
+            )
+        self._name = name or model
+        self._url = _safe_url(base_url)
+        self._model = model
+        self._context_length = context_length or DEFAULT_CONTEXT_LENGTH
+        self._instruction_tuned = instruction_tuned
+        self._streaming = streaming
+        self._timeout_s = timeout_s
+        self._tokenizer = tokenizer
+        key = _NO_KEY
+        if api_key_env:
+            value = os.environ.get(api_key_env)
+            if not value:
+                raise GenerationError(
+                    f"endpoint {self._name}: environment variable {api_key_env} (its api_key_env) "
+                    "is not set or empty; export the API key in it before starting sovra"
+                )
+            key = value
+        self._client = openai.OpenAI(
+            api_key=key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+        # The client would otherwise add OPENAI_ORG_ID / OPENAI_PROJECT_ID / OPENAI_CUSTOM_HEADERS
+        # from this process's environment to requests for a server that is not OpenAI's.
+        self._client.organization = None
+        self._client.project = None
+        self._client.admin_api_key = None
+        self._client._custom_headers = {}
+
+    @classmethod
+    def from_endpoint(
+        cls, endpoint: EndpointConfig, *, tokenizer: Callable[[str], int] | None = None
+    ) -> OpenAICompatibleGenerator:
+        if endpoint.base_url is None:
+            raise GenerationError(f"endpoint {endpoint.name} has no base_url")
+        return cls(
+            endpoint.base_url,
+            endpoint.model,
+            name=endpoint.name,
+            api_key_env=endpoint.api_key_env,
+            timeout_s=endpoint.timeout_s,
+            max_retries=endpoint.max_retries,
+            context_length=endpoint.context_length,
+            instruction_tuned=endpoint.instruction_tuned,
+            tokenizer=tokenizer,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self._model
+
+    @property
+    def endpoint_name(self) -> str:
+        return self._name
+
+    @property
+    def base_url(self) -> str:
+        return self._url
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def instruction_tuned(self) -> bool:
+        return self._instruction_tuned
+
+    @property
+    def exact_token_counts(self) -> bool:
+        """False when `count_tokens` is the conservative estimate (no tokenizer given)."""
+        return self._tokenizer is not None
+
+    def count_tokens(self, text: str) -> int:
+        """Exact with a `tokenizer`; otherwise `estimate_tokens`, which errs high."""
+        return self._tokenizer(text) if self._tokenizer is not None else estimate_tokens(text)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> OpenAIGeneration:
+        if max_tokens < 1:
+            raise GenerationError(f"max_tokens must be at least 1, got {max_tokens}")
+        stats = GenerationStats(model=self._model)
+        msgs = [dict(m) for m in messages]
+        stats.tokens_in = sum(self.count_tokens(m.get("content", "")) for m in msgs) + (
+            _PER_MESSAGE_TOKENS * len(msgs)
+        )
+        request: dict[str, Any] = {
+            "model": self._model,
+            "messages": msgs,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        stops = [s for s in stop if s]
+        if stops:
+            request["stop"] = stops[:_MAX_SERVER_STOPS]
+        return OpenAIGeneration(self._run(request, stops, stats), stats)
+
+    def _fail(self, what: str) -> GenerationError:
+        return GenerationError(f"endpoint {self._name} at {self._url} {what}")
+
+    def _run(
+        self, request: dict[str, Any], stops: list[str], stats: GenerationStats
+    ) -> Iterator[str]:
+        started = time.perf_counter()
+        # Stops are enforced here as well: some servers ignore `stop` or accept only four.
+        cut = StopFilter(stops)
+
+        def emit(text: str) -> str:
+            if stats.first_token_s is None:
+                stats.first_token_s = time.perf_counter() - started
+            return text
+
+        try:
+            if self._streaming:
+                yield from (emit(t) for t in self._stream(request, cut, stats))
+            else:
+                text = self._complete(request, stats)
+                out = cut.feed(text) + ("" if cut.stopped else cut.flush())
+                if out:
+                    yield emit(out)
+            if cut.stopped:
+                stats.finish_reason = "stop"
+        except openai.APITimeoutError:
+            raise self._fail(f"did not answer within {self._timeout_s:g} s (timeout)") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise self._fail(f"is unreachable ({type(cause).__name__}: {cause})") from None
+        except openai.AuthenticationError as exc:
+            raise self._fail(
+                f"rejected the API key (HTTP 401: {_api_message(exc)}); check its api_key_env"
+            ) from None
+        except openai.RateLimitError as exc:
+            raise self._fail(
+                f"is rate limiting (HTTP 429) and still was after retries: {_api_message(exc)}"
+            ) from None
+        except openai.APIStatusError as exc:
+            raise self._fail(
+                f"answered HTTP {exc.status_code}: {_api_message(exc) or 'no detail'}"
+            ) from None
+        except (openai.APIResponseValidationError, ValueError, AttributeError, TypeError) as exc:
+            # json.JSONDecodeError is a ValueError; missing fields surface as Attribute/TypeError.
+            raise self._fail(
+                f"sent a malformed response ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+        except openai.APIError as exc:  # e.g. an `error` event inside the stream
+            raise self._fail(f"reported an error: {str(exc)[:300]}") from None
+        finally:
+            stats.total_s = time.perf_counter() - started
+
+    def _stream(
+        self, request: dict[str, Any], cut: StopFilter, stats: GenerationStats
+    ) -> Iterator[str]:
+        chunks = 0
+        content_chunks = 0
+        usage_seen = False
+        with self._client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            for chunk in response:
+                chunks += 1
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    stats.tokens_in = int(usage.prompt_tokens)
+                    stats.tokens_out = int(usage.completion_tokens)
+                    usage_seen = True
+                choices = chunk.choices
+                if not isinstance(choices, list):
+                    raise TypeError("chunk has no choices list")
+                for choice in choices[:1]:
+                    if choice.finish_reason:
+                        stats.finish_reason = str(choice.finish_reason)
+                    content = choice.delta.content if choice.delta is not None else None
+                    if content is None:
+                        continue
+                    if not isinstance(content, str):
+                        raise TypeError(f"delta content is {type(content).__name__}, not text")
+                    content_chunks += 1
+                    text = cut.feed(content)
+                    if text:
+                        yield text
+                    if cut.stopped:
+                        # Closing the response tells the server to stop generating.
+                        return
+        if chunks == 0:
+            raise ValueError("the stream ended without a single event")
+        tail = cut.flush()
+        if tail:
+            yield tail
+        if not usage_seen:
+            # Servers without `include_usage` send about one token per content event.
+            stats.tokens_out = content_chunks
+
+    def _complete(self, request: dict[str, Any], stats: GenerationStats) -> str:
+        response = self._client.chat.completions.create(**request, stream=False)
+        if isinstance(response, str | bytes):
+            raise ValueError(f"body is not a chat completion: {str(response)[:120]!r}")
+        choices = response.choices
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("the response has no choices")
+        message = choices[0].message
+        content = message.content if message is not None else None
+        if content is not None and not isinstance(content, str):
+            raise TypeError(f"message content is {type(content).__name__}, not text")
+        stats.finish_reason = str(choices[0].finish_reason or "")
+        usage = response.usage
+        if usage is not None:
+            stats.tokens_in = int(usage.prompt_tokens)
+            stats.tokens_out = int(usage.completion_tokens)
+        else:
+            stats.tokens_out = estimate_tokens(content or "")
+        return content or ""
+
+    def __repr__(self) -> str:
+        # Never the key: only what the operator configured publicly.
+        return f"OpenAICompatibleGenerator({self._name!r}, {self._url!r}, model={self._model!r})"
