@@ -108,6 +108,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 _BATCH = 5000
 
 
+_ROWS_PER_INSERT = 400
+
+
+def _insert_rows(db: sqlite3.Connection, target: str, rows: list[tuple[int, bytes]]) -> None:
+    """Multi-row INSERTs: executemany steps (and drops the GIL) once per row, which under a
+    busy producer thread turns each row into a GIL hand-off; a few big statements do not."""
+    for i in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[i : i + _ROWS_PER_INSERT]
+        marks = ",".join(["(?, ?)"] * len(chunk))
+        db.execute(f"INSERT INTO {target} VALUES {marks}", [v for row in chunk for v in row])
+
+
 class SqliteStore:
     """One SQLite file in WAL mode with synchronous=FULL: a commit is on disk when it returns."""
 
@@ -167,13 +179,11 @@ class SqliteStore:
                 row = db.execute("SELECT value FROM meta WHERE key = 'size'").fetchone()
                 size = int(row[0]) if row else 0
                 result = plan(size, self._get_nodes)
-                db.executemany(
-                    "INSERT INTO entries (idx, data) VALUES (?, ?)",
-                    ((size + i, e) for i, e in enumerate(entries)),
+                _insert_rows(
+                    db, "entries (idx, data)", [(size + i, e) for i, e in enumerate(entries)]
                 )
-                db.executemany(
-                    "INSERT INTO nodes (k, hash) VALUES (?, ?)",
-                    ((node_key(n), h) for n, h in result.nodes.items()),
+                _insert_rows(
+                    db, "nodes (k, hash)", [(node_key(n), h) for n, h in result.nodes.items()]
                 )
                 new_size = size + len(entries)
                 db.execute(
