@@ -48,6 +48,7 @@ class LogFactory:
         env = dict(os.environ)
         if self.url:
             env["SOVRA_AUDIT_URL"] = self.url
+            env["SOVRA_AUDIT_SCHEMA"] = self.schema
         return env
 
     def cleanup(self) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import pytest
 import typer
-from audit_helpers import make_event
+from audit_helpers import LogFactory, make_event
 from typer.testing import CliRunner
 
 from sovra.audit import AuditLog, verify_receipt
 from sovra.audit.cli import app, erase_command
+from sovra.audit.note import NoteSigner
 from sovra.clikit import CliState
 
 root = typer.Typer()
@@ -31,16 +33,47 @@ root.add_typer(app, name="audit")
 root.command("erase")(erase_command)
 
 
+Cli = tuple[CliRunner, Path, Path]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def cli(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cli]:
+    for var in (
+        "SOVRA_HOME",
+        "SOVRA_CONFIG",
+        "SOVRA_AUDIT_URL",
+        "SOVRA_AUDIT_KEY",
+        "SOVRA_AUDIT_SCHEMA",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    factory = LogFactory(request.param, tmp_path)
+    for key, value in factory.env().items():
+        if key.startswith("SOVRA_AUDIT_"):
+            monkeypatch.setenv(key, value)
+    config = tmp_path / "sovra.toml"
+    config.write_text('[workspace]\nhome = "home"\n')
+    yield CliRunner(), config, factory.home
+    factory.cleanup()
+
+
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, Path, Path]:
-    for var in ("SOVRA_HOME", "SOVRA_CONFIG", "SOVRA_AUDIT_URL", "SOVRA_AUDIT_KEY"):
+def sqlite_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    for var in (
+        "SOVRA_HOME",
+        "SOVRA_CONFIG",
+        "SOVRA_AUDIT_URL",
+        "SOVRA_AUDIT_KEY",
+        "SOVRA_AUDIT_SCHEMA",
+    ):
         monkeypatch.delenv(var, raising=False)
     config = tmp_path / "sovra.toml"
-    config.write_text('[workspace]\nhome = "data"\n')
-    return CliRunner(), config, tmp_path / "data"
+    config.write_text('[workspace]\nhome = "home"\n')
+    return CliRunner(), config, tmp_path / "home"
 
 
-def run(cli: tuple[CliRunner, Path, Path], *args: str) -> tuple[int, str, str]:
+def run(cli: Cli, *args: str) -> tuple[int, str, str]:
     runner, config, _ = cli
     result = runner.invoke(root, ["--config", str(config), *args])
     return result.exit_code, result.stdout, result.output
@@ -54,16 +87,14 @@ def _populate(home: Path) -> AuditLog:
     return log
 
 
-def test_commands_need_an_existing_log(cli: tuple[CliRunner, Path, Path]) -> None:
+def test_commands_need_an_existing_log(sqlite_cli: Cli) -> None:
     for args in (["audit", "verify"], ["audit", "show"], ["audit", "prove", "--leaf", "0"]):
-        code, _, output = run(cli, *args)
+        code, _, output = run(sqlite_cli, *args)
         assert code != 0 and "no audit log" in output
         assert "Traceback" not in output
 
 
-def test_verify_show_prove_and_verify_receipt(
-    cli: tuple[CliRunner, Path, Path], tmp_path: Path
-) -> None:
+def test_verify_show_prove_and_verify_receipt(cli: Cli, tmp_path: Path) -> None:
     log = _populate(cli[2])
     public_key = log.public_key
     log.close()
@@ -109,9 +140,7 @@ def test_verify_show_prove_and_verify_receipt(
         cli, "audit", "verify-receipt", str(bad_path), "--public-key", str(key_file)
     )
     assert code == 1 and "NOT valid" in output and len(output.strip().splitlines()) == 1
-    other = AuditLog.open(tmp_path / "elsewhere")
-    key_file.write_text(other.public_key + "\n")
-    other.close()
+    key_file.write_text(str(NoteSigner.generate("elsewhere.example/log").verifier) + "\n")
     code, _, output = run(
         cli, "audit", "verify-receipt", str(receipt_path), "--public-key", str(key_file)
     )
@@ -120,9 +149,7 @@ def test_verify_show_prove_and_verify_receipt(
     assert code == 1 and "not found" in output
 
 
-def test_export_jsonl_and_csv_with_proofs(
-    cli: tuple[CliRunner, Path, Path], tmp_path: Path
-) -> None:
+def test_export_jsonl_and_csv_with_proofs(cli: Cli, tmp_path: Path) -> None:
     log = _populate(cli[2])
     key = log.public_key
     log.close()
@@ -142,7 +169,7 @@ def test_export_jsonl_and_csv_with_proofs(
     assert code != 0 and "jsonl or csv" in output
 
 
-def test_erase_then_show_and_export_say_erased(cli: tuple[CliRunner, Path, Path]) -> None:
+def test_erase_then_show_and_export_say_erased(cli: Cli) -> None:
     _populate(cli[2]).close()
     code, out, _ = run(cli, "erase", "--subject", "alice", "--json")
     assert code == 0 and json.loads(out)["erased"] is True
@@ -158,7 +185,7 @@ def test_erase_then_show_and_export_say_erased(cli: tuple[CliRunner, Path, Path]
     assert code == 0
 
 
-def test_checkpoint_and_rotate_key(cli: tuple[CliRunner, Path, Path]) -> None:
+def test_checkpoint_and_rotate_key(cli: Cli) -> None:
     _populate(cli[2]).close()
     code, out, _ = run(cli, "audit", "checkpoint", "--json")
     first = json.loads(out)
@@ -172,7 +199,8 @@ def test_checkpoint_and_rotate_key(cli: tuple[CliRunner, Path, Path]) -> None:
     assert run(cli, "audit", "verify")[0] == 0
 
 
-def test_verify_reports_the_tampered_entry(cli: tuple[CliRunner, Path, Path]) -> None:
+def test_verify_reports_the_tampered_entry(sqlite_cli: Cli) -> None:
+    cli = sqlite_cli
     _populate(cli[2]).close()
     path = cli[2] / "audit" / "log.sqlite"
     data = bytearray(path.read_bytes())

@@ -52,6 +52,7 @@ RETENTION_MIN_DAYS = 183
 """Six months: the floor for deployer log keeping under the AI Act (Art. 19 and 26(6))."""
 RETENTION_ENV = "SOVRA_AUDIT_RETENTION_DAYS"
 URL_ENV = "SOVRA_AUDIT_URL"
+SCHEMA_ENV = "SOVRA_AUDIT_SCHEMA"
 MAX_BATCH = 2000
 CHECKPOINT_EVERY = 1024
 
@@ -145,11 +146,12 @@ class AuditLog:
         *,
         key_path: Path | None = None,
         retention_days: int | None = None,
-        schema: str = "sovra_audit",
+        schema: str | None = None,
     ) -> AuditLog:
         """Open (creating if needed) the log of data directory `home`.
 
-        `url` (or $SOVRA_AUDIT_URL) selects PostgreSQL; otherwise `<home>/audit/log.sqlite`.
+        `url` (or $SOVRA_AUDIT_URL) selects PostgreSQL, in `schema` (or $SOVRA_AUDIT_SCHEMA,
+        default `sovra_audit`); otherwise `<home>/audit/log.sqlite`.
         """
         if retention_days is None:
             env = os.environ.get(RETENTION_ENV)
@@ -165,7 +167,7 @@ class AuditLog:
             if url:
                 from sovra.audit.pgstore import PostgresStore
 
-                store = PostgresStore(url, schema)
+                store = PostgresStore(url, schema or os.environ.get(SCHEMA_ENV) or "sovra_audit")
             else:
                 store = SqliteStore(audit_dir / "log.sqlite")
         except StoreError as exc:
