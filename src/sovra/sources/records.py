@@ -64,6 +64,7 @@ class RecordsConnector:
         self.path = path
         self.scale = scale or ClassificationScale()
         self._records: dict[str, _Record] | None = None
+        self._versions: dict[str, str] = {}
         self._mtime: datetime | None = None
 
     @property
@@ -195,19 +196,26 @@ class RecordsConnector:
         )
 
     def _version(self, rec: _Record) -> str:
+        cached = self._versions.get(rec.external_id)
+        if cached is not None:
+            return cached
         canon = json.dumps(rec.fields, sort_keys=True, ensure_ascii=False, default=str)
-        return content_hash(
+        version = content_hash(
             f"{PARSER_VERSION}\x1f{canon}\x1f{rec.error}\x1f{self._labels(rec).fingerprint()}"
         )
+        self._versions[rec.external_id] = version
+        return version
 
     def list(self) -> Iterator[DocumentRef]:
         self._records = self._load()
+        self._versions = {}  # versions are memoised per parse of the file, not across edits
         for rec in self._records.values():
             yield DocumentRef(rec.external_id, self._version(rec))
 
     def _get(self, external_id: str) -> _Record:
         if self._records is None:
             self._records = self._load()
+            self._versions = {}
         rec = self._records.get(external_id)
         if rec is None:
             raise DocumentNotFound(external_id, "record no longer in the file")
