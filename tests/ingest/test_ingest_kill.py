@@ -92,7 +92,7 @@ def test_kill_mid_sync_then_resume(tmp_path: Path, kind: str) -> None:
         assert index.count() == len(all_chunk_ids)
     versions = state.versions("hb")
     assert set(versions) == {i.split(":", 1)[1] for i in expected_ids}
-    assert all(status == STATUS_OK for _, status in versions.values())
+    assert all(v.status == STATUS_OK for v in versions.values())
     assert state.counts("hb")["chunks"] == len(all_chunk_ids)
     index.close()
     state.close()

@@ -297,3 +297,42 @@ def test_concurrent_syncs_of_one_source_serialise(root: Path, state: StateStore)
     added = sorted(len(r.added) for r in reports)
     assert added[0] == 0 and added[1] == reports[0].listed  # one did the work, one found none
     assert len(index.replace_calls) == reports[0].listed
+
+
+def test_new_model_or_chunking_reindexes_unchanged_documents(root: Path, state: StateStore) -> None:
+    conn = folder(root, access=["public"])
+    index = MemoryIndex()
+    first = sync_source(conn, "hb", index, None, state)  # BM25-only
+    assert all(c.embedding is None for c in index.all_chunks())
+    full = sync_source(conn, "hb", index, FakeEmbedder(), state)
+    assert len(full.updated) == len(first.added) and full.unchanged == 0
+    assert all(c.embedding is not None for c in index.all_chunks())
+    assert sync_source(conn, "hb", index, FakeEmbedder(), state).unchanged == len(first.added)
+    bigger = FakeEmbedder(dimension=32)  # another model: vectors must not mix
+    assert len(sync_source(conn, "hb", index, bigger, state).updated) == len(first.added)
+    finer = SyncOptions(target_tokens=64)
+    again = sync_source(conn, "hb", index, bigger, state, options=finer)
+    assert len(again.updated) == len(first.added)
+    assert all(len(c.embedding or ()) == 32 for c in index.all_chunks())
+
+
+def test_state_store_upgrades_a_store_without_pipeline_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema', '1');"
+        "CREATE TABLE documents (source TEXT NOT NULL, external_id TEXT NOT NULL,"
+        " version TEXT NOT NULL, status TEXT NOT NULL, error TEXT,"
+        " chunk_count INTEGER NOT NULL DEFAULT 0, synced_at TEXT NOT NULL,"
+        " PRIMARY KEY (source, external_id)) WITHOUT ROWID;"
+        "INSERT INTO documents VALUES ('s', 'a', 'v1', 'ok', NULL, 3, '2026-01-01T00:00:00');"
+    )
+    db.commit()
+    db.close()
+    store = StateStore(path)
+    assert store.versions("s") == {"a": ("v1", STATUS_OK, "")}
+    store.record_ok("s", [("b", "v2", 1)], pipeline="p")
+    assert store.versions("s")["b"] == ("v2", STATUS_OK, "p")

@@ -149,6 +149,13 @@ class _Syncer:
         self.progress = progress
         self.options = options
         self.report = SyncReport(source=source)
+        # Chunks depend on more than the document: a new model, BM25-only vs full, or new
+        # chunk sizes must re-index even unchanged documents, so the state remembers these.
+        model = f"{embedder.name}/{embedder.dimension}" if embedder is not None else "none"
+        self.pipeline = (
+            f"embed={model};ctx={int(options.embed_context)};"
+            f"chunk={options.target_tokens}/{options.overlap_tokens}"
+        )
         self.done = 0
         self.total = 0
 
@@ -238,9 +245,9 @@ class _Syncer:
         report._time("index", t2 - t)
         # State after index: see the module docstring for why this order is crash-safe.
         if ok:
-            self.state.record_ok(self.source, ok)
+            self.state.record_ok(self.source, ok, pipeline=self.pipeline)
         if batch.failed:
-            self.state.record_failed(self.source, batch.failed)
+            self.state.record_failed(self.source, batch.failed, pipeline=self.pipeline)
         report._time("state", time.perf_counter() - t2)
 
         for doc, _ in batch.docs:
@@ -280,7 +287,11 @@ class _Syncer:
             work: list[DocumentRef] = []
             for eid, ref in listed.items():
                 st = stored.get(eid)
-                if st is not None and st == (ref.version, STATUS_OK) and eid in indexed:
+                if (
+                    st is not None
+                    and st == (ref.version, STATUS_OK, self.pipeline)
+                    and eid in indexed
+                ):
                     report.unchanged += 1
                 else:
                     work.append(ref)

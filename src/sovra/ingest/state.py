@@ -1,9 +1,10 @@
 """Sync state per source in SQLite (WAL): what version of each document is indexed, what failed.
 
 Tables:
-  documents(source, external_id, version, status, error, chunk_count, synced_at)
+  documents(source, external_id, version, status, error, chunk_count, synced_at, pipeline)
       one row per document the last syncs saw; status is `ok` (indexed) or `failed`
-      (error holds the reason); primary key (source, external_id).
+      (error holds the reason); `pipeline` names the embedding model and chunking settings
+      the chunks were made with, so changing either re-indexes; key (source, external_id).
   reports(source, finished_at, report)
       the last SyncReport of each source as JSON, for `sovra source show`.
   meta(key, value)
@@ -24,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 SCHEMA_VERSION = "1"
 
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS documents (
     error TEXT,
     chunk_count INTEGER NOT NULL DEFAULT 0,
     synced_at TEXT NOT NULL,
+    pipeline TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (source, external_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS documents_status ON documents (source, status);
@@ -56,6 +58,14 @@ class StateError(Exception):
     """The state database cannot be opened or is from a newer sovra."""
 
 
+class StoredVersion(NamedTuple):
+    """What the pipeline compares a listed item against."""
+
+    version: str
+    status: str
+    pipeline: str
+
+
 @dataclass(frozen=True)
 class DocumentState:
     """The stored state of one document of one source."""
@@ -67,6 +77,7 @@ class DocumentState:
     error: str | None
     chunk_count: int
     synced_at: datetime
+    pipeline: str = ""
 
 
 def _now() -> str:
@@ -88,6 +99,11 @@ class StateStore:
             # the last commits, which a re-sync then redoes.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}
+            if "pipeline" not in columns:  # a store from before the column existed
+                self._db.execute(
+                    "ALTER TABLE documents ADD COLUMN pipeline TEXT NOT NULL DEFAULT ''"
+                )
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"cannot open sync state {path}: {exc}") from None
@@ -111,34 +127,45 @@ class StateStore:
                 raise
             self._db.execute("COMMIT")
 
-    def versions(self, source: str) -> dict[str, tuple[str, str]]:
-        """external_id → (version, status) for every stored document of the source."""
+    def versions(self, source: str) -> dict[str, StoredVersion]:
+        """external_id → (version, status, pipeline) for every stored document of the source."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT external_id, version, status FROM documents WHERE source=?", (source,)
+                "SELECT external_id, version, status, pipeline FROM documents WHERE source=?",
+                (source,),
             ).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+        return {r[0]: StoredVersion(r[1], r[2], r[3]) for r in rows}
 
     def record_ok(
-        self, source: str, items: Iterable[tuple[str, str, int]], *, at: str | None = None
+        self,
+        source: str,
+        items: Iterable[tuple[str, str, int]],
+        *,
+        pipeline: str = "",
+        at: str | None = None,
     ) -> None:
         """Mark (external_id, version, chunk_count) items indexed, in one transaction."""
         stamp = at or _now()
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, 'ok', NULL, ?, ?)",
-                [(source, eid, ver, n, stamp) for eid, ver, n in items],
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, 'ok', NULL, ?, ?, ?)",
+                [(source, eid, ver, n, stamp, pipeline) for eid, ver, n in items],
             )
 
     def record_failed(
-        self, source: str, items: Iterable[tuple[str, str, str]], *, at: str | None = None
+        self,
+        source: str,
+        items: Iterable[tuple[str, str, str]],
+        *,
+        pipeline: str = "",
+        at: str | None = None,
     ) -> None:
         """Mark (external_id, version, reason) items failed, in one transaction."""
         stamp = at or _now()
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, 'failed', ?, 0, ?)",
-                [(source, eid, ver, reason, stamp) for eid, ver, reason in items],
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, 'failed', ?, 0, ?, ?)",
+                [(source, eid, ver, reason, stamp, pipeline) for eid, ver, reason in items],
             )
 
     def forget(self, source: str, external_ids: Iterable[str]) -> None:
@@ -169,7 +196,7 @@ class StateStore:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [
-            DocumentState(r[0], r[1], r[2], r[3], r[4], r[5], datetime.fromisoformat(r[6]))
+            DocumentState(r[0], r[1], r[2], r[3], r[4], r[5], datetime.fromisoformat(r[6]), r[7])
             for r in rows
         ]
 
