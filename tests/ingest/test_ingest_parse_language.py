@@ -69,3 +69,10 @@ def test_detection_ignores_code_and_reads_a_bounded_prefix() -> None:
     text = "```\nthe quick brown fox jumps over the lazy dog and more english words\n```\n" + german
     assert detect_language(text) == "de"
     assert len(prose_sample(german * 1000)) <= 400
+
+
+def test_html_legacy_charset_is_honoured_but_binary_is_rejected() -> None:
+    latin = '<html><head><meta charset="iso-8859-1"></head><body><p>Caf\xe9</p></body></html>'
+    assert parse_bytes(latin.encode("latin-1"), "html").text == "Caf\xe9"
+    with pytest.raises(ParseError, match="binary"):
+        parse_bytes(b"<html>\x00\x01\x02" * 100, "html")

@@ -6,7 +6,7 @@ from sovra.ingest.chunk import Span, chunk_document, embedding_text, estimate_to
 from sovra.ingest.language import SUPPORTED, detect_language, detect_languages
 from sovra.ingest.parse import ParsedText, ParseError, format_of, parse_bytes
 from sovra.ingest.pipeline import ProgressCallback, SyncOptions, SyncReport, sync_source
-from sovra.ingest.state import DocumentState, StateError, StateStore
+from sovra.ingest.state import DocumentState, StateError, StateStore, StoredVersion
 
 __all__ = [
     "SUPPORTED",
@@ -17,6 +17,7 @@ __all__ = [
     "Span",
     "StateError",
     "StateStore",
+    "StoredVersion",
     "SyncOptions",
     "SyncReport",
     "chunk_document",

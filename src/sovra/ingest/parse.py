@@ -178,7 +178,9 @@ def parse_html(data: bytes) -> ParsedText:
 
     try:
         text = decode_text(data)
-    except ParseError:
+    except ParseError as exc:
+        if "binary" in str(exc):
+            raise
         # HTML often declares a legacy charset; let bs4 honour <meta charset> / sniffing.
         text = ""
     try:

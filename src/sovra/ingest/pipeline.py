@@ -46,7 +46,11 @@ from sovra.models.base import Embedder
 from sovra.sources.base import Connector, DocumentError, SourceUnavailable
 
 ProgressCallback = Callable[[int, int, str | None], None]
-"""progress(done, total, current external id): the CLI draws a bar, the API a status field."""
+"""progress(done, total, current external id): the CLI draws a bar, the API a status field.
+
+Called once as (0, total, None) when the work is known (new + changed + deleted documents;
+unchanged ones are not counted), then once per finished document with the absolute `done`
+count — set the bar to `done`, don't add to it."""
 
 REPORT_ID_LIMIT = 1000
 """At most this many ids per list in a stored report; counts are always exact."""
