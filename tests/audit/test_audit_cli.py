@@ -102,6 +102,14 @@ def test_verify_show_prove_and_verify_receipt(cli: Cli, tmp_path: Path) -> None:
     assert code == 0 and "audit log OK: 8 entries" in out
     code, out, _ = run(cli, "audit", "verify", "--json")
     assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["size"] == 8
+    held = tmp_path / "held.json"
+    code, _, _ = run(cli, "audit", "prove", "--leaf", "7", "-o", str(held))
+    assert run(cli, "audit", "verify", "--checkpoint", str(held))[0] == 0
+    future = json.loads(held.read_text())
+    future["checkpoint"] = future["checkpoint"].replace("\n8\n", "\n9\n", 1)
+    held.write_text(json.dumps(future))
+    code, _, output = run(cli, "audit", "verify", "--checkpoint", str(held))
+    assert code == 1 and "held checkpoint is not valid" in output
 
     code, out, _ = run(cli, "audit", "show", "--json", "--action", "search")
     assert code == 0 and [r["index"] for r in json.loads(out)] == [7]

@@ -60,13 +60,37 @@ def _log(ctx: typer.Context, *, create: bool = False) -> Iterator[AuditLog]:
         log.close()
 
 
+def _held_checkpoint(path: Path) -> str:
+    """A checkpoint note from a file holding either the note or a receipt (JSON)."""
+    if not path.is_file():
+        fail(f"checkpoint file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("{"):
+        try:
+            return Receipt.from_json(text).checkpoint
+        except ReceiptError as exc:
+            fail(f"{path}: {exc}")
+    return text
+
+
 @app.command()
-def verify(ctx: typer.Context, json: JsonOpt = False) -> None:
+def verify(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint (or receipt) kept outside the log: the log must still contain it.",
+        ),
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
     """Recompute the whole log and check it against every stored node and signed checkpoint."""
+    anchor = None if checkpoint is None else _held_checkpoint(checkpoint)
     with _log(ctx) as log:
         total = log.size
         with progress_bar("verifying audit log", total, enabled=not json) as advance:
-            report = log.verify(progress=advance)
+            report = log.verify(progress=advance, anchor=anchor)
     result = {
         "ok": report.ok,
         "size": report.size,
