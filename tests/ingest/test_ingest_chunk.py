@@ -185,3 +185,23 @@ def test_runbook_chunks_carry_labels_and_context() -> None:
         assert c.text == text[c.start : c.end]
         assert c.access == ("group:sre",) and c.language == "en"
     assert embedding_text(chunks[1]).startswith("etcdDatabaseQuotaLowSpace > ")
+
+
+@given(st.text(max_size=300), st.sampled_from([8, 64, 400]))
+@settings(max_examples=200, deadline=None)
+def test_short_texts_fast_path_agrees_with_full_scan(text: str, target: int) -> None:
+    from hypothesis import assume
+
+    assume("#" not in text)
+    spans = split_text(text, target_tokens=target)
+    if not text.strip():
+        assert spans == []
+        return
+    if len(text) + len(text) // 40 <= target:
+        assert len(spans) == 1
+        assert text[spans[0].start : spans[0].end] == text.strip()
+    # Either way the chunks cover every non-blank character.
+    covered = set()
+    for s in spans:
+        covered.update(range(s.start, s.end))
+    assert all(i in covered or text[i].isspace() for i in range(len(text)))
