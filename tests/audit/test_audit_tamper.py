@@ -86,6 +86,14 @@ def insert_entry(raw: Raw, i: int) -> None:
     raw.run("INSERT INTO {t}entries (idx, data) VALUES (?, ?)", N, raw.entry(i))
 
 
+def insert_entry_mid_log(raw: Raw, i: int) -> None:
+    forged = flip(raw.entry(i), 11)
+    # Shift the tail up by one without tripping the primary key: via negative indexes.
+    raw.run("UPDATE {t}entries SET idx = -idx - 1 WHERE idx >= ?", i)
+    raw.run("UPDATE {t}entries SET idx = -idx WHERE idx < 0")
+    raw.run("INSERT INTO {t}entries (idx, data) VALUES (?, ?)", i, forged)
+
+
 def truncate_entries(raw: Raw, i: int) -> None:
     raw.run("DELETE FROM {t}entries WHERE idx >= ?", i)
 
@@ -113,6 +121,7 @@ MUTATIONS: dict[str, tuple[Callable[[Raw, int], None], Callable[[int], str]]] = 
     "delete entry": (delete_entry, lambda i: f"entry {i} is missing"),
     "swap entries": (swap_entries, lambda i: f"entry {i}:"),
     "insert entry": (insert_entry, lambda i: f"entry {N} lies beyond"),
+    "insert entry mid-log": (insert_entry_mid_log, lambda i: f"entry {i}:"),
     "truncate entries": (truncate_entries, lambda i: f"entry {i} is missing"),
     "change leaf hash": (change_leaf_hash, lambda i: f"entry {i}:"),
     "change inner node": (

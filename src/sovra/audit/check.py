@@ -59,9 +59,14 @@ def _leaves(store: LogStore, size: int, progress: Callable[[int], None] | None) 
         leaves.extend([sha(b"\x00" + d).digest() for d in datas])
         if progress is not None:
             progress(end - start)
+    return leaves
+
+
+def _nothing_beyond(store: LogStore, size: int) -> None:
+    # Checked after the hashes, so an entry slipped in mid-log is named where it was inserted
+    # (its hash mismatches there) rather than where the shifted tail now ends.
     for idx, _ in store.entries(size):
         raise _Bad(f"entry {idx} lies beyond the signed tree size {size}", idx)
-    return leaves
 
 
 def _locate(store: LogStore, level: int, cur: list[bytes], size: int) -> _Bad:
@@ -156,6 +161,7 @@ def verify_store(
 
     try:
         levels = _levels(store, _leaves(store, size, progress), size)
+        _nothing_beyond(store, size)
     except _Bad as bad:
         return fail(bad.problem, bad.index)
 
