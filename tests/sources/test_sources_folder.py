@@ -208,6 +208,7 @@ def test_include_exclude_hidden_and_symlinks(tmp_path: Path) -> None:
     outside.write_text("# secret outside the source\n")
     (root / "link.md").symlink_to(outside)
     (root / "inner-link.md").symlink_to(root / "keep" / "a.md")
+    os.mkfifo(root / "pipe.md")  # reading it would block the sync forever
     conn = folder(root, exclude=["**/draft.md"])
     assert sorted(r.external_id for r in conn.list()) == ["inner-link.md", "keep/a.md"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +121,8 @@ class FolderConnector:
             full = self.root / rel
             try:
                 st = full.stat()
+                if not stat.S_ISREG(st.st_mode):
+                    continue  # a FIFO or device named *.md would block or stream forever
                 if st.st_size > self.source.max_file_bytes:
                     # Not read at all; the stat-based version still notices a change.
                     digest = f"large:{st.st_size}:{st.st_mtime_ns}"
@@ -135,6 +138,8 @@ class FolderConnector:
         full = full or self._path(external_id)
         try:
             st = full.stat()
+            if not stat.S_ISREG(st.st_mode):
+                raise MalformedDocument(external_id, "not a regular file")
             if st.st_size > self.source.max_file_bytes:
                 raise DocumentTooLarge(
                     external_id,
