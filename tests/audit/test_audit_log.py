@@ -459,3 +459,22 @@ def test_data_files_are_owner_only(sqlite_logs: LogFactory, event: EventMaker) -
     for path in audit.rglob("*"):
         if path.is_file():
             assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_tiles_follow_the_tlog_tiles_layout(sqlite_logs: LogFactory, event: EventMaker) -> None:
+    from sovra.audit.merkle import leaf_hash, root_of_leaf_hashes
+
+    log = sqlite_logs.open()
+    log.append_many([event(i) for i in range(600)])
+    full = log.tile(0, 0)
+    partial = log.tile(0, 2)
+    assert len(full) == 256 * 32 and len(partial) == (600 - 512) * 32
+    entries = [e.entry for e in log.events()]
+    assert full[:32] == leaf_hash(entries[0])
+    # A level-1 tile hash is the Merkle root of a full level-0 tile.
+    level1 = log.tile(1, 0)
+    assert len(level1) == 2 * 32
+    hashes = [full[i : i + 32] for i in range(0, len(full), 32)]
+    assert level1[:32] == root_of_leaf_hashes(hashes)
+    with pytest.raises(AuditError):
+        log.tile(0, 3)

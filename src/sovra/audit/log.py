@@ -405,6 +405,16 @@ class AuditLog:
         self.store.put_checkpoint(checkpoint.size, note)
         return note
 
+    def tile(self, level: int, index: int, size: int | None = None) -> bytes:
+        """The C2SP tlog-tiles tile `<level>/<index>` of the tree at `size` (default: now):
+        up to 256 concatenated hashes of tree level 8·level, partial at the right edge. The
+        node rows are these tiles unpacked, so a tile is one range read."""
+        size = self.size if size is None else size
+        width = min(256, max(0, (size >> (8 * level)) - index * 256))
+        if width == 0:
+            raise AuditError(f"tile {level}/{index} does not exist in a tree of size {size}")
+        return b"".join(self.store.node_range(8 * level, index * 256, index * 256 + width))
+
     def _root_at(self, size: int) -> bytes:
         edge = compact_range(size)
         nodes = self.store.get_nodes(edge)
