@@ -341,8 +341,10 @@ def test_retention_cannot_go_below_six_months(
     log = logs.open(retention_days=400)
     assert log.retention_days == 400
     log.close()
-    # A log never lowers the retention it was created with.
+    # A log never lowers the retention it was created with; raising it sticks.
     assert logs.open(retention_days=183).retention_days == 400
+    logs.open(retention_days=500).close()
+    assert logs.open().retention_days == 500
 
 
 def test_event_filters(logs: LogFactory, event: EventMaker) -> None:

@@ -120,9 +120,10 @@ class AuditLog:
             raise AuditError(str(exc)) from None
         stored = store.get_meta("retention_days")
         if stored is not None and int(stored) > retention_days:
-            # A log never lowers the retention it was created with.
+            # A log never lowers its retention; raising it sticks.
             self.retention_days = int(stored)
-        store.init_meta("retention_days", str(self.retention_days))
+        elif stored != str(retention_days):
+            store.set_meta("retention_days", str(retention_days))
         self._edge: tuple[int, dict[NodeId, bytes]] = (-1, {})
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)

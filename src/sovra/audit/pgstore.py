@@ -68,6 +68,14 @@ class PostgresStore:
         assert stored is not None
         return stored
 
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                f"INSERT INTO {self._s}.meta (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (key, value),
+            )
+
     def size(self) -> int:
         value = self.get_meta("size")
         return int(value) if value else 0

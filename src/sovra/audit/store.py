@@ -60,6 +60,8 @@ class LogStore(Protocol):
         """Set `key` unless already set; return the stored value."""
         ...
 
+    def set_meta(self, key: str, value: str) -> None: ...
+
     def size(self) -> int: ...
 
     def append(self, entries: Sequence[bytes], plan: Planner) -> int:
@@ -151,6 +153,10 @@ class SqliteStore:
         stored = self.get_meta(key)
         assert stored is not None
         return stored
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def size(self) -> int:
         value = self.get_meta("size")
