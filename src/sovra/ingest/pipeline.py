@@ -185,6 +185,12 @@ class _Syncer:
                     (ref.external_id, ref.version, f"internal error: {type(exc).__name__}: {exc}")
                 )
                 continue
+            if doc.external_id != ref.external_id:
+                # State and index are keyed by the listed id; a mismatch would orphan chunks.
+                out.failed.append(
+                    (ref.external_id, ref.version, f"connector returned id {doc.external_id!r}")
+                )
+                continue
             if doc.source != self.source:
                 doc.source = self.source
             docs.append(doc)
