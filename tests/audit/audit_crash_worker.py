@@ -1,5 +1,6 @@
-"""Appends to an audit log forever, printing `ack <index> <n>` once each append returned
-(i.e. is durable); the crash test kills it with SIGKILL mid-burst."""
+"""Appends to an audit log, printing `ack <index> <n>` once each append returned (i.e. is
+durable): forever for the crash test (which kills it with SIGKILL mid-burst), or `limit`
+events for the two-writer test. Usage: worker HOME URL SCHEMA [LIMIT [FIRST_N]]."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from sovra.audit import AuditLog
 
 def main() -> None:
     home, url, schema = Path(sys.argv[1]), sys.argv[2] or None, sys.argv[3]
+    limit = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    n = start = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     log = AuditLog.open(home, url, schema=schema)
-    n = 0
-    while True:
+    while limit is None or n - start < limit:
         if n % 3 == 2:
             receipts = log.append_many([make_event(n + k) for k in range(7)])
             for k, r in enumerate(receipts):
@@ -25,6 +27,7 @@ def main() -> None:
             r = log.append(make_event(n))
             print(f"ack {r.index} {n}", flush=True)
             n += 1
+    log.close()
 
 
 if __name__ == "__main__":

@@ -50,3 +50,39 @@ def test_kill_9_loses_no_acknowledged_entry(logs: LogFactory) -> None:
     # And the log keeps working after the crash.
     assert log.append(make_event(10_000)).index == log.size - 1
     assert log.verify().ok
+
+
+def test_two_processes_append_to_one_log(logs: LogFactory) -> None:
+    """Two writers (say the server and a CLI) interleave commits; nothing is lost or forked."""
+    logs.open().close()  # create the log (origin, key) before the writers race
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(logs.home),
+                logs.url or "",
+                logs.schema,
+                "60",
+                str(base),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**logs.env(), "PYTHONPATH": str(WORKER.parent)},
+        )
+        for base in (0, 100_000)
+    ]
+    acked: dict[int, int] = {}
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        for line in out.splitlines():
+            _, index, n = line.split()
+            assert int(index) not in acked, "two writers got the same index"
+            acked[int(index)] = int(n)
+    log = logs.open()
+    assert log.verify().ok
+    stored = {e.index: e.view for e in log.events()}
+    assert len(stored) == len(acked) >= 120
+    for index, n in acked.items():
+        assert stored[index]["request_id"] == f"req-{n}"
