@@ -376,12 +376,14 @@ class _FilterCache:
         self.masks: OrderedDict[SearchFilter, _BOOL] = OrderedDict()
         self.verdicts: dict[SearchFilter, list[bool]] = {}
         self.stats: dict[SearchFilter, tuple[int, float]] = {}
+        self.vector_masks: dict[tuple[str, SearchFilter], tuple[_BOOL, int]] = {}
 
     def reset(self, generation: int) -> None:
         if generation != self.generation:
             self.generation = generation
             self.masks.clear()
             self.stats.clear()
+            self.vector_masks.clear()
 
 
 class EmbeddedIndex:
@@ -801,15 +803,27 @@ class EmbeddedIndex:
             if k <= 0:
                 return []
             mem = self._mem
-            mask = self._mask(flt) & mem.has_vec[: mem.n]
-            rows = np.flatnonzero(mask).astype(np.int32)
-            if rows.size == 0:
+            key = ("vector", flt)
+            cached = self._filters.vector_masks.get(key)
+            if cached is None:
+                vmask = self._mask(flt) & mem.has_vec[: mem.n]
+                cached = (vmask, int(np.count_nonzero(vmask)))
+                if len(self._filters.vector_masks) > self._filters.size:
+                    self._filters.vector_masks.clear()
+                self._filters.vector_masks[key] = cached
+            vmask, admitted = cached
+            if admitted == 0:
                 return []
-            if rows.size <= _GATHER_SHARE * mem.n:
-                scores = mem.vectors[rows] @ q
-            else:
-                scores = (mem.vectors[: mem.n] @ q)[rows]
-            return self._top(rows, scores.astype(np.float32), k, "vector")
+            if admitted <= _GATHER_SHARE * mem.n:
+                # Selective filter: score only the admitted rows (exact, and cheap).
+                rows = np.flatnonzero(vmask).astype(np.int32)
+                return self._top(rows, (mem.vectors[rows] @ q).astype(np.float32), k, "vector")
+            # Broad filter: one matrix-vector product over all slots, the rest masked out.
+            scores = (mem.vectors[: mem.n] @ q).astype(np.float32)
+            scores[~vmask] = -np.inf
+            top = np.argpartition(-scores, min(k, mem.n) - 1)[:k]
+            top = top[vmask[top]]  # fewer than k admitted rows: drop the masked fill-ins
+            return self._top(top.astype(np.int32), scores[top], k, "vector")
 
     def _top(self, rows: _I32, scores: _F32, k: int, channel: str) -> list[ScoredChunk]:
         if rows.size > k:
