@@ -219,3 +219,13 @@ def test_verify_reports_the_tampered_entry(sqlite_cli: Cli) -> None:
     assert code == 1 and "entry 4" in output and "Traceback" not in output
     code, out, _ = run(cli, "audit", "verify", "--json")
     assert code == 1 and json.loads(out)["bad_index"] == 4
+
+
+def test_auditor_without_the_signing_key_can_verify(cli: Cli) -> None:
+    _populate(cli[2]).close()
+    (cli[2] / "audit" / "keys" / "log.key").unlink()
+    code, out, _ = run(cli, "audit", "verify")
+    assert code == 0 and "audit log OK" in out
+    assert run(cli, "audit", "prove", "--leaf", "1")[0] == 0
+    code, _, output = run(cli, "audit", "checkpoint")
+    assert code == 1 and "missing" in output

@@ -480,3 +480,28 @@ def test_tiles_follow_the_tlog_tiles_layout(sqlite_logs: LogFactory, event: Even
     assert level1[:32] == root_of_leaf_hashes(hashes)
     with pytest.raises(AuditError):
         log.tile(0, 3)
+
+
+def test_read_only_needs_no_signing_key(logs: LogFactory, event: EventMaker) -> None:
+    log = logs.open()
+    log.append_many([event(i) for i in range(5)])
+    key = log.public_key
+    log.close()
+    log.keyring.key_path.unlink()  # an auditor's copy: public keys only
+    with pytest.raises(AuditError, match=r"signing key .* is missing"):
+        logs.open()
+    ro = logs.open(read_only=True)
+    assert ro.verify().ok
+    assert verify_receipt(ro.prove(3).to_json(), key).index == 3
+    assert ro.public_key == key
+    assert [e.index for e in ro.events()] == list(range(5))
+    assert ro.checkpoint().split("\n")[1] == "5"
+    for write in (lambda: ro.append(event(5)), lambda: ro.append_many([event(5)]), ro.rotate_key):
+        with pytest.raises(AuditError, match="read-only"):
+            write()
+    assert ro.size == 5
+
+
+def test_read_only_open_of_nothing_is_an_error(logs: LogFactory) -> None:
+    with pytest.raises(AuditError, match="no audit log"):
+        logs.open(read_only=True)

@@ -42,14 +42,15 @@ def _home(ctx: typer.Context) -> Path:
 
 
 @contextmanager
-def _log(ctx: typer.Context, *, create: bool = False) -> Iterator[AuditLog]:
+def _log(ctx: typer.Context, *, create: bool = False, write: bool = True) -> Iterator[AuditLog]:
+    """Open the log; `write=False` needs no signing key (auditors verify with public keys)."""
     home = _home(ctx)
     if not create and not os.environ.get(URL_ENV) and not (home / "audit" / "log.sqlite").exists():
         fail(
             f"no audit log in {home}; nothing has been logged yet (or set {URL_ENV} for server mode)"
         )
     try:
-        log = AuditLog.open(home)
+        log = AuditLog.open(home, read_only=not write)
     except (AuditError, KeyFileError) as exc:
         fail(str(exc))
     try:
@@ -87,7 +88,7 @@ def verify(
 ) -> None:
     """Recompute the whole log and check it against every stored node and signed checkpoint."""
     anchor = None if checkpoint is None else _held_checkpoint(checkpoint)
-    with _log(ctx) as log:
+    with _log(ctx, write=False) as log:
         total = log.size
         with progress_bar("verifying audit log", total, enabled=not json) as advance:
             report = log.verify(progress=advance, anchor=anchor)
@@ -134,7 +135,7 @@ def show(
 ) -> None:
     """List logged events (personal fields decrypted, or shown as erased)."""
     when = _parse_since(since)
-    with _log(ctx) as log:
+    with _log(ctx, write=False) as log:
         rows = []
         for ev in log.events(since=when, actor=actor, action=action):
             rows.append(_row(ev))
@@ -193,7 +194,7 @@ def export(
     """Every event with its inclusion proof against the latest signed checkpoint."""
     if format not in ("jsonl", "csv"):
         fail(f"--format {format!r} is not supported; use jsonl or csv")
-    with _log(ctx) as log:
+    with _log(ctx, write=False) as log:
         size = log.size
         if size == 0:
             fail("the audit log is empty; nothing to export")
@@ -270,7 +271,7 @@ def prove(
     json: JsonOpt = False,
 ) -> None:
     """A receipt (signed checkpoint + inclusion proof) for one entry."""
-    with _log(ctx) as log:
+    with _log(ctx, write=False) as log:
         receipt = log.prove(leaf)
     if output is not None:
         output.write_text(receipt.to_json(), encoding="utf-8")

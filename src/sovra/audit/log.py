@@ -104,25 +104,39 @@ class AuditLog:
         keyring: KeyRing,
         subjects: SubjectKeys,
         retention_days: int,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self.subjects = subjects
         self.retention_days = retention_days
+        self.read_only = read_only
         origin = store.get_meta("origin")
         if origin is None:
+            if read_only:
+                raise AuditError("there is no audit log here yet; nothing has been logged")
             origin = self._key_name() or f"sovra.local/audit/{secrets.token_hex(6)}"
             origin = store.init_meta("origin", origin)
         self.origin = origin
-        try:
-            self._signer = keyring.load_or_create(origin)
-        except KeyFileError as exc:
-            raise AuditError(str(exc)) from None
+        self._signer: NoteSigner | None = None
+        if not read_only:
+            if not keyring.key_path.exists() and store.latest_checkpoint() is not None:
+                # A fresh key would sign on as if nothing happened; make the loss visible.
+                raise AuditError(
+                    f"the audit log {origin} has signed checkpoints but its signing key "
+                    f"{keyring.key_path} is missing; restore it from backup or point "
+                    f"$SOVRA_AUDIT_KEY at it"
+                )
+            try:
+                self._signer = keyring.load_or_create(origin)
+            except KeyFileError as exc:
+                raise AuditError(str(exc)) from None
         stored = store.get_meta("retention_days")
         if stored is not None and int(stored) > retention_days:
             # A log never lowers its retention; raising it sticks.
             self.retention_days = int(stored)
-        elif stored != str(retention_days):
+        elif stored != str(retention_days) and not read_only:
             store.set_meta("retention_days", str(retention_days))
         self._edge: tuple[int, dict[NodeId, bytes]] = (-1, {})
         self._lock = threading.Lock()
@@ -148,11 +162,13 @@ class AuditLog:
         key_path: Path | None = None,
         retention_days: int | None = None,
         schema: str | None = None,
+        read_only: bool = False,
     ) -> AuditLog:
         """Open (creating if needed) the log of data directory `home`.
 
         `url` (or $SOVRA_AUDIT_URL) selects PostgreSQL, in `schema` (or $SOVRA_AUDIT_SCHEMA,
-        default `sovra_audit`); otherwise `<home>/audit/log.sqlite`.
+        default `sovra_audit`); otherwise `<home>/audit/log.sqlite`. `read_only` needs no
+        signing key (an auditor's copy): verify, show, export and prove work; appends do not.
         """
         if retention_days is None:
             env = os.environ.get(RETENTION_ENV)
@@ -179,6 +195,7 @@ class AuditLog:
                 KeyRing(audit_dir / "keys", key_path),
                 SubjectKeys(audit_dir / "subjects"),
                 retention_days,
+                read_only=read_only,
             )
         except BaseException:
             store.close()
@@ -199,7 +216,17 @@ class AuditLog:
     @property
     def public_key(self) -> str:
         """The current verifier key string (`name+id+key`) for offline receipt checks."""
-        return str(self._signer.verifier)
+        if self._signer is not None:
+            return str(self._signer.verifier)
+        trusted = self.keyring.trusted()
+        if not trusted:
+            raise AuditError(f"no trusted public key in {self.keyring.trusted_path}")
+        return str(trusted[-1])
+
+    def _writer(self) -> NoteSigner:
+        if self._signer is None:
+            raise AuditError("the audit log is open read-only; it cannot sign or append")
+        return self._signer
 
     def public_keys(self) -> list[str]:
         """Every key this log ever signed with (current and rotated out)."""
@@ -207,13 +234,14 @@ class AuditLog:
 
     def rotate_key(self) -> str:
         """Switch to a fresh signing key; old checkpoints stay verifiable with old keys."""
+        self._writer()
         self._signer = self.keyring.rotate(self.origin)
         self.checkpoint()
         return self.public_key
 
     # ---------------------------------------------------------------- append
     def _sign(self, size: int, root: bytes) -> str:
-        return sign_note(Checkpoint(self.origin, size, root).text(), self._signer)
+        return sign_note(Checkpoint(self.origin, size, root).text(), self._writer())
 
     def _planner(
         self, leaves: Sequence[bytes], out: _Batch
@@ -285,6 +313,7 @@ class AuditLog:
 
     def append_many(self, events: Sequence[AuditEvent]) -> list[Receipt]:
         """Append events in one transaction (one fsync); receipts come back after commit."""
+        self._writer()
         entries = [self._seal(e) for e in events]
         receipts: list[Receipt] = []
         for i in range(0, len(entries), MAX_BATCH):
@@ -300,6 +329,7 @@ class AuditLog:
         transaction — one fsync, one signed checkpoint — so many concurrent requests, or one
         producer that does not wait per event, share the cost of a durable commit.
         """
+        self._writer()
         item = _Pending(self._seal(event))
         with self._lock:
             self._queue.append(item)
@@ -351,6 +381,10 @@ class AuditLog:
         """The latest signed checkpoint, signed now if the log is empty or the current key
         has not signed it yet (after a rotation)."""
         latest = self.store.latest_checkpoint()
+        if self._signer is None:
+            if latest is None:
+                raise AuditError("the audit log has no signed checkpoint yet")
+            return latest[1]
         if latest is None:
             note = self._sign(0, EMPTY_ROOT)
             self.store.put_checkpoint(0, note)
@@ -369,6 +403,7 @@ class AuditLog:
         The checkpoint must be one this log signed and the cosignature must verify with a key
         in witnesses.vkeys; the stored note gains the witness line.
         """
+        self._writer()
         trusted = self.keyring.trusted()
         try:
             checkpoint, _ = open_checkpoint(cosigned, trusted, self.origin)
