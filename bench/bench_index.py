@@ -172,6 +172,7 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
     build_s = time.perf_counter() - t0
     idx.close()
 
+    fresh = fresh_open(backend, path, dim)
     t0 = time.perf_counter()
     idx = open_index(path, dimension=dim, backend=backend)
     open_s = time.perf_counter() - t0
@@ -187,6 +188,7 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
         "chunks": n,
         "build_s": round(build_s, 1),
         "open_s": round(open_s, 2),
+        "fresh_process": fresh,
         "filters": {},
     }
     for q, lang in queries[:20]:  # warm-up
@@ -245,6 +247,43 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
     out["disk_mb"] = round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
     shutil.rmtree(path, ignore_errors=True)
     return out
+
+
+_FRESH = """
+import json, resource, sys, time
+from pathlib import Path
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+    return 0
+from sovra.domain import SearchFilter
+from sovra.index import open_index
+if sys.argv[3] == "lance":
+    import sovra.index.lance  # the import of lancedb is not part of opening an index
+base = rss()
+t = time.perf_counter()
+idx = open_index(Path(sys.argv[1]), dimension=int(sys.argv[2]), backend=sys.argv[3])
+opened = time.perf_counter() - t
+t = time.perf_counter()
+idx.search_text("heat transfer", "en", 10, SearchFilter(frozenset({"public"})))
+first = time.perf_counter() - t
+print(json.dumps({"open_s": round(opened, 2), "first_query_ms": round(first * 1000, 1),
+                  "rss_after_open_mb": rss(), "rss_before_open_mb": base,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+"""
+
+
+def fresh_open(backend: str, path: Path, dim: int) -> dict[str, Any]:
+    """Open the built index in a new process: open time and the index's own memory."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH, str(path), str(dim), backend],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def machine() -> dict[str, Any]:

@@ -466,11 +466,12 @@ class EmbeddedIndex:
             mem.vocab[term] = int(tid)
         if mem.vocab and max(mem.vocab.values()) != len(mem.vocab) - 1:
             raise IndexError_(f"index {self.path} has a damaged term table; rebuild the index")
+        (n,) = self._db.execute("SELECT count(*) FROM chunks").fetchone()
+        # Iterate the cursor rather than fetchall(): peak memory stays near the final size.
         rows = self._db.execute(
             "SELECT rowid, document_id, source, language, access, classification, residency,"
             " modified_us, postings, embedding FROM chunks ORDER BY rowid"
-        ).fetchall()
-        n = len(rows)
+        )
         mem._grow(n + 1)
         raw_combos: dict[tuple[str, str, str, str, str], int] = {}
         combo = np.empty(n, dtype=np.int32)
@@ -478,8 +479,6 @@ class EmbeddedIndex:
         term_parts: list[_I32] = []
         tf_parts: list[_F32] = []
         lengths = np.empty(n, dtype=np.int64)
-        vec_slots: list[int] = []
-        vec_blobs: list[bytes] = []
         for slot, (rowid, doc, source, lang, access, cls, res, mod, post, emb) in enumerate(rows):
             mem.rowid[slot] = rowid
             mem.doc_slots.setdefault(doc, []).append(slot)
@@ -495,16 +494,12 @@ class EmbeddedIndex:
             tf_parts.append(tfs)
             lengths[slot] = ids.shape[0]
             if emb:
-                vec_slots.append(slot)
-                vec_blobs.append(emb)
+                mem.vectors[slot] = np.frombuffer(emb, dtype=np.float32)
+                mem.has_vec[slot] = True
         mem.n = n
         mem.alive[:n] = True
         mem.combo[:n] = combo
         mem.modified[:n] = modified
-        if vec_slots:
-            vecs = np.frombuffer(b"".join(vec_blobs), dtype=np.float32)
-            mem.vectors[vec_slots] = vecs.reshape(len(vec_slots), self.dimension)
-            mem.has_vec[vec_slots] = True
         if n:
             tfs_all = np.concatenate(tf_parts)
             slots = np.repeat(np.arange(n, dtype=np.int32), lengths)
