@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from sovra import __version__
+from sovra.audit import AuditError
+from sovra.audit import cli as audit_cli
 from sovra.clikit import CliState, console, emit_json, fail, out, state
 from sovra.config import ConfigError
 from sovra.directory import DirectoryError
@@ -33,6 +35,10 @@ app.add_typer(user_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(source_app, name="source")
 app.add_typer(eval_app, name="eval")
+app.add_typer(audit_cli.app, name="audit")
+app.command("erase", help="Crypto-shred a data subject's personal fields in the audit log.")(
+    audit_cli.erase_command
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
@@ -374,8 +380,7 @@ def source_sync(
             with progress_bar(f"sync {src.name}", None, enabled=not json_out) as advance:
 
                 def progress(done: int, total: int, current: str | None) -> None:
-                    advance(0, total=total)
-                    advance(1)
+                    advance(total=total, completed=done)
 
                 try:
                     report = ws.sync(src, progress, bm25_only=bm25_only)
@@ -485,7 +490,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     try:
         result = app(standalone_mode=False)
-    except (ConfigError, DirectoryError, DomainError, ModelError) as exc:
+    except (ConfigError, DirectoryError, DomainError, ModelError, AuditError) as exc:
         if debug:
             raise
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

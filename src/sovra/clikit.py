@@ -79,7 +79,15 @@ def progress_bar(description: str, total: int | None, *, enabled: bool = True) -
     ) as progress:
         task = progress.add_task(description, total=total)
 
-        def advance(n: int = 1, description: str | None = None, total: int | None = None) -> None:
-            progress.update(task, advance=n, description=description, total=total)
+        def advance(
+            n: int = 1,
+            description: str | None = None,
+            total: int | None = None,
+            completed: int | None = None,
+        ) -> None:
+            if completed is not None:
+                progress.update(task, completed=completed, description=description, total=total)
+            else:
+                progress.update(task, advance=n, description=description, total=total)
 
         yield advance

@@ -6,19 +6,21 @@ Everything stateful lives under `config.home` (default `./sovra-data`, or `SOVRA
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sovra.audit import AuditLog
     from sovra.ingest import ProgressCallback, StateStore, SyncReport
 
 from sovra.answer import Answerer, AnswerEvent, AnswerSettings
 from sovra.answer.routing import config_choice
 from sovra.config import Config, SourceConfig
-from sovra.directory import Directory
-from sovra.domain import Principal, SearchFilter
+from sovra.directory import Directory, DirectoryError
+from sovra.domain import Chunk, Principal, SearchFilter, content_hash
 from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.models.embedding import SentenceTransformerEmbedder
@@ -50,6 +52,7 @@ class Workspace:
         self._embedder: SentenceTransformerEmbedder | None = None
         self._index: Index | None = None
         self._state: StateStore | None = None
+        self._audit: AuditLog | None = None
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
@@ -81,6 +84,50 @@ class Workspace:
 
             self._state = StateStore(self.home / "state.db")
         return self._state
+
+    @property
+    def audit(self) -> AuditLog:
+        if self._audit is None:
+            from sovra.audit import AuditLog
+
+            self._audit = AuditLog.open(self.home)
+        return self._audit
+
+    def record(
+        self,
+        user_id: str,
+        action: str,
+        chunks: Sequence[Chunk],
+        *,
+        decision: str = "allow",
+        outcome: str = "ok",
+        endpoint: str | None = None,
+        jurisdiction: str | None = None,
+        details: dict[str, Any] | None = None,
+        personal: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Append one audit event (chunks by id and content hash) and return its receipt.
+
+        The user id and the query text are personal data: they go in encrypted under the
+        user's subject key, so `sovra erase --subject` can shred them without breaking the log.
+        """
+        from sovra.audit import AuditEvent, ResourceRef
+
+        event = AuditEvent(
+            actor=f"user:{user_id}",
+            action=action,
+            resources=tuple(ResourceRef(id=c.id, hash=content_hash(c.text)) for c in chunks),
+            decision=decision,  # type: ignore[arg-type]
+            endpoint=endpoint,
+            jurisdiction=jurisdiction,
+            outcome=outcome,
+            request_id=uuid.uuid4().hex,
+            details=details or {},
+            subject=user_id,
+            personal=personal or {},
+        )
+        receipt: dict[str, Any] = self.audit.append(event).to_dict()
+        return receipt
 
     def sync(
         self,
@@ -151,9 +198,32 @@ class Workspace:
         language: str | None = None,
     ) -> SearchResult:
         # Resolve the principal on every query so a revoked membership applies immediately.
-        principal = self.principal(user_id)
+        principal = self._principal_or_log(user_id, "search", query)
         flt = self.filter_for(principal, sources)
-        return self.searcher().search(query, flt, k=k, mode=mode, language=language)
+        result = self.searcher().search(query, flt, k=k, mode=mode, language=language)
+        self.record(
+            user_id,
+            "search",
+            [h.chunk for h in result.hits],
+            details={"query_sha256": content_hash(query), "mode": mode, "k": k},
+            personal={"query": query},
+        )
+        return result
+
+    def _principal_or_log(self, user_id: str, action: str, text: str) -> Principal:
+        """Resolve the user; an unknown user is denied, and the denial is logged."""
+        try:
+            return self.principal(user_id)
+        except DirectoryError:
+            self.record(
+                user_id,
+                action,
+                [],
+                decision="deny",
+                outcome="unknown_principal",
+                details={"query_sha256": content_hash(text)},
+            )
+            raise
 
     def ask(
         self,
@@ -164,14 +234,49 @@ class Workspace:
         extractive: bool = False,
     ) -> Iterator[AnswerEvent]:
         """Stream an answer for `user_id` (text deltas, then the final Answer)."""
-        principal = self.principal(user_id)
+        principal = self._principal_or_log(user_id, "ask", question)
         flt = self.filter_for(principal)
-        return self.answerer().stream(question, flt, endpoint=endpoint, extractive=extractive)
+        for event in self.answerer().stream(
+            question, flt, endpoint=endpoint, extractive=extractive
+        ):
+            answer = event.answer
+            if answer is not None:
+                used = [self._cited_chunk(c.chunk_id) for c in answer.citations]
+                answer.receipt = self.record(
+                    user_id,
+                    "ask",
+                    [c for c in used if c is not None],
+                    outcome="answered" if answer.found else "not_found",
+                    endpoint=answer.endpoint,
+                    jurisdiction=answer.jurisdiction,
+                    details={
+                        "question_sha256": content_hash(question),
+                        "answer_sha256": content_hash(answer.text),
+                        "generation": answer.generation,
+                        "model": answer.model,
+                        "hosting": answer.hosting,
+                        "flags": list(answer.flags),
+                        "tokens_in": answer.tokens_in,
+                        "tokens_out": answer.tokens_out,
+                    },
+                    personal={"question": question},
+                )
+            yield event
+
+    def _cited_chunk(self, chunk_id: str) -> Chunk | None:
+        document_id = chunk_id.rpartition("#")[0]
+        for chunk in self.index.chunks_of(document_id):
+            if chunk.id == chunk_id:
+                return chunk
+        return None
 
     def close(self) -> None:
         if self._index is not None:
             self._index.close()
             self._index = None
-        if self._state is not None and hasattr(self._state, "close"):
+        if self._state is not None:
             self._state.close()
             self._state = None
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None

@@ -76,7 +76,9 @@ def load_xquad(root: Path, query_language: str, doc_language: str) -> Collection
             for qa in para["qas"]:
                 queries[qa["id"]] = qa["question"]
                 qrels[qa["id"]] = {f"{a}-{p}": 1}
-    name = f"xquad-{query_language}" + (f"-{doc_language}" if doc_language != query_language else "")
+    name = f"xquad-{query_language}" + (
+        f"-{doc_language}" if doc_language != query_language else ""
+    )
     return Collection(name, doc_language, query_language, docs, queries, qrels)
 
 

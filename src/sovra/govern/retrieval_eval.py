@@ -18,6 +18,7 @@ import numpy as np
 
 from sovra.domain import PUBLIC, Chunk, SearchFilter
 from sovra.govern.collections import Collection
+from sovra.index.base import Index
 from sovra.models.base import Embedder, Vectors
 from sovra.search import FusionSettings, Searcher
 from sovra.search.hybrid import Mode
@@ -62,7 +63,11 @@ def reciprocal_rank(ranked: Sequence[str], rels: dict[str, int]) -> float:
 
 
 def embed_cached(
-    embedder: Embedder, texts: list[str], cache_dir: Path | None, key: str, progress: Progress | None
+    embedder: Embedder,
+    texts: list[str],
+    cache_dir: Path | None,
+    key: str,
+    progress: Progress | None,
 ) -> Vectors:
     """Embeddings of `texts`, cached on disk by model name and content hash."""
     digest = hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:16]
@@ -83,6 +88,46 @@ def embed_cached(
     return vectors
 
 
+def build_eval_index(
+    path: Path,
+    docs: Sequence[tuple[str, str, str]],
+    language: str,
+    vectors: Vectors,
+    dimension: int,
+    progress: Progress | None = None,
+) -> Index:
+    """A fresh index with one public chunk per (id, title, text); the chunk's uri is the id."""
+    from sovra.index import open_index
+
+    index = open_index(path, dimension=dimension)
+    batch: dict[str, list[Chunk]] = {}
+    for i, (doc_id, title, text) in enumerate(docs):
+        chunk = Chunk(
+            id=f"eval:{doc_id}#0",
+            document_id=f"eval:{doc_id}",
+            source="eval",
+            position=0,
+            text=text,
+            title=title,
+            uri=doc_id,
+            heading_path=(),
+            language=language,
+            access=(PUBLIC,),
+            classification="public",
+            residency="*",
+            start=0,
+            end=len(text),
+            embedding=vectors[i].tolist(),
+        )
+        batch[chunk.document_id] = [chunk]
+        if len(batch) >= 500 or i == len(docs) - 1:
+            index.replace_documents(batch)
+            batch = {}
+            if progress:
+                progress(i + 1, len(docs), "indexing")
+    return index
+
+
 def evaluate_collection(
     collection: Collection,
     embedder: Embedder,
@@ -93,36 +138,20 @@ def evaluate_collection(
     max_queries: int | None = None,
     progress: Progress | None = None,
 ) -> CollectionReport:
-    from sovra.index import open_index
-
     doc_ids = list(collection.docs)
     texts = [f"{t}\n{x}".strip() for t, x in (collection.docs[d] for d in doc_ids)]
     vectors = embed_cached(embedder, texts, cache_dir, collection.name, progress)
     report = CollectionReport(collection.name, len(doc_ids), 0)
     with tempfile.TemporaryDirectory(prefix="sovra-eval-") as tmp:
-        index = open_index(Path(tmp) / "index", dimension=embedder.dimension)
+        index = build_eval_index(
+            Path(tmp) / "index",
+            [(d, collection.docs[d][0], t) for d, t in zip(doc_ids, texts, strict=True)],
+            collection.doc_language,
+            vectors,
+            embedder.dimension,
+            progress,
+        )
         try:
-            for i, (doc_id, text) in enumerate(zip(doc_ids, texts, strict=True)):
-                chunk = Chunk(
-                    id=f"eval:{doc_id}#0",
-                    document_id=f"eval:{doc_id}",
-                    source="eval",
-                    position=0,
-                    text=text,
-                    title=collection.docs[doc_id][0],
-                    uri=doc_id,
-                    heading_path=(),
-                    language=collection.doc_language,
-                    access=(PUBLIC,),
-                    classification="public",
-                    residency="*",
-                    start=0,
-                    end=len(text),
-                    embedding=vectors[i].tolist(),
-                )
-                index.replace_document(chunk.document_id, [chunk])
-                if progress and (i % 500 == 0 or i == len(doc_ids) - 1):
-                    progress(i + 1, len(doc_ids), f"indexing {collection.name}")
             searcher = Searcher(index, embedder, settings)
             flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
             qids = [q for q in collection.queries if collection.qrels.get(q)]

@@ -1,0 +1,207 @@
+"""`sovra eval answers`: XQuAD answer quality, citation precision and honest refusals.
+
+For each language, whole articles are held out of the index; their questions are unanswerable
+and the system must say "not found". The rest are answerable: exact match and token F1 against
+the gold spans (SQuAD normalisation), and citation precision (a cited chunk holds the answer).
+Methods: the extractive default, a plain "top-1 chunk" baseline, and optionally a generator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sovra.answer import EXTRACTIVE, Answer, Answerer, AnswerSettings, GenerationChoice
+from sovra.answer.service import EndpointInfo
+from sovra.answer.types import NOT_FOUND, Citation
+from sovra.domain import PUBLIC, SearchFilter
+from sovra.govern.retrieval_eval import Progress, build_eval_index, embed_cached
+from sovra.models.base import Embedder
+from sovra.models.generation import Generator
+from sovra.search import Searcher
+
+_ARTICLES = re.compile(r"\b(a|an|the|der|die|das|ein|eine|el|la|los|las|un|una)\b")
+_CITE = re.compile(r"\s*\[\d+\]")
+
+
+def normalize_answer(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text.lower())
+    text = "".join(ch for ch in text if ch not in set(string.punctuation) | {"¿", "¡", "«", "»"})
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g or same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class QA:
+    qid: str
+    question: str
+    answers: list[str]
+    paragraph: str  # doc id "a-p"
+
+
+@dataclass
+class MethodResult:
+    method: str
+    answerable: int = 0
+    exact_match: float = 0.0
+    f1: float = 0.0
+    citation_precision: float = 0.0
+    answered: int = 0
+    unanswerable: int = 0
+    refusal_rate: float = 0.0
+    ms_per_question: float = 0.0
+
+
+@dataclass
+class LanguageReport:
+    language: str
+    paragraphs_indexed: int
+    held_out_articles: list[int]
+    methods: dict[str, MethodResult] = field(default_factory=dict)
+
+
+def load_xquad_qas(
+    path: Path, hold_out_every: int = 6
+) -> tuple[list[tuple[str, str]], list[QA], list[QA], list[int]]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    held = [a for a in range(len(data)) if a % hold_out_every == hold_out_every - 1]
+    paragraphs: list[tuple[str, str]] = []
+    answerable: list[QA] = []
+    unanswerable: list[QA] = []
+    for a, article in enumerate(data):
+        for p, para in enumerate(article["paragraphs"]):
+            doc = f"{a}-{p}"
+            if a not in held:
+                paragraphs.append((doc, para["context"]))
+            for qa in para["qas"]:
+                item = QA(qa["id"], qa["question"], [x["text"] for x in qa["answers"]], doc)
+                (unanswerable if a in held else answerable).append(item)
+    return paragraphs, answerable, unanswerable, held
+
+
+def _cited_holds_answer(citations: Sequence[Citation], texts: dict[str, str], qa: QA) -> bool:
+    golds = [normalize_answer(g) for g in qa.answers]
+    for c in citations:
+        body = normalize_answer(texts.get(c.uri, ""))
+        if any(g and g in body for g in golds):
+            return True
+    return False
+
+
+def _top1(question: str, searcher: Searcher, flt: SearchFilter) -> Answer:
+    hits = searcher.search(question, flt, k=1).hits
+    if not hits:
+        return Answer(question, NOT_FOUND, False)
+    c = hits[0].chunk
+    cite = Citation(1, c.id, c.document_id, c.source, c.title, c.uri, (), c.start, c.end)
+    return Answer(question, c.text + " [1]", True, [cite], generation="top1")
+
+
+def evaluate_language(
+    xquad_dir: Path,
+    language: str,
+    embedder: Embedder,
+    *,
+    generator: Generator | None = None,
+    max_questions: int | None = 300,
+    max_generated: int = 40,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    min_score: float | None = None,
+) -> LanguageReport:
+    paragraphs, answerable, unanswerable, held = load_xquad_qas(
+        xquad_dir / f"xquad.{language}.json"
+    )
+    if max_questions:
+        step = max(1, len(answerable) // max_questions)
+        answerable = answerable[::step][:max_questions]
+        step_u = max(1, len(unanswerable) // max_questions)
+        unanswerable = unanswerable[::step_u][:max_questions]
+    texts = {d: t for d, t in paragraphs}
+    vectors = embed_cached(
+        embedder, [t for _, t in paragraphs], cache_dir, f"xquad-answers-{language}", progress
+    )
+    report = LanguageReport(language, len(paragraphs), held)
+    settings = AnswerSettings()
+    if min_score is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, extractive=replace(settings.extractive, min_score=min_score))
+    with tempfile.TemporaryDirectory(prefix="sovra-answers-") as tmp:
+        index = build_eval_index(
+            Path(tmp) / "index",
+            [(d, "", t) for d, t in paragraphs],
+            language,
+            vectors,
+            embedder.dimension,
+        )
+        try:
+            searcher = Searcher(index, embedder)
+            flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
+
+            def extractive(q: str, hits: object, req: object, ex: object) -> GenerationChoice:
+                return GenerationChoice(EXTRACTIVE, None)
+
+            methods: dict[str, Callable[[str], Answer]] = {
+                "top1_chunk": lambda q: _top1(q, searcher, flt),
+                "extractive": lambda q: Answerer(searcher, embedder, extractive, settings).ask(
+                    q, flt
+                ),
+            }
+            if generator is not None:
+                gen = generator
+
+                def generative(q: str, hits: object, req: object, ex: object) -> GenerationChoice:
+                    return GenerationChoice(EndpointInfo("embedded", "local", "on_prem"), gen)
+
+                answerer = Answerer(searcher, embedder, generative, settings)
+                methods["generative"] = lambda q: answerer.ask(q, flt)
+            for name, run in methods.items():
+                res = MethodResult(name)
+                limit = max_generated if name == "generative" else None
+                qs_a = answerable[:limit] if limit else answerable
+                qs_u = unanswerable[:limit] if limit else unanswerable
+                started = time.perf_counter()
+                em = f1 = cited_ok = 0.0
+                for i, qa in enumerate(qs_a):
+                    ans = run(qa.question)
+                    if ans.found:
+                        res.answered += 1
+                        pred = _CITE.sub("", ans.text)
+                        em += max(
+                            float(normalize_answer(pred) == normalize_answer(g)) for g in qa.answers
+                        )
+                        f1 += max(token_f1(pred, g) for g in qa.answers)
+                        cited_ok += _cited_holds_answer(ans.citations, texts, qa)
+                    if progress and i % 50 == 0:
+                        progress(i + 1, len(qs_a), f"{language} {name}")
+                refused = sum(1 for qa in qs_u if not run(qa.question).found)
+                total = len(qs_a) + len(qs_u)
+                res.answerable = len(qs_a)
+                res.exact_match = em / max(len(qs_a), 1)
+                res.f1 = f1 / max(len(qs_a), 1)
+                res.citation_precision = cited_ok / max(res.answered, 1)
+                res.unanswerable = len(qs_u)
+                res.refusal_rate = refused / max(len(qs_u), 1)
+                res.ms_per_question = (time.perf_counter() - started) * 1000 / max(total, 1)
+                report.methods[name] = res
+        finally:
+            index.close()
+    return report
