@@ -433,6 +433,132 @@ def source_remove(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> N
         out.print("delete its [[sources]] block from the config, or the next sync restores it")
 
 
+# -- evaluation -------------------------------------------------------------------------------
+
+EvalDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="Folder with the judged collections (default ../shared/data/eval)."
+    ),
+]
+
+
+def _eval_root(data: Path | None) -> Path:
+    root = data or Path(os.environ.get("SOVRA_EVAL_DATA", "../shared/data/eval"))
+    if not root.is_dir():
+        fail(f"evaluation data folder {root} not found; pass --data or set SOVRA_EVAL_DATA")
+    return root
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    ctx: typer.Context,
+    collection: Annotated[
+        list[str] | None, typer.Option("--collection", help="Repeatable; default all.")
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option(help="Cap queries per collection.")] = None,
+    data: EvalDataOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """nDCG@10, Recall@100 and MRR per collection for full text, vector and hybrid."""
+    from dataclasses import asdict
+
+    from sovra.clikit import progress_bar
+    from sovra.govern.collections import standard_collections
+    from sovra.govern.retrieval_eval import evaluate_collection
+    from sovra.search import FusionSettings
+    from sovra.workspace import embedder_for
+
+    cfg = state(ctx).config
+    collections = standard_collections(_eval_root(data))
+    names = collection or list(collections)
+    for n in names:
+        if n not in collections:
+            fail(f"unknown collection {n!r}; choose from {', '.join(collections)}")
+    embedder = embedder_for(cfg)
+    s = cfg.search
+    settings = FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates)
+    reports = []
+    for n in names:
+        with progress_bar(f"eval {n}", None, enabled=not json_out) as advance:
+            report = evaluate_collection(
+                collections[n],
+                embedder,
+                settings,
+                cache_dir=cfg.home / "cache" / "eval",
+                max_queries=max_queries,
+                progress=lambda done, total, what: advance(
+                    total=total, completed=done, description=what
+                ),
+            )
+        reports.append(report)
+        if not json_out:
+            for method, m in report.methods.items():
+                out.print(
+                    f"{n:<14} {method:<7} nDCG@10 {m.ndcg10:.3f}  R@100 {m.recall100:.3f}"
+                    f"  MRR {m.mrr:.3f}  ({m.queries} queries, {m.ms_per_query:.1f} ms/query)"
+                )
+    if json_out:
+        emit_json([asdict(r) for r in reports])
+
+
+@eval_app.command("answers")
+def eval_answers(
+    ctx: typer.Context,
+    language: Annotated[
+        list[str] | None, typer.Option("--language", help="en, de, es (repeatable).")
+    ] = None,
+    max_questions: Annotated[int, typer.Option(help="Answerable/unanswerable cap.")] = 300,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Also evaluate this configured generator endpoint.")
+    ] = None,
+    max_generated: Annotated[int, typer.Option(help="Questions for the generator.")] = 40,
+    data: EvalDataOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """XQuAD: exact match, token F1, citation precision, refusal on unanswerable questions."""
+    from dataclasses import asdict
+
+    from sovra.clikit import progress_bar
+    from sovra.govern.answer_eval import evaluate_language
+    from sovra.models.loading import generator_for
+    from sovra.workspace import embedder_for
+
+    cfg = state(ctx).config
+    root = _eval_root(data) / "xquad"
+    embedder = embedder_for(cfg)
+    generator = generator_for(cfg.endpoint(endpoint), cfg.home) if endpoint else None
+    reports = []
+    for lang in language or ["en", "de", "es"]:
+        if not (root / f"xquad.{lang}.json").is_file():
+            fail(f"no XQuAD file for language {lang!r} in {root}")
+        with progress_bar(f"answers {lang}", None, enabled=not json_out) as advance:
+            report = evaluate_language(
+                root,
+                lang,
+                embedder,
+                generator=generator,
+                max_questions=max_questions,
+                max_generated=max_generated,
+                cache_dir=cfg.home / "cache" / "eval",
+                min_score=cfg.answer.min_score,
+                progress=lambda done, total, what: advance(
+                    total=total, completed=done, description=what
+                ),
+            )
+        reports.append(report)
+        if not json_out:
+            for name, m in report.methods.items():
+                out.print(
+                    f"{lang} {name:<11} EM {m.exact_match:.3f}  F1 {m.f1:.3f}"
+                    f"  citation precision {m.citation_precision:.3f}"
+                    f"  refusal {m.refusal_rate:.3f}  ({m.answerable}+{m.unanswerable} questions,"
+                    f" {m.ms_per_question:.0f} ms/question)"
+                )
+    if json_out:
+        emit_json([asdict(r) for r in reports])
+
+
 # -- answers ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,201 @@
+"""End to end through the real CLI, the real embedding model and the real index.
+
+A small copy of the sample company (etcd runbooks, a few handbook pages including the
+people-team background check policy, some tickets) is synced once with the demo's permission
+rules; the tests then act as the demo users.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sovra.cli import app
+
+pytestmark = pytest.mark.slow
+
+COMPANY_FILES = [
+    "runbooks/alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md",
+    "runbooks/alerts/cluster-etcd-operator/etcdMembersDown.md",
+    "runbooks/alerts/cluster-etcd-operator/etcdNoLeader.md",
+    "runbooks/alerts/cluster-etcd-operator/etcdHighFsyncDurations.md",
+    "handbook/content/departments/people-talent/background-check-policy.md",
+    "handbook/content/departments/people-talent/e-verify.md",
+    "handbook/content/departments/engineering/demo-day.md",
+    "handbook/content/departments/engineering/cross-team-collab.md",
+    "handbook/content/index.md",
+]
+
+CONFIG = """
+[workspace]
+home = "data"
+region = "eu-de"
+
+[[sources]]
+name = "handbook"
+kind = "folder"
+path = "company/handbook"
+access = ["group:staff"]
+classification = "internal"
+residency = "eu"
+
+  [[sources.rules]]
+  match = "content/departments/people-talent/**"
+  access = ["group:people"]
+  classification = "confidential"
+
+[[sources]]
+name = "runbooks"
+kind = "folder"
+path = "company/runbooks"
+access = ["group:sre"]
+classification = "internal"
+residency = "eu"
+
+[[sources]]
+name = "tickets"
+kind = "records"
+path = "company/tickets.csv"
+title_field = "title"
+text_fields = ["body"]
+metadata_fields = ["category", "urgency"]
+access = ["group:it-support"]
+classification = "confidential"
+residency = "eu"
+"""
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("company-site")
+    for rel in COMPANY_FILES:
+        dest = root / "company" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "company" / rel, dest)
+    lines = (shared_data / "company/tickets/it_tickets.csv").read_text(encoding="utf-8")
+    (root / "company/tickets.csv").write_text(
+        "\n".join(lines.splitlines()[:40]) + "\n", encoding="utf-8"
+    )
+    (root / "company/runbooks/broken.md").write_bytes(b"\x00\xff\xfe binary \x00 junk")
+    (root / "sovra.toml").write_text(CONFIG, encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        assert sovra("init", "--demo-directory").exit_code == 0
+        result = sovra("source", "sync", "--all")
+        assert "runbooks: +4 added" in result.output, result.output
+        yield root
+    finally:
+        os.chdir(cwd)
+
+
+def sovra(*args: str) -> Any:
+    return runner.invoke(app, ["--config", "sovra.toml", *args], catch_exceptions=False)
+
+
+def search(query: str, user: str, *extra: str) -> list[dict[str, Any]]:
+    result = sovra("search", query, "--as", user, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    hits: list[dict[str, Any]] = json.loads(result.output)["hits"]
+    return hits
+
+
+def test_alice_finds_the_runbook_carol_does_not(site: Path) -> None:
+    hits = search("etcd database quota low space", "alice")
+    assert hits[0]["document_id"] == (
+        "runbooks:alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md"
+    )
+    assert hits[0]["heading_path"][0] == "etcdDatabaseQuotaLowSpace"
+    carol = search("etcd database quota low space", "carol")
+    assert not [h for h in carol if h["source"] == "runbooks"]
+
+
+def test_dana_finds_the_people_page_carol_cannot(site: Path) -> None:
+    page = "handbook:content/departments/people-talent/background-check-policy.md"
+    assert search("background check policy", "dana")[0]["document_id"] == page
+    assert page not in {h["document_id"] for h in search("background check policy", "carol")}
+
+
+def test_tickets_only_for_it_support(site: Path) -> None:
+    assert any(h["source"] == "tickets" for h in search("password reset", "bob", "--k", "20"))
+    assert not any(h["source"] == "tickets" for h in search("password reset", "alice"))
+
+
+def test_malformed_file_recorded_and_others_synced(site: Path) -> None:
+    result = sovra("source", "show", "runbooks", "--json")
+    data = json.loads(result.output)
+    assert data["documents"] == 4
+    assert [f["id"] for f in data["failed"]] == ["broken.md"]
+    assert data["failed"][0]["reason"]
+
+
+def test_ask_cites_runbook_and_receipt_verifies(site: Path) -> None:
+    result = sovra(
+        "ask", "what should I do when etcd database quota is low?", "--as", "alice", "--json"
+    )
+    answer = json.loads(result.output)
+    assert answer["found"] and answer["ai_generated"]
+    assert answer["citations"][0]["document_id"].endswith("etcdDatabaseQuotaLowSpace.md")
+    saved = site / "answer.json"
+    saved.write_text(result.output, encoding="utf-8")
+    check = sovra("audit", "verify-receipt", str(saved))
+    assert check.exit_code == 0, check.output
+    assert sovra("audit", "verify").exit_code == 0
+
+
+def test_ask_not_found_for_carol_reveals_nothing(site: Path) -> None:
+    q = "what should I do when etcd database quota is low?"
+    carol = json.loads(sovra("ask", q, "--as", "carol", "--json").output)
+    nothing = json.loads(sovra("ask", "zyxwvut qwerty", "--as", "carol", "--json").output)
+    assert not carol["found"] and carol["citations"] == []
+    assert carol["text"] == nothing["text"]
+
+
+def test_revocation_applies_on_next_query(site: Path) -> None:
+    sovra("user", "add", "frank", "--group", "staff", "--group", "sre")
+    assert any(h["source"] == "runbooks" for h in search("etcd members down", "frank"))
+    assert sovra("group", "remove-member", "sre", "frank").exit_code == 0
+    assert not any(h["source"] == "runbooks" for h in search("etcd members down", "frank"))
+
+
+def test_deleted_document_never_returns(site: Path) -> None:
+    victim = site / "company/runbooks/alerts/cluster-etcd-operator/etcdNoLeader.md"
+    doc_id = "runbooks:alerts/cluster-etcd-operator/etcdNoLeader.md"
+    assert doc_id in {h["document_id"] for h in search("etcd no leader", "alice")}
+    victim.unlink()
+    result = sovra("source", "sync", "runbooks")
+    assert "1 deleted" in result.output
+    assert doc_id not in {h["document_id"] for h in search("etcd no leader", "alice", "--k", "50")}
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "sovra"
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_unknown_user_is_one_clear_line(site: Path) -> None:
+    proc = run_cli("search", "etcd", "--as", "mallory", cwd=site)
+    assert proc.returncode == 2
+    assert "unknown user 'mallory'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    (tmp_path / "sovra.toml").write_text("[search]\nk = -1\n", encoding="utf-8")
+    proc = run_cli("source", "list", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "search.k" in proc.stderr
+    assert "Traceback" not in proc.stderr
