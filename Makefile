@@ -21,13 +21,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# Index the sample company data into ./sovra-data, answer the demo queries, then serve.
+# Index the sample company data into ./sovra-data, then run the demo searches and answers.
 run: install
 	$(BIN)/sovra --config demo/sovra.toml init --demo-directory
 	$(BIN)/sovra --config demo/sovra.toml source sync --all
 	$(BIN)/sovra --config demo/sovra.toml search "etcd database quota low space" --as alice --k 5
 	$(BIN)/sovra --config demo/sovra.toml search "etcd database quota low space" --as carol --k 5
 	$(BIN)/sovra --config demo/sovra.toml search "background check policy" --as dana --k 5
+	$(BIN)/sovra --config demo/sovra.toml ask "what should I do when etcd database quota is low?" --as alice
+	$(BIN)/sovra --config demo/sovra.toml ask "what should I do when etcd database quota is low?" --as carol
+	$(BIN)/sovra --config demo/sovra.toml audit verify
 
 lint: install
 	$(BIN)/ruff check src tests bench
