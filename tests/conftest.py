@@ -18,5 +18,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared test data not found at {SHARED_DATA}; CI places ../shared beside the repo")
+        pytest.fail(
+            f"shared test data not found at {SHARED_DATA}; CI places ../shared beside the repo"
+        )
     return SHARED_DATA

@@ -15,7 +15,9 @@ from sovra.domain import (
 )
 
 
-def chunk(access: tuple[str, ...], classification: str = "internal", residency: str = "eu") -> Chunk:
+def chunk(
+    access: tuple[str, ...], classification: str = "internal", residency: str = "eu"
+) -> Chunk:
     return Chunk(
         id="s:d#0",
         document_id="s:d",
