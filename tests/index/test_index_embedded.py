@@ -113,3 +113,12 @@ def test_chunk_id_owned_by_other_document_is_refused(tmp_path: Path) -> None:
         idx.close()
     with EmbeddedIndex(tmp_path, DIM) as again:
         assert ids(again.search_text("stolen", "en", 5, everyone())) == ["c#0"]
+
+
+def test_filter_with_plain_sets_is_accepted(tmp_path: Path) -> None:
+    with EmbeddedIndex(tmp_path, DIM) as idx:
+        idx.replace_document("d", [chunk("d", 0, source="wiki")])
+        flt = SearchFilter({"public"}, sources={"wiki"})  # type: ignore[arg-type]
+        assert idx.count(flt) == 1
+        assert ids(idx.search_text("common", "en", 5, flt)) == ["d#0"]
+        assert len(idx.search_vector(unit(np.random.default_rng(0)), 5, flt)) == 1

@@ -367,6 +367,21 @@ class _Memory:
         self._grow(max(m + 1, 1024))
 
 
+def _hashable(flt: SearchFilter) -> SearchFilter:
+    """The filter with sets frozen, so it can key the caches (callers may pass plain sets)."""
+    try:
+        hash(flt)
+        return flt
+    except TypeError:
+        return dataclasses.replace(
+            flt,
+            access_tokens=frozenset(flt.access_tokens),
+            classification_labels=tuple(flt.classification_labels),
+            sources=None if flt.sources is None else frozenset(flt.sources),
+            languages=None if flt.languages is None else frozenset(flt.languages),
+        )
+
+
 class _FilterCache:
     """Slot masks per filter, valid for one write generation (hybrid = 2 searches, 1 mask)."""
 
@@ -698,6 +713,7 @@ class EmbeddedIndex:
         """Boolean mask over slots of the live chunks `flt` admits (exact `admits` semantics)."""
         cache = self._filters
         cache.reset(self._generation)
+        flt = _hashable(flt)
         hit = cache.masks.get(flt)
         if hit is not None:
             cache.masks.move_to_end(flt)
@@ -739,6 +755,7 @@ class EmbeddedIndex:
             if k <= 0 or not qids:
                 return []
             mem.seal()
+            flt = _hashable(flt)
             mask = self._mask(flt)
             stats = self._filters.stats.get(flt)
             if stats is None:
@@ -798,7 +815,7 @@ class EmbeddedIndex:
             if k <= 0:
                 return []
             mem = self._mem
-            key = ("vector", flt)
+            key = ("vector", _hashable(flt))
             cached = self._filters.vector_masks.get(key)
             if cached is None:
                 vmask = self._mask(flt) & mem.has_vec[: mem.n]
