@@ -19,6 +19,16 @@ class Index(Protocol):
     Every search takes a SearchFilter and must return only chunks it admits
     (`SearchFilter.admits` is the reference), and must return k results whenever k admitted
     chunks match (pre-filtering, not post-filtering). Writes are atomic per document.
+
+    Shared contract, checked by tests/index/test_index_conformance.py for every backend:
+    * results are ordered by descending score; k <= 0 or a query with no searchable term
+      (only stop words) gives [];
+    * embeddings are stored normalised (cosine); a chunk without one is never a vector hit;
+    * a chunk id belongs to one document; a chunk whose `document_id` differs from the
+      document being replaced, an embedding or query vector of the wrong dimension, or a
+      closed index raise IndexError_ and change nothing;
+    * title and heading path are searchable text as well as the chunk text;
+    * deleted or replaced chunks are never returned again, also after reopening.
     """
 
     def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
@@ -26,8 +36,8 @@ class Index(Protocol):
         ...
 
     def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
-        """Replace several documents at once (bulk ingest); all or nothing where the engine
-        supports it, and at least atomic per document."""
+        """Replace several documents at once (bulk ingest); all or nothing (the embedded and
+        LanceDB backends commit the whole batch as one transaction)."""
         ...
 
     def delete_documents(self, document_ids: Iterable[str]) -> int:
