@@ -122,3 +122,97 @@ def test_filter_with_plain_sets_is_accepted(tmp_path: Path) -> None:
         assert idx.count(flt) == 1
         assert ids(idx.search_text("common", "en", 5, flt)) == ["d#0"]
         assert len(idx.search_vector(unit(np.random.default_rng(0)), 5, flt)) == 1
+
+
+def _state(idx: EmbeddedIndex, probe: list[float]) -> tuple[object, ...]:
+    flt = everyone("group:sre")
+    return (
+        idx.count(),
+        idx.count(flt),
+        sorted(idx.document_ids()),
+        [(h.chunk.id, round(h.score, 5)) for h in idx.search_text("common words", "en", 50, flt)],
+        [(h.chunk.id, round(h.score, 5)) for h in idx.search_vector(probe, 50, flt)],
+        [c.text for c in idx.chunks_of("d3")],
+    )
+
+
+def _fill(idx: EmbeddedIndex, rng: np.random.Generator) -> None:
+    idx.replace_documents(
+        {
+            f"d{i}": [
+                chunk(
+                    f"d{i}",
+                    p,
+                    f"common words {i} {p} Häuser",
+                    rng=rng,
+                    access=("group:sre",) if i % 3 == 0 else ("public",),
+                    language="de" if i % 2 else "en",
+                )
+                for p in range(3)
+            ]
+            for i in range(30)
+        }
+    )
+    idx.delete_documents(["d5"])
+    idx.replace_document("d6", [chunk("d6", 0, "replaced text", rng=rng)])
+
+
+def test_snapshot_reopens_to_the_same_state(tmp_path: Path) -> None:
+    rng = np.random.default_rng(31)
+    probe = unit(rng)
+    idx = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    _fill(idx, rng)
+    before = _state(idx, probe)
+    idx.close()
+    assert (tmp_path / "memory.npz").exists()
+    again = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    assert again._snapshot_generation == again._generation  # served from the snapshot
+    assert _state(again, probe) == before
+    # Writes after a snapshot open work, and the next close refreshes the snapshot.
+    again.delete_documents(["d7"])
+    again.replace_document("d8", [chunk("d8", 0, "common words fresh", rng=rng)])
+    after = _state(again, probe)
+    again.close()
+    third = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    assert third._snapshot_generation == third._generation
+    assert _state(third, probe) == after
+    third.close()
+    # Rebuilding from SQLite alone gives the same answers as the snapshot.
+    (tmp_path / "memory.npz").unlink()
+    plain = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=10**9)
+    assert _state(plain, probe) == after
+    plain.close()
+
+
+def test_stale_snapshot_never_brings_back_deleted_chunks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(32)
+    idx = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    _fill(idx, rng)
+    idx.close()
+    old = (tmp_path / "memory.npz").read_bytes()
+    idx = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    idx.delete_documents(["d1", "d2"])
+    idx.close()
+    # Put the older snapshot back, as a crash before its replacement could have.
+    (tmp_path / "memory.npz").write_bytes(old)
+    again = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    assert again._snapshot_generation != again._generation  # rejected: rebuilt from SQLite
+    assert not {"d1", "d2"} & again.document_ids()
+    hits = again.search_text("common", "en", 1000, everyone("group:sre"))
+    assert not {h.chunk.document_id for h in hits} & {"d1", "d2"}
+    again.close()
+
+
+def test_corrupt_snapshot_is_ignored(tmp_path: Path) -> None:
+    rng = np.random.default_rng(33)
+    idx = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    _fill(idx, rng)
+    count = idx.count()
+    idx.close()
+    snap = tmp_path / "memory.npz"
+    snap.write_bytes(snap.read_bytes()[: snap.stat().st_size // 2])
+    again = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=0)
+    assert again.count() == count
+    # Every chunk but the replaced d6#0 ("replaced text") holds "common".
+    assert len(again.search_text("common", "en", 1000, everyone("group:sre"))) == count - 1
+    again.close()

@@ -32,8 +32,11 @@ import dataclasses
 import fcntl
 import json
 import math
+import os
 import sqlite3
 import threading
+import uuid
+import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -50,6 +53,10 @@ from sovra.index.base import IndexError_
 SCHEMA_VERSION = "1"
 DB_NAME = "index.sqlite"
 LOCK_NAME = "index.lock"
+SNAPSHOT_NAME = "memory.npz"
+SNAPSHOT_FORMAT = 1
+SNAPSHOT_MIN_CHUNKS = 20_000
+"""Below this size rebuilding memory from SQLite on open is fast enough; no snapshot."""
 
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -404,7 +411,14 @@ class _FilterCache:
 class EmbeddedIndex:
     """The embedded default `Index`: one directory, no server. See the module docstring."""
 
-    def __init__(self, path: Path | str, dimension: int, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        dimension: int,
+        *,
+        synchronous: str = "NORMAL",
+        snapshot_min_chunks: int = SNAPSHOT_MIN_CHUNKS,
+    ) -> None:
         if dimension <= 0:
             raise IndexError_(f"embedding dimension must be positive, got {dimension}")
         self.path = Path(path)
@@ -438,7 +452,10 @@ class EmbeddedIndex:
             self._mem = _Memory(dimension)
             self._generation = int(self._meta("generation") or 0)
             self._filters = _FilterCache()
-            self._load()
+            self._snapshot_min = snapshot_min_chunks
+            self._snapshot_generation = -1
+            if not self._load_snapshot():
+                self._load()
         except BaseException:
             self._release()
             raise
@@ -460,13 +477,14 @@ class EmbeddedIndex:
                         ("schema_version", SCHEMA_VERSION),
                         ("dimension", str(self.dimension)),
                         ("generation", "0"),
+                        ("db_id", uuid.uuid4().hex),
                     ],
                 )
             return
         if version != SCHEMA_VERSION:
             raise IndexError_(
                 f"index {self.path} has schema version {version}, this sovra reads "
-                f"{SCHEMA_VERSION}; rebuild the index (sovra source sync --all --rebuild)"
+                f"{SCHEMA_VERSION}; delete {self.path} and sync again (sovra source sync --all)"
             )
         if dim is not None and int(dim) != self.dimension:
             raise IndexError_(
@@ -537,7 +555,116 @@ class EmbeddedIndex:
             if self._closed:
                 return
             self._closed = True
-            self._release()
+            try:
+                self._save_snapshot()
+            finally:
+                self._release()
+
+    # ----------------------------------------------------------------- snapshot
+    #
+    # The snapshot is a cache of the memory structures, never a source of truth: it is used
+    # only when its generation and database id equal the database's (every write bumps the
+    # generation in the same transaction), so a stale or foreign snapshot can never bring
+    # back a deleted chunk. A crash while writing it leaves the old file (write + rename).
+
+    def _snapshot_key(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "schema": SCHEMA_VERSION,
+            "generation": self._generation,
+            "db_id": self._meta("db_id") or "",
+            "dimension": self.dimension,
+        }
+
+    def _save_snapshot(self) -> None:
+        mem = self._mem
+        path = self.path / SNAPSHOT_NAME
+        if self._generation == self._snapshot_generation:
+            return
+        if mem.n - mem.dead < self._snapshot_min:
+            path.unlink(missing_ok=True)
+            return
+        mem.compact()  # one segment, no dead slots: what is saved is exactly the live state
+        n = mem.n
+        doc_of = [""] * n
+        for doc, slots in mem.doc_slots.items():
+            for slot in slots:
+                doc_of[slot] = doc
+        vocab = sorted(mem.vocab, key=mem.vocab.__getitem__)
+        header = dict(self._snapshot_key(), n=n, vocab_size=len(vocab))
+        seg = (
+            mem.segments[0]
+            if mem.segments
+            else _build_segment(np.empty(0, np.int64), _EMPTY_I32, _EMPTY_F32, len(vocab))
+        )
+        blobs = {
+            "header": json.dumps(header),
+            "vocab": json.dumps(vocab, ensure_ascii=False),
+            "docs": json.dumps(doc_of, ensure_ascii=False),
+            "combos": json.dumps([dataclasses.astuple(c) for c in mem.combos], ensure_ascii=False),
+        }
+        tmp = path.with_suffix(".tmp")
+        try:
+            with tmp.open("wb") as fh:
+                arrays: dict[str, Any] = {
+                    "rowid": mem.rowid[:n],
+                    "combo": mem.combo[:n],
+                    "modified": mem.modified[:n],
+                    "length": mem.length[:n],
+                    "has_vec": mem.has_vec[:n],
+                    "vectors": mem.vectors[:n],
+                    "indptr": seg.indptr,
+                    "rows": seg.rows,
+                    "tfs": seg.tfs,
+                }
+                arrays.update(
+                    {k: np.frombuffer(v.encode(), dtype=np.uint8) for k, v in blobs.items()}
+                )
+                np.savez(fh, **arrays)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # the snapshot is only a cache; opening rebuilds
+
+    def _load_snapshot(self) -> bool:
+        path = self.path / SNAPSHOT_NAME
+        if not path.exists():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as z:
+
+                def text(key: str) -> Any:
+                    return json.loads(z[key].tobytes().decode())
+
+                header = text("header")
+                (n,) = self._db.execute("SELECT count(*) FROM chunks").fetchone()
+                (terms,) = self._db.execute("SELECT count(*) FROM terms").fetchone()
+                expected = dict(self._snapshot_key(), n=n, vocab_size=terms)
+                if header != expected:
+                    return False
+                mem = self._mem
+                mem._grow(n + 1)
+                mem.n = n
+                mem.alive[:n] = True
+                mem.rowid[:n] = z["rowid"]
+                mem.combo[:n] = z["combo"]
+                mem.modified[:n] = z["modified"]
+                mem.length[:n] = z["length"]
+                mem.has_vec[:n] = z["has_vec"]
+                mem.vectors[:n] = z["vectors"]
+                mem.segments = [_Segment(z["indptr"], z["rows"], z["tfs"])]
+                vocab = text("vocab")
+                mem.vocab = dict(zip(vocab, range(len(vocab)), strict=True))
+                for access, cls, res, source, lang in text("combos"):
+                    mem.combo_id(_Labels(tuple(access), cls, res, source, lang))
+                for slot, doc in enumerate(text("docs")):
+                    mem.doc_slots.setdefault(doc, []).append(slot)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            self._mem = _Memory(self.dimension)  # unreadable or partial: rebuild from SQLite
+            return False
+        self._snapshot_generation = self._generation
+        return True
 
     def __enter__(self) -> EmbeddedIndex:
         return self
