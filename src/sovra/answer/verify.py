@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from sovra.index.analysis import analyze
 from sovra.search.hybrid import SearchHit
 
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_CITATION = re.compile(r"(\s*)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _HTML = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -91,7 +91,7 @@ def check_citations(text: str, hits: Sequence[SearchHit], language: str) -> Chec
 
         def keep(cm: re.Match[str], sentence: str = sentence) -> str:
             kept = []
-            for raw in cm.group(1).split(","):
+            for raw in cm.group(2).split(","):
                 n = int(raw)
                 if not 1 <= n <= len(hits):
                     flags.append("citation_out_of_range")
@@ -102,7 +102,8 @@ def check_citations(text: str, hits: Sequence[SearchHit], language: str) -> Chec
                 kept.append(n)
                 if n not in cited:
                     cited.append(n)
-            return "".join(f"[{n}]" for n in kept)
+            # A fully removed citation takes its leading space with it ("else [7]." → "else.").
+            return cm.group(1) + "".join(f"[{n}]" for n in kept) if kept else ""
 
         pieces.append(_CITATION.sub(keep, sentence))
     rebuilt = "".join(pieces)
