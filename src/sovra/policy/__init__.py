@@ -1,0 +1,51 @@
+"""Sovereignty (issue 6): Cedar policies, the endpoint router, PII protection, the egress guard.
+
+engine = PolicyEngine.for_home(home)            # <home>/policies/*.cedar, else the defaults
+router = Router(engine, config.endpoints, config.scale, home_region=config.workspace.region)
+decision = router.decide(principal, chunks, question=q)   # chosen / rejected / refusal
+log.append(decision_event(principal, decision, chunks))
+"""
+
+from sovra.policy.engine import (
+    ACTIONS,
+    DEFAULT_DENY,
+    Entity,
+    PolicyDecision,
+    PolicyEngine,
+    PolicyError,
+    PolicySet,
+    Request,
+)
+from sovra.policy.entities import (
+    WORKSPACE,
+    document_entity,
+    endpoint_entity,
+    source_entity,
+    user_entity,
+    workflow_entity,
+)
+from sovra.policy.events import decision_event, policy_event
+from sovra.policy.router import Decision, Rejection, Router, send_context
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_DENY",
+    "WORKSPACE",
+    "Decision",
+    "Entity",
+    "PolicyDecision",
+    "PolicyEngine",
+    "PolicyError",
+    "PolicySet",
+    "Rejection",
+    "Request",
+    "Router",
+    "decision_event",
+    "document_entity",
+    "endpoint_entity",
+    "policy_event",
+    "send_context",
+    "source_entity",
+    "user_entity",
+    "workflow_entity",
+]

@@ -1,0 +1,286 @@
+"""`sovra policy check|test` and `sovra endpoint list|show|test` (mounted by sovra.cli).
+
+The commands read the same policies, endpoints and directory as the running system, so
+`policy check` answers exactly what a request would get, with the rule that decided it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovra.clikit import emit_json, fail, out, state
+from sovra.config import Config, ConfigError, EndpointConfig
+from sovra.domain import Principal
+from sovra.policy.engine import ACTIONS, DEFAULT_DENY, PolicyEngine, PolicyError
+from sovra.policy.table import (
+    DocumentSpec,
+    Labelled,
+    Resolver,
+    TableError,
+    WorkflowSpec,
+    build_request,
+    load_table,
+    run_table,
+)
+
+policy_app = typer.Typer(
+    help="Cedar policies: explain a decision, run a decision table.", no_args_is_help=True
+)
+endpoint_app = typer.Typer(help="Model endpoints: where data may be sent.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _config(ctx: typer.Context) -> Config:
+    try:
+        return state(ctx).config
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _engine(config: Config) -> PolicyEngine:
+    try:
+        return PolicyEngine.for_home(config.home)
+    except PolicyError as exc:
+        fail(f"policies in {config.home / 'policies'}: {exc}")
+
+
+def _principal(config: Config, user: str, groups: list[str] | None) -> Principal:
+    if groups:  # an ad-hoc principal: lets an officer ask "what if" without a directory entry
+        return Principal(user, frozenset(groups))
+    from sovra.directory import Directory, DirectoryError
+
+    try:
+        return Directory.in_home(config.home).principal(user)
+    except DirectoryError as exc:
+        fail(str(exc))
+
+
+def _document(config: Config, doc_id: str) -> DocumentSpec:
+    from sovra.sources.labels import resolve_labels
+
+    source_name, _, external = doc_id.partition(":")
+    try:
+        source = config.source(source_name)
+    except ConfigError as exc:
+        fail(f"document {doc_id!r}: {exc}")
+    labels = resolve_labels(
+        path=external,
+        access=source.access,
+        classification=source.classification,
+        residency=source.residency,
+        rules=source.rules,
+        scale=config.scale,
+    )
+    return DocumentSpec(
+        source=source_name,
+        access=labels.access,
+        classification=labels.classification,
+        residency=labels.residency,
+    )
+
+
+def config_resolver(config: Config, document: str | None = None) -> Resolver:
+    """Resources as the configuration describes them (sources, endpoints)."""
+    sources = {
+        s.name: Labelled(access=s.access, classification=s.classification, residency=s.residency)
+        for s in config.sources
+    }
+    documents = {document: _document(config, document)} if document else {}
+    return Resolver(
+        config.scale,
+        config.workspace.region,
+        sources,
+        documents,
+        {},
+        {e.name: e for e in config.endpoints},
+    )
+
+
+@policy_app.command("check")
+def check(
+    ctx: typer.Context,
+    as_user: Annotated[str, typer.Option("--as", help="The user (from the directory).")],
+    action: Annotated[str, typer.Option("--action", help=f"One of: {', '.join(ACTIONS)}.")],
+    resource: Annotated[
+        str,
+        typer.Option(
+            "--resource",
+            help="workspace, source:<name>, document:<source>:<id>, endpoint:<name>,"
+            " workflow:<name>",
+        ),
+    ] = "workspace",
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", help="Act as an ad-hoc user in these groups (repeatable)."),
+    ] = None,
+    workflow_access: Annotated[
+        list[str] | None,
+        typer.Option("--workflow-access", help="Access list of the workflow resource."),
+    ] = None,
+    classification: Annotated[
+        str, typer.Option(help="send_to_endpoint: strictest classification of the data.")
+    ] = "internal",
+    residency: Annotated[
+        list[str] | None, typer.Option(help="send_to_endpoint: residency of the data.")
+    ] = None,
+    pii: Annotated[bool, typer.Option("--pii", help="send_to_endpoint: data holds PII.")] = False,
+    category: Annotated[
+        list[str] | None, typer.Option(help="send_to_endpoint: data category, e.g. hr.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Explain one decision: allow or deny, which policy decided it, and what would allow it."""
+    config = _config(ctx)
+    engine = _engine(config)
+    principal = _principal(config, as_user, group)
+    kind, _, name = resource.partition(":")
+    resolver = config_resolver(config, name if kind == "document" else None)
+    if kind == "workflow":
+        resolver.workflows[name] = WorkflowSpec(access=tuple(workflow_access or ()))
+    try:
+        request = build_request(
+            resolver,
+            principal,
+            action,
+            resource,
+            classification=classification,
+            residency=tuple(residency or ()),
+            pii=pii,
+            categories=tuple(category or ()),
+        )
+        verdict = engine.decide(request)
+    except PolicyError as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(
+            {
+                "principal": principal.id,
+                "groups": sorted(principal.groups),
+                "action": action,
+                "resource": resource,
+                "decision": verdict.decision,
+                "policy_ids": list(verdict.policy_ids),
+                "policy_version": verdict.version,
+                "advice": list(verdict.advice),
+                "errors": list(verdict.errors),
+            }
+        )
+    else:
+        colour = "green" if verdict.allowed else "red"
+        out.print(
+            f"[bold {colour}]{verdict.decision.upper()}[/] {principal.id} {action} {resource}"
+            f"  (policies: {', '.join(verdict.policy_ids)}; set {verdict.version})"
+        )
+        pset = engine.policy_set
+        for pid in verdict.policy_ids:
+            info = pset.by_id(pid)
+            if info is not None:
+                out.print(f"  {info.effect} {pid}  ({info.file}:{info.line})")
+        if DEFAULT_DENY in verdict.policy_ids:
+            out.print("  no policy permits this request (default deny)")
+        for line in verdict.advice:
+            out.print(f"  to allow it: {line}")
+        for err in verdict.errors:
+            out.print(f"  policy error: {err}")
+    if not verdict.allowed:
+        raise typer.Exit(2)
+
+
+@policy_app.command("test")
+def test(
+    ctx: typer.Context,
+    table: Annotated[Path, typer.Argument(help="YAML decision table.")],
+    policies: Annotated[
+        Path | None,
+        typer.Option(help="Folder of *.cedar files (default: <home>/policies, else shipped)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a table of expected decisions against the policies; exit 1 if any differ."""
+    try:
+        engine = (
+            PolicyEngine.from_folder(policies) if policies is not None else _engine(_config(ctx))
+        )
+        results = run_table(engine, load_table(table))
+    except (PolicyError, TableError) as exc:
+        fail(str(exc))
+    failed = [r for r in results if not r.passed]
+    if json_out:
+        emit_json(
+            {
+                "policy_version": engine.version,
+                "cases": len(results),
+                "failed": [
+                    {
+                        "as": r.case.as_,
+                        "action": r.case.action,
+                        "resource": r.case.resource,
+                        "problem": r.problem,
+                        "policy_ids": list(r.verdict.policy_ids),
+                    }
+                    for r in failed
+                ],
+            }
+        )
+    else:
+        for r in failed:
+            out.print(
+                f"[red]FAIL[/] {r.case.as_} {r.case.action} {r.case.resource}: {r.problem}",
+                highlight=False,
+            )
+        colour = "red" if failed else "green"
+        out.print(
+            f"[{colour}]{len(results) - len(failed)}/{len(results)} decisions as expected[/]"
+            f" (policy set {engine.version})"
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _endpoint_json(ep: EndpointConfig) -> dict[str, object]:
+    data = ep.model_dump(mode="json")
+    # credentials are referenced, never shown: only whether the reference resolves
+    data["credentials"] = (
+        None if not ep.api_key_env else ("set" if os.environ.get(ep.api_key_env) else "missing")
+    )
+    return data
+
+
+@endpoint_app.command("list")
+def endpoint_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Registered endpoints with their jurisdiction, hosting, ceiling and PII handling."""
+    config = _config(ctx)
+    if json_out:
+        emit_json([_endpoint_json(e) for e in config.endpoints])
+        return
+    if not config.endpoints:
+        out.print("no endpoints registered; add an [[endpoints]] block to sovra.toml")
+        return
+    for e in config.endpoints:
+        out.print(
+            f"{e.name:<16} {e.kind:<9} {e.hosting:<15} {e.jurisdiction:<8}"
+            f" max={e.max_classification:<13} pii={e.pii:<7} {e.model}",
+            highlight=False,
+        )
+
+
+@endpoint_app.command("show")
+def endpoint_show(
+    ctx: typer.Context, name: Annotated[str, typer.Argument()], json_out: JsonOpt = False
+) -> None:
+    """One endpoint in full (credentials shown only as set/missing)."""
+    config = _config(ctx)
+    try:
+        data = _endpoint_json(config.endpoint(name))
+    except ConfigError as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(data)
+        return
+    for key, value in data.items():
+        out.print(f"{key:<20} {value}", highlight=False)
