@@ -259,11 +259,11 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
 
 
 _FRESH = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
-def rss():
+def rss(field="VmRSS"):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS"):
+        if line.startswith(field):
             return int(line.split()[1]) // 1024
     return 0
 from sovra.domain import SearchFilter
@@ -279,12 +279,16 @@ idx.search_text("heat transfer", "en", 10, SearchFilter(frozenset({"public"})))
 first = time.perf_counter() - t
 print(json.dumps({"open_s": round(opened, 2), "first_query_ms": round(first * 1000, 1),
                   "rss_after_open_mb": rss(), "rss_before_open_mb": base,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+                  "peak_rss_mb": rss("VmHWM")}))
 """
 
 
 def fresh_open(backend: str, path: Path, dim: int) -> dict[str, Any]:
-    """Open the built index in a new process: open time and the index's own memory."""
+    """Open the built index in a new process: open time and the index's own memory.
+
+    Peak memory is VmHWM of that process: ru_maxrss would report the parent's peak, which
+    Linux carries over into a forked child.
+    """
     proc = subprocess.run(
         [sys.executable, "-c", _FRESH, str(path), str(dim), backend],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""The embedded default index: SQLite (WAL) for durability, numpy/scipy-free arrays for search.
+"""The embedded default index: SQLite (WAL) for durability, in-memory numpy arrays for search.
 
 Why this shape (see docs/benchmarks.md "## Index engine" for the measurements):
 
@@ -7,6 +7,9 @@ Why this shape (see docs/benchmarks.md "## Index engine" for the measurements):
   `kill -9` mid-write leaves the previous state; reopening rebuilds memory from the database.
   Chunks store their analysed terms as a compact blob of (term id, tf) pairs and the term
   vocabulary lives in the same database, so opening is a few bulk reads and no re-analysis.
+* **Fast open**: on close, an index of at least SNAPSHOT_MIN_CHUNKS chunks saves its memory
+  structures to `memory.npz` (written then renamed). Opening uses it only when its write
+  generation and database id match the database's; otherwise memory is rebuilt from SQLite.
 * **Search** runs on in-memory arrays over a dense slot space (one slot per chunk row).
   Deletes and replaces are tombstones in an `alive` mask; when a quarter of the slots are
   dead, memory is compacted.
