@@ -1,0 +1,259 @@
+"""Local credentials kept in the data directory (`server/accounts.sqlite`, WAL).
+
+- Passwords of directory users (argon2id). The directory stays the source of users and groups;
+  this store only holds how a user proves who they are.
+- API keys for services: `sovra_<key id>_<secret>`, shown once, stored as an argon2id hash,
+  scoped, revocable, with the time of last use.
+- Browser sessions: a random token in a cookie, stored as its SHA-256 (a stolen database
+  yields no usable session), with a per-session CSRF token.
+- Feedback on answers (thumbs + comment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+KEY_PREFIX = "sovra_"
+SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback")
+DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
+_LAST_USED_EVERY_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS passwords (
+    user_id TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
+    scopes TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL, revoked_at REAL);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, csrf TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, answer_index INTEGER NOT NULL,
+    rating TEXT NOT NULL, comment TEXT NOT NULL, created_at REAL NOT NULL);
+"""
+
+
+class AccountError(Exception):
+    """A credential operation that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "user": self.user_id,
+            "name": self.name,
+            "scopes": list(self.scopes),
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "revoked": self.revoked_at is not None,
+        }
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: str
+    csrf: str
+    expires_at: float
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(sorted(set(scopes)))
+    bad = [s for s in out if s not in SCOPES]
+    if bad or not out:
+        raise AccountError(f"unknown scope(s) {bad or '(none)'}; use {', '.join(SCOPES)}")
+    return out
+
+
+class AccountStore:
+    """Thread-safe; one per process (the server) or per CLI command."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._hasher = PasswordHasher()
+        self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        # sha256(full key) → key id, for keys whose argon2 hash was verified by this process:
+        # argon2 is slow on purpose; revocation is still checked in the database on every use.
+        self._verified: dict[str, str] = {}
+
+    @classmethod
+    def in_home(cls, home: Path) -> AccountStore:
+        return cls(home / "server" / "accounts.sqlite")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ passwords
+    def set_password(self, user_id: str, password: str) -> None:
+        if len(password) < 8:
+            raise AccountError("password too short; use at least 8 characters")
+        digest = self._hasher.hash(password)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO passwords(user_id, hash, updated_at) VALUES (?,?,?) "
+                "ON CONFLICT(user_id) DO UPDATE SET hash=excluded.hash, "
+                "updated_at=excluded.updated_at",
+                (user_id, digest, time.time()),
+            )
+            # A new password ends the user's sessions.
+            self._db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,))
+
+    def has_password(self, user_id: str) -> bool:
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM passwords WHERE user_id=?", (user_id,)).fetchone()
+        return row is not None
+
+    def check_password(self, user_id: str, password: str) -> bool:
+        """Constant work whether or not the user exists (no user enumeration by timing)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT hash FROM passwords WHERE user_id=?", (user_id,)
+            ).fetchone()
+        digest = row[0] if row else self._dummy
+        ok: bool
+        try:
+            ok = self._hasher.verify(digest, password)
+        except (VerificationError, InvalidHashError):
+            ok = False
+        if ok and row and self._hasher.check_needs_rehash(digest):
+            self.set_password(user_id, password)
+        return bool(ok and row)
+
+    # ------------------------------------------------------------------ API keys
+    def create_key(
+        self, user_id: str, name: str, scopes: Iterable[str] = DEFAULT_KEY_SCOPES
+    ) -> tuple[str, ApiKey]:
+        """Returns the key (shown once; only its hash is stored) and its record."""
+        checked = check_scopes(scopes)
+        key_id = secrets.token_hex(6)
+        secret = KEY_PREFIX + key_id + "_" + secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys(id, user_id, name, hash, scopes, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                (key_id, user_id, name, self._hasher.hash(secret), " ".join(checked), now),
+            )
+        return secret, ApiKey(key_id, user_id, name, checked, now, None, None)
+
+    def keys(self, user_id: str | None = None) -> list[ApiKey]:
+        sql = "SELECT id, user_id, name, scopes, created_at, last_used_at, revoked_at FROM api_keys"
+        args: tuple[str, ...] = ()
+        if user_id is not None:
+            sql += " WHERE user_id=?"
+            args = (user_id,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created_at", args).fetchall()
+        return [ApiKey(r[0], r[1], r[2], tuple(r[3].split()), r[4], r[5], r[6]) for r in rows]
+
+    def revoke_key(self, key_id: str) -> ApiKey:
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
+                (time.time(), key_id),
+            )
+            if cur.rowcount == 0 and not any(k.id == key_id for k in self.keys()):
+                raise AccountError(f"no API key {key_id!r}; list them with `sovra apikey list`")
+            self._verified = {h: k for h, k in self._verified.items() if k != key_id}
+        return next(k for k in self.keys() if k.id == key_id)
+
+    def authenticate_key(self, presented: str) -> ApiKey | None:
+        """The live key record for a presented key, or None (unknown, wrong, or revoked)."""
+        parts = presented.split("_")
+        if not presented.startswith(KEY_PREFIX) or len(parts) < 3 or len(presented) > 200:
+            return None
+        key_id = parts[1]
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, user_id, name, hash, scopes, created_at, last_used_at, revoked_at "
+                "FROM api_keys WHERE id=?",
+                (key_id,),
+            ).fetchone()
+        fingerprint = _sha256(presented)
+        if row is None or row[7] is not None:
+            return None
+        if not hmac.compare_digest(self._verified.get(fingerprint, ""), key_id):
+            try:
+                self._hasher.verify(row[3], presented)
+            except (VerificationError, InvalidHashError):
+                return None
+            with self._lock:
+                self._verified[fingerprint] = key_id
+        now = time.time()
+        last_used = row[6]
+        if last_used is None or now - last_used > _LAST_USED_EVERY_S:
+            with self._lock:
+                self._db.execute("UPDATE api_keys SET last_used_at=? WHERE id=?", (now, key_id))
+            last_used = now
+        return ApiKey(row[0], row[1], row[2], tuple(row[4].split()), row[5], last_used, None)
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, user_id: str, ttl_s: int) -> tuple[str, Session]:
+        token = secrets.token_urlsafe(32)
+        session = Session(user_id, secrets.token_urlsafe(24), time.time() + ttl_s)
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
+            self._db.execute(
+                "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at) "
+                "VALUES (?,?,?,?,?)",
+                (_sha256(token), user_id, session.csrf, time.time(), session.expires_at),
+            )
+        return token, session
+
+    def session(self, token: str) -> Session | None:
+        if not token or len(token) > 200:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT user_id, csrf, expires_at FROM sessions WHERE token_sha256=?",
+                (_sha256(token),),
+            ).fetchone()
+        if row is None or row[2] < time.time():
+            return None
+        return Session(row[0], row[1], row[2])
+
+    def end_session(self, token: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM sessions WHERE token_sha256=?", (_sha256(token),))
+
+    # ------------------------------------------------------------------ feedback
+    def add_feedback(self, user_id: str, answer_index: int, rating: str, comment: str) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO feedback(user_id, answer_index, rating, comment, created_at) "
+                "VALUES (?,?,?,?,?)",
+                (user_id, answer_index, rating, comment, time.time()),
+            )
+        return int(cur.lastrowid or 0)

@@ -1,0 +1,291 @@
+"""REST API under /api/v1: search, ask (JSON or Server-Sent Events), documents, sources,
+endpoints, audit and feedback. Every route needs an identity and runs through `governed`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from sovra.answer import Answer
+from sovra.audit import ReceiptError, verify_receipt
+from sovra.config import ConfigError
+from sovra.search import SearchResult
+from sovra.server.auth import ApiError, Identity
+from sovra.server.deps import AppState, app_state, identity
+
+router = APIRouter(prefix="/api/v1")
+
+NOT_FOUND = {"error": "not_found", "detail": "no such document"}
+
+Ident = Annotated[Identity, Depends(identity)]
+State = Annotated[AppState, Depends(app_state)]
+
+
+class SearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(default=10, ge=1, le=50)
+    mode: Literal["hybrid", "text", "vector"] = "hybrid"
+    sources: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
+    language: str | None = Field(default=None, max_length=8)
+
+
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=4000)
+    extractive: bool = False
+    endpoint: str | None = Field(default=None, max_length=100)
+    stream: bool = False
+
+
+class FeedbackRequest(BaseModel):
+    answer_index: int = Field(ge=0, description="The `index` of the answer's receipt.")
+    rating: Literal["up", "down"]
+    comment: str = Field(default="", max_length=2000)
+
+
+class ReceiptRequest(BaseModel):
+    receipt: dict[str, Any]
+
+
+def hit_dict(result: SearchResult) -> dict[str, Any]:
+    return {
+        "query": result.query,
+        "language": result.language,
+        "mode": result.mode,
+        "took_ms": round(result.took_ms, 2),
+        "hits": [
+            {
+                "rank": h.rank,
+                "score": h.score,
+                "chunk_id": h.chunk.id,
+                "document_id": h.chunk.document_id,
+                "source": h.chunk.source,
+                "title": h.chunk.title,
+                "uri": h.chunk.uri,
+                "heading_path": list(h.chunk.heading_path),
+                "language": h.chunk.language,
+                "classification": h.chunk.classification,
+                "text": h.chunk.text,
+            }
+            for h in result.hits
+        ],
+    }
+
+
+def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResult:
+    ident.require("search")
+    try:
+        return st.governed.search(
+            ident.principal,
+            body.query,
+            k=body.k,
+            mode=body.mode,
+            sources=body.sources,
+            language=body.language,
+        )
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
+@router.post("/search", tags=["search"])
+async def search(body: SearchRequest, ident: Ident, st: State) -> dict[str, Any]:
+    """Hybrid search over the documents the caller may read."""
+    result = await run_in_threadpool(run_search, st, ident, body)
+    return hit_dict(result)
+
+
+def count_answer(st: AppState, answer: Answer) -> None:
+    st.metrics.answers.labels(answer.endpoint, answer.generation, str(answer.found).lower()).inc()
+
+
+def sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[str]:
+    """SSE frames: `delta` pieces, then one `answer` with citations, endpoint and receipt."""
+    try:
+        for event in st.governed.ask(
+            ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
+        ):
+            if event.answer is not None:
+                count_answer(st, event.answer)
+                yield sse("answer", event.answer.to_dict())
+            elif event.delta:
+                yield sse("delta", {"text": event.delta})
+    except Exception as exc:  # the stream has started: report in-band, never a traceback
+        yield sse("error", {"error": "internal", "detail": type(exc).__name__})
+
+
+def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
+    final: Answer | None = None
+    for event in st.governed.ask(
+        ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
+    ):
+        if event.answer is not None:
+            final = event.answer
+    if final is None:
+        raise ApiError(500, "internal", "no answer produced")
+    count_answer(st, final)
+    return final
+
+
+@router.post("/ask", tags=["ask"], response_model=None)
+async def ask(body: AskRequest, ident: Ident, st: State) -> StreamingResponse | dict[str, Any]:
+    """Answer from the caller's documents with citations; `stream: true` (or
+    `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
+    ident.require("ask")
+    if body.stream:
+        return StreamingResponse(
+            answer_events(st, ident, body),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+    answer = await run_in_threadpool(ask_once, st, ident, body)
+    return answer.to_dict()
+
+
+@router.get("/documents/{document_id:path}", tags=["documents"], response_model=None)
+async def document(document_id: str, ident: Ident, st: State) -> JSONResponse | dict[str, Any]:
+    """A document's readable passages. A document the caller may not read is a 404,
+    byte for byte the same as one that does not exist."""
+    ident.require("documents")
+    if len(document_id) > 1000:
+        return JSONResponse(NOT_FOUND, status_code=404)
+    view = await run_in_threadpool(st.governed.document, ident.principal, document_id)
+    if view is None:
+        st.metrics.denials.labels("document_not_visible").inc()
+        return JSONResponse(NOT_FOUND, status_code=404)
+    return view.to_dict()
+
+
+@router.get("/sources", tags=["sources"])
+async def sources(ident: Ident, st: State) -> dict[str, Any]:
+    """Configured sources; document counts and sync reports for administrators only."""
+    ws = st.governed.ws
+    out = []
+    for src in ws.config.sources:
+        item: dict[str, Any] = {"name": src.name, "kind": src.kind}
+        if ident.principal.is_admin:
+            item["counts"] = ws.state.counts(src.name)
+            item["last_sync"] = ws.state.last_report(src.name)
+        out.append(item)
+    return {"sources": out}
+
+
+@router.get("/endpoints", tags=["endpoints"])
+async def endpoints(ident: Ident, st: State) -> dict[str, Any]:
+    """Registered model endpoints and where they run (no URLs or credentials)."""
+    return {
+        "endpoints": [
+            {
+                "name": e.name,
+                "kind": e.kind,
+                "model": e.model,
+                "jurisdiction": e.jurisdiction,
+                "hosting": e.hosting,
+                "max_classification": e.max_classification,
+                "pii": e.pii,
+            }
+            for e in st.governed.ws.config.endpoints
+        ]
+    }
+
+
+@router.get("/audit/events", tags=["audit"])
+async def audit_events(
+    ident: Ident,
+    st: State,
+    action: Annotated[str | None, Query(max_length=40)] = None,
+    start: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """Logged events (personal fields decrypted or shown as erased); administrators only."""
+    ident.require("audit")
+    ident.require_admin()
+
+    def read() -> list[dict[str, Any]]:
+        rows = []
+        for ev in st.governed.ws.audit.events(action=action, start=start):
+            rows.append({"index": ev.index, "leaf_hash": ev.leaf_hash.hex(), **ev.view})
+            if len(rows) >= limit:
+                break
+        return rows
+
+    return {"events": await run_in_threadpool(read)}
+
+
+def own_event(st: AppState, ident: Identity, index: int) -> dict[str, Any] | None:
+    """The event at `index` if the caller may see it (its actor, or an administrator)."""
+    audit = st.governed.ws.audit
+    if index >= audit.size:
+        return None
+    ev = next(audit.events(start=index), None)
+    if ev is None or ev.index != index:
+        return None
+    if not ident.principal.is_admin and ev.view.get("actor") != f"user:{ident.principal.id}":
+        return None
+    return ev.view
+
+
+@router.get("/audit/entries/{index}/receipt", tags=["audit"])
+async def audit_receipt(index: int, ident: Ident, st: State) -> dict[str, Any]:
+    """A fresh receipt (inclusion proof against the latest checkpoint) for one of the
+    caller's own entries; administrators may prove any entry."""
+    ident.require("audit")
+    if index < 0 or await run_in_threadpool(own_event, st, ident, index) is None:
+        raise ApiError(404, "not_found", "no such entry")
+    receipt = await run_in_threadpool(st.governed.ws.audit.prove, index)
+    return {"receipt": receipt.to_dict()}
+
+
+@router.get("/audit/public-key", tags=["audit"])
+async def audit_public_key(ident: Ident, st: State) -> dict[str, Any]:
+    """The log's verifier key: receipts verify offline against it."""
+    return {"public_key": st.governed.ws.audit.public_key}
+
+
+@router.post("/audit/verify-receipt", tags=["audit"])
+async def audit_verify_receipt(body: ReceiptRequest, ident: Ident, st: State) -> dict[str, Any]:
+    """Check a receipt against this log's public key (the same check `sovra audit
+    verify-receipt` does offline)."""
+    try:
+        result = verify_receipt(json.dumps(body.receipt), st.governed.ws.audit.public_key)
+    except ReceiptError as exc:
+        return {"valid": False, "reason": str(exc)}
+    return {
+        "valid": True,
+        "origin": result.origin,
+        "index": result.index,
+        "tree_size": result.tree_size,
+        "signed_by": result.signed_by,
+    }
+
+
+@router.post("/feedback", tags=["feedback"], status_code=201)
+async def feedback(body: FeedbackRequest, ident: Ident, st: State) -> dict[str, Any]:
+    """Thumbs up/down and a comment on one of the caller's own answers (stored and logged)."""
+    ident.require("feedback")
+    view = await run_in_threadpool(own_event, st, ident, body.answer_index)
+    if (
+        view is None
+        or view.get("action") != "ask"
+        or (view.get("actor") != f"user:{ident.principal.id}")
+    ):
+        raise ApiError(404, "not_found", "no such answer")
+    fid = st.accounts.add_feedback(ident.principal.id, body.answer_index, body.rating, body.comment)
+    receipt = await run_in_threadpool(
+        lambda: st.governed.ws.record(
+            ident.principal.id,
+            "feedback",
+            [],
+            details={"answer_index": body.answer_index, "rating": body.rating},
+            personal={"comment": body.comment},
+        )
+    )
+    return {"id": fid, "receipt": receipt}

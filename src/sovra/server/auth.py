@@ -1,0 +1,133 @@
+"""Who is calling: session cookie, API key, or OIDC bearer token → an Identity with a Principal.
+
+Local logins and API keys resolve their user in the directory on every request (a removed user
+or a revoked group membership applies at once); OIDC principals take their groups from the
+token. Either way, what the principal may read is decided by the one filter path in `governed`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import HTTPException, Request
+
+from sovra.directory import DirectoryError
+from sovra.domain import Principal
+from sovra.server.accounts import SCOPES, AccountStore
+from sovra.server.oidc import OidcVerifier, TokenError
+
+SESSION_COOKIE = "sovra_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+
+
+class ApiError(HTTPException):
+    """An error with a stable machine code; rendered as {"error": code, "detail": message}."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.code = code
+
+
+def unauthorized(detail: str = "authentication required") -> ApiError:
+    return ApiError(401, "unauthorized", detail, {"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(detail: str = "not allowed") -> ApiError:
+    return ApiError(403, "forbidden", detail)
+
+
+@dataclass(frozen=True)
+class Identity:
+    principal: Principal
+    method: str  # session | api_key | oidc
+    scopes: frozenset[str]
+    csrf: str | None = None
+    key_id: str | None = None
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise forbidden(f"this credential lacks the {scope!r} scope")
+
+    def require_admin(self) -> None:
+        if not self.principal.is_admin:
+            raise forbidden("administrators only")
+
+
+@dataclass
+class RateLimiter:
+    """Token bucket per key (principal or client address), in memory."""
+
+    per_minute: int
+    burst: int
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, key: str) -> float:
+        """0 when allowed, else seconds until the next request would be."""
+        rate = self.per_minute / 60.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / rate
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+        return 0.0
+
+
+class Authenticator:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        directory_principal: Callable[[str], Principal],
+        oidc: OidcVerifier | None,
+    ) -> None:
+        self.accounts = accounts
+        self._principal = directory_principal
+        self.oidc = oidc
+
+    def local_principal(self, user_id: str) -> Principal | None:
+        try:
+            return self._principal(user_id)
+        except DirectoryError:
+            return None
+
+    def identify(self, request: Request) -> Identity | None:
+        """The caller's identity, None when no credential was presented; raises 401 on a bad
+        one (a bad credential never falls back to anonymous)."""
+        header = request.headers.get("authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise unauthorized("use 'Authorization: Bearer <API key or token>'")
+            if token.startswith("sovra_"):
+                key = self.accounts.authenticate_key(token)
+                principal = self.local_principal(key.user_id) if key else None
+                if key is None or principal is None:
+                    raise unauthorized("API key not valid")
+                return Identity(principal, "api_key", frozenset(key.scopes), key_id=key.id)
+            if self.oidc is None:
+                raise unauthorized("bearer tokens are not accepted: no identity provider")
+            try:
+                ident = self.oidc.verify(token)
+            except TokenError as exc:
+                raise unauthorized(str(exc)) from None
+            return Identity(ident.principal, "oidc", frozenset(SCOPES))
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            session = self.accounts.session(cookie)
+            principal = self.local_principal(session.user_id) if session else None
+            if session is None or principal is None:
+                return None
+            return Identity(principal, "session", frozenset(SCOPES), csrf=session.csrf)
+        return None

@@ -1,0 +1,191 @@
+"""Command-line entry points of the server, mounted by the root CLI:
+
+app.command("serve")(server_cli.serve_command)
+user_app.command("set-password")(server_cli.set_password_command)
+app.add_typer(server_cli.apikey_app, name="apikey")
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovra.clikit import emit_json, fail, out, state
+from sovra.config import ConfigError
+from sovra.directory import Directory, DirectoryError
+from sovra.server.accounts import DEFAULT_KEY_SCOPES, SCOPES, AccountError, AccountStore
+
+apikey_app = typer.Typer(help="API keys for services: create, list, revoke.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+PASSWORD_ENV = "SOVRA_PASSWORD"
+
+
+def _home(ctx: typer.Context) -> Path:
+    try:
+        return state(ctx).config.home
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _known_user(home: Path, user_id: str) -> None:
+    try:
+        Directory.in_home(home).principal(user_id)
+    except DirectoryError as exc:
+        fail(str(exc))
+
+
+def serve_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
+    demo_logins: Annotated[
+        bool,
+        typer.Option(
+            "--demo-logins",
+            help="Give demo users without a password the password '<user>-demo' (demo only).",
+        ),
+    ] = False,
+) -> None:
+    """Run the web server: REST /api/v1, OpenAI-compatible /v1, /metrics, /healthz."""
+    import logging
+
+    import uvicorn
+
+    from sovra.server.app import create_app
+    from sovra.server.settings import ServerSettings
+
+    try:
+        config = state(ctx).config
+    except ConfigError as exc:
+        fail(str(exc))
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    if demo_logins:
+        accounts = AccountStore.in_home(config.home)
+        try:
+            for user in Directory.in_home(config.home).users():
+                if not accounts.has_password(user.id):
+                    accounts.set_password(user.id, f"{user.id}-demo")
+                    out.print(f"demo login: {user.id} / {user.id}-demo", highlight=False)
+        finally:
+            accounts.close()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    out.print(f"sovra serving on http://{settings.host}:{settings.port}/", highlight=False)
+    # access_log off: uvicorn would log query strings; the app logs route templates only.
+    uvicorn.run(
+        create_app(config, settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+def set_password_command(
+    ctx: typer.Context,
+    user_id: Annotated[str, typer.Argument(help="A user of the directory.")],
+) -> None:
+    """Set a local user's web/API login password (read from $SOVRA_PASSWORD or a prompt)."""
+    home = _home(ctx)
+    _known_user(home, user_id)
+    password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"password for {user_id}: ")
+    accounts = AccountStore.in_home(home)
+    try:
+        accounts.set_password(user_id, password)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        accounts.close()
+    out.print(f"password set for {user_id}; their other sessions are ended", highlight=False)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    ctx: typer.Context,
+    user_id: Annotated[str, typer.Argument(help="The user the key acts as.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")] = "api",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help=f"Repeatable; one of {', '.join(SCOPES)}."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an API key; it is shown once, only its hash is kept."""
+    home = _home(ctx)
+    _known_user(home, user_id)
+    accounts = AccountStore.in_home(home)
+    try:
+        secret, key = accounts.create_key(user_id, name, scope or DEFAULT_KEY_SCOPES)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        accounts.close()
+    if json_out:
+        emit_json({**key.to_dict(), "key": secret})
+        return
+    out.print(secret, highlight=False, markup=False)
+    out.print(
+        f"[dim]key {key.id} for {user_id}, scopes {' '.join(key.scopes)}; "
+        "store it now, it is not shown again[/]",
+        highlight=False,
+    )
+
+
+@apikey_app.command("list")
+def apikey_list(
+    ctx: typer.Context,
+    user_id: Annotated[str | None, typer.Option("--user", help="Only this user's keys.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List API keys (never the keys themselves)."""
+    accounts = AccountStore.in_home(_home(ctx))
+    try:
+        keys = accounts.keys(user_id)
+    finally:
+        accounts.close()
+    if json_out:
+        emit_json([k.to_dict() for k in keys])
+        return
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) if t else "-"
+
+    for k in keys:
+        status = "revoked" if k.revoked_at else "active"
+        out.print(
+            f"{k.id}  {k.user_id:<12} {k.name:<16} {' '.join(k.scopes):<28} {status:<8} "
+            f"created {when(k.created_at)}  last used {when(k.last_used_at)}",
+            highlight=False,
+            markup=False,
+        )
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key id shown by `sovra apikey list`.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke an API key; it stops working on its next use."""
+    accounts = AccountStore.in_home(_home(ctx))
+    try:
+        key = accounts.revoke_key(key_id)
+    except AccountError as exc:
+        fail(str(exc))
+    finally:
+        accounts.close()
+    if json_out:
+        emit_json(key.to_dict())
+        return
+    out.print(f"revoked {key.id} ({key.user_id}, {key.name})", highlight=False)

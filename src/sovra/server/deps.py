@@ -1,0 +1,76 @@
+"""Per-app state and the request dependencies every protected route uses."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sovra.server.accounts import AccountStore
+from sovra.server.auth import (
+    CSRF_HEADER,
+    ApiError,
+    Authenticator,
+    Identity,
+    RateLimiter,
+    unauthorized,
+)
+from sovra.server.governed import Governed
+from sovra.server.metrics import Metrics
+from sovra.server.settings import ServerSettings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class AppState:
+    settings: ServerSettings
+    governed: Governed
+    accounts: AccountStore
+    auth: Authenticator
+    limiter: RateLimiter
+    login_limiter: RateLimiter
+    metrics: Metrics
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.sovra
+    return state
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def optional_identity(request: Request) -> Identity | None:
+    """The caller, or None; bad credentials are a 401, never anonymous."""
+    st = app_state(request)
+    try:
+        ident = st.auth.identify(request)
+    except ApiError:
+        st.metrics.denials.labels("authentication").inc()
+        raise
+    if ident is None:
+        return None
+    wait = st.limiter.check("p:" + ident.principal.id)
+    if wait:
+        st.metrics.denials.labels("rate_limit").inc()
+        raise ApiError(
+            429, "rate_limited", "too many requests", {"Retry-After": str(int(wait) + 1)}
+        )
+    if ident.method == "session" and request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not (ident.csrf and hmac.compare_digest(sent, ident.csrf)):
+            st.metrics.denials.labels("csrf").inc()
+            raise ApiError(403, "csrf", "missing or wrong CSRF token")
+    request.state.principal_id = ident.principal.id
+    return ident
+
+
+def identity(request: Request) -> Identity:
+    ident = optional_identity(request)
+    if ident is None:
+        app_state(request).metrics.denials.labels("authentication").inc()
+        raise unauthorized()
+    return ident

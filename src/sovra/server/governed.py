@@ -1,0 +1,147 @@
+"""The permission path for a Principal, shared by every server route (REST, OpenAI, UI).
+
+`Workspace.search/ask` take a user id and resolve it in the local directory; OIDC principals
+carry their groups in the token instead. These functions do what those methods do — the same
+`Workspace.filter_for` → `SearchFilter.for_principal`, the same `Searcher`/`Answerer`, the same
+audit record — starting from a Principal. (Adapter until Workspace grows `search_as`/`ask_as`.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sovra.answer import AnswerEvent
+from sovra.domain import Chunk, Principal, content_hash
+from sovra.search import SearchResult
+from sovra.search.hybrid import Mode
+from sovra.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class DocumentView:
+    id: str
+    source: str
+    title: str
+    uri: str
+    language: str
+    classification: str
+    chunks: list[Chunk]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "title": self.title,
+            "uri": self.uri,
+            "language": self.language,
+            "classification": self.classification,
+            "chunks": [
+                {
+                    "id": c.id,
+                    "position": c.position,
+                    "heading_path": list(c.heading_path),
+                    "text": c.text,
+                    "start": c.start,
+                    "end": c.end,
+                }
+                for c in self.chunks
+            ],
+        }
+
+
+class Governed:
+    """One per process: the Workspace plus the lock that guards its lazy parts."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Open every store and load the model now, not on the first request."""
+        with self._lock:
+            _ = self.ws.index, self.ws.embedder, self.ws.state, self.ws.audit
+
+    def search(
+        self,
+        principal: Principal,
+        query: str,
+        *,
+        k: int = 10,
+        mode: Mode = "hybrid",
+        sources: Sequence[str] | None = None,
+        language: str | None = None,
+    ) -> SearchResult:
+        flt = self.ws.filter_for(principal, sources)
+        result = self.ws.searcher().search(query, flt, k=k, mode=mode, language=language)
+        self.ws.record(
+            principal.id,
+            "search",
+            [h.chunk for h in result.hits],
+            details={"query_sha256": content_hash(query), "mode": mode, "k": k},
+            personal={"query": query},
+        )
+        return result
+
+    def ask(
+        self,
+        principal: Principal,
+        question: str,
+        *,
+        endpoint: str | None = None,
+        extractive: bool = False,
+    ) -> Iterator[AnswerEvent]:
+        flt = self.ws.filter_for(principal)
+        for event in self.ws.answerer().stream(
+            question, flt, endpoint=endpoint, extractive=extractive
+        ):
+            answer = event.answer
+            if answer is not None:
+                used = [self.ws._cited_chunk(c.chunk_id) for c in answer.citations]
+                answer.receipt = self.ws.record(
+                    principal.id,
+                    "ask",
+                    [c for c in used if c is not None],
+                    outcome="answered" if answer.found else "not_found",
+                    endpoint=answer.endpoint,
+                    jurisdiction=answer.jurisdiction,
+                    details={
+                        "question_sha256": content_hash(question),
+                        "answer_sha256": content_hash(answer.text),
+                        "generation": answer.generation,
+                        "model": answer.model,
+                        "hosting": answer.hosting,
+                        "flags": list(answer.flags),
+                        "tokens_in": answer.tokens_in,
+                        "tokens_out": answer.tokens_out,
+                    },
+                    personal={"question": question},
+                )
+            yield event
+
+    def document(self, principal: Principal, document_id: str) -> DocumentView | None:
+        """The readable chunks of a document, or None — the same None whether the document
+        does not exist or the principal may not read it."""
+        flt = self.ws.filter_for(principal)
+        chunks = [c for c in self.ws.index.chunks_of(document_id) if flt.admits(c)]
+        if not chunks:
+            return None
+        chunks.sort(key=lambda c: c.position)
+        self.ws.record(
+            principal.id,
+            "read",
+            chunks,
+            details={"document_sha256": content_hash(document_id)},
+        )
+        first = chunks[0]
+        return DocumentView(
+            document_id,
+            first.source,
+            first.title,
+            first.uri,
+            first.language,
+            first.classification,
+            chunks,
+        )

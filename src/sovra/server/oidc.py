@@ -1,0 +1,141 @@
+"""OIDC bearer tokens: JWT validation against the issuer's JWKS.
+
+- Keys come from the JWKS (cached; refetched when a token names an unknown `kid`, at most once
+  per `jwks_min_refresh_s`, so a flood of forged kids cannot hammer the issuer).
+- Only asymmetric algorithms are accepted; the algorithm comes from the allow-list and must match
+  the key (`none` and HS* are refused before any key is touched, so an RSA public key can never
+  be used as an HMAC secret).
+- `iss`, `aud`, `exp` are required and checked, `nbf`/`iat` checked when present, with a small
+  leeway. Groups come from a configurable claim.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from sovra.domain import Principal
+from sovra.server.settings import ServerSettings
+
+
+class TokenError(Exception):
+    """The token is not acceptable; the message is safe to return to the caller."""
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    principal: Principal
+    claims: dict[str, Any]
+
+
+class JwksCache:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._keys: dict[str, tuple[PyJWK, str | None]] = {}
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+        self._jwks_url = settings.oidc_jwks_url
+
+    def _url(self, client: httpx.Client) -> str:
+        if not self._jwks_url:
+            issuer = self.settings.oidc_issuer.rstrip("/")
+            resp = client.get(issuer + "/.well-known/openid-configuration")
+            resp.raise_for_status()
+            self._jwks_url = str(resp.json()["jwks_uri"])
+        return self._jwks_url
+
+    def _fetch(self) -> None:
+        with httpx.Client(timeout=5.0, follow_redirects=False) as client:
+            resp = client.get(self._url(client))
+            resp.raise_for_status()
+            data = resp.json()
+        keys: dict[str, tuple[PyJWK, str | None]] = {}
+        for raw in data.get("keys", []):
+            if raw.get("use", "sig") != "sig" or raw.get("kty") == "oct":
+                continue
+            try:
+                key = PyJWK.from_dict(raw)
+            except (jwt.PyJWKError, jwt.InvalidKeyError):
+                continue
+            alg = raw.get("alg")
+            keys[str(raw.get("kid", ""))] = (key, alg if isinstance(alg, str) else None)
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def key(self, kid: str | None) -> tuple[PyJWK, str | None]:
+        """The key for `kid` and the algorithm its JWK pins (if any)."""
+        with self._lock:
+            age = time.monotonic() - self._fetched_at
+            stale = not self._keys or age > self.settings.jwks_cache_s
+            unknown = (kid or "") not in self._keys and age > self.settings.jwks_min_refresh_s
+            if stale or unknown:
+                try:
+                    self._fetch()
+                except (httpx.HTTPError, ValueError, KeyError, json.JSONDecodeError):
+                    if not self._keys:
+                        raise TokenError("identity provider keys unavailable") from None
+            if kid is None and len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+            found = self._keys.get(kid or "")
+        if found is None:
+            raise TokenError("token signed with an unknown key")
+        return found
+
+
+class OidcVerifier:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.jwks = JwksCache(settings)
+
+    def verify(self, token: str) -> TokenIdentity:
+        s = self.settings
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenError("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in s.oidc_algorithms:
+            raise TokenError("token algorithm not allowed")
+        kid = header.get("kid")
+        key, pinned = self.jwks.key(kid if isinstance(kid, str) else None)
+        if pinned is not None and pinned != alg:
+            raise TokenError("token algorithm does not match its key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=s.oidc_audience or None,
+                issuer=s.oidc_issuer,
+                leeway=s.oidc_leeway_s,
+                options={"require": ["exp", "iss", "aud", s.oidc_user_claim]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("token not yet valid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("token issuer not accepted") from None
+        except jwt.PyJWTError:
+            raise TokenError("token signature or claims invalid") from None
+        user = claims.get(s.oidc_user_claim)
+        if not isinstance(user, str) or not user or len(user) > 256:
+            raise TokenError(f"token claim {s.oidc_user_claim!r} missing")
+        groups_raw = claims.get(s.oidc_groups_claim, [])
+        if isinstance(groups_raw, str):
+            groups_raw = groups_raw.split()
+        groups = frozenset(str(g) for g in groups_raw if isinstance(g, str | int))
+        name = claims.get("name")
+        return TokenIdentity(
+            Principal(id=user, groups=groups, display_name=name if isinstance(name, str) else ""),
+            claims,
+        )

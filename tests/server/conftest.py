@@ -1,0 +1,167 @@
+"""Server fixtures: a small synced workspace (real model, real index), demo users with
+passwords and API keys, a real local OIDC issuer (keypairs + JWKS on loopback), the app in a
+TestClient and the app on a real loopback port (uvicorn) for HTTP clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+from server_helpers import (
+    COMPANY_FILES,
+    CONFIG,
+    ISSUER_AUDIENCE,
+    USERS,
+    Issuer,
+    Site,
+    free_port,
+    password,
+)
+from typer.testing import CliRunner
+
+from sovra.cli import app as cli_app
+from sovra.config import load_config
+from sovra.server import ServerSettings, create_app
+from sovra.server.accounts import AccountStore
+from sovra.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Site:
+    root = tmp_path_factory.mktemp("server-site")
+    for rel in COMPANY_FILES:
+        dest = root / "company" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "company" / rel, dest)
+    (root / "sovra.toml").write_text(CONFIG, encoding="utf-8")
+    runner = CliRunner()
+
+    def sovra(*args: str) -> None:
+        result = runner.invoke(
+            cli_app, ["--config", str(root / "sovra.toml"), *args], catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+
+    sovra("init", "--demo-directory")
+    sovra("source", "sync", "--all")
+    accounts = AccountStore.in_home(root / "data")
+    out = Site(root)
+    try:
+        for user in USERS:
+            accounts.set_password(user, password(user))
+            out.keys[user] = accounts.create_key(
+                user, "tests", ("search", "ask", "documents", "audit", "feedback")
+            )[0]
+        out.keys["alice-search"] = accounts.create_key("alice", "search-only", ("search",))[0]
+    finally:
+        accounts.close()
+    return out
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
+    jwks: dict[str, Any] = {
+        "keys": [
+            {**rsa_jwk, "kid": "rsa-1", "use": "sig", "alg": "RS256"},
+            {**ec_jwk, "kid": "ec-1", "use": "sig", "alg": "ES256"},
+        ]
+    }
+    holder: dict[str, Issuer] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            iss = holder["issuer"]
+            if self.path == "/.well-known/openid-configuration":
+                body = {"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json"}
+            elif self.path == "/jwks.json":
+                iss.fetches += 1
+                body = iss.jwks
+            else:
+                self.send_response(404)
+                self.end_headers()
+                return
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    holder["issuer"] = Issuer(url, rsa_key, ec_key, jwks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield holder["issuer"]
+    server.shutdown()
+
+
+# ---------------------------------------------------------------------- the app
+@pytest.fixture(scope="session")
+def workspace(site: Site) -> Iterator[Workspace]:
+    ws = Workspace.open(load_config(site.root / "sovra.toml"))
+    yield ws
+    ws.close()
+
+
+def settings_for(issuer: Issuer, **extra: Any) -> ServerSettings:
+    values: dict[str, Any] = {
+        "oidc_issuer": issuer.url,
+        "oidc_audience": ISSUER_AUDIENCE,
+        "jwks_min_refresh_s": 0.0,
+        "secure_cookies": False,
+        "rate_limit_per_minute": 100_000,
+        "rate_limit_burst": 10_000,
+        "login_attempts_per_minute": 1000,
+        **extra,
+    }
+    return ServerSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def client(workspace: Workspace, issuer: Issuer) -> Iterator[TestClient]:
+    app = create_app(workspace.config, settings_for(issuer), workspace)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_url(workspace: Workspace, issuer: Issuer) -> Iterator[str]:
+    """The app on a real loopback port, for real HTTP clients (openai, SSE readers)."""
+    app = create_app(workspace.config, settings_for(issuer), workspace)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
