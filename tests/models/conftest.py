@@ -30,7 +30,7 @@ def gguf(model_home: Path) -> Path:
 @pytest.fixture(scope="session")
 def gemma(model_home: Path) -> Iterator[object]:
     generator = ModelRegistry(model_home).load_generator(
-        DEFAULT_GGUF_NAME, threads=2, context_length=1024
+        DEFAULT_GGUF_NAME, threads=2, context_length=512
     )
     yield generator
     generator.close()

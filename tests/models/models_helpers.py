@@ -49,6 +49,73 @@ def write_gguf_header(
     return path
 
 
+def with_string_kv(src: Path, dst: Path, key: str, value: str, *, head_mb: int = 32) -> Path:
+    """Copy a real GGUF, adding one string key/value to its header (tensor data re-aligned).
+
+    Tensor offsets are relative to the data section, so only the padding before it changes.
+    """
+    with src.open("rb") as fh:
+        head = fh.read(head_mb << 20)
+    pos = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal pos
+        value = struct.unpack_from(fmt, head, pos)
+        pos += struct.calcsize(fmt)
+        return value[0]
+
+    def skip_string() -> str:
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return head[pos - n : pos].decode("utf-8", "replace")
+
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    assert head[:4] == b"GGUF"
+    pos = 4
+    version, n_tensors, n_kv = take("<I"), take("<Q"), take("<Q")
+    kv_start = pos
+    alignment = 32
+    for _ in range(n_kv):
+        name = skip_string()
+        kind = take("<I")
+        if kind == 8:
+            skip_string()
+        elif kind == 9:
+            item, count = take("<I"), take("<Q")
+            if item == 8:
+                for _ in range(count):
+                    skip_string()
+            else:
+                pos += sizes[item] * count
+        else:
+            if name == "general.alignment":
+                alignment = struct.unpack_from("<I", head, pos)[0]
+            pos += sizes[kind]
+    kv_end = pos
+    for _ in range(n_tensors):
+        skip_string()
+        n_dims = take("<I")
+        pos += 8 * n_dims + 4 + 8
+    infos_end = pos
+    data_start = -(-infos_end // alignment) * alignment
+    new_kv = _gguf_string(key) + struct.pack("<I", 8) + _gguf_string(value)
+    header = (
+        b"GGUF"
+        + struct.pack("<IQQ", version, n_tensors, n_kv + 1)
+        + head[kv_start:kv_end]
+        + new_kv
+        + head[kv_end:infos_end]
+    )
+    header += b"\0" * (-len(header) % alignment)
+    with src.open("rb") as fh, dst.open("wb") as out:
+        out.write(header)
+        fh.seek(data_start)
+        while block := fh.read(8 << 20):
+            out.write(block)
+    return dst
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,6 +241,10 @@ def llama_server(model: Path, log: Path, *, startup_s: float = 120.0) -> Iterato
         "--model",
         str(model),
         "--model_alias",
+        "gemma",
+        # This GGUF carries no chat template; without this the server falls back to the llama-2
+        # format and the base model answers with an immediate end-of-sequence.
+        "--chat_format",
         "gemma",
         "--host",
         "127.0.0.1",

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from models_helpers import with_string_kv
 
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError, Generator
@@ -25,10 +26,12 @@ def complete(gen: LlamaCppGenerator, msgs: list[dict[str, str]] = MSGS, **kw: ob
 
 def test_protocol_and_chat_template(gemma: LlamaCppGenerator) -> None:
     assert isinstance(gemma, Generator)
-    assert gemma.has_chat_template
     assert gemma.metadata["general.architecture"] == "gemma3"
+    # This GGUF was converted without `tokenizer.chat_template`: Gemma's known format is used.
+    assert "tokenizer.chat_template" not in gemma.metadata
+    assert gemma.chat_template_source == "builtin:gemma3"
     prompt = gemma.render_prompt(MSGS)
-    # Gemma's own template: turns, system text folded into the first user turn, BOS written.
+    # Gemma's turns, system text folded into the first user turn, BOS written by the template.
     assert prompt.startswith("<bos>")
     assert "<start_of_turn>user\nYou are terse." in prompt
     assert "List three colours of the rainbow.<end_of_turn>" in prompt
@@ -38,18 +41,41 @@ def test_protocol_and_chat_template(gemma: LlamaCppGenerator) -> None:
     assert len(tokens) < len(prompt) // 2  # control spellings became single tokens
 
 
+def test_the_ggufs_own_template_wins(gguf: Path, tmp_path: Path) -> None:
+    chatml = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    path = with_string_kv(gguf, tmp_path / "chatml.gguf", "tokenizer.chat_template", chatml)
+    gen = LlamaCppGenerator(path, threads=2, context_length=512)
+    try:
+        assert gen.chat_template_source == "gguf"
+        assert gen.render_prompt(MSGS) == (
+            "<|im_start|>system\nYou are terse.<|im_end|>\n"
+            "<|im_start|>user\nList three colours of the rainbow.<|im_end|>\n"
+            "<|im_start|>assistant\n"
+        )
+        generation = gen.stream(MSGS, max_tokens=2)
+        "".join(generation)  # the re-written file is a loadable, working model
+        assert generation.stats.tokens_out > 0
+    finally:
+        gen.close()
+
+
 def test_streaming_stats_and_determinism(gemma: LlamaCppGenerator) -> None:
-    generation = gemma.stream(MSGS, max_tokens=24)
+    generation = gemma.stream(MSGS, max_tokens=12)
     pieces = list(generation)
     text = "".join(pieces)
     assert len(pieces) > 1 and text.strip()
     s = generation.stats
     assert s.model == "gemma3-270m-base"
     assert s.tokens_in == len(gemma.prompt_tokens(MSGS))
-    assert 0 < s.tokens_out <= 24 and s.finish_reason in ("stop", "length")
+    assert 0 < s.tokens_out <= 12 and s.finish_reason in ("stop", "length")
     assert s.first_token_s is not None and 0 < s.first_token_s <= s.total_s
     assert s.tokens_per_s >= 0
-    assert complete(gemma, max_tokens=24) == text  # greedy: same answer again (prefix cache on)
+    assert complete(gemma, max_tokens=12) == text  # greedy, prompt prefix reused from the cache
+    gemma.reset()
+    assert complete(gemma, max_tokens=12) == text  # greedy, prompt read from scratch
 
 
 def test_max_tokens_is_exact(gemma: LlamaCppGenerator) -> None:
@@ -62,11 +88,13 @@ def test_max_tokens_is_exact(gemma: LlamaCppGenerator) -> None:
 
 def test_stop_sequences(gemma: LlamaCppGenerator) -> None:
     msgs = [{"role": "user", "content": "Count from one to twenty in words, separated by commas."}]
-    full = complete(gemma, msgs, max_tokens=40)
+    gemma.reset()
+    full = complete(gemma, msgs, max_tokens=16)
     words = full.split()
     assert len(words) >= 4, full
     stop = words[len(words) // 2]
-    generation = gemma.stream(msgs, max_tokens=40, stop=["@@never@@", stop])
+    gemma.reset()  # same evaluation path as the first run: identical greedy tokens
+    generation = gemma.stream(msgs, max_tokens=16, stop=["@@never@@", stop])
     cut = "".join(generation)
     assert cut == full[: full.index(stop)]
     assert generation.stats.finish_reason == "stop" and stop not in cut
@@ -98,8 +126,8 @@ def test_count_tokens_and_estimate_is_conservative(gemma: LlamaCppGenerator) -> 
 
 
 def test_context_overflow_is_refused_before_generating(gemma: LlamaCppGenerator) -> None:
-    huge = [{"role": "user", "content": "word " * 3000}]
-    with pytest.raises(GenerationError, match=r"prompt is \d+ tokens but .* accepts 1024"):
+    huge = [{"role": "user", "content": "word " * 1000}]
+    with pytest.raises(GenerationError, match=r"prompt is \d+ tokens but .* accepts 512"):
         gemma.stream(huge)
     # A prompt that fits but leaves little room: generation stops at the window's end.
     for words in range(gemma.context_length, 0, -4):

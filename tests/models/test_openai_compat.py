@@ -239,32 +239,34 @@ def test_real_server_streaming_matches_non_streaming(llama_server_url: str) -> N
     msgs = [{"role": "user", "content": "Write one sentence about the sea."}]
     streaming = gen(llama_server_url, timeout_s=120, max_retries=0)
     plain = gen(llama_server_url, timeout_s=120, max_retries=0, streaming=False)
-    generation = streaming.stream(msgs, max_tokens=24)
+    generation = streaming.stream(msgs, max_tokens=12)
     pieces = list(generation)
-    whole = plain.stream(msgs, max_tokens=24)
+    whole = plain.stream(msgs, max_tokens=12)
     text = "".join(whole)
     assert len(pieces) > 1 and "".join(pieces) == text and text.strip()
     for stats in (generation.stats, whole.stats):
-        assert stats.tokens_in > 5 and 0 < stats.tokens_out <= 24
+        assert stats.tokens_in > 5 and 0 < stats.tokens_out <= 12
         assert stats.finish_reason in ("stop", "length")
-    assert whole.stats.tokens_in == generation.stats.tokens_in
+    # llama_cpp.server sends no usage when streaming: the conservative estimate stands in for it
+    # and must not be below the server's own count of the same prompt.
+    assert generation.stats.tokens_in >= whole.stats.tokens_in
 
 
 def test_real_server_stop_sequence(llama_server_url: str) -> None:
     msgs = [{"role": "user", "content": "Count from one to twenty in words."}]
     g = gen(llama_server_url, timeout_s=120)
-    full = "".join(g.stream(msgs, max_tokens=40))
+    full = "".join(g.stream(msgs, max_tokens=16))
     words = full.split()
     assert len(words) >= 4, full
     stop = words[len(words) // 2]
-    cut = "".join(g.stream(msgs, max_tokens=40, stop=[stop]))
+    cut = "".join(g.stream(msgs, max_tokens=16, stop=[stop]))
     assert cut == full[: full.index(stop)]
 
 
 def test_real_server_tiny_timeout_then_recovers(llama_server_url: str) -> None:
     g = gen(llama_server_url, timeout_s=0.05, streaming=False)
     with pytest.raises(GenerationError, match="timeout"):
-        run(g, max_tokens=64)
+        run(g, max_tokens=16)
     text, _ = run(gen(llama_server_url, timeout_s=120), max_tokens=4)
     assert text
 

@@ -136,9 +136,9 @@ def test_changed_file_is_refused_with_both_hashes(tmp_path: Path) -> None:
         msg = str(err.value)
         assert str(model) in msg and entry.sha256 in msg and actual in msg and "refused" in msg
     model.unlink()
-    with pytest.raises(RegistryError, match="is missing") as err:
+    with pytest.raises(RegistryError, match="is missing") as missing:
         reg.load_generator("m")
-    assert str(model) in str(err.value)
+    assert str(model) in str(missing.value)
 
 
 def test_paths_inside_home_are_relative(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_load_generator_carries_registry_facts(gemma: object) -> None:
     assert isinstance(gemma, LlamaCppGenerator)
     assert gemma.model_id == DEFAULT_GGUF_NAME
     assert gemma.instruction_tuned is False
-    assert gemma.context_length == 1024  # the caller's request, below the registry's 4096
+    assert gemma.context_length == 512  # the caller's request, below the registry's 4096
 
 
 def test_open_generator_from_endpoint_config(model_home: Path) -> None:

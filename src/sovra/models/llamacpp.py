@@ -82,12 +82,52 @@ _SCALARS = {
 }
 _STRING, _ARRAY = 8, 9
 
-# A transcript format for GGUF files that carry no chat template (rare: mostly old conversions).
-# Base models continue text, so a plain "Role: text" transcript is the most natural prompt for them.
+# A transcript format for GGUF files that carry no chat template of a family we know. Base models
+# continue text, so a plain "Role: text" transcript is the most natural prompt for them.
 _FALLBACK_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n\n{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
+
+# Gemma's turn format (as in Google's tokenizer_config.json for Gemma 2/3), for Gemma GGUFs
+# converted without `tokenizer.chat_template` — the packaged 270M file is one. The system text
+# goes into the first user turn (Gemma has no system role); turns must alternate.
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+_BUILTIN_TEMPLATES = {
+    "gemma": _GEMMA_TEMPLATE,
+    "gemma2": _GEMMA_TEMPLATE,
+    "gemma3": _GEMMA_TEMPLATE,
+}
+
+
+def chat_template(meta: dict[str, Any]) -> tuple[str, str]:
+    """(Jinja template, where it came from): the GGUF's own `tokenizer.chat_template`, else the
+    known format of its architecture (`builtin:<arch>`), else a plain transcript."""
+    template = meta.get("tokenizer.chat_template")
+    if isinstance(template, str) and template.strip():
+        return template, "gguf"
+    arch = meta.get("general.architecture")
+    if isinstance(arch, str) and arch in _BUILTIN_TEMPLATES:
+        return _BUILTIN_TEMPLATES[arch], f"builtin:{arch}"
+    return _FALLBACK_TEMPLATE, "transcript"
 
 
 def resolve_gguf(path: Path) -> Path:
@@ -262,7 +302,8 @@ class LlamaCppGeneration:
 
 
 class LlamaCppGenerator:
-    """A GGUF model run in-process by llama.cpp, prompted with the GGUF's own chat template.
+    """A GGUF model run in-process by llama.cpp, prompted with the GGUF's own chat template
+    (see `chat_template` for files that lack one).
 
     Loads eagerly, so a missing or corrupt file fails at construction with its name in the error.
     One generation at a time per instance (llama.cpp contexts are not thread-safe); a lock
@@ -314,13 +355,10 @@ class LlamaCppGenerator:
                 "build does not know"
             ) from None
         self.load_s = time.perf_counter() - started
-        template = self._meta.get("tokenizer.chat_template")
-        self._has_template = isinstance(template, str) and bool(template.strip())
+        template, self._template_source = chat_template(self._meta)
         eos, bos = self._llm.token_eos(), self._llm.token_bos()
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=template
-            if isinstance(template, str) and self._has_template
-            else _FALLBACK_TEMPLATE,
+            template=template,
             eos_token=self._piece(eos) if eos >= 0 else "",
             bos_token=self._piece(bos) if bos >= 0 else "",
         )
@@ -348,9 +386,10 @@ class LlamaCppGenerator:
         return dict(self._meta)
 
     @property
-    def has_chat_template(self) -> bool:
-        """False when the GGUF has none and a plain "Role: text" transcript is used instead."""
-        return self._has_template
+    def chat_template_source(self) -> str:
+        """`gguf` (the file's own template), `builtin:<arch>` (a GGUF converted without one, of a
+        family whose format is known) or `transcript` (plain "Role: text" lines)."""
+        return self._template_source
 
     @property
     def context_length(self) -> int:
@@ -484,7 +523,7 @@ class LlamaCppGenerator:
     def reset(self) -> None:
         """Forget the cached prompt so the next call evaluates it from scratch (benchmarks)."""
         with self._lock:
-            self._llm.reset()
+            self._llm.reset()  # type: ignore[no-untyped-call]  # unannotated upstream
 
     def close(self) -> None:
         """Free the model's memory now instead of at garbage collection."""

@@ -33,27 +33,33 @@ if TYPE_CHECKING:
 DEFAULT_CONTEXT_LENGTH = 4096
 # The OpenAI API accepts at most four stop sequences; more are applied on our side only.
 _MAX_SERVER_STOPS = 4
-# Chat formats wrap every message in a few control tokens (role markers, separators).
-_PER_MESSAGE_TOKENS = 4
+# Chat formats wrap every message in a few control tokens (role markers, separators) and open the
+# answer turn with a few more (Gemma: 5 per message + 3; Llama 3: 4-5 per message + 5; ChatML: 4 + 3).
+_PER_MESSAGE_TOKENS = 6
+_PRIMING_TOKENS = 6
 _NO_KEY = "sovra-no-key"  # servers without auth still need a non-empty bearer value
 
 
 def estimate_tokens(text: str) -> int:
     """A deliberately high token count for `text` when the endpoint's tokenizer is unknown.
 
-    Sub-word tokenizers give about 4 characters per token on English prose and 2.5–3.5 on other
-    European languages or code; CJK and other non-Latin scripts take one or more tokens per
-    character. Counting 1 token per 3 ASCII characters, 1 per non-ASCII letter, and never fewer
-    than the number of words errs high, so a prompt budgeted with it fits the real context.
+    Sub-word tokenizers give about 4 letters per token on English prose and 2.5–3.5 on other
+    European languages; punctuation and symbols (frequent in code and tables) are mostly a token
+    each; CJK and other non-Latin scripts take one or more tokens per character. Counting 1 token
+    per 3 ASCII letters/digits, 1 per ASCII symbol or line break, 1 per other non-space character,
+    and never fewer than the number of words errs high, so a prompt budgeted with it fits.
     """
-    ascii_chars = 0
+    alnum = 0
     other = 0
     for ch in text:
         if ch.isascii():
-            ascii_chars += 1
-        elif not unicodedata.category(ch).startswith("M"):  # combining marks ride on a letter
-            other += 1
-    return max(len(text.split()), math.ceil(ascii_chars / 3) + other)
+            if ch.isalnum():
+                alnum += 1
+            elif ch == "\n" or not ch.isspace():
+                other += 1
+        elif not ch.isspace() and not unicodedata.category(ch).startswith("M"):
+            other += 1  # combining marks ride on the letter before them
+    return max(len(text.split()), math.ceil(alnum / 3) + other)
 
 
 def _safe_url(url: str) -> str:
@@ -205,8 +211,10 @@ class OpenAICompatibleGenerator:
             raise GenerationError(f"max_tokens must be at least 1, got {max_tokens}")
         stats = GenerationStats(model=self._model)
         msgs = [dict(m) for m in messages]
-        stats.tokens_in = sum(self.count_tokens(m.get("content", "")) for m in msgs) + (
-            _PER_MESSAGE_TOKENS * len(msgs)
+        stats.tokens_in = (
+            sum(self.count_tokens(m.get("content", "")) for m in msgs)
+            + _PER_MESSAGE_TOKENS * len(msgs)
+            + _PRIMING_TOKENS
         )
         request: dict[str, Any] = {
             "model": self._model,

