@@ -33,6 +33,7 @@ class ExtractiveSettings:
     lexical_weight: float = 0.35
     rank_weight: float = 0.10
     max_candidates: int = 400
+    semantic_candidates: int = 32  # only the best lexical candidates are embedded (CPU budget)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,16 @@ def score_sentences(
     lexical = _lexical_scores(q_terms, s_terms)
     semantic = [0.0] * len(candidates)
     if use_semantic and embedder is not None:
-        vectors = embedder.embed([question] + [s.text for _, s in candidates])
-        semantic = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0).tolist()
+        # Embedding every sentence of every chunk dominates the cost of an answer; the
+        # sentences worth comparing semantically are the lexically plausible ones.
+        pre = sorted(
+            range(len(candidates)),
+            key=lambda j: -(lexical[j] + settings.rank_weight / (1 + candidates[j][0])),
+        )[: settings.semantic_candidates]
+        vectors = embedder.embed([question] + [candidates[j][1].text for j in pre])
+        sims = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0).tolist()
+        for j, sim in zip(pre, sims, strict=True):
+            semantic[j] = sim
         w_sem, w_lex = settings.semantic_weight, settings.lexical_weight
     else:
         w_sem, w_lex = 0.0, settings.semantic_weight + settings.lexical_weight
