@@ -108,9 +108,11 @@ def one_sync(name: str, embedder: Any, profile: Path | None = None) -> dict[str,
 
             prof = cProfile.Profile()
             prof.enable()
+        cpu = time.process_time()
         t = time.perf_counter()
         report = sync_source(conn, name, index, embedder, state)
         wall = time.perf_counter() - t
+        cpu = time.process_time() - cpu
         if prof is not None:
             import io
             import pstats
@@ -128,6 +130,8 @@ def one_sync(name: str, embedder: Any, profile: Path | None = None) -> dict[str,
     docs = d["counts"]["added"]
     return {
         "wall_s": round(wall, 4),
+        "cpu_s": round(cpu, 4),
+        "load1": round(os.getloadavg()[0], 2),
         "docs": docs,
         "failed": d["counts"]["failed"],
         "chunks": chunks,
@@ -163,6 +167,7 @@ class Recording:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.texts: list[str] = []
+        self.sizes: list[int] = []
         self.calls = 0
         self.seconds = 0.0
 
@@ -180,11 +185,51 @@ class Recording:
 
     def embed(self, texts: Any) -> Any:
         self.texts.extend(texts)
+        self.sizes.append(len(texts))
         self.calls += 1
         t = time.perf_counter()
         v = self.inner.embed(texts)
         self.seconds += time.perf_counter() - t
         return v
+
+
+def padding(model: Any, texts: list[str], sizes: list[int], batch: int = 64) -> dict[str, Any]:
+    """Padded tokens the model processes: the pipeline's calls vs one call over all texts.
+
+    sentence-transformers sorts by length within ONE encode call and pads each batch of 64
+    to its longest text; so many small calls pad far more than one big one. Counted with
+    the model's tokenizer (truncated at max_seq_length), no model run needed.
+    """
+    tok = model.tokenizer
+    limit = int(model.max_seq_length)
+    enc = tok(texts, add_special_tokens=True, truncation=True, max_length=limit)
+    lens = [len(ids) for ids in enc["input_ids"]]
+
+    def cost(groups: list[list[int]]) -> tuple[int, int]:
+        linear = quadratic = 0
+        for g in groups:
+            g = sorted(g, reverse=True)
+            for i in range(0, len(g), batch):
+                b = g[i : i + batch]
+                linear += len(b) * b[0]
+                quadratic += len(b) * b[0] * b[0]
+        return linear, quadratic
+
+    groups, pos = [], 0
+    for n in sizes:
+        groups.append(lens[pos : pos + n])
+        pos += n
+    pipe_lin, pipe_quad = cost(groups)
+    one_lin, one_quad = cost([lens])
+    real = sum(lens)
+    return {
+        "real_tokens": real,
+        "pipeline_padded_tokens": pipe_lin,
+        "one_call_padded_tokens": one_lin,
+        "pipeline_vs_one_call_tokens": round(pipe_lin / max(1, one_lin), 3),
+        "pipeline_vs_one_call_attention": round(pipe_quad / max(1, one_quad), 3),
+        "mean_texts_per_call": round(statistics.fmean(sizes), 1) if sizes else 0,
+    }
 
 
 def phase_full(sources: list[str], profile: bool) -> dict[str, Any]:
@@ -207,19 +252,24 @@ def phase_full(sources: list[str], profile: bool) -> dict[str, Any]:
         prof = PROFILES / f"ingest-profile-full-{name}.txt" if profile else None
         r = one_sync(name, rec, prof)
         texts = rec.texts
+        cpu = time.process_time()
         t = time.perf_counter()
         model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         bare_s = time.perf_counter() - t
+        cpu = time.process_time() - cpu
         bare_cps = len(texts) / bare_s
         r["embed_calls"] = rec.calls
         r["embed_seconds_in_pipeline"] = round(rec.seconds, 3)
         r["bare_encode"] = {
             "texts": len(texts),
             "seconds": round(bare_s, 3),
+            "cpu_s": round(cpu, 3),
+            "load1": round(os.getloadavg()[0], 2),
             "chunks_per_s": round(bare_cps, 1),
             "mean_chars": round(sum(map(len, texts)) / max(1, len(texts)), 1),
         }
         r["pipeline_vs_bare"] = round(r["chunks_per_s"] / bare_cps, 3)
+        r["padding"] = padding(model, texts, rec.sizes)
         out[name] = r
     out["peak_rss_mb"] = peak_rss_mb()
     return out

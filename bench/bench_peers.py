@@ -520,6 +520,11 @@ def run_collection(collection: str, systems: list[str], depths: list[int]) -> di
         out["systems"][name] = res
         suts[name] = sut
     out["torch_threads"] = torch.get_num_threads()
+    from sentence_transformers import SentenceTransformer
+
+    bare = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    for q in queries[:WARMUP]:
+        bare.encode([q], normalize_embeddings=True)
 
     for depth in depths:
         for label, cached in (("e2e", False), ("retrieval_only", True)):
@@ -529,6 +534,7 @@ def run_collection(collection: str, systems: list[str], depths: list[int]) -> di
                     sut.query(q)
             ms: dict[str, list[float]] = {n: [] for n in suts}
             ndcg: dict[str, float] = dict.fromkeys(suts, 0.0)
+            bare_ms: list[float] = []
             order = list(suts)
             load = os.getloadavg()[0]
             for i, (qid, q) in enumerate(zip(qids, queries, strict=True)):
@@ -538,6 +544,12 @@ def run_collection(collection: str, systems: list[str], depths: list[int]) -> di
                     ranked = suts[name].query(q)
                     ms[name].append((time.perf_counter() - t) * 1000)
                     ndcg[name] += ndcg_at(list(dict.fromkeys(ranked)), col.qrels[qid])
+                if label == "e2e":  # the shared model cost, measured in the same rotation
+                    t = time.perf_counter()
+                    bare.encode([q], normalize_embeddings=True)
+                    bare_ms.append((time.perf_counter() - t) * 1000)
+            if bare_ms:
+                out.setdefault("bare_query_encode_interleaved", {})[str(depth)] = lat_stats(bare_ms)
             for name in suts:
                 out["systems"][name]["runs"].setdefault(str(depth), {})[label] = {
                     **lat_stats(ms[name]),
@@ -634,6 +646,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
+    print(markdown(report))
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -658,6 +671,54 @@ def print_table(report: dict[str, Any]) -> None:
                     f"{e['p50_ms']}/{e['p95_ms']}/{e['p99_ms']} | "
                     f"{o['p50_ms']}/{o['p95_ms']}/{o['p99_ms']} | {e['ndcg10']} | {r['rss_growth_mb']}"
                 )
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The tables for docs/benchmarks.md, straight from the JSON."""
+    lines: list[str] = []
+    for cname, entry in report["collections"].items():
+        ref = entry["reference"]["query_encode_one"]
+        inter = entry.get("bare_query_encode_interleaved", {})
+        if inter:
+            ref = inter[str(report["depths"][0])]
+        systems = entry["systems"]
+        lines.append(
+            f"**{cname}** ({entry['docs']} docs, {entry['queries']} queries, k={report['k']}; "
+            f"bare MiniLM encode of one query, interleaved with the e2e pass: "
+            f"p50 {ref['p50_ms']:.1f} / p95 {ref['p95_ms']:.1f} ms)"
+        )
+        lines.append("")
+        lines.append(
+            "| system | depth | e2e p50 / p95 / p99 ms | retrieval-only p50 / p95 / p99 ms "
+            "| e2e p50 vs sovra | retrieval-only p50 vs sovra | nDCG@10 |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for depth in report["depths"]:
+            base = systems.get("sovra", {}).get("runs", {}).get(str(depth))
+            for name, r in systems.items():
+                run = r["runs"][str(depth)]
+                e, o = run["e2e"], run["retrieval_only"]
+                ratio_e = f"{e['p50_ms'] / base['e2e']['p50_ms']:.1f}×" if base else "–"
+                ratio_o = f"{o['p50_ms'] / base['retrieval_only']['p50_ms']:.1f}×" if base else "–"
+                lines.append(
+                    f"| {name} | {depth} | {e['p50_ms']:.1f} / {e['p95_ms']:.1f} / "
+                    f"{e['p99_ms']:.1f} | {o['p50_ms']:.2f} / {o['p95_ms']:.2f} / "
+                    f"{o['p99_ms']:.2f} | {ratio_e} | {ratio_o} | {e['ndcg10']:.4f} |"
+                )
+        lines.append("")
+        lines.append(
+            "| system | ingest docs/s incl. embedding (wall s, CPU s) "
+            "| ingest docs/s excl. embedding (wall s) | RSS growth MB |"
+        )
+        lines.append("|---|---|---|---|")
+        for name, r in systems.items():
+            w, wo = r["ingest_with_embedding"], r["ingest_without_embedding"]
+            lines.append(
+                f"| {name} | {w['docs_per_s']:.1f} ({w['seconds']:.1f}, {w['cpu_seconds']:.1f}) "
+                f"| {wo['docs_per_s']:.0f} ({wo['seconds']:.2f}) | {r['rss_growth_mb']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
