@@ -164,6 +164,14 @@ async def document(document_id: str, ident: Ident, st: State) -> JSONResponse | 
     return view.to_dict()
 
 
+def sync_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A sync report with its document lists reduced to counts: document ids name files an
+    operator may not be allowed to read (`sovra source show` gives the ids on the server)."""
+    if report is None:
+        return None
+    return {k: len(v) if isinstance(v, list | dict) else v for k, v in report.items()}
+
+
 @router.get("/sources", tags=["sources"])
 async def sources(ident: Ident, st: State) -> dict[str, Any]:
     """Configured sources; document counts and sync reports for administrators only."""
@@ -173,7 +181,7 @@ async def sources(ident: Ident, st: State) -> dict[str, Any]:
         item: dict[str, Any] = {"name": src.name, "kind": src.kind}
         if ident.principal.is_admin:
             item["counts"] = ws.state.counts(src.name)
-            item["last_sync"] = ws.state.last_report(src.name)
+            item["last_sync"] = sync_summary(ws.state.last_report(src.name))
         out.append(item)
     return {"sources": out}
 

@@ -5,6 +5,7 @@ One app holds one Workspace (through `Governed`) for the life of the process.
 
 from __future__ import annotations
 
+import hmac
 import html
 import logging
 import time
@@ -23,7 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sovra.config import Config
 from sovra.server import api, openai_api
 from sovra.server.accounts import AccountStore
-from sovra.server.auth import SESSION_COOKIE, ApiError, Authenticator, RateLimiter
+from sovra.server.auth import (
+    SESSION_COOKIE,
+    ApiError,
+    Authenticator,
+    RateLimiter,
+    unauthorized,
+)
 from sovra.server.deps import AppState, app_state, client_address, identity
 from sovra.server.governed import Governed
 from sovra.server.metrics import Metrics
@@ -239,7 +246,12 @@ def create_app(
         )
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics; with `metrics_token` set, only for `Bearer <metrics_token>`."""
+        if settings.metrics_token:
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(sent.encode(), settings.metrics_token.encode()):
+                raise unauthorized("metrics need the metrics token")
         for src in ws.config.sources:
             counts = ws.state.counts(src.name)
             for status in ("ok", "failed"):

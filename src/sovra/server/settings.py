@@ -54,7 +54,8 @@ class ServerSettings(BaseSettings):
     rate_limit_burst: int = Field(default=60, ge=1)
     login_attempts_per_minute: int = Field(default=10, ge=1)
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
-    max_question_chars: int = Field(default=4000, ge=16)
+    metrics_token: str = ""
+    """Empty = /metrics open (the default bind is loopback); else scrapers send it as a bearer."""
 
     @field_validator("oidc_algorithms")
     @classmethod

@@ -1,0 +1,180 @@
+"""The authorisation matrix: every route × every kind of caller → the expected status, and
+no response to a caller who may not read a document leaks its title, text or existence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi.testclient import TestClient
+from server_helpers import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
+
+from sovra.server import ServerSettings, create_app
+from sovra.workspace import Workspace
+
+QUESTION = "what should I do when etcd database quota is low?"
+RUNBOOK_MARKERS = ("etcdDatabaseQuotaLowSpace", "total existing DB size")
+PEOPLE_MARKERS = ("Background Check Policy", "background-check-policy")
+
+# Callers: who they are → Authorization header (None = no credential).
+Caller = Callable[[Site, Issuer], str | None]
+CALLERS: dict[str, Caller] = {
+    "anonymous": lambda s, i: None,
+    "alice": lambda s, i: s.keys["alice"],
+    "bob": lambda s, i: s.keys["bob"],
+    "carol": lambda s, i: s.keys["carol"],
+    "dana": lambda s, i: s.keys["dana"],
+    "root": lambda s, i: s.keys["root"],
+    "alice-search-only": lambda s, i: s.keys["alice-search"],
+    "oidc-sre": lambda s, i: i.token("olivia", ("staff", "sre")),
+    "oidc-staff": lambda s, i: i.token("oscar", ("staff",)),
+    "oidc-admin": lambda s, i: i.token("ada", ("staff", "admins")),
+    "expired": lambda s, i: i.token("olivia", ("sre",), exp_in=-600),
+    "wrong-audience": lambda s, i: i.token("olivia", ("sre",), aud="another-app"),
+    "alg-none": lambda s, i: jwt.encode(
+        {"iss": i.url, "aud": "sovra-test", "sub": "root", "exp": int(time.time()) + 300},
+        None,
+        algorithm="none",
+        headers={"kid": "rsa-1"},
+    ),
+    "forged": lambda s, i: i.token(
+        "root",
+        ("admins", "sre"),
+        key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    ),
+    "revoked-or-unknown-key": lambda s, i: "sovra_abcdefabcdef_" + "x" * 43,
+}
+BAD = ("expired", "wrong-audience", "alg-none", "forged", "revoked-or-unknown-key")
+SCOPED = ("alice", "bob", "carol", "dana", "root", "oidc-sre", "oidc-staff", "oidc-admin")
+ADMINS = ("root", "oidc-admin")
+SRE = ("alice", "oidc-sre")
+
+# Route → (method, path, body).
+ROUTES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+    "search": ("POST", "/api/v1/search", {"query": "etcd database quota low space"}),
+    "ask": ("POST", "/api/v1/ask", {"question": QUESTION, "extractive": True}),
+    "doc-runbook": ("GET", f"/api/v1/documents/{RUNBOOK}", None),
+    "doc-people": ("GET", f"/api/v1/documents/{PEOPLE_PAGE}", None),
+    "doc-missing": ("GET", "/api/v1/documents/runbooks:no/such.md", None),
+    "sources": ("GET", "/api/v1/sources", None),
+    "endpoints": ("GET", "/api/v1/endpoints", None),
+    "audit-events": ("GET", "/api/v1/audit/events", None),
+    "audit-receipt-missing": ("GET", "/api/v1/audit/entries/999999999/receipt", None),
+    "audit-public-key": ("GET", "/api/v1/audit/public-key", None),
+    "audit-verify": ("POST", "/api/v1/audit/verify-receipt", {"receipt": {"index": 0}}),
+    "feedback-missing": (
+        "POST",
+        "/api/v1/feedback",
+        {"answer_index": 999999999, "rating": "up"},
+    ),
+    "models": ("GET", "/v1/models", None),
+    "chat": (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "sovra-extractive", "messages": [{"role": "user", "content": QUESTION}]},
+    ),
+    "healthz": ("GET", "/healthz", None),
+    "readyz": ("GET", "/readyz", None),
+    "metrics": ("GET", "/metrics", None),
+}
+PUBLIC = ("healthz", "readyz", "metrics")
+
+
+def readable(route: str, caller: str) -> bool:
+    """Routes whose output may name documents regardless of read access: the audit log shows
+    administrators every event's resources by id (that is what an audit log is for)."""
+    return route in PUBLIC or (route == "audit-events" and caller in ADMINS)
+
+
+def expected(route: str, caller: str) -> int:
+    if route in PUBLIC:
+        return 200
+    if caller == "anonymous" or caller in BAD:
+        return 401
+    if caller == "alice-search-only":
+        return (
+            200
+            if route
+            in ("search", "sources", "endpoints", "models", "audit-public-key", "audit-verify")
+            else 403
+        )
+    if route == "audit-events":
+        return 200 if caller in ADMINS else 403
+    if route in ("doc-missing", "audit-receipt-missing", "feedback-missing"):
+        return 404
+    if route == "doc-runbook":
+        return 200 if caller in SRE else 404
+    if route == "doc-people":
+        return 200 if caller == "dana" else 404
+    return 200
+
+
+@pytest.fixture(scope="module")
+def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[str, str], Any]:
+    from server_helpers import ISSUER_AUDIENCE
+
+    settings = ServerSettings(
+        oidc_issuer=issuer.url,
+        oidc_audience=ISSUER_AUDIENCE,
+        secure_cookies=False,
+        rate_limit_per_minute=100_000,
+        rate_limit_burst=10_000,
+    )
+    out: dict[tuple[str, str], Any] = {}
+    with TestClient(create_app(workspace.config, settings, workspace)) as client:
+        for caller, make in CALLERS.items():
+            token = make(site, issuer)
+            headers = bearer(token) if token else {}
+            for route, (method, path, body) in ROUTES.items():
+                out[(route, caller)] = client.request(method, path, json=body, headers=headers)
+    return out
+
+
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_every_route_gives_the_expected_status(
+    responses: dict[tuple[str, str], Any], caller: str
+) -> None:
+    got = {route: responses[(route, caller)].status_code for route in ROUTES}
+    want = {route: expected(route, caller) for route in ROUTES}
+    assert got == want
+
+
+@pytest.mark.parametrize("caller", [c for c in CALLERS if c not in (*SRE, "alice-search-only")])
+def test_no_route_leaks_the_runbook(responses: dict[tuple[str, str], Any], caller: str) -> None:
+    for route in ROUTES:
+        if readable(route, caller):
+            continue
+        text = responses[(route, caller)].text
+        for marker in RUNBOOK_MARKERS:
+            assert marker not in text, (route, caller, marker)
+
+
+@pytest.mark.parametrize("caller", [c for c in CALLERS if c != "dana"])
+def test_no_route_leaks_the_people_page(responses: dict[tuple[str, str], Any], caller: str) -> None:
+    for route in ROUTES:
+        if readable(route, caller):
+            continue
+        for marker in PEOPLE_MARKERS:
+            assert marker not in responses[(route, caller)].text, (route, caller, marker)
+
+
+def test_forbidden_document_is_byte_identical_to_missing(
+    responses: dict[tuple[str, str], Any],
+) -> None:
+    for caller in SCOPED:
+        if caller not in SRE:
+            forbidden = responses[("doc-runbook", caller)]
+            missing = responses[("doc-missing", caller)]
+            assert forbidden.content == missing.content
+            assert forbidden.headers["content-length"] == missing.headers["content-length"]
+
+
+def test_the_matrix_sees_what_it_should(responses: dict[tuple[str, str], Any]) -> None:
+    """Guard against a vacuous matrix: the readers do get the restricted content."""
+    assert RUNBOOK_MARKERS[0] in responses[("doc-runbook", "alice")].text
+    assert RUNBOOK_MARKERS[0] in responses[("search", "oidc-sre")].text
+    assert PEOPLE_MARKERS[0] in responses[("doc-people", "dana")].text
