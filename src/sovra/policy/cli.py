@@ -322,3 +322,97 @@ def pii_eval_command(
             f"   {b.get('precision', 0):>8.3f} {b.get('recall', 0):>6.3f} {b.get('f2', 0):>6.3f}",
             highlight=False,
         )
+
+
+def doctor_command(
+    ctx: typer.Context,
+    airgap: Annotated[
+        bool, typer.Option("--airgap", help="Prove nothing can leave: stricter checks.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the install's sovereignty guarantees (policies, PII, endpoints, egress)."""
+    from sovra.policy.doctor import run_checks
+
+    config = _config(ctx)
+    checks = run_checks(config, config.home, airgap=airgap)
+    failed = [c for c in checks if c.status == "fail"]
+    if json_out:
+        emit_json({"airgap": airgap, "ok": not failed, "checks": [c.to_json() for c in checks]})
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            out.print(
+                f"[{colours[c.status]}]{c.status:>4}[/] {c.name:<22} {c.detail}", highlight=False
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+@endpoint_app.command("test")
+def endpoint_test(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    airgap: Annotated[bool, typer.Option("--airgap", help="Apply air-gap egress rules.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reachability, model availability and latency of one endpoint (through the egress guard)."""
+    import time
+
+    from sovra.policy.egress import EgressDenied, EgressGuard, guarded_client
+
+    config = _config(ctx)
+    try:
+        ep = config.endpoint(name)
+    except ConfigError as exc:
+        fail(str(exc))
+    result: dict[str, object] = {"endpoint": ep.name, "kind": ep.kind, "model": ep.model}
+    if ep.kind == "embedded":
+        result.update(ok=True, detail="embedded: runs in-process, no network")
+    else:
+        headers = {}
+        if ep.api_key_env:
+            key = os.environ.get(ep.api_key_env)
+            if not key:
+                fail(
+                    f"endpoint {ep.name!r}: credentials missing; set the environment variable"
+                    f" {ep.api_key_env} (it is referenced by api_key_env in sovra.toml)"
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        url = str(ep.base_url).rstrip("/") + "/models"
+        guard = EgressGuard(config.endpoints, airgap=airgap)
+        start = time.perf_counter()
+        try:
+            with guarded_client(guard, timeout=min(ep.timeout_s, 15.0)) as client:
+                response = client.get(url, headers=headers)
+        except EgressDenied as exc:
+            fail(str(exc))
+        except Exception as exc:  # network errors of any kind: report, don't trace
+            fail(f"endpoint {ep.name!r} unreachable at {url}: {type(exc).__name__}: {exc}")
+        latency = (time.perf_counter() - start) * 1000
+        models: list[str] = []
+        if response.status_code == 200:
+            try:
+                models = [str(m.get("id")) for m in response.json().get("data", [])]
+            except (ValueError, AttributeError):
+                models = []
+        ok = response.status_code == 200 and ep.model in models
+        detail = (
+            f"HTTP {response.status_code}; model {ep.model!r}"
+            f" {'listed' if ep.model in models else 'NOT listed'}"
+            + (f" (server lists: {', '.join(models[:5])})" if models and not ok else "")
+        )
+        result.update(
+            ok=ok,
+            status=response.status_code,
+            latency_ms=round(latency, 1),
+            models=models,
+            detail=detail,
+        )
+    if json_out:
+        emit_json(result)
+    else:
+        latency_text = f" in {result['latency_ms']} ms" if "latency_ms" in result else ""
+        out.print(f"{ep.name}: {result['detail']}{latency_text}", highlight=False)
+    if not result["ok"]:
+        raise typer.Exit(1)
