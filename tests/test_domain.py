@@ -72,3 +72,18 @@ def test_classification_scale_rejects_unknown() -> None:
     assert f.admits(chunk(("public",), classification="internal"))
     assert not f.admits(chunk(("public",), classification="confidential"))
     assert not f.admits(chunk(("public",), classification="unknown-label"))
+
+
+def test_date_filter_mixes_naive_and_aware_timestamps() -> None:
+    from datetime import UTC, datetime
+
+    c = chunk(("public",))
+    c.modified_at = datetime(2026, 5, 1, 12, 0)  # naive: taken as UTC
+    f = SearchFilter(
+        access_tokens=frozenset({"public"}), modified_after=datetime(2026, 5, 1, 11, 0, tzinfo=UTC)
+    )
+    assert f.admits(c)
+    g = SearchFilter(access_tokens=frozenset({"public"}), modified_before=datetime(2026, 5, 1))
+    assert not g.admits(c)
+    c.modified_at = None
+    assert not f.admits(c)

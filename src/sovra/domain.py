@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 PUBLIC = "public"
 """Access string that every principal holds."""
@@ -62,6 +62,11 @@ def residency_contains(outer: str, inner: str) -> bool:
 def may_process_in(residency: str, region: str) -> bool:
     """May data with `residency` be processed in `region`? Only if the region lies inside it."""
     return residency_contains(residency, region)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Timestamps compare in UTC; a naive timestamp is taken to be UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def content_hash(text: str | bytes) -> str:
@@ -202,15 +207,14 @@ class SearchFilter:
             return False
         if self.languages is not None and chunk.language not in self.languages:
             return False
-        if self.modified_after is not None and (
-            chunk.modified_at is None or chunk.modified_at < self.modified_after
-        ):
+        if self.modified_after is None and self.modified_before is None:
+            return True
+        if chunk.modified_at is None:
             return False
-        if self.modified_before is not None and (
-            chunk.modified_at is None or chunk.modified_at > self.modified_before
-        ):
+        moment = as_utc(chunk.modified_at)
+        if self.modified_after is not None and moment < as_utc(self.modified_after):
             return False
-        return True
+        return not (self.modified_before is not None and moment > as_utc(self.modified_before))
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sovra.config import EndpointConfig
-from sovra.models.base import ModelError
 from sovra.models.generation import Generator
 
 
 def generator_for(endpoint: EndpointConfig, home: Path) -> Generator:
-    raise ModelError(
-        f"endpoint {endpoint.name!r} ({endpoint.kind}) cannot be loaded: generation backends"
-        " are not wired yet; use extractive answers"
-    )
+    """The backend an `[[endpoints]]` entry describes; checksums verified for local models."""
+    from sovra.models.registry import open_generator
+
+    return open_generator(endpoint, home)
