@@ -136,6 +136,7 @@ def main() -> None:
     assert ask().allowed and send().allowed  # type: ignore[attr-defined]
     assert route().chosen.name == "local"  # type: ignore[attr-defined]
     result = {
+        "command": f".venv/bin/python -m bench.bench_policy --n {args.n}",
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
