@@ -12,17 +12,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovra.config import Config
-from sovra.server import api, openai_api
+from sovra.server import api, openai_api, ui
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
     SESSION_COOKIE,
@@ -185,8 +187,18 @@ def create_app(
     app.state.sovra = state
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = exc.code if isinstance(exc, ApiError) else _code_for(exc.status_code)
+        if wants_html(request):
+            response = ui.templates.TemplateResponse(
+                request,
+                "error.html",
+                {"user": None, "csrf": "", "status": exc.status_code, "message": exc.detail},
+                status_code=exc.status_code,
+                headers=exc.headers,
+            )
+            response.headers["Content-Security-Policy"] = ui.UI_CSP
+            return response
         return JSONResponse(
             error_body(request.url.path, exc.status_code, code, exc.detail),
             status_code=exc.status_code,
@@ -213,6 +225,12 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(openai_api.router)
+    app.include_router(ui.router)
+    app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
+
+    @app.exception_handler(ui.LoginRequired)
+    async def to_login(request: Request, exc: ui.LoginRequired) -> Response:
+        return RedirectResponse("/login?next=" + quote(exc.next_path, safe="/"), status_code=303)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -306,7 +324,7 @@ def create_app(
 
     @app.post("/auth/logout", tags=["auth"])
     async def logout(request: Request, st: Annotated[AppState, Depends(app_state)]) -> Response:
-        identity(request)  # CSRF-checked like any state-changing request
+        await identity(request)  # CSRF-checked like any state-changing request
         token = request.cookies.get(SESSION_COOKIE)
         if token:
             st.accounts.end_session(token)
@@ -337,6 +355,14 @@ def create_app(
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app
+
+
+def wants_html(request: Request) -> bool:
+    """Browsers navigating the UI get an HTML error page; API clients always get JSON."""
+    path = request.url.path
+    if path.startswith(("/api/", "/v1/", "/auth/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
 
 
 def _code_for(status: int) -> str:

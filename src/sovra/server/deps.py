@@ -6,9 +6,11 @@ import hmac
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
+    CSRF_FIELD,
     CSRF_HEADER,
     ApiError,
     Authenticator,
@@ -21,6 +23,7 @@ from sovra.server.metrics import Metrics
 from sovra.server.settings import ServerSettings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass
@@ -43,11 +46,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def optional_identity(request: Request) -> Identity | None:
+async def optional_identity(request: Request) -> Identity | None:
     """The caller, or None; bad credentials are a 401, never anonymous."""
     st = app_state(request)
     try:
-        ident = st.auth.identify(request)
+        ident = await run_in_threadpool(st.auth.identify, request)
     except ApiError:
         st.metrics.denials.labels("authentication").inc()
         raise
@@ -61,6 +64,9 @@ def optional_identity(request: Request) -> Identity | None:
         )
     if ident.method == "session" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
+        if not sent and request.headers.get("content-type", "").startswith(FORM_TYPES):
+            field = (await request.form()).get(CSRF_FIELD)
+            sent = field if isinstance(field, str) else ""
         if not (ident.csrf and hmac.compare_digest(sent, ident.csrf)):
             st.metrics.denials.labels("csrf").inc()
             raise ApiError(403, "csrf", "missing or wrong CSRF token")
@@ -68,8 +74,8 @@ def optional_identity(request: Request) -> Identity | None:
     return ident
 
 
-def identity(request: Request) -> Identity:
-    ident = optional_identity(request)
+async def identity(request: Request) -> Identity:
+    ident = await optional_identity(request)
     if ident is None:
         app_state(request).metrics.denials.labels("authentication").inc()
         raise unauthorized()

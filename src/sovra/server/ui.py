@@ -1,0 +1,319 @@
+"""Web UI: server-rendered Jinja2 pages (readable without JavaScript) enhanced with htmx and
+one small script that streams answers. Strict CSP (scripts and styles from 'self' only),
+CSRF tokens on every form, the same identities and permission path as the API."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from sovra.answer import Answer
+from sovra.audit import ReceiptError, verify_receipt
+from sovra.config import ConfigError
+from sovra.server.api import AskRequest, ask_once, sync_summary
+from sovra.server.auth import SESSION_COOKIE, ApiError, Identity
+from sovra.server.deps import AppState, app_state, client_address, optional_identity
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+UI_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+LOGIN_CSRF_COOKIE = "sovra_login_csrf"
+
+router = APIRouter(include_in_schema=False)
+State = Annotated[AppState, Depends(app_state)]
+MaybeIdent = Annotated[Identity | None, Depends(optional_identity)]
+
+
+class LoginRequired(Exception):
+    """Raised by pages that need a signed-in user; answered with a redirect to /login."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+def page(
+    request: Request,
+    name: str,
+    ident: Identity | None,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "user": ident.principal if ident else None,
+            "csrf": ident.csrf if ident else "",
+            **context,
+        },
+        status_code=status,
+    )
+    response.headers["Content-Security-Policy"] = UI_CSP
+    return response
+
+
+def signed_in(request: Request, ident: Identity | None) -> Identity:
+    if ident is None:
+        raise LoginRequired(request.url.path)
+    return ident
+
+
+def safe_next(value: str) -> str:
+    """Only local paths: never an open redirect."""
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def fragment(chunk_id: str) -> str:
+    return "p" + chunk_id.rpartition("#")[2]
+
+
+templates.env.filters["fragment"] = fragment
+templates.env.filters["urlpath"] = lambda s: quote(str(s), safe="/:")
+
+
+@router.get("/")
+async def home(request: Request, ident: MaybeIdent) -> Response:
+    signed_in(request, ident)
+    return page(request, "ask.html", ident, answer=None, question="", extractive=False)
+
+
+@router.get("/login")
+async def login_page(request: Request, ident: MaybeIdent, next: str = "/") -> Response:
+    token = secrets.token_urlsafe(24)
+    response = page(request, "login.html", None, login_csrf=token, next=safe_next(next))
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=app_state(request).settings.secure_cookies,
+        path="/login",
+    )
+    return response
+
+
+@router.post("/login")
+async def login_submit(
+    request: Request,
+    st: State,
+    username: Annotated[str, Form(max_length=128)],
+    password: Annotated[str, Form(max_length=1024)],
+    csrf_token: Annotated[str, Form(max_length=100)] = "",
+    next: Annotated[str, Form(max_length=500)] = "/",
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not hmac.compare_digest(expected, csrf_token):
+        st.metrics.denials.labels("csrf").inc()
+        raise ApiError(403, "csrf", "login form expired; reload the page")
+    if st.login_limiter.check("login:" + client_address(request)):
+        st.metrics.denials.labels("rate_limit").inc()
+        raise ApiError(429, "rate_limited", "too many login attempts", {"Retry-After": "60"})
+    ok = await run_in_threadpool(st.accounts.check_password, username, password)
+    if not ok or st.auth.local_principal(username) is None:
+        st.metrics.denials.labels("login").inc()
+        token = secrets.token_urlsafe(24)
+        response = page(
+            request,
+            "login.html",
+            None,
+            status=401,
+            error="Wrong user name or password.",
+            login_csrf=token,
+            next=safe_next(next),
+        )
+        response.set_cookie(
+            LOGIN_CSRF_COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=st.settings.secure_cookies,
+            path="/login",
+        )
+        return response
+    token, _ = st.accounts.create_session(username, st.settings.session_ttl_s)
+    redirect = RedirectResponse(safe_next(next), status_code=303)
+    redirect.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=st.settings.session_ttl_s,
+        httponly=True,
+        secure=st.settings.secure_cookies,
+        samesite="strict",
+        path="/",
+    )
+    redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return redirect
+
+
+@router.post("/logout")
+async def logout_submit(request: Request, st: State, ident: MaybeIdent) -> Response:
+    token = request.cookies.get(SESSION_COOKIE)
+    if ident is not None and token:
+        st.accounts.end_session(token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/ask")
+async def ask_submit(
+    request: Request,
+    st: State,
+    ident: MaybeIdent,
+    question: Annotated[str, Form(min_length=1, max_length=4000)],
+    extractive: Annotated[bool, Form()] = False,
+) -> Response:
+    """The no-JavaScript path: the whole answer rendered server-side."""
+    who = signed_in(request, ident)
+    who.require("ask")
+    body = AskRequest(question=question, extractive=extractive)
+    answer: Answer = await run_in_threadpool(ask_once, st, who, body)
+    return page(request, "ask.html", who, answer=answer, question=question, extractive=extractive)
+
+
+@router.get("/search")
+async def search_page(
+    request: Request,
+    st: State,
+    ident: MaybeIdent,
+    q: Annotated[str, Query(max_length=2000)] = "",
+    source: Annotated[str, Query(max_length=100)] = "",
+    language: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    who = signed_in(request, ident)
+    who.require("search")
+    result = None
+    error = ""
+    if q.strip():
+        try:
+            result = await run_in_threadpool(
+                lambda: st.governed.search(
+                    who.principal,
+                    q,
+                    k=20,
+                    sources=[source] if source else None,
+                    language=language or None,
+                )
+            )
+        except ConfigError as exc:
+            error = str(exc)
+    sources = [s.name for s in st.governed.ws.config.sources]
+    template = "search_results.html" if request.headers.get("hx-request") else "search.html"
+    return page(
+        request,
+        template,
+        who,
+        q=q,
+        source=source,
+        language=language,
+        sources=sources,
+        result=result,
+        error=error,
+    )
+
+
+@router.get("/documents/{document_id:path}")
+async def document_page(
+    document_id: str, request: Request, st: State, ident: MaybeIdent
+) -> Response:
+    who = signed_in(request, ident)
+    who.require("documents")
+    view = None
+    if len(document_id) <= 1000:
+        view = await run_in_threadpool(st.governed.document, who.principal, document_id)
+    if view is None:
+        return page(request, "not_found.html", who, status=404)
+    return page(request, "document.html", who, doc=view)
+
+
+@router.get("/receipts/{index}")
+async def receipt_page(index: int, request: Request, st: State, ident: MaybeIdent) -> Response:
+    """Proves the caller's own entry against the latest checkpoint and verifies the receipt
+    with the log's public key (the same check anyone can run offline)."""
+    from sovra.server.api import own_event
+
+    who = signed_in(request, ident)
+    event = None if index < 0 else await run_in_threadpool(own_event, st, who, index)
+    if event is None:
+        return page(request, "not_found.html", who, status=404)
+    audit = st.governed.ws.audit
+    receipt = await run_in_threadpool(audit.prove, index)
+    try:
+        verified = verify_receipt(receipt.to_json(), audit.public_key)
+        verification: dict[str, Any] = {
+            "valid": True,
+            "tree_size": verified.tree_size,
+            "signed_by": verified.signed_by,
+        }
+    except ReceiptError as exc:
+        verification = {"valid": False, "reason": str(exc)}
+    return page(
+        request,
+        "receipt.html",
+        who,
+        index=index,
+        event=event,
+        receipt_json=receipt.to_json(),
+        verification=verification,
+    )
+
+
+@router.get("/sources")
+async def sources_page(request: Request, st: State, ident: MaybeIdent) -> Response:
+    who = signed_in(request, ident)
+    ws = st.governed.ws
+    rows = []
+    for src in ws.config.sources:
+        row: dict[str, Any] = {"name": src.name, "kind": src.kind}
+        if who.principal.is_admin:
+            row["counts"] = ws.state.counts(src.name)
+            row["last_sync"] = sync_summary(ws.state.last_report(src.name))
+        rows.append(row)
+    return page(request, "sources.html", who, sources=rows)
+
+
+@router.get("/admin/audit")
+async def audit_page(
+    request: Request, st: State, ident: MaybeIdent, verify: bool = False
+) -> Response:
+    who = signed_in(request, ident)
+    if not who.principal.is_admin:
+        return page(request, "forbidden.html", who, status=403)
+    audit = st.governed.ws.audit
+
+    def read() -> tuple[list[dict[str, Any]], Any]:
+        start = max(0, audit.size - 50)
+        rows = [{"index": e.index, **e.view} for e in audit.events(start=start)]
+        return list(reversed(rows)), audit.verify() if verify else None
+
+    events, report = await run_in_threadpool(read)
+    return page(request, "audit.html", who, events=events, report=report, size=audit.size)
+
+
+@router.get("/admin/users")
+async def users_page(request: Request, st: State, ident: MaybeIdent) -> Response:
+    who = signed_in(request, ident)
+    if not who.principal.is_admin:
+        return page(request, "forbidden.html", who, status=403)
+    directory = st.governed.ws.directory
+    return page(
+        request,
+        "users.html",
+        who,
+        users=directory.users(),
+        groups=directory.groups(),
+        endpoints=st.governed.ws.config.endpoints,
+    )
