@@ -182,3 +182,60 @@ def test_endpoint_list_and_show_never_print_secrets(
     assert "sk-very-secret" not in text
     code, text = run(config, "endpoint", "show", "nope")
     assert code == 1 and "unknown endpoint 'nope'" in text
+
+
+def test_endpoint_add_and_remove_edit_the_config(config: Path) -> None:
+    before = config.read_text()
+    code, text = run(
+        config,
+        "endpoint",
+        "add",
+        "vllm",
+        "--kind",
+        "openai",
+        "--model",
+        "qwen",
+        "--base-url",
+        "http://10.0.0.5:8000/v1",
+        "--max-classification",
+        "confidential",
+        "--pii",
+        "redact",
+        "--api-key-env",
+        "VLLM_KEY",
+    )
+    assert code == 0, text
+    after = config.read_text()
+    assert after.startswith(before) and 'base_url = "http://10.0.0.5:8000/v1"' in after
+    code, text = run(config, "endpoint", "show", "vllm", "--json")
+    shown = json.loads(text)
+    assert shown["pii"] == "redact" and shown["api_key_env"] == "VLLM_KEY"
+
+    # refused edits leave the file untouched
+    for args, message in (
+        (["add", "vllm", "--kind", "embedded", "--model", "m"], "used twice"),
+        (["add", "x", "--kind", "openai", "--model", "m"], "needs base_url"),
+        (
+            ["add", "y", "--kind", "embedded", "--model", "m", "--max-classification", "secret"],
+            "unknown classification 'secret'",
+        ),
+        (["remove", "nope"], "no [[endpoints]] block with name = 'nope'"),
+    ):
+        snapshot = config.read_text()
+        code, text = run(config, "endpoint", *args)
+        assert code == 1 and message in " ".join(text.split()), text
+        assert config.read_text() == snapshot
+
+    code, _ = run(config, "endpoint", "remove", "local")
+    assert code == 0
+    code, text = run(config, "endpoint", "list", "--json")
+    assert [e["name"] for e in json.loads(text)] == ["eu-cloud", "vllm"]
+    assert "[[sources.rules]]" in config.read_text()  # the rest of the file is kept
+
+
+def test_endpoint_in_use_cannot_be_removed(config: Path) -> None:
+    config.write_text(config.read_text() + '\n[answer]\nendpoint = "local"\n')
+    snapshot = config.read_text()
+    code, text = run(config, "endpoint", "remove", "local")
+    assert code == 1 and "answer.endpoint" in text
+    assert config.read_text() == snapshot

@@ -229,3 +229,26 @@ def test_demo_done_criteria(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert views[2]["details"]["refusal"].startswith("no endpoint may receive confidential data")
     # the log holds chunk ids and hashes, never the text
     assert all("IBAN" not in str(v) for v in views)
+
+
+def test_plain_policy_decisions_are_audit_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sovra.policy import WORKSPACE, Request, policy_event, user_entity
+
+    for var in ("SOVRA_AUDIT_URL", "SOVRA_AUDIT_KEY", "SOVRA_AUDIT_SCHEMA"):
+        monkeypatch.delenv(var, raising=False)
+    allow = ENGINE.decide(Request(user_entity(user("root")), "export", WORKSPACE))
+    deny = ENGINE.decide(Request(user_entity(user("carol")), "export", WORKSPACE))
+    log = AuditLog.open(tmp_path)
+    try:
+        log.append(policy_event(user("root"), "export", "workspace", allow))
+        log.append(policy_event(user("carol"), "export", "workspace", deny))
+        views = [e.view for e in log.events(action="export")]
+    finally:
+        log.close()
+    assert [(v["actor"], v["decision"], v["policy_ids"]) for v in views] == [
+        ("user:root", "allow", ["admins-administer"]),
+        ("user:carol", "deny", ["default-deny"]),
+    ]
+    assert views[0]["details"]["policy_version"] == ENGINE.version

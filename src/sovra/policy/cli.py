@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from rich.markup import escape
 
 from sovra.clikit import emit_json, fail, out, state
 from sovra.config import Config, ConfigError, EndpointConfig
@@ -36,18 +37,23 @@ endpoint_app = typer.Typer(help="Model endpoints: where data may be sent.", no_a
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def _fail(message: str) -> NoReturn:
+    """clikit.fail with the message escaped: Cedar and TOML errors contain [brackets]."""
+    fail(escape(message))
+
+
 def _config(ctx: typer.Context) -> Config:
     try:
         return state(ctx).config
     except ConfigError as exc:
-        fail(str(exc))
+        _fail(str(exc))
 
 
 def _engine(config: Config) -> PolicyEngine:
     try:
         return PolicyEngine.for_home(config.home)
     except PolicyError as exc:
-        fail(f"policies in {config.home / 'policies'}: {exc}")
+        _fail(f"policies in {config.home / 'policies'}: {exc}")
 
 
 def _principal(config: Config, user: str, groups: list[str] | None) -> Principal:
@@ -58,7 +64,7 @@ def _principal(config: Config, user: str, groups: list[str] | None) -> Principal
     try:
         return Directory.in_home(config.home).principal(user)
     except DirectoryError as exc:
-        fail(str(exc))
+        _fail(str(exc))
 
 
 def _document(config: Config, doc_id: str) -> DocumentSpec:
@@ -68,7 +74,7 @@ def _document(config: Config, doc_id: str) -> DocumentSpec:
     try:
         source = config.source(source_name)
     except ConfigError as exc:
-        fail(f"document {doc_id!r}: {exc}")
+        _fail(f"document {doc_id!r}: {exc}")
     labels = resolve_labels(
         path=external,
         access=source.access,
@@ -156,7 +162,7 @@ def check(
         )
         verdict = engine.decide(request)
     except PolicyError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     if json_out:
         emit_json(
             {
@@ -209,7 +215,7 @@ def test(
         )
         results = run_table(engine, load_table(table))
     except (PolicyError, TableError) as exc:
-        fail(str(exc))
+        _fail(str(exc))
     failed = [r for r in results if not r.passed]
     if json_out:
         emit_json(
@@ -231,7 +237,8 @@ def test(
     else:
         for r in failed:
             out.print(
-                f"[red]FAIL[/] {r.case.as_} {r.case.action} {r.case.resource}: {r.problem}",
+                "[red]FAIL[/] "
+                + escape(f"{r.case.as_} {r.case.action} {r.case.resource}: {r.problem}"),
                 highlight=False,
             )
         colour = "red" if failed else "green"
@@ -279,7 +286,7 @@ def endpoint_show(
     try:
         data = _endpoint_json(config.endpoint(name))
     except ConfigError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     if json_out:
         emit_json(data)
         return
@@ -344,7 +351,8 @@ def doctor_command(
         colours = {"ok": "green", "warn": "yellow", "fail": "red"}
         for c in checks:
             out.print(
-                f"[{colours[c.status]}]{c.status:>4}[/] {c.name:<22} {c.detail}", highlight=False
+                f"[{colours[c.status]}]{c.status:>4}[/] {c.name:<22} {escape(c.detail)}",
+                highlight=False,
             )
     if failed:
         raise typer.Exit(1)
@@ -366,7 +374,7 @@ def endpoint_test(
     try:
         ep = config.endpoint(name)
     except ConfigError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     result: dict[str, object] = {"endpoint": ep.name, "kind": ep.kind, "model": ep.model}
     if ep.kind == "embedded":
         result.update(ok=True, detail="embedded: runs in-process, no network")
@@ -375,7 +383,7 @@ def endpoint_test(
         if ep.api_key_env:
             key = os.environ.get(ep.api_key_env)
             if not key:
-                fail(
+                _fail(
                     f"endpoint {ep.name!r}: credentials missing; set the environment variable"
                     f" {ep.api_key_env} (it is referenced by api_key_env in sovra.toml)"
                 )
@@ -387,9 +395,9 @@ def endpoint_test(
             with guarded_client(guard, timeout=min(ep.timeout_s, 15.0)) as client:
                 response = client.get(url, headers=headers)
         except EgressDenied as exc:
-            fail(str(exc))
+            _fail(str(exc))
         except Exception as exc:  # network errors of any kind: report, don't trace
-            fail(f"endpoint {ep.name!r} unreachable at {url}: {type(exc).__name__}: {exc}")
+            _fail(f"endpoint {ep.name!r} unreachable at {url}: {type(exc).__name__}: {exc}")
         latency = (time.perf_counter() - start) * 1000
         models: list[str] = []
         if response.status_code == 200:
@@ -414,7 +422,7 @@ def endpoint_test(
         emit_json(result)
     else:
         latency_text = f" in {result['latency_ms']} ms" if "latency_ms" in result else ""
-        out.print(f"{ep.name}: {result['detail']}{latency_text}", highlight=False)
+        out.print(escape(f"{ep.name}: {result['detail']}{latency_text}"), highlight=False)
     if not result["ok"]:
         raise typer.Exit(1)
 
@@ -428,7 +436,7 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        fail(f"--since {value!r} is not understood; write 7d, 24h, 30m or 2026-11-01")
+        _fail(f"--since {value!r} is not understood; write 7d, 24h, 30m or 2026-11-01")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -446,7 +454,7 @@ def report_usage_command(
     from sovra.policy.usage import UsageLedger
 
     if by not in ("user", "group", "endpoint"):
-        fail(f"--by {by!r} is not understood; use user, group or endpoint")
+        _fail(f"--by {by!r} is not understood; use user, group or endpoint")
     config = _config(ctx)
     start = parse_since(since) if since else None
     with UsageLedger.in_home(config.home) as ledger:
@@ -466,3 +474,80 @@ def report_usage_command(
             f" {r.cost:>10.4f} {r.latency_ms_avg:>8.1f}",
             highlight=False,
         )
+
+
+def _config_file(ctx: typer.Context) -> Path:
+    from sovra.config import find_config
+
+    path = find_config(state(ctx).config_path)
+    if path is None or not path.is_file():
+        _fail("no sovra.toml found; create one with `sovra init` or pass --config")
+    return path
+
+
+@endpoint_app.command("add")
+def endpoint_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Endpoint name (a-z, 0-9, . _ -).")],
+    kind: Annotated[str, typer.Option(help="embedded or openai.")],
+    model: Annotated[str, typer.Option(help="Model name (as the server lists it).")],
+    base_url: Annotated[str | None, typer.Option(help="For kind openai.")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Name of the environment variable holding the key.")
+    ] = None,
+    jurisdiction: Annotated[str, typer.Option(help="Region tag, e.g. eu-de.")] = "local",
+    hosting: Annotated[str, typer.Option(help="on_prem, regional_cloud, foreign_cloud.")] = (
+        "on_prem"
+    ),
+    max_classification: Annotated[str, typer.Option(help="Highest label it may see.")] = (
+        "internal"
+    ),
+    pii: Annotated[str, typer.Option(help="allow, redact or deny.")] = "deny",
+    cost_per_1k_tokens: Annotated[float, typer.Option(min=0)] = 0.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register an endpoint: appends an [[endpoints]] block to sovra.toml, validated first."""
+    from pydantic import ValidationError
+
+    from sovra.policy.registry import add_endpoint
+
+    path = _config_file(ctx)
+    try:
+        ep = EndpointConfig.model_validate(
+            {
+                "name": name, "kind": kind, "model": model, "base_url": base_url,
+                "api_key_env": api_key_env, "jurisdiction": jurisdiction, "hosting": hosting,
+                "max_classification": max_classification, "pii": pii,
+                "cost_per_1k_tokens": cost_per_1k_tokens,
+            }
+        )  # fmt: skip
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "endpoint"
+        _fail(f"{field}: {err['msg'].removeprefix('Value error, ')}")
+    try:
+        add_endpoint(path, ep)
+    except ConfigError as exc:
+        _fail(f"endpoint {name!r} not added: {exc}")
+    if json_out:
+        emit_json(_endpoint_json(ep))
+    else:
+        out.print(f"added endpoint {name} to {path}", highlight=False)
+
+
+@endpoint_app.command("remove")
+def endpoint_remove(
+    ctx: typer.Context, name: Annotated[str, typer.Argument()], json_out: JsonOpt = False
+) -> None:
+    """Remove an endpoint's [[endpoints]] block from sovra.toml (refused if still in use)."""
+    from sovra.policy.registry import remove_endpoint
+
+    path = _config_file(ctx)
+    try:
+        remove_endpoint(path, name)
+    except ConfigError as exc:
+        _fail(f"endpoint {name!r} not removed: {exc}")
+    if json_out:
+        emit_json({"removed": name, "config": str(path)})
+    else:
+        out.print(f"removed endpoint {name} from {path}", highlight=False)
