@@ -542,6 +542,7 @@ def eval_answers(
                 max_generated=max_generated,
                 cache_dir=cfg.home / "cache" / "eval",
                 min_score=cfg.answer.min_score,
+                min_score_lexical=cfg.answer.min_score_lexical,
                 progress=lambda done, total, what: advance(
                     total=total, completed=done, description=what
                 ),

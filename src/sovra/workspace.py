@@ -182,7 +182,12 @@ class Workspace:
     def answerer(self) -> Answerer:
         a = self.config.answer
         settings = AnswerSettings(k=a.k, max_answer_tokens=a.max_answer_tokens)
-        settings = replace(settings, extractive=replace(settings.extractive, min_score=a.min_score))
+        settings = replace(
+            settings,
+            extractive=replace(
+                settings.extractive, min_score=a.min_score, min_score_lexical=a.min_score_lexical
+            ),
+        )
         return Answerer(
             self.searcher(), self.embedder, config_choice(self.config, self.home), settings
         )

@@ -28,7 +28,10 @@ class ExtractiveSettings:
     max_sentences: int = 3
     max_words: int = 90
     follow_ratio: float = 0.85  # extra sentences must score this close to the best one
-    min_score: float = 0.30  # below this the question is treated as not answered
+    min_score: float = (
+        0.45  # below this the question is treated as not answered (calibrated on XQuAD-en)
+    )
+    min_score_lexical: float = 0.45  # the same, when only lexical evidence is available
     semantic_weight: float = 0.55
     lexical_weight: float = 0.35
     rank_weight: float = 0.10
@@ -123,10 +126,13 @@ def extract_answer(
 ) -> Extract:
     settings = settings or ExtractiveSettings()
     scored = score_sentences(question, language, hits, embedder, use_semantic, settings)
+    semantic = use_semantic and embedder is not None
+    threshold = settings.min_score if semantic else settings.min_score_lexical
     if (
         not scored
-        or scored[0].score < settings.min_score
-        or (scored[0].lexical == 0.0 and (scored[0].semantic < settings.min_score * 1.5))
+        or scored[0].score < threshold
+        # A sentence sharing no term with the question needs strong semantic evidence.
+        or (scored[0].lexical == 0.0 and scored[0].semantic < min(1.0, threshold * 1.5))
     ):
         return Extract(NOT_FOUND, False, [], scored[0].score if scored else 0.0, [])
     best = scored[0]

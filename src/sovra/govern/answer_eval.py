@@ -125,6 +125,7 @@ def evaluate_language(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     min_score: float | None = None,
+    min_score_lexical: float | None = None,
 ) -> LanguageReport:
     paragraphs, answerable, unanswerable, held = load_xquad_qas(
         xquad_dir / f"xquad.{language}.json"
@@ -140,10 +141,20 @@ def evaluate_language(
     )
     report = LanguageReport(language, len(paragraphs), held)
     settings = AnswerSettings()
-    if min_score is not None:
+    if min_score is not None or min_score_lexical is not None:
         from dataclasses import replace
 
-        settings = replace(settings, extractive=replace(settings.extractive, min_score=min_score))
+        ex = settings.extractive
+        settings = replace(
+            settings,
+            extractive=replace(
+                ex,
+                min_score=ex.min_score if min_score is None else min_score,
+                min_score_lexical=(
+                    ex.min_score_lexical if min_score_lexical is None else min_score_lexical
+                ),
+            ),
+        )
     with tempfile.TemporaryDirectory(prefix="sovra-answers-") as tmp:
         index = build_eval_index(
             Path(tmp) / "index",
