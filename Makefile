@@ -43,7 +43,7 @@ unit: install
 test: lint unit
 
 bench: install
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH)
 
 # Re-pin the lock after changing pyproject dependencies.
 lock:
