@@ -149,3 +149,24 @@ def test_evaluation_error_denies_even_if_a_permit_matched() -> None:
 def test_statement_splitter_ignores_semicolons_in_strings_and_comments() -> None:
     text = '// a; b\n@id("x;y")\npermit (principal, action, resource);\n\n@id("z") forbid (principal, action, resource);'
     assert [line for line, _ in _split_statements(text)] == [2, 5]
+
+
+def test_reload_if_changed(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    path = write(folder, "a.cedar", ASK_ALL)
+    engine = PolicyEngine.from_folder(folder)
+    first = engine.version
+    assert engine.reload_if_changed() is None and engine.version == first
+    write(
+        folder,
+        "b.cedar",
+        '@id("search-all")\npermit (principal, action == Action::"search", resource);\n',
+    )
+    assert engine.reload_if_changed() is None and engine.version != first
+    assert engine.decide(Request(user_entity(user("carol")), "search", WORKSPACE)).allowed
+    good = engine.version
+    path.write_text("permit (")  # broken: reported, and the good set stays active
+    error = engine.reload_if_changed()
+    assert isinstance(error, PolicyError) and "a.cedar:1" in str(error)
+    assert engine.version == good
+    assert engine.reload_if_changed() is None  # reported once, not on every request

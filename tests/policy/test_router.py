@@ -252,3 +252,53 @@ def test_plain_policy_decisions_are_audit_events(
         ("user:carol", "deny", ["default-deny"]),
     ]
     assert views[0]["details"]["policy_version"] == ENGINE.version
+
+
+def test_router_for_config_and_protect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sovra.config import parse_config
+    from sovra.policy.wiring import DEMO_CATEGORIES, protect, router_for
+
+    monkeypatch.delenv("SOVRA_HOME", raising=False)
+    config = parse_config(
+        {
+            "workspace": {"home": "home", "region": "eu-de"},
+            "endpoints": [
+                {
+                    "name": "local",
+                    "kind": "embedded",
+                    "model": "qwen",
+                    "pii": "allow",
+                    "max_classification": "internal",
+                },
+                {
+                    "name": "eu",
+                    "kind": "openai",
+                    "model": "m",
+                    "base_url": "https://eu.example/v1",
+                    "hosting": "regional_cloud",
+                    "jurisdiction": "eu",
+                    "pii": "redact",
+                    "max_classification": "confidential",
+                },
+            ],
+        },
+        tmp_path,
+    )
+    router = router_for(config, categories=DEMO_CATEGORIES)
+    runbook = router.decide(user("alice"), [chunk("internal")])
+    assert runbook.chosen is not None and runbook.chosen.name == "local"
+    assert protect(runbook, ["q", "text"]) == (["q", "text"], None)
+    ticket = chunk(
+        "confidential",
+        source="tickets",
+        doc="tickets:7",
+        text="Caller BSN 111222333 cannot log in.",
+    )
+    decision = router.decide(user("bob"), [ticket], question="Who called?")
+    assert decision.chosen is not None and decision.chosen.name == "eu" and decision.redact
+    sent, mapping = protect(decision, ["Who called?", ticket.text])
+    assert sent == ["Who called?", "Caller BSN <NL_BSN_1> cannot log in."]
+    assert mapping is not None and mapping.originals == {"<NL_BSN_1>": "111222333"}
+    refused = router.decide(user("bob"), [chunk("restricted")])
+    with pytest.raises(ValueError, match="nothing may be sent"):
+        protect(refused, ["x"])

@@ -257,6 +257,7 @@ class PolicyEngine:
         self._set = policy_set
         self._folder = folder
         self._lock = threading.Lock()
+        self._seen = self._fingerprint()
 
     @classmethod
     def default(cls) -> PolicyEngine:
@@ -283,6 +284,31 @@ class PolicyEngine:
                 else default_schema_text()
             )
         return PolicySet(files or default_policy_files(), schema_text)
+
+    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        if self._folder is None or not self._folder.is_dir():
+            return ()
+        out = []
+        for path in sorted(self._folder.glob("*.cedar*")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def reload_if_changed(self) -> PolicyError | None:
+        """Reload when a file in the folder changed (cheap stat calls; for long-running
+        servers). A bad new set is returned as the error and the active set stays."""
+        fingerprint = self._fingerprint()
+        if fingerprint == self._seen:
+            return None
+        self._seen = fingerprint
+        try:
+            self.reload()
+        except PolicyError as exc:
+            return exc
+        return None
 
     def reload(self) -> PolicySet:
         """Re-read the folder; on any error raise PolicyError and keep the current set."""

@@ -1,0 +1,65 @@
+"""Building the sovereignty components from a Config, for the one call site in `answer/`.
+
+router = router_for(config)                       # policies from <home>/policies
+decision = router.decide(principal, chunks, requested=name, question=q)
+texts, mapping = protect(decision, [q, *chunk_texts], redactor)   # pseudonyms if needed
+... generate through the chosen endpoint (egress client) ...
+answer = redactor.restore(answer, mapping) if mapping else answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from sovra.config import Config
+from sovra.policy.engine import PolicyEngine
+from sovra.policy.pii import PiiDetector
+from sovra.policy.redact import Pseudonyms, Redactor
+from sovra.policy.router import Decision, Preference, Router
+
+DEMO_CATEGORIES: dict[str, str] = {"handbook:content/departments/people-talent/*": "hr"}
+"""The demo company's HR pages (demo/sovra.toml); real installs configure their own."""
+
+
+@lru_cache(maxsize=1)
+def shared_detector() -> PiiDetector:
+    """One detector per process: building Presidio's analyzer costs about a second."""
+    return PiiDetector()
+
+
+def router_for(
+    config: Config,
+    home: Path | None = None,
+    *,
+    preference: Preference = "on_prem_first",
+    categories: Mapping[str, str] | None = None,
+    scan_pii: bool = True,
+    legal_basis: Mapping[str, str] | None = None,
+) -> Router:
+    engine = PolicyEngine.for_home(home if home is not None else config.home)
+    detector = shared_detector() if scan_pii else None
+    return Router(
+        engine,
+        config.endpoints,
+        config.scale,
+        home_region=config.workspace.region,
+        preference=preference,
+        categories=categories,
+        pii_scan=detector.contains_pii if detector is not None else None,
+        legal_basis=legal_basis,
+    )
+
+
+def protect(
+    decision: Decision, texts: Sequence[str], redactor: Redactor | None = None
+) -> tuple[list[str], Pseudonyms | None]:
+    """The texts to send to the chosen endpoint: pseudonymised when the decision says so."""
+    if decision.chosen is None:
+        raise ValueError("no endpoint was chosen; nothing may be sent")
+    if not decision.redact:
+        return list(texts), None
+    redactor = redactor or Redactor(shared_detector())
+    sent, mapping = redactor.pseudonymise(texts)
+    return sent, mapping
