@@ -4,6 +4,12 @@ engine = PolicyEngine.for_home(home)            # <home>/policies/*.cedar, else 
 router = Router(engine, config.endpoints, config.scale, home_region=config.workspace.region)
 decision = router.decide(principal, chunks, question=q)   # chosen / rejected / refusal
 log.append(decision_event(principal, decision, chunks))
+
+Heavier parts are imported from their modules so that `import sovra.policy` stays cheap
+(Presidio pulls in spaCy): `sovra.policy.pii` (PiiDetector), `sovra.policy.redact` (Redactor),
+`sovra.policy.wiring` (router_for, protect), `sovra.policy.egress` (EgressGuard,
+guarded_client, openai_http_client), `sovra.policy.usage` (UsageLedger),
+`sovra.policy.cli` (typer apps and commands to mount).
 """
 
 from sovra.policy.engine import (
