@@ -161,11 +161,29 @@ def test_redirect_to_an_unregistered_host_is_refused(servers: list[RecordingServ
     assert other.seen == []
 
 
-def test_proxy_settings_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    guard = EgressGuard([])
-    with guarded_client(guard) as client, pytest.raises(EgressDenied):
-        client.get("https://example.com/")
+def test_proxy_settings_are_ignored(
+    servers: list[RecordingServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the guarded transport sends: no proxy from the environment or the caller."""
+    target, proxy = servers
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    guard = EgressGuard([endpoint("local", kind="openai", base_url=url(target))])
+    with guarded_client(guard) as client:
+        assert client.get(url(target) + "/models").status_code == 200
+    with openai_http_client(guard) as client:
+        assert client.get(url(target) + "/models").status_code == 200
+    assert target.seen == ["/v1/models", "/v1/models"] and proxy.seen == []
+    bypasses: list[dict[str, object]] = [
+        {"proxy": "http://127.0.0.1:9"},
+        {"mounts": {}},
+        {"transport": None},
+    ]
+    for bypass in bypasses:
+        with pytest.raises(ValueError, match="cannot be overridden"):
+            guarded_client(guard, **bypass)
 
 
 # ---- CLI -----------------------------------------------------------------------------------

@@ -133,6 +133,9 @@ class GuardedTransport:
 
 
 def _client(module: Any, guard: EgressGuard, kwargs: dict[str, Any]) -> Any:
+    bypass = {"transport", "mounts", "proxy", "proxies", "trust_env"} & kwargs.keys()
+    if bypass:  # each of these would route requests around the guarded transport
+        raise ValueError(f"egress client: {', '.join(sorted(bypass))} cannot be overridden")
     inner = module.HTTPTransport(retries=0)
     transport_type = type("GuardedTransport", (GuardedTransport, module.BaseTransport), {})
     kwargs.setdefault("follow_redirects", False)
