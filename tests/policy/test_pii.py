@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -262,3 +263,24 @@ def test_evaluate_counts() -> None:
     assert report.checksum.to_json()["recall"] == 1.0
     assert report.by_entity["EMAIL_ADDRESS"].recall == 0.0
     assert round(report.overall.f2, 4) == 0.5
+
+
+def test_eval_pii_command(tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from sovra.policy.cli import pii_eval_command
+
+    app = typer.Typer()
+    app.command("pii")(pii_eval_command)
+    app.command("other")(lambda: None)  # two commands: typer keeps the "pii" sub-command
+    out = tmp_path / "pii.json"
+    result = CliRunner().invoke(app, ["pii", "--per-locale", "10", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "70 texts" in result.output and "checksum identifiers" in result.output
+    data = json.loads(out.read_text())
+    assert data["samples"] == 70
+    assert data["sovra"]["checksum_identifiers"]["recall"] >= 0.9
+    assert set(data["presidio_default"]["by_entity"]) >= {"IBAN_CODE", "NL_BSN"}

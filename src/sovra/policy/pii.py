@@ -190,9 +190,13 @@ class ValidatedPatternRecognizer(EntityRecognizer):
         return out
 
 
-class EmailRecognizer(ValidatedPatternRecognizer):
+class SovraEmailRecognizer(ValidatedPatternRecognizer):
     """Presidio's own e-mail recognizer validates domains with tldextract, which downloads the
-    public-suffix list at run time; this one accepts any syntactically valid domain."""
+    public-suffix list at run time; this one accepts any syntactically valid domain.
+
+    Class names here must differ from Presidio's: its registry loader finds predefined
+    recognizers by class name among all subclasses, so a second `EmailRecognizer` would be
+    picked up by an unrelated default-configured analyzer in the same process."""
 
     def __init__(self) -> None:
         super().__init__("EMAIL_ADDRESS", _EMAIL.pattern, lambda _v: True, 0.95)
@@ -312,7 +316,7 @@ def sovra_recognizers() -> list[EntityRecognizer]:
         ValidatedPatternRecognizer(entity, pattern, validator, score)
         for entity, pattern, validator, score in _RULES
     ]
-    recognizers.append(EmailRecognizer())
+    recognizers.append(SovraEmailRecognizer())
     recognizers.append(ValidPhoneRecognizer())
     return recognizers
 
