@@ -81,6 +81,7 @@ _SCALARS = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
+_U64 = struct.Struct("<Q")
 
 # A transcript format for GGUF files that carry no chat template of a family we know. Base models
 # continue text, so a plain "Role: text" transcript is the most natural prompt for them.
@@ -191,9 +192,15 @@ class _Reader:
             if item in _SCALARS:
                 self.take(struct.calcsize(_SCALARS[item]) * count)
             elif item == _STRING:
-                # Vocabularies are arrays of ~10^5 strings: skip them, callers need scalars only.
+                # Vocabularies are arrays of ~10^5 strings: skip them (callers need scalars only)
+                # in a tight loop; one bounds check at the end covers every length read.
+                pos, size, length = self.pos, len(self.data), _U64.unpack_from
                 for _ in range(count):
-                    self.skip_string()
+                    if pos + 8 > size:
+                        pos = size + 1
+                        break
+                    pos += 8 + length(self.data, pos)[0]
+                self.take(pos - self.pos)  # raises "truncated" when past the end
             else:
                 raise ModelError(f"{self.path} is corrupt (GGUF array of unknown type {item})")
             return None
