@@ -16,7 +16,11 @@ from sovra.clikit import CliState, console, emit_json, fail, out, state
 from sovra.config import ConfigError
 from sovra.directory import DirectoryError
 from sovra.domain import DomainError
+from sovra.models import cli as models_cli
 from sovra.models.base import ModelError
+from sovra.policy import PolicyError
+from sovra.policy import cli as policy_cli
+from sovra.server import cli as server_cli
 
 app = typer.Typer(
     name="sovra",
@@ -39,6 +43,17 @@ app.add_typer(audit_cli.app, name="audit")
 app.command("erase", help="Crypto-shred a data subject's personal fields in the audit log.")(
     audit_cli.erase_command
 )
+app.add_typer(models_cli.app, name="model")
+app.add_typer(policy_cli.policy_app, name="policy")
+app.add_typer(policy_cli.endpoint_app, name="endpoint")
+app.command("doctor")(policy_cli.doctor_command)
+eval_app.command("pii")(policy_cli.pii_eval_command)
+report_app = typer.Typer(help="Reports: usage of model endpoints.", no_args_is_help=True)
+report_app.command("usage")(policy_cli.report_usage_command)
+app.add_typer(report_app, name="report")
+app.command("serve")(server_cli.serve_command)
+user_app.command("set-password")(server_cli.set_password_command)
+app.add_typer(server_cli.apikey_app, name="apikey")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
@@ -617,7 +632,7 @@ def main() -> None:
     debug = "--debug" in sys.argv
     try:
         result = app(standalone_mode=False)
-    except (ConfigError, DirectoryError, DomainError, ModelError, AuditError) as exc:
+    except (ConfigError, DirectoryError, DomainError, ModelError, AuditError, PolicyError) as exc:
         if debug:
             raise
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

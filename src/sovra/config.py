@@ -138,6 +138,10 @@ class EndpointConfig(_Strict):
     max_retries: int = Field(default=2, ge=0, le=10)
     instruction_tuned: bool = True
     cost_per_1k_tokens: float = Field(default=0.0, ge=0)
+    legal_basis: str = ""
+    """Legal basis or DPA reference that permits sending data there (shown in decisions)."""
+    api_key_file: Path | None = None
+    """Alternative to `api_key_env`: a file (mode 0600) holding the key; never copied anywhere."""
 
     @model_validator(mode="after")
     def _openai_needs_url(self) -> EndpointConfig:
@@ -154,6 +158,21 @@ class AnswerConfig(_Strict):
     max_answer_tokens: int = Field(default=384, ge=16, le=8192)
     min_score: float = Field(default=0.45, ge=0, le=1)
     min_score_lexical: float = Field(default=0.40, ge=0, le=1)
+
+
+class RoutingConfig(_Strict):
+    """How the router picks among the endpoints policy allows."""
+
+    preference: Literal["on_prem_first", "cheapest", "fastest", "configured"] = "on_prem_first"
+    categories: dict[str, str] = Field(default_factory=dict)
+    """Document id glob → data category (e.g. `"handbook:content/people/*" = "hr"`)."""
+    pii_scan: bool = True
+
+
+class EgressConfig(_Strict):
+    """`airgap = true`: only loopback and on-prem endpoints may be reached at all."""
+
+    airgap: bool = False
 
 
 class WorkspaceConfig(_Strict):
@@ -177,6 +196,8 @@ class Config(_Strict):
     index: IndexConfig = IndexConfig()
     search: SearchConfig = SearchConfig()
     answer: AnswerConfig = AnswerConfig()
+    routing: RoutingConfig = RoutingConfig()
+    egress: EgressConfig = EgressConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     base_dir: Path = Path(".")
