@@ -201,3 +201,28 @@ def test_openapi_and_docs_served_locally(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and "/api/v1/search" in docs.text
     assert "cdn" not in docs.text.lower() and "<script" not in docs.text
+
+
+def test_ask_unknown_endpoint_is_400(client: TestClient, site: Site) -> None:
+    body = {"question": QUESTION, "endpoint": "no-such-endpoint"}
+    assert post(client, site, "alice", "/api/v1/ask", body).status_code == 400
+    streamed = post(client, site, "alice", "/api/v1/ask", {**body, "stream": True})
+    assert streamed.status_code == 400
+
+
+def test_invalid_unicode_is_422_not_500(client: TestClient, site: Site) -> None:
+    for body in ({"query": "\ud800"}, {"query": "a\u0000b"}, {"query": "x", "language": "\ud800"}):
+        raw = json.dumps(body).encode()  # JSON can carry a lone surrogate as an escape
+        resp = client.post(
+            "/api/v1/search",
+            content=raw,
+            headers={**bearer(site.keys["alice"]), "Content-Type": "application/json"},
+        )
+        assert resp.status_code == 422, (body, resp.text)
+    chat = {"model": "sovra", "messages": [{"role": "user", "content": "\ud800"}]}
+    resp = client.post(
+        "/v1/chat/completions",
+        content=json.dumps(chat).encode(),
+        headers={**bearer(site.keys["alice"]), "Content-Type": "application/json"},
+    )
+    assert resp.status_code == 422

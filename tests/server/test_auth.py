@@ -269,3 +269,10 @@ def test_request_size_limit(client: TestClient, site: Site) -> None:
     big = {"query": "x" * 1500, "pad": "y" * 1_200_000}
     resp = client.post("/api/v1/search", json=big, headers=bearer(site.keys["alice"]))
     assert resp.status_code == 413 and resp.json()["error"] == "too_large"
+
+
+def test_account_store_reopens_after_close(site: Site) -> None:
+    accounts = AccountStore.in_home(site.root / "data")
+    accounts.close()
+    assert accounts.has_password("alice")  # a second app lifespan on the same store
+    accounts.close()

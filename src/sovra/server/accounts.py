@@ -95,12 +95,9 @@ class AccountStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        _ = self._db
         self._hasher = PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         # sha256(full key) → key id, for keys whose argon2 hash was verified by this process:
@@ -111,9 +108,24 @@ class AccountStore:
     def in_home(cls, home: Path) -> AccountStore:
         return cls(home / "server" / "accounts.sqlite")
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, reopened after `close()` (an app's lifespan may run again)."""
+        with self._lock:
+            if self._conn is None:
+                conn = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False, timeout=30
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                self._conn = conn
+            return self._conn
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # ------------------------------------------------------------------ passwords
     def set_password(self, user_id: str, password: str) -> None:

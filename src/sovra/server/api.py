@@ -18,6 +18,7 @@ from sovra.config import ConfigError
 from sovra.search import SearchResult
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, app_state, identity
+from sovra.server.text import Text
 
 router = APIRouter(prefix="/api/v1")
 
@@ -28,24 +29,26 @@ State = Annotated[AppState, Depends(app_state)]
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=2000)
+    query: Text = Field(min_length=1, max_length=2000)
     k: int = Field(default=10, ge=1, le=50)
     mode: Literal["hybrid", "text", "vector"] = "hybrid"
-    sources: list[Annotated[str, Field(max_length=100)]] | None = Field(default=None, max_length=20)
-    language: str | None = Field(default=None, max_length=8)
+    sources: list[Annotated[Text, Field(max_length=100)]] | None = Field(
+        default=None, max_length=20
+    )
+    language: Text | None = Field(default=None, max_length=8)
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=4000)
+    question: Text = Field(min_length=1, max_length=4000)
     extractive: bool = False
-    endpoint: str | None = Field(default=None, max_length=100)
+    endpoint: Text | None = Field(default=None, max_length=100)
     stream: bool = False
 
 
 class FeedbackRequest(BaseModel):
     answer_index: int = Field(ge=0, description="The `index` of the answer's receipt.")
     rating: Literal["up", "down"]
-    comment: str = Field(default="", max_length=2000)
+    comment: Text = Field(default="", max_length=2000)
 
 
 class ReceiptRequest(BaseModel):
@@ -124,11 +127,14 @@ def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[s
 
 def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
     final: Answer | None = None
-    for event in st.governed.ask(
-        ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
-    ):
-        if event.answer is not None:
-            final = event.answer
+    try:
+        for event in st.governed.ask(
+            ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
+        ):
+            if event.answer is not None:
+                final = event.answer
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     if final is None:
         raise ApiError(500, "internal", "no answer produced")
     count_answer(st, final)
@@ -140,6 +146,9 @@ async def ask(body: AskRequest, ident: Ident, st: State) -> StreamingResponse | 
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
     ident.require("ask")
+    known = {e.name for e in st.governed.ws.config.endpoints}
+    if body.endpoint is not None and body.endpoint not in known:
+        raise ApiError(400, "bad_request", f"unknown endpoint; known: {sorted(known)}")
     if body.stream:
         return StreamingResponse(
             answer_events(st, ident, body),

@@ -29,6 +29,7 @@ from sovra.answer import Answer
 from sovra.server.api import AskRequest, ask_once, count_answer
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, app_state, identity
+from sovra.server.text import Text
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -39,13 +40,13 @@ State = Annotated[AppState, Depends(app_state)]
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
 class ChatRequest(BaseModel):

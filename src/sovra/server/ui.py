@@ -21,6 +21,7 @@ from sovra.config import ConfigError
 from sovra.server.api import AskRequest, ask_once, sync_summary
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity
 from sovra.server.deps import AppState, app_state, client_address, optional_identity
+from sovra.server.text import is_clean
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -179,6 +180,8 @@ async def ask_submit(
     """The no-JavaScript path: the whole answer rendered server-side."""
     who = signed_in(request, ident)
     who.require("ask")
+    if not is_clean(question):
+        raise ApiError(422, "invalid_request", "the question is not valid text")
     body = AskRequest(question=question, extractive=extractive)
     answer: Answer = await run_in_threadpool(ask_once, st, who, body)
     return page(request, "ask.html", who, answer=answer, question=question, extractive=extractive)
@@ -197,6 +200,8 @@ async def search_page(
     who.require("search")
     result = None
     error = ""
+    if not all(is_clean(v) for v in (q, source, language)):
+        raise ApiError(422, "invalid_request", "the query is not valid text")
     if q.strip():
         try:
             result = await run_in_threadpool(
