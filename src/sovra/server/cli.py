@@ -92,6 +92,33 @@ def serve_command(
     )
 
 
+def mcp_command(
+    ctx: typer.Context,
+    as_user: Annotated[str, typer.Option("--as", help="Act as this user of the directory.")],
+) -> None:
+    """Serve the MCP tools (search, ask, fetch_document) on stdio as AS_USER."""
+    from sovra.server.governed import Governed
+    from sovra.server.mcp_server import build_mcp
+    from sovra.workspace import Workspace
+
+    try:
+        config = state(ctx).config
+    except ConfigError as exc:
+        fail(str(exc))
+    ws = Workspace.open(config)
+    try:
+        ws.principal(as_user)  # unknown user → one clear line before serving
+    except DirectoryError as exc:
+        ws.close()
+        fail(str(exc))
+    governed = Governed(ws)
+    governed.warm()
+    try:
+        build_mcp(governed, lambda: ws.principal(as_user)).run("stdio")
+    finally:
+        ws.close()
+
+
 def set_password_command(
     ctx: typer.Context,
     user_id: Annotated[str, typer.Argument(help="A user of the directory.")],
