@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1500])
+    ap.add_argument("--out", type=Path, default=RESULTS, help="raw results file")
     args = ap.parse_args()
 
     from llama_cpp import Llama
@@ -284,6 +285,7 @@ def main() -> None:
         + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items()
+            if k != "out"
         ),
         "machine": {
             "cpus": os.cpu_count(),
@@ -308,8 +310,8 @@ def main() -> None:
         "summary": summary,
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     print()
     print(
@@ -336,9 +338,7 @@ def main() -> None:
                 f"{r['decode_tok_s']:.1f} | {r['total_s']:.2f} s | {r['cpu_s']:.2f} s "
                 f"| {r['tokens_out']:.0f} |"
             )
-    print(
-        f"\nresults: {RESULTS.relative_to(ROOT.parent)}; load average {load_before} → {os.getloadavg()}"
-    )
+    print(f"\nresults: {args.out}; load average {load_before} → {os.getloadavg()}")
 
 
 if __name__ == "__main__":
