@@ -252,8 +252,11 @@ def llama_server(model: Path, log: Path, *, startup_s: float = 120.0) -> Iterato
         str(port),
         "--n_ctx",
         "2048",
+        # One thread: on a busy CI host two llama.cpp threads stall each other at every layer.
         "--n_threads",
-        "2",
+        "1",
+        "--n_threads_batch",
+        "1",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)

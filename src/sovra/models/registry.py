@@ -398,12 +398,21 @@ def ensure_default_gguf(home: Path, progress: Progress | None = None) -> ModelEn
     return entry
 
 
-def open_generator(endpoint: EndpointConfig, home: Path) -> Generator:
+def open_generator(
+    endpoint: EndpointConfig, home: Path, *, threads: int | None = None
+) -> Generator:
     """The generator an `[[endpoints]]` entry describes: embedded (a registered GGUF, checksum
-    verified) or OpenAI-compatible. The single place where configuration becomes a backend."""
+    verified) or OpenAI-compatible. The single place where configuration becomes a backend.
+
+    `threads` (embedded only): CPU threads for llama.cpp; default the endpoint's `threads` field
+    when the config has one, else every CPU this process may use.
+    """
     if endpoint.kind == "embedded":
+        configured = getattr(endpoint, "threads", None)
         return ModelRegistry(home).load_generator(
-            endpoint.model, context_length=endpoint.context_length
+            endpoint.model,
+            context_length=endpoint.context_length,
+            threads=threads or (configured if isinstance(configured, int) else None),
         )
     from sovra.models.openai_compat import OpenAICompatibleGenerator
 
