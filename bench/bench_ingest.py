@@ -351,6 +351,7 @@ def main() -> None:
     report["wall_s"] = round(time.time() - started, 1)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print_table(report)
+    print(markdown(report))
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -376,6 +377,49 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{r['bare_encode']['chunks_per_s']} | {r['pipeline_vs_bare']}"
             )
         print(f"peak RSS {full.get('peak_rss_mb')} MB")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The tables for docs/benchmarks.md, straight from the JSON."""
+    lines: list[str] = []
+    bm = report.get("bm25", {})
+    if bm and "error" not in bm:
+        lines += [
+            "| source (BM25-only, `embedder=None`) | docs | chunks | docs/s best (median) "
+            "| chunks/s | wall s | CPU s | load1 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in bm.items():
+            if not isinstance(r, dict):
+                continue
+            b = r["best"]
+            lines.append(
+                f"| {name} | {r['docs']} | {r['chunks']} | {b['docs_per_s']:.0f} "
+                f"({r['median_docs_per_s']:.0f}) | {b['chunks_per_s']:.0f} | {b['wall_s']:.2f} "
+                f"| {b['cpu_s']:.2f} | {b['load1']} |"
+            )
+        lines.append(f"\nPeak RSS of the BM25-only process: {bm['peak_rss_mb']:.0f} MB.\n")
+    full = report.get("full", {})
+    if full and "error" not in full:
+        lines += [
+            "| source (full pipeline, MiniLM) | docs | chunks | pipeline chunks/s (wall s, CPU s) "
+            "| bare encode chunks/s (wall s, CPU s) | pipeline / bare | model share of pipeline "
+            "| padded tokens: pipeline calls / one call |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in full.items():
+            if not isinstance(r, dict):
+                continue
+            b = r["bare_encode"]
+            share = r["embed_seconds_in_pipeline"] / r["wall_s"]
+            lines.append(
+                f"| {name} | {r['docs']} | {r['chunks']} | {r['chunks_per_s']:.1f} "
+                f"({r['wall_s']:.0f}, {r['cpu_s']:.0f}) | {b['chunks_per_s']:.1f} "
+                f"({b['seconds']:.0f}, {b['cpu_s']:.0f}) | {r['pipeline_vs_bare']:.2f} "
+                f"| {share:.1%} | {r['padding']['pipeline_vs_one_call_tokens']:.2f}× |"
+            )
+        lines.append(f"\nPeak RSS of the full-pipeline process: {full['peak_rss_mb']:.0f} MB.\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

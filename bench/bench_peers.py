@@ -412,7 +412,17 @@ class Haystack(System):
 
         p = Pipeline()
         if not cached:
-            p.add_component("text_embedder", self.text_embedder)
+            # A component belongs to one pipeline; the model itself is shared (haystack
+            # caches the backend), so a fresh instance per pipeline costs nothing.
+            from haystack_integrations.components.embedders.sentence_transformers import (
+                SentenceTransformersTextEmbedder,
+            )
+
+            embedder = SentenceTransformersTextEmbedder(
+                model=str(model_dir()), progress_bar=False, local_files_only=True
+            )
+            embedder.warm_up()
+            p.add_component("text_embedder", embedder)
         p.add_component("embedding_retriever", InMemoryEmbeddingRetriever(self.store, top_k=depth))
         p.add_component("bm25_retriever", InMemoryBM25Retriever(self.store, top_k=depth))
         p.add_component("joiner", DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=K))
