@@ -295,3 +295,21 @@ def test_socket_closed_mid_response() -> None:
         t.start()
         with pytest.raises(GenerationError, match=r"unreachable|malformed"):
             run(gen(f"http://127.0.0.1:{port}/v1"))
+
+
+def test_egress_guard_client_is_used() -> None:
+    from sovra.config import EndpointConfig
+    from sovra.policy.egress import EgressDenied, EgressGuard, openai_http_client
+
+    with ScriptedServer([Reply(sse=[chunk_json("allowed"), "[DONE]"])]) as srv:
+        ep = EndpointConfig(name="reg", kind="openai", model="m", base_url=srv.url, max_retries=0)
+        guard = EgressGuard([ep])
+        g = OpenAICompatibleGenerator.from_endpoint(ep, http_client=openai_http_client(guard))
+        assert "".join(g.stream(MSGS)) == "allowed"
+        # A generator for an unregistered URL, built on the same guarded client: never sent.
+        url = f"http://127.0.0.1:{free_port()}/v1"
+        stray = gen(url, name="stray", http_client=openai_http_client(guard))
+        # The guard's refusal is a policy decision: it reaches the caller as EgressDenied.
+        with pytest.raises(EgressDenied, match="not a registered endpoint"):
+            run(stray)
+        assert len(srv.requests) == 1

@@ -116,6 +116,7 @@ class OpenAICompatibleGenerator:
         instruction_tuned: bool = True,
         streaming: bool = True,
         tokenizer: Callable[[str], int] | None = None,
+        http_client: Any | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise GenerationError(
@@ -139,11 +140,15 @@ class OpenAICompatibleGenerator:
                     "is not set or empty; export the API key in it before starting sovra"
                 )
             key = value
+        # `http_client`: the egress guard's client (sovra.policy.egress.openai_http_client), so
+        # every request, retries and redirects included, is checked against the endpoint registry.
+        # Its refusal (EgressDenied) propagates unchanged: a policy decision, not a model failure.
         self._client = openai.OpenAI(
             api_key=key,
             base_url=base_url,
             timeout=timeout_s,
             max_retries=max_retries,
+            http_client=http_client,
         )
         # The client would otherwise add OPENAI_ORG_ID / OPENAI_PROJECT_ID / OPENAI_CUSTOM_HEADERS
         # from this process's environment to requests for a server that is not OpenAI's.
@@ -154,7 +159,11 @@ class OpenAICompatibleGenerator:
 
     @classmethod
     def from_endpoint(
-        cls, endpoint: EndpointConfig, *, tokenizer: Callable[[str], int] | None = None
+        cls,
+        endpoint: EndpointConfig,
+        *,
+        tokenizer: Callable[[str], int] | None = None,
+        http_client: Any | None = None,
     ) -> OpenAICompatibleGenerator:
         if endpoint.base_url is None:
             raise GenerationError(f"endpoint {endpoint.name} has no base_url")
@@ -168,6 +177,7 @@ class OpenAICompatibleGenerator:
             context_length=endpoint.context_length,
             instruction_tuned=endpoint.instruction_tuned,
             tokenizer=tokenizer,
+            http_client=http_client,
         )
 
     @property

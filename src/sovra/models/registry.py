@@ -399,13 +399,18 @@ def ensure_default_gguf(home: Path, progress: Progress | None = None) -> ModelEn
 
 
 def open_generator(
-    endpoint: EndpointConfig, home: Path, *, threads: int | None = None
+    endpoint: EndpointConfig,
+    home: Path,
+    *,
+    threads: int | None = None,
+    http_client: Any | None = None,
 ) -> Generator:
     """The generator an `[[endpoints]]` entry describes: embedded (a registered GGUF, checksum
     verified) or OpenAI-compatible. The single place where configuration becomes a backend.
 
     `threads` (embedded only): CPU threads for llama.cpp; default the endpoint's `threads` field
-    when the config has one, else every CPU this process may use.
+    when the config has one, else every CPU this process may use. `http_client` (openai only):
+    the egress guard's client, `sovra.policy.egress.openai_http_client(guard)`.
     """
     if endpoint.kind == "embedded":
         configured = getattr(endpoint, "threads", None)
@@ -416,4 +421,4 @@ def open_generator(
         )
     from sovra.models.openai_compat import OpenAICompatibleGenerator
 
-    return OpenAICompatibleGenerator.from_endpoint(endpoint)
+    return OpenAICompatibleGenerator.from_endpoint(endpoint, http_client=http_client)
