@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from sovra.audit import AuditLog
     from sovra.ingest import ProgressCallback, StateStore, SyncReport
 
-from sovra.answer import Answerer, AnswerEvent, AnswerSettings
+from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
 from sovra.answer.routing import config_choice
 from sovra.config import Config, SourceConfig
 from sovra.directory import Directory, DirectoryError
@@ -189,8 +189,23 @@ class Workspace:
             ),
         )
         return Answerer(
-            self.searcher(), self.embedder, config_choice(self.config, self.home), settings
+            self.searcher(),
+            self.embedder,
+            config_choice(self.config, self.home, self._log_decision),
+            settings,
         )
+
+    def _log_decision(self, principal: Principal, decision: object, hits: Sequence[Any]) -> None:
+        """Every routing decision (allow or refuse) goes to the audit log with its policy ids."""
+        from sovra.policy import decision_event
+
+        event = decision_event(
+            principal,
+            decision,  # type: ignore[arg-type]
+            [h.chunk for h in hits],
+            request_id=uuid.uuid4().hex,
+        )
+        self.audit.append(event)
 
     def search(
         self,
@@ -242,10 +257,12 @@ class Workspace:
         principal = self._principal_or_log(user_id, "ask", question)
         flt = self.filter_for(principal)
         for event in self.answerer().stream(
-            question, flt, endpoint=endpoint, extractive=extractive
+            question, flt, principal=principal, endpoint=endpoint, extractive=extractive
         ):
             answer = event.answer
             if answer is not None:
+                if answer.generation == "generative":
+                    self._record_usage(principal, answer)
                 used = [self._cited_chunk(c.chunk_id) for c in answer.citations]
                 answer.receipt = self.record(
                     user_id,
@@ -267,6 +284,17 @@ class Workspace:
                     personal={"question": question},
                 )
             yield event
+
+    def _record_usage(self, principal: Principal, answer: Answer) -> None:
+        from sovra.policy.usage import UsageLedger
+
+        UsageLedger.in_home(self.home).record(
+            principal,
+            self.config.endpoint(answer.endpoint),
+            tokens_in=answer.tokens_in,
+            tokens_out=answer.tokens_out,
+            latency_ms=answer.took_ms,
+        )
 
     def _cited_chunk(self, chunk_id: str) -> Chunk | None:
         document_id = chunk_id.rpartition("#")[0]

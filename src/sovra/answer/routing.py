@@ -1,21 +1,28 @@
-"""Which way to answer, decided in one place (until the sovereignty router replaces it).
+"""Which way to answer, decided in one place: the sovereignty router.
 
-The decision comes from `sovra.toml` (`[answer] endpoint`, `[[endpoints]]`), with two safety
-rules that never bend: data above an endpoint's highest allowed classification is not sent to
-it (unknown labels count as the strictest), and a base model that cannot follow instructions
-is only used when asked for explicitly. In both cases the answer falls back to extractive and
-says why.
+`[answer] endpoint = ""` answers extractively and never consults a model. Otherwise (a named
+endpoint, or `"auto"` to let the router pick) the Cedar-backed router decides from the asker,
+the retrieved chunks' strictest classification, residency, data categories and PII, and the
+registered endpoints: it names the endpoint and whether text must be pseudonymised first, or
+refuses with the rule that blocked it. Every decision, allow or refuse, is handed to
+`on_decision` (the workspace appends it to the audit log). A refusal falls back to extractive
+answers, which never leave the process. A base model that cannot follow instructions is only
+used when the asker named it explicitly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sovra.answer.service import EXTRACTIVE, ChooseGeneration, EndpointInfo, GenerationChoice
 from sovra.config import Config, EndpointConfig
+from sovra.domain import Principal
 from sovra.models.generation import Generator
 from sovra.search.hybrid import SearchHit
+
+AUTO = "auto"
+OnDecision = Callable[[Principal, object, Sequence[SearchHit]], None]
 
 
 def _load(endpoint: EndpointConfig, home: Path) -> Generator:
@@ -24,35 +31,70 @@ def _load(endpoint: EndpointConfig, home: Path) -> Generator:
     return generator_for(endpoint, home)
 
 
-def config_choice(config: Config, home: Path) -> ChooseGeneration:
-    scale = config.scale
+def config_choice(
+    config: Config, home: Path, on_decision: OnDecision | None = None
+) -> ChooseGeneration:
     cache: dict[str, Generator] = {}
+    router = None
 
     def choose(
-        question: str, hits: Sequence[SearchHit], requested: str | None, extractive: bool
+        question: str,
+        principal: Principal | None,
+        hits: Sequence[SearchHit],
+        requested: str | None,
+        extractive: bool,
     ) -> GenerationChoice:
+        nonlocal router
         name = requested if requested is not None else config.answer.endpoint
-        if extractive or not name:
+        if extractive or not name or not hits:
             return GenerationChoice(EXTRACTIVE, None)
-        ep = config.endpoint(name)
-        ceiling = scale.rank(ep.max_classification)
-        for hit in hits:
-            label = hit.chunk.classification
-            rank = scale.rank(label) if label in scale.labels else len(scale.labels)
-            if rank > ceiling:
-                return GenerationChoice(
-                    EXTRACTIVE,
-                    None,
-                    f"endpoint_refused:{ep.name} may see up to {ep.max_classification},"
-                    f" the sources are {label}",
-                )
+        if name != AUTO:
+            config.endpoint(name)  # unknown endpoint → clear ConfigError
+        if principal is None:
+            return GenerationChoice(EXTRACTIVE, None, "endpoint_refused:no principal")
+        if router is None:
+            from sovra.policy.wiring import router_for
+
+            router = router_for(
+                config,
+                home,
+                preference=config.routing.preference,
+                categories=config.routing.categories,
+                scan_pii=config.routing.pii_scan,
+                legal_basis={e.name: e.legal_basis for e in config.endpoints if e.legal_basis},
+            )
+        decision = router.decide(
+            principal,
+            [h.chunk for h in hits],
+            requested=None if name == AUTO else name,
+            question=question,
+        )
+        if on_decision is not None:
+            on_decision(principal, decision, hits)
+        ep = decision.chosen
+        if ep is None:
+            return GenerationChoice(
+                EXTRACTIVE,
+                None,
+                f"endpoint_refused:{decision.refusal}",
+                decision=decision.to_json(),
+            )
         if ep.name not in cache:
             cache[ep.name] = _load(ep, home)
         gen = cache[ep.name]
         if not gen.instruction_tuned and requested is None:
             return GenerationChoice(
-                EXTRACTIVE, None, f"base_model:{gen.model_id} is not instruction-tuned"
+                EXTRACTIVE,
+                None,
+                f"base_model:{gen.model_id} is not instruction-tuned",
+                decision=decision.to_json(),
             )
-        return GenerationChoice(EndpointInfo(ep.name, ep.jurisdiction, ep.hosting), gen)
+        return GenerationChoice(
+            EndpointInfo(ep.name, ep.jurisdiction, ep.hosting),
+            gen,
+            redact=decision.redact,
+            decision=decision.to_json(),
+            endpoint_config=ep,
+        )
 
     return choose

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sovra.answer.extractive import ExtractiveSettings, extract_answer
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
 from sovra.answer.types import NOT_FOUND, Answer, Citation
 from sovra.answer.verify import verify_output
-from sovra.domain import SearchFilter
+from sovra.domain import Principal, SearchFilter
 from sovra.models.base import Embedder
 from sovra.models.generation import Generator
 from sovra.search.hybrid import Searcher, SearchHit
@@ -36,10 +36,15 @@ class GenerationChoice:
     endpoint: EndpointInfo
     generator: Generator | None  # None → extractive
     reason: str = ""
+    redact: bool = False  # pseudonymise PII before anything is sent
+    decision: dict[str, object] | None = None  # the router's record, as logged
+    endpoint_config: object | None = None
 
 
 EXTRACTIVE = EndpointInfo("extractive")
-ChooseGeneration = Callable[[str, Sequence[SearchHit], str | None, bool], GenerationChoice]
+ChooseGeneration = Callable[
+    [str, Principal | None, Sequence[SearchHit], str | None, bool], GenerationChoice
+]
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,14 @@ class Answerer:
         question: str,
         flt: SearchFilter,
         *,
+        principal: Principal | None = None,
         endpoint: str | None = None,
         extractive: bool = False,
     ) -> Answer:
         final: Answer | None = None
-        for event in self.stream(question, flt, endpoint=endpoint, extractive=extractive):
+        for event in self.stream(
+            question, flt, principal=principal, endpoint=endpoint, extractive=extractive
+        ):
             if event.answer is not None:
                 final = event.answer
         assert final is not None
@@ -102,6 +110,7 @@ class Answerer:
         question: str,
         flt: SearchFilter,
         *,
+        principal: Principal | None = None,
         endpoint: str | None = None,
         extractive: bool = False,
     ) -> Iterator[AnswerEvent]:
@@ -109,7 +118,7 @@ class Answerer:
         # Retrieval always runs under the asker's filter: never a wider search.
         result = self.searcher.search(question, flt, k=self.settings.k)
         hits = result.hits
-        choice = self.choose(question, hits, endpoint, extractive)
+        choice = self.choose(question, principal, hits, endpoint, extractive)
         if choice.generator is None or not hits:
             answer = self._extractive(question, result.language, hits, result.vector_weight > 0)
             answer.endpoint = choice.endpoint.name
@@ -154,8 +163,22 @@ class Answerer:
     ) -> Iterator[AnswerEvent]:
         gen = choice.generator
         assert gen is not None
+        mapping = None
+        if choice.redact:
+            # Pseudonymise question and sources together so the same person or IBAN gets the
+            # same placeholder everywhere; the originals stay in this process only.
+            from sovra.policy.wiring import protect_texts
+
+            texts, mapping = protect_texts([question, *(h.chunk.text for h in hits)])
+            question_sent = texts[0]
+            hits = [
+                replace(h, chunk=replace(h.chunk, text=t))
+                for h, t in zip(hits, texts[1:], strict=True)
+            ]
+        else:
+            question_sent = question
         prompt = build_prompt(
-            question,
+            question_sent,
             hits,
             context_tokens=gen.context_length,
             max_answer_tokens=self.settings.max_answer_tokens,
@@ -186,7 +209,13 @@ class Answerer:
             answer.flags.append("context_truncated")
         if raw and NOT_FOUND_MARKER not in raw[:40]:
             checked = verify_output(raw, prompt.sources, language)
-            answer.text = checked.text.strip() or NOT_FOUND
+            text = checked.text.strip()
+            if mapping is not None:
+                from sovra.policy.redact import Redactor
+
+                text = Redactor.restore(text, mapping)
+                answer.flags.append("pii_pseudonymised")
+            answer.text = text or NOT_FOUND
             answer.found = bool(checked.text.strip())
             answer.citations = _citations(prompt.sources, checked.cited)
             answer.flags.extend(checked.flags)

@@ -167,7 +167,9 @@ def evaluate_language(
             searcher = Searcher(index, embedder)
             flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
 
-            def extractive(q: str, hits: object, req: object, ex: object) -> GenerationChoice:
+            def extractive(
+                q: str, who: object, hits: object, req: object, ex: object
+            ) -> GenerationChoice:
                 return GenerationChoice(EXTRACTIVE, None)
 
             methods: dict[str, Callable[[str], Answer]] = {
@@ -179,7 +181,9 @@ def evaluate_language(
             if generator is not None:
                 gen = generator
 
-                def generative(q: str, hits: object, req: object, ex: object) -> GenerationChoice:
+                def generative(
+                    q: str, who: object, hits: object, req: object, ex: object
+                ) -> GenerationChoice:
                     return GenerationChoice(EndpointInfo("embedded", "local", "on_prem"), gen)
 
                 answerer = Answerer(searcher, embedder, generative, settings)

@@ -63,3 +63,8 @@ def protect(
     redactor = redactor or Redactor(shared_detector())
     sent, mapping = redactor.pseudonymise(texts)
     return sent, mapping
+
+
+def protect_texts(texts: Sequence[str]) -> tuple[list[str], Pseudonyms]:
+    """Pseudonymise texts that will be sent together (one mapping, consistent placeholders)."""
+    return Redactor(shared_detector()).pseudonymise(texts)
