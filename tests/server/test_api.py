@@ -10,6 +10,8 @@ import httpx
 from fastapi.testclient import TestClient
 from server_helpers import PEOPLE_PAGE, PUBLIC_PAGE, RUNBOOK, Site, bearer
 
+from sovra.workspace import Workspace
+
 QUESTION = "what should I do when etcd database quota is low?"
 
 
@@ -226,3 +228,14 @@ def test_invalid_unicode_is_422_not_500(client: TestClient, site: Site) -> None:
         headers={**bearer(site.keys["alice"]), "Content-Type": "application/json"},
     )
     assert resp.status_code == 422
+
+
+def test_model_slot_released_when_a_stream_is_abandoned(workspace: Workspace) -> None:
+    from sovra.server.governed import Governed
+
+    governed = Governed(workspace, model_slots=1)
+    stream = governed.ask(workspace.principal("alice"), QUESTION, extractive=True)
+    next(stream)  # the client reads one event, then disconnects
+    stream.close()
+    assert governed._slots.acquire(blocking=False)  # the slot came back
+    governed._slots.release()

@@ -25,6 +25,7 @@ def _root(ctx: typer.Context, config: Annotated[Path, typer.Option("--config")])
 
 
 app.command("set-password")(server_cli.set_password_command)
+app.command("serve")(server_cli.serve_command)
 app.add_typer(server_cli.apikey_app, name="apikey")
 runner = CliRunner()
 
@@ -75,3 +76,23 @@ def test_apikey_lifecycle(home: Path) -> None:
     assert run(home, "apikey", "revoke", "nope")[0] != 0
     assert run(home, "apikey", "create", "alice", "--scope", "root")[0] != 0
     assert run(home, "apikey", "create", "ghost")[0] != 0
+
+
+def test_serve_sets_demo_logins_and_runs_uvicorn_on_loopback(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    seen: dict[str, object] = {}
+
+    def fake_run(app: object, **kwargs: object) -> None:
+        seen.update(kwargs, app=app)
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    code, out = run(home, "serve", "--port", "8999", "--demo-logins")
+    assert code == 0, out
+    assert "demo login: alice / alice-demo" in out
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8999
+    assert seen["access_log"] is False
+    code, out = run(home, "serve", "--demo-logins")
+    assert "demo login: alice / alice-demo" in out  # still the demo password: still shown

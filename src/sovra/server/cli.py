@@ -74,9 +74,11 @@ def serve_command(
         accounts = AccountStore.in_home(config.home)
         try:
             for user in Directory.in_home(config.home).users():
+                demo = f"{user.id}-demo"
                 if not accounts.has_password(user.id):
-                    accounts.set_password(user.id, f"{user.id}-demo")
-                    out.print(f"demo login: {user.id} / {user.id}-demo", highlight=False)
+                    accounts.set_password(user.id, demo)
+                if accounts.check_password(user.id, demo):
+                    out.print(f"demo login: {user.id} / {demo}", highlight=False)
         finally:
             accounts.close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -8,6 +8,7 @@ audit record — starting from a Principal. (Adapter until Workspace grows `sear
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,9 +56,12 @@ class DocumentView:
 class Governed:
     """One per process: the Workspace plus the lock that guards its lazy parts."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, model_slots: int | None = None) -> None:
         self.ws = ws
         self._lock = threading.Lock()
+        # Model work (query embedding, answer composition) is CPU-bound: more concurrent calls
+        # than cores only thrash and grow per-thread buffers. Requests queue for a slot.
+        self._slots = threading.BoundedSemaphore(model_slots or os.cpu_count() or 1)
 
     def warm(self) -> None:
         """Open every store and load the model now, not on the first request."""
@@ -75,7 +79,8 @@ class Governed:
         language: str | None = None,
     ) -> SearchResult:
         flt = self.ws.filter_for(principal, sources)
-        result = self.ws.searcher().search(query, flt, k=k, mode=mode, language=language)
+        with self._slots:
+            result = self.ws.searcher().search(query, flt, k=k, mode=mode, language=language)
         self.ws.record(
             principal.id,
             "search",
@@ -94,32 +99,38 @@ class Governed:
         extractive: bool = False,
     ) -> Iterator[AnswerEvent]:
         flt = self.ws.filter_for(principal)
-        for event in self.ws.answerer().stream(
-            question, flt, endpoint=endpoint, extractive=extractive
-        ):
-            answer = event.answer
-            if answer is not None:
-                used = [self.ws._cited_chunk(c.chunk_id) for c in answer.citations]
-                answer.receipt = self.ws.record(
-                    principal.id,
-                    "ask",
-                    [c for c in used if c is not None],
-                    outcome="answered" if answer.found else "not_found",
-                    endpoint=answer.endpoint,
-                    jurisdiction=answer.jurisdiction,
-                    details={
-                        "question_sha256": content_hash(question),
-                        "answer_sha256": content_hash(answer.text),
-                        "generation": answer.generation,
-                        "model": answer.model,
-                        "hosting": answer.hosting,
-                        "flags": list(answer.flags),
-                        "tokens_in": answer.tokens_in,
-                        "tokens_out": answer.tokens_out,
-                    },
-                    personal={"question": question},
-                )
-            yield event
+        # The slot is held while the answer streams and released when the stream ends,
+        # fails, or is closed (a client that disconnects closes the generator).
+        self._slots.acquire()
+        try:
+            for event in self.ws.answerer().stream(
+                question, flt, endpoint=endpoint, extractive=extractive
+            ):
+                answer = event.answer
+                if answer is not None:
+                    used = [self.ws._cited_chunk(c.chunk_id) for c in answer.citations]
+                    answer.receipt = self.ws.record(
+                        principal.id,
+                        "ask",
+                        [c for c in used if c is not None],
+                        outcome="answered" if answer.found else "not_found",
+                        endpoint=answer.endpoint,
+                        jurisdiction=answer.jurisdiction,
+                        details={
+                            "question_sha256": content_hash(question),
+                            "answer_sha256": content_hash(answer.text),
+                            "generation": answer.generation,
+                            "model": answer.model,
+                            "hosting": answer.hosting,
+                            "flags": list(answer.flags),
+                            "tokens_in": answer.tokens_in,
+                            "tokens_out": answer.tokens_out,
+                        },
+                        personal={"question": question},
+                    )
+                yield event
+        finally:
+            self._slots.release()
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:
         """The readable chunks of a document, or None — the same None whether the document
