@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from server_helpers import PEOPLE_PAGE, PUBLIC_PAGE, RUNBOOK, Site, bearer
 
@@ -239,3 +240,32 @@ def test_model_slot_released_when_a_stream_is_abandoned(workspace: Workspace) ->
     stream.close()
     assert governed._slots.acquire(blocking=False)  # the slot came back
     governed._slots.release()
+
+
+def test_ask_hands_the_principal_to_the_router(
+    workspace: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answerer gets the asking Principal (the router decides and logs per principal, as
+    for `sovra ask`); an OIDC principal's token groups reach it unchanged."""
+    from sovra.domain import Principal
+    from sovra.server.governed import Governed
+
+    real = workspace.answerer
+    seen: dict[str, object] = {}
+
+    def spying() -> object:
+        answerer = real()
+        stream = answerer.stream
+
+        def spy(question: str, flt: object, **kwargs: object) -> object:
+            seen.update(kwargs)
+            return stream(question, flt, **kwargs)  # type: ignore[arg-type]
+
+        answerer.stream = spy  # type: ignore[method-assign]
+        return answerer
+
+    monkeypatch.setattr(workspace, "answerer", spying)
+    olivia = Principal("olivia", frozenset({"staff", "sre"}))
+    events = list(Governed(workspace).ask(olivia, QUESTION, extractive=True))
+    assert seen["principal"] == olivia
+    assert events[-1].answer is not None and events[-1].answer.receipt

@@ -104,10 +104,12 @@ class Governed:
         self._slots.acquire()
         try:
             for event in self.ws.answerer().stream(
-                question, flt, endpoint=endpoint, extractive=extractive
+                question, flt, principal=principal, endpoint=endpoint, extractive=extractive
             ):
                 answer = event.answer
                 if answer is not None:
+                    if answer.generation == "generative":
+                        self.ws._record_usage(principal, answer)
                     used = [self.ws._cited_chunk(c.chunk_id) for c in answer.citations]
                     answer.receipt = self.ws.record(
                         principal.id,
