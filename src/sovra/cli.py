@@ -52,6 +52,7 @@ report_app = typer.Typer(help="Reports: usage of model endpoints.", no_args_is_h
 report_app.command("usage")(policy_cli.report_usage_command)
 app.add_typer(report_app, name="report")
 app.command("serve")(server_cli.serve_command)
+app.command("mcp")(server_cli.mcp_command)
 user_app.command("set-password")(server_cli.set_password_command)
 app.add_typer(server_cli.apikey_app, name="apikey")
 
