@@ -17,6 +17,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from server_helpers import password
 
 CHROMIUM = Path("/usr/bin/chromium")
+# A loaded 2-core CI machine can take more than Playwright's default 5 s per expectation.
+expect.set_options(timeout=30_000)
 ARGS = [
     "--headless",
     "--no-sandbox",
