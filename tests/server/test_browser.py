@@ -26,7 +26,7 @@ ARGS = [
     "--disable-sync",
 ]
 QUESTION = "what should I do when etcd database quota is low?"
-TIMEOUT_MS = 45_000
+TIMEOUT_MS = 120_000
 expect.set_options(timeout=TIMEOUT_MS)  # answers on a loaded 2-core machine take seconds
 
 
