@@ -53,7 +53,13 @@ class FusionSettings:
     candidates: int = 100
     text_weight: float = 1.0
     vector_weight_covered: float = 1.0
-    vector_weight_uncovered: float = 0.0
+    vector_weight_uncovered: float = 0.5
+    """Weight of the vector channel for a question in a language the model does not cover.
+
+    The channel then only ranks chunks written in a covered language (cross-lingual: a German
+    question over English documents); for chunks in the question's own uncovered language
+    full text decides alone, so fusion never makes that language worse than BM25.
+    """
 
 
 class Searcher:
@@ -72,14 +78,17 @@ class Searcher:
     def vector_weight(self, language: str) -> float:
         if self.embedder is None:
             return 0.0
-        covered = self.embedder.languages
+        if self._covered(language):
+            return self.settings.vector_weight_covered
+        return self.settings.vector_weight_uncovered
+
+    def _covered(self, language: str) -> bool:
+        assert self.embedder is not None
         # An unsure detection on a short query: trust the model if it covers English, the
         # language most short technical queries are written in.
         if language == "und":
             language = "en"
-        if language in covered:
-            return self.settings.vector_weight_covered
-        return self.settings.vector_weight_uncovered
+        return language in self.embedder.languages
 
     def search(
         self,
@@ -108,6 +117,10 @@ class Searcher:
             vector_hits = self.index.search_vector(
                 qvec.tolist(), depth if mode == "hybrid" else k, flt
             )
+            if mode == "hybrid" and not self._covered(lang):
+                # The model cannot read this language: its similarities are only trusted for
+                # chunks written in a language it covers.
+                vector_hits = [h for h in vector_hits if self._covered(h.chunk.language)]
         if mode == "text":
             hits = [_single(h, i, "text") for i, h in enumerate(text_hits[:k])]
         elif mode == "vector":
