@@ -881,7 +881,9 @@ class EmbeddedIndex:
         with self._lock:
             self._check_open()
             mem = self._mem
-            qids = sorted({mem.vocab[t] for t in terms if t in mem.vocab})
+            # A term repeated in the query weighs more (long, keyword-list queries rely on it).
+            qtf = Counter(mem.vocab[t] for t in terms if t in mem.vocab)
+            qids = sorted(qtf)
             if k <= 0 or not qids:
                 return []
             mem.seal()
@@ -915,7 +917,10 @@ class EmbeddedIndex:
                 idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
                 norm = BM25_K1 * (1.0 - BM25_B + BM25_B * mem.length[rows] / avgdl)
                 all_rows.append(rows)
-                all_scores.append((idf * tfs * (BM25_K1 + 1.0) / (tfs + norm)).astype(np.float32))
+                weight = idf * qtf[tid]
+                all_scores.append(
+                    (weight * tfs * (BM25_K1 + 1.0) / (tfs + norm)).astype(np.float32)
+                )
             if not all_rows:
                 return []
             rows = np.concatenate(all_rows)
