@@ -221,14 +221,20 @@ class Workspace:
         principal = self._principal_or_log(user_id, "search", query)
         flt = self.filter_for(principal, sources)
         result = self.searcher().search(query, flt, k=k, mode=mode, language=language)
-        self.record(
-            user_id,
+        self.record_search(principal, query, result, k=k)
+        return result
+
+    def record_search(
+        self, principal: Principal, query: str, result: SearchResult, *, k: int
+    ) -> dict[str, Any]:
+        """Log a search (returned chunks by id and hash, the query encrypted) → receipt."""
+        return self.record(
+            principal.id,
             "search",
             [h.chunk for h in result.hits],
-            details={"query_sha256": content_hash(query), "mode": mode, "k": k},
+            details={"query_sha256": content_hash(query), "mode": result.mode, "k": k},
             personal={"query": query},
         )
-        return result
 
     def _principal_or_log(self, user_id: str, action: str, text: str) -> Principal:
         """Resolve the user; an unknown user is denied, and the denial is logged."""
@@ -259,31 +265,34 @@ class Workspace:
         for event in self.answerer().stream(
             question, flt, principal=principal, endpoint=endpoint, extractive=extractive
         ):
-            answer = event.answer
-            if answer is not None:
-                if answer.generation == "generative":
-                    self._record_usage(principal, answer)
-                used = [self._cited_chunk(c.chunk_id) for c in answer.citations]
-                answer.receipt = self.record(
-                    user_id,
-                    "ask",
-                    [c for c in used if c is not None],
-                    outcome="answered" if answer.found else "not_found",
-                    endpoint=answer.endpoint,
-                    jurisdiction=answer.jurisdiction,
-                    details={
-                        "question_sha256": content_hash(question),
-                        "answer_sha256": content_hash(answer.text),
-                        "generation": answer.generation,
-                        "model": answer.model,
-                        "hosting": answer.hosting,
-                        "flags": list(answer.flags),
-                        "tokens_in": answer.tokens_in,
-                        "tokens_out": answer.tokens_out,
-                    },
-                    personal={"question": question},
-                )
+            if event.answer is not None:
+                self.finish_answer(principal, question, event.answer)
             yield event
+
+    def finish_answer(self, principal: Principal, question: str, answer: Answer) -> None:
+        """Account a generated answer's usage, log the answer and attach its receipt."""
+        if answer.generation == "generative":
+            self._record_usage(principal, answer)
+        used = [self._cited_chunk(c.chunk_id) for c in answer.citations]
+        answer.receipt = self.record(
+            principal.id,
+            "ask",
+            [c for c in used if c is not None],
+            outcome="answered" if answer.found else "not_found",
+            endpoint=answer.endpoint,
+            jurisdiction=answer.jurisdiction,
+            details={
+                "question_sha256": content_hash(question),
+                "answer_sha256": content_hash(answer.text),
+                "generation": answer.generation,
+                "model": answer.model,
+                "hosting": answer.hosting,
+                "flags": list(answer.flags),
+                "tokens_in": answer.tokens_in,
+                "tokens_out": answer.tokens_out,
+            },
+            personal={"question": question},
+        )
 
     def _record_usage(self, principal: Principal, answer: Answer) -> None:
         from sovra.policy.usage import UsageLedger

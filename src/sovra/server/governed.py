@@ -81,13 +81,7 @@ class Governed:
         flt = self.ws.filter_for(principal, sources)
         with self._slots:
             result = self.ws.searcher().search(query, flt, k=k, mode=mode, language=language)
-        self.ws.record(
-            principal.id,
-            "search",
-            [h.chunk for h in result.hits],
-            details={"query_sha256": content_hash(query), "mode": mode, "k": k},
-            personal={"query": query},
-        )
+        self.ws.record_search(principal, query, result, k=k)
         return result
 
     def ask(
@@ -106,30 +100,8 @@ class Governed:
             for event in self.ws.answerer().stream(
                 question, flt, principal=principal, endpoint=endpoint, extractive=extractive
             ):
-                answer = event.answer
-                if answer is not None:
-                    if answer.generation == "generative":
-                        self.ws._record_usage(principal, answer)
-                    used = [self.ws._cited_chunk(c.chunk_id) for c in answer.citations]
-                    answer.receipt = self.ws.record(
-                        principal.id,
-                        "ask",
-                        [c for c in used if c is not None],
-                        outcome="answered" if answer.found else "not_found",
-                        endpoint=answer.endpoint,
-                        jurisdiction=answer.jurisdiction,
-                        details={
-                            "question_sha256": content_hash(question),
-                            "answer_sha256": content_hash(answer.text),
-                            "generation": answer.generation,
-                            "model": answer.model,
-                            "hosting": answer.hosting,
-                            "flags": list(answer.flags),
-                            "tokens_in": answer.tokens_in,
-                            "tokens_out": answer.tokens_out,
-                        },
-                        personal={"question": question},
-                    )
+                if event.answer is not None:
+                    self.ws.finish_answer(principal, question, event.answer)
                 yield event
         finally:
             self._slots.release()
