@@ -232,30 +232,7 @@ def search(
     finally:
         ws.close()
     if json_out:
-        emit_json(
-            {
-                "query": result.query,
-                "language": result.language,
-                "mode": result.mode,
-                "took_ms": round(result.took_ms, 2),
-                "hits": [
-                    {
-                        "rank": h.rank,
-                        "score": h.score,
-                        "chunk_id": h.chunk.id,
-                        "document_id": h.chunk.document_id,
-                        "source": h.chunk.source,
-                        "title": h.chunk.title,
-                        "uri": h.chunk.uri,
-                        "heading_path": list(h.chunk.heading_path),
-                        "language": h.chunk.language,
-                        "classification": h.chunk.classification,
-                        "text": h.chunk.text,
-                    }
-                    for h in result.hits
-                ],
-            }
-        )
+        emit_json(result.to_dict())
         return
     if not result.hits:
         out.print(f"no results among the documents {as_user} can access")

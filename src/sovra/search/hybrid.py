@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.base import Index
@@ -38,6 +38,31 @@ class SearchResult:
     vector_weight: float
     hits: list[SearchHit] = field(default_factory=list)
     took_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape shared by `sovra search --json` and the REST API."""
+        return {
+            "query": self.query,
+            "language": self.language,
+            "mode": self.mode,
+            "took_ms": round(self.took_ms, 2),
+            "hits": [
+                {
+                    "rank": h.rank,
+                    "score": h.score,
+                    "chunk_id": h.chunk.id,
+                    "document_id": h.chunk.document_id,
+                    "source": h.chunk.source,
+                    "title": h.chunk.title,
+                    "uri": h.chunk.uri,
+                    "heading_path": list(h.chunk.heading_path),
+                    "language": h.chunk.language,
+                    "classification": h.chunk.classification,
+                    "text": h.chunk.text,
+                }
+                for h in self.hits
+            ],
+        }
 
 
 class Reranker(Protocol):

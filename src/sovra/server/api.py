@@ -55,31 +55,6 @@ class ReceiptRequest(BaseModel):
     receipt: dict[str, Any]
 
 
-def hit_dict(result: SearchResult) -> dict[str, Any]:
-    return {
-        "query": result.query,
-        "language": result.language,
-        "mode": result.mode,
-        "took_ms": round(result.took_ms, 2),
-        "hits": [
-            {
-                "rank": h.rank,
-                "score": h.score,
-                "chunk_id": h.chunk.id,
-                "document_id": h.chunk.document_id,
-                "source": h.chunk.source,
-                "title": h.chunk.title,
-                "uri": h.chunk.uri,
-                "heading_path": list(h.chunk.heading_path),
-                "language": h.chunk.language,
-                "classification": h.chunk.classification,
-                "text": h.chunk.text,
-            }
-            for h in result.hits
-        ],
-    }
-
-
 def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResult:
     ident.require("search")
     try:
@@ -99,7 +74,7 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
 async def search(body: SearchRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
     result = await run_in_threadpool(run_search, st, ident, body)
-    return hit_dict(result)
+    return result.to_dict()
 
 
 def count_answer(st: AppState, answer: Answer) -> None:
