@@ -175,6 +175,35 @@ class EgressConfig(_Strict):
     airgap: bool = False
 
 
+class SmtpConfig(_Strict):
+    """Where the `email` action sends mail. The password is read by reference, never stored here."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, ge=1, le=65535)
+    sender: str = "sovra@localhost"
+    starttls: bool = False
+    username: str = ""
+    password_env: str | None = None
+    password_file: Path | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class FlowsConfig(_Strict):
+    """Durable workflows: definitions in `<home>/workflows/*.yaml` (plus `definitions`), state in DBOS.
+
+    `database_url` empty = SQLite in the data directory (embedded default); a `postgresql://` URL
+    for server mode.
+    """
+
+    database_url: str = ""
+    definitions: Path | None = None
+    approval_expiry_hours: float = Field(default=48.0, gt=0)
+    action_max_attempts: int = Field(default=5, ge=1, le=50)
+    webhook_hosts: tuple[str, ...] = ()
+    """Hosts a `webhook` action may post to (the egress guard refuses every other host)."""
+    smtp: SmtpConfig = SmtpConfig()
+
+
 class WorkspaceConfig(_Strict):
     home: Path = Path("sovra-data")
     region: str = "eu"
@@ -198,6 +227,7 @@ class Config(_Strict):
     answer: AnswerConfig = AnswerConfig()
     routing: RoutingConfig = RoutingConfig()
     egress: EgressConfig = EgressConfig()
+    flows: FlowsConfig = FlowsConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     base_dir: Path = Path(".")

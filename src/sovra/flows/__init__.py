@@ -1,0 +1,1 @@
+"""Workflows: definitions, the durable runner, approvals and actions (see flows/base.py)."""
