@@ -79,6 +79,7 @@ class EgressGuard:
         *,
         airgap: bool = False,
         resolver: Resolver = resolve,
+        extra_hosts: Sequence[str] = (),
     ) -> None:
         self.airgap = airgap
         self.resolver = resolver
@@ -86,15 +87,31 @@ class EgressGuard:
         for ep in endpoints:
             if ep.kind == "openai" and ep.base_url:
                 self.destinations[Destination.of(ep.base_url)] = ep
+        # Non-model destinations (e.g. `[flows] webhook_hosts`): "host" (any port) or "host:port".
+        self.extra_hosts: frozenset[tuple[str, int | None]] = frozenset(
+            _host_entry(h) for h in extra_hosts
+        )
 
-    def check(self, url: str) -> EndpointConfig:
-        """The endpoint this URL belongs to, or EgressDenied saying why not."""
+    def _extra_allowed(self, dest: Destination) -> bool:
+        return (dest.host, None) in self.extra_hosts or (dest.host, dest.port) in self.extra_hosts
+
+    def check(self, url: str) -> EndpointConfig | None:
+        """The endpoint this URL belongs to (None: an allowed extra host), or EgressDenied."""
         dest = Destination.of(url)
         endpoint = self.destinations.get(dest)
+        if endpoint is None and self._extra_allowed(dest):
+            if self.airgap:
+                self._require_local(dest)
+            return None
         if endpoint is None:
-            known = ", ".join(sorted(str(d) for d in self.destinations)) or "none"
+            known = ", ".join(
+                sorted(
+                    [str(d) for d in self.destinations] + [_host_str(h) for h in self.extra_hosts]
+                )
+            )
             raise EgressDenied(
-                f"egress to {dest} refused: not a registered endpoint (registered: {known})"
+                f"egress to {dest} refused: not a registered endpoint or allowed host"
+                f" (allowed: {known or 'none'})"
             )
         if self.airgap:
             if endpoint.hosting != "on_prem":
@@ -102,13 +119,37 @@ class EgressGuard:
                     f"egress to {dest} refused: air-gap mode allows only on_prem endpoints,"
                     f" {endpoint.name!r} is {endpoint.hosting}"
                 )
-            outside = [a for a in self.resolver(dest.host, dest.port) if not is_local_address(a)]
-            if outside:
-                raise EgressDenied(
-                    f"egress to {dest} refused: air-gap mode, {dest.host} resolves to"
-                    f" non-local address {', '.join(outside)}"
-                )
+            self._require_local(dest)
         return endpoint
+
+    def _require_local(self, dest: Destination) -> None:
+        outside = [a for a in self.resolver(dest.host, dest.port) if not is_local_address(a)]
+        if outside:
+            raise EgressDenied(
+                f"egress to {dest} refused: air-gap mode, {dest.host} resolves to"
+                f" non-local address {', '.join(outside)}"
+            )
+
+
+def _host_entry(entry: str) -> tuple[str, int | None]:
+    """ "host", "host:port", "[v6]:port" or a URL → (lower-case host, port or None for any)."""
+    text = entry.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if not parts.hostname:
+        raise EgressDenied(
+            f"allowed host {entry!r} is not a host name; write e.g. hooks.example.eu"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise EgressDenied(f"allowed host {entry!r} has an invalid port") from None
+    return parts.hostname.lower(), port
+
+
+def _host_str(entry: tuple[str, int | None]) -> str:
+    return entry[0] if entry[1] is None else f"{entry[0]}:{entry[1]}"
 
 
 class GuardedTransport:
