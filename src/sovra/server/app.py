@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from sovra.config import Config
 from sovra.server import api, openai_api, ui
@@ -35,6 +36,7 @@ from sovra.server.auth import (
 )
 from sovra.server.deps import AppState, app_state, client_address, identity
 from sovra.server.governed import Governed
+from sovra.server.mcp_server import MCP_PATH, McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
 from sovra.server.settings import ServerSettings
@@ -165,12 +167,14 @@ def create_app(
         ),
         metrics=metrics,
     )
+    mcp_gate = McpGate(state)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(governed.warm)
         try:
-            yield
+            async with mcp_gate.manager.run():
+                yield
         finally:
             accounts.close()
             if workspace is None:
@@ -226,6 +230,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(openai_api.router)
     app.include_router(ui.router)
+    # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
+    app.router.routes.append(Route(MCP_PATH, endpoint=mcp_gate))
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
 
     @app.exception_handler(ui.LoginRequired)

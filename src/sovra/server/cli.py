@@ -100,7 +100,7 @@ def mcp_command(
 ) -> None:
     """Serve the MCP tools (search, ask, fetch_document) on stdio as AS_USER."""
     from sovra.server.governed import Governed
-    from sovra.server.mcp_server import build_mcp
+    from sovra.server.mcp_server import build_mcp, fixed_user
     from sovra.workspace import Workspace
 
     try:
@@ -116,7 +116,7 @@ def mcp_command(
     governed = Governed(ws)
     governed.warm()
     try:
-        build_mcp(governed, lambda: ws.principal(as_user)).run("stdio")
+        build_mcp(governed, fixed_user(lambda: ws.principal(as_user))).run("stdio")
     finally:
         ws.close()
 
