@@ -302,3 +302,54 @@ def test_router_for_config_and_protect(tmp_path: Path, monkeypatch: pytest.Monke
     refused = router.decide(user("bob"), [chunk("restricted")])
     with pytest.raises(ValueError, match="nothing may be sent"):
         protect(refused, ["x"])
+
+
+def test_airgap_mode_rejects_what_the_egress_guard_would_refuse() -> None:
+    """`[egress] airgap = true`: only in-process or on-prem endpoints on local addresses."""
+    embedded = endpoint("gguf", pii="allow", cost_per_1k_tokens=1.0)
+    lan = endpoint(
+        "lan",
+        kind="openai",
+        base_url="http://10.0.0.5:8000/v1",
+        pii="allow",
+        cost_per_1k_tokens=0.5,
+    )
+    public = endpoint(
+        "public",
+        kind="openai",
+        base_url="http://llm.example.eu/v1",
+        pii="allow",
+        cost_per_1k_tokens=0.0,
+    )
+    cloud = endpoint(
+        "cloud",
+        hosting="regional_cloud",
+        jurisdiction="eu",
+        base_url="http://127.0.0.1:9/v1",
+        pii="allow",
+        cost_per_1k_tokens=0.0,
+    )
+    resolved = {"10.0.0.5": ["10.0.0.5"], "llm.example.eu": ["203.0.114.9"]}
+    air = router(
+        embedded,
+        lan,
+        public,
+        cloud,
+        preference="cheapest",
+        airgap=True,
+        resolver=lambda host, port: resolved.get(host, [host]),
+    )
+    d = air.decide(user("alice"), [chunk("internal")])
+    assert d.chosen is lan  # the cheaper public and cloud endpoints are out
+    rejected = {r.endpoint: r for r in d.rejected}
+    assert set(rejected) == {"public", "cloud"}
+    assert rejected["cloud"].policy_ids == ("airgap",)
+    assert "allows only on_prem endpoints, 'cloud' is regional_cloud" in rejected["cloud"].reason
+    assert "non-local address 203.0.114.9" in rejected["public"].reason
+    only_cloud = router(cloud, airgap=True).decide(user("alice"), [chunk("public")])
+    assert only_cloud.chosen is None and only_cloud.policy_ids == ("airgap",)
+    assert "to allow it: in air-gap mode only on_prem endpoints" in str(only_cloud.refusal)
+    # The same endpoints outside air-gap mode: the cheapest allowed one wins.
+    assert router(embedded, lan, public, cloud, preference="cheapest").decide(
+        user("alice"), [chunk("internal")]
+    ).chosen in (public, cloud)

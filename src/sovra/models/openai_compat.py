@@ -10,6 +10,9 @@ Retries: the client retries connection errors, timeouts, 408/409/429 and 5xx its
 exponential backoff (0.5 s doubling to at most 8 s, 0–25 % jitter) and honours `Retry-After` up to
 two minutes; `max_retries` sets how many times. What is left after that becomes a GenerationError
 that names the endpoint and its URL.
+
+Egress: a refusal by the egress guard (the `http_client` from `sovra.policy.egress`) is not
+retried; it becomes `EgressRefused`, one line naming the endpoint, the refused host and the fix.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import openai
 
 from sovra.models.generation import GenerationError, GenerationStats, Message
 from sovra.models.llamacpp import StopFilter
+from sovra.policy.egress import EgressDenied
 
 if TYPE_CHECKING:
     from sovra.config import EndpointConfig
@@ -81,6 +85,29 @@ def _api_message(exc: openai.APIStatusError) -> str:
         if isinstance(msg, str) and msg:
             return msg[:300]
     return (exc.response.text or exc.response.reason_phrase or "")[:300]
+
+
+class EgressRefused(GenerationError, EgressDenied):
+    """The egress guard refused the endpoint's host: a policy decision, reported as one line.
+
+    Both a GenerationError (the CLI prints it as `error: ...`, exit code 2) and an
+    EgressDenied (callers that handle refusals specially still can).
+    """
+
+
+def _egress_fix(reason: str) -> str:
+    """What would allow a refused destination, from the guard's reason."""
+    if "allows only on_prem" in reason:
+        return "answer with an on_prem endpoint, or set [egress] airgap = false"
+    if "air-gap" in reason or "cannot resolve" in reason:
+        return (
+            "register the on-prem endpoint by a loopback or private IP address,"
+            " or set [egress] airgap = false"
+        )
+    return (
+        "register the host as an endpoint (`sovra endpoint add NAME --base-url URL ...`)"
+        " or correct this endpoint's base_url"
+    )
 
 
 class OpenAIGeneration:
@@ -142,7 +169,7 @@ class OpenAICompatibleGenerator:
             key = value
         # `http_client`: the egress guard's client (sovra.policy.egress.openai_http_client), so
         # every request, retries and redirects included, is checked against the endpoint registry.
-        # Its refusal (EgressDenied) propagates unchanged: a policy decision, not a model failure.
+        # Its refusal (EgressDenied) is not retried by the client and becomes EgressRefused.
         self._client = openai.OpenAI(
             api_key=key,
             base_url=base_url,
@@ -262,6 +289,11 @@ class OpenAICompatibleGenerator:
                     yield emit(out)
             if cut.stopped:
                 stats.finish_reason = "stop"
+        except EgressDenied as exc:
+            reason = " ".join(str(exc).split())  # one line, whatever the guard wrote
+            raise EgressRefused(
+                f"endpoint {self._name} at {self._url}: {reason}; to allow it: {_egress_fix(reason)}"
+            ) from None
         except openai.APITimeoutError:
             raise self._fail(f"did not answer within {self._timeout_s:g} s (timeout)") from None
         except openai.APIConnectionError as exc:

@@ -343,6 +343,7 @@ def doctor_command(
     from sovra.policy.doctor import run_checks
 
     config = _config(ctx)
+    airgap = airgap or config.egress.airgap  # the configured mode is checked without the flag
     checks = run_checks(config, config.home, airgap=airgap)
     failed = [c for c in checks if c.status == "fail"]
     if json_out:
@@ -389,7 +390,7 @@ def endpoint_test(
                 )
             headers["Authorization"] = f"Bearer {key}"
         url = str(ep.base_url).rstrip("/") + "/models"
-        guard = EgressGuard(config.endpoints, airgap=airgap)
+        guard = EgressGuard(config.endpoints, airgap=airgap or config.egress.airgap)
         start = time.perf_counter()
         try:
             with guarded_client(guard, timeout=min(ep.timeout_s, 15.0)) as client:

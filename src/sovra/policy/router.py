@@ -5,6 +5,10 @@ categories), asks the policy engine about every registered endpoint in one batch
 a `Decision`: the chosen endpoint in preference order, every rejected one with the rule that
 rejected it, whether text must be pseudonymised first, or a refusal that names the rule and
 says what would allow the request. No model call may happen without one.
+
+In air-gap mode (`[egress] airgap = true`) an endpoint the egress guard would refuse (not
+on-prem, or not on a local address) is rejected here already, under the rule id `airgap`, so
+the refusal is decided, explained and audited like any other instead of failing at send time.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ from typing import Literal
 
 from sovra.config import EndpointConfig
 from sovra.domain import Chunk, ClassificationScale, Principal, may_process_in
+from sovra.policy.egress import EgressDenied, EgressGuard, Resolver, resolve
 from sovra.policy.engine import PolicyDecision, PolicyEngine, Request, labels_at_most
 from sovra.policy.entities import endpoint_entity, user_entity
 
 Preference = Literal["on_prem_first", "cheapest", "fastest", "configured"]
 PREFERENCES: tuple[str, ...] = ("on_prem_first", "cheapest", "fastest", "configured")
 UNKNOWN_LABEL = "unknown"
+AIRGAP_RULE = "airgap"
+AIRGAP_ADVICE = (
+    "in air-gap mode only on_prem endpoints on loopback or private addresses may be used;"
+    " register one (or set [egress] airgap = false)"
+)
 _HOSTING_ORDER = {"on_prem": 0, "regional_cloud": 1, "foreign_cloud": 2}
 
 PiiScan = Callable[[Sequence[str]], bool]
@@ -129,6 +139,8 @@ class Router:
         pii_scan: PiiScan | None = None,
         legal_basis: Mapping[str, str] | None = None,
         latency_ms: Mapping[str, float] | None = None,
+        airgap: bool = False,
+        resolver: Resolver = resolve,
     ) -> None:
         if preference not in PREFERENCES:
             raise ValueError(
@@ -143,6 +155,18 @@ class Router:
         self.pii_scan = pii_scan
         self.legal_basis = dict(legal_basis or {})
         self.latency_ms = dict(latency_ms or {})
+        self.airgap = airgap
+        self.resolver = resolver
+
+    def _airgap_rejection(self, endpoint: EndpointConfig) -> Rejection | None:
+        """Why the egress guard would refuse this endpoint in air-gap mode (None: it would not)."""
+        if not self.airgap or endpoint.kind != "openai" or not endpoint.base_url:
+            return None  # embedded endpoints run in-process
+        try:
+            EgressGuard([endpoint], airgap=True, resolver=self.resolver).check(endpoint.base_url)
+        except EgressDenied as exc:
+            return Rejection(endpoint.name, str(exc), (AIRGAP_RULE,), (AIRGAP_ADVICE,))
+        return None
 
     def region_of(self, endpoint: EndpointConfig) -> str:
         """Where an endpoint processes data: `local` on-prem means the workspace region."""
@@ -231,7 +255,9 @@ class Router:
         user = user_entity(principal)
         requests = []
         sources = {c.source for c in chunks}
-        for ep in candidates:
+        blocked = {e.name: r for e in candidates if (r := self._airgap_rejection(e)) is not None}
+        asked = [e for e in candidates if e.name not in blocked]
+        for ep in asked:
             context = send_context(
                 self.scale,
                 classification,
@@ -249,19 +275,23 @@ class Router:
                     context,
                 )
             )
-        verdicts: dict[str, PolicyDecision] = dict(
-            zip((e.name for e in candidates), self.engine.decide_many(requests), strict=True)
+        verdicts: dict[str, PolicyDecision] = (
+            dict(zip((e.name for e in asked), self.engine.decide_many(requests), strict=True))
+            if asked
+            else {}
         )
-        allowed = [e for e in candidates if verdicts[e.name].allowed]
+        allowed = [e for e in asked if verdicts[e.name].allowed]
         rejected = tuple(
-            Rejection(
+            blocked[e.name]
+            if e.name in blocked
+            else Rejection(
                 e.name,
                 _reason(verdicts[e.name]),
                 verdicts[e.name].policy_ids,
                 verdicts[e.name].advice,
             )
             for e in candidates
-            if not verdicts[e.name].allowed
+            if e.name in blocked or not verdicts[e.name].allowed
         )
         considered = tuple(e.name for e in self._order(candidates))
         if allowed:

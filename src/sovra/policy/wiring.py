@@ -49,6 +49,7 @@ def router_for(
         categories=categories,
         pii_scan=detector.contains_pii if detector is not None else None,
         legal_basis=legal_basis,
+        airgap=config.egress.airgap,
     )
 
 
