@@ -204,6 +204,86 @@ class FlowsConfig(_Strict):
     smtp: SmtpConfig = SmtpConfig()
 
 
+SERVER_TOKEN_ALGORITHMS: tuple[str, ...] = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+"""JWT algorithms the server may accept: asymmetric only (never `none` or HS*)."""
+
+
+class ServerConfig(_Strict):
+    """`[server]`: what `sovra serve` needs. `SOVRA_SERVER_<FIELD>` environment variables override
+    these (see `sovra.server.settings`). Safe defaults: loopback only, no identity provider (local
+    users and API keys), secure cookies on, modest rate and size limits. The OIDC client secret
+    is named by reference (`oidc_client_secret_env` / `oidc_client_secret_file`), never stored."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8750, ge=0, le=65535)
+    public_url: str = ""
+    """External base URL (links, the OIDC redirect URI); empty = derived from the request."""
+
+    oidc_issuer: str = ""
+    """Empty = no identity provider: local users and API keys only."""
+    oidc_audience: str = ""
+    """Required `aud` of bearer tokens sent to the APIs."""
+    oidc_jwks_url: str = ""
+    """Empty = `<issuer>/.well-known/openid-configuration` → `jwks_uri`."""
+    oidc_user_claim: str = "sub"
+    oidc_groups_claim: str = "groups"
+    oidc_algorithms: tuple[str, ...] = SERVER_TOKEN_ALGORITHMS
+    oidc_leeway_s: int = Field(default=30, ge=0, le=300)
+    jwks_cache_s: int = Field(default=300, ge=10)
+    jwks_min_refresh_s: float = Field(default=10.0, ge=0)
+    """A token with an unknown `kid` refetches the JWKS at most this often."""
+    oidc_client_id: str = ""
+    """Browser login (authorization code + PKCE) is offered when this and the issuer are set."""
+    oidc_client_secret_env: str | None = None
+    """Environment variable holding the client secret (confidential clients); never logged."""
+    oidc_client_secret_file: Path | None = None
+    """Alternative to `oidc_client_secret_env`: a file holding the secret."""
+    oidc_scopes: tuple[str, ...] = ("openid", "profile", "email")
+
+    session_ttl_s: int = Field(default=8 * 3600, ge=60)
+    secure_cookies: bool = True
+    """Set the cookie `Secure` flag; turn off only for plain-http loopback demos."""
+
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    login_attempts_per_minute: int = Field(default=10, ge=1)
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    metrics_token: str = ""
+    """Empty = /metrics open (the default bind is loopback); else scrapers send it as a bearer."""
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [a for a in value if a not in SERVER_TOKEN_ALGORITHMS]
+        if bad or not value:
+            raise ValueError(
+                f"oidc_algorithms {bad or list(value)} not allowed; use asymmetric ones from "
+                + ", ".join(SERVER_TOKEN_ALGORITHMS)
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> ServerConfig:
+        if self.oidc_client_secret_env and self.oidc_client_secret_file:
+            raise ValueError(
+                "server: set oidc_client_secret_env or oidc_client_secret_file, not both"
+            )
+        if "openid" not in self.oidc_scopes:
+            raise ValueError("server.oidc_scopes must include 'openid'")
+        return self
+
+
 class WorkspaceConfig(_Strict):
     home: Path = Path("sovra-data")
     region: str = "eu"
@@ -228,6 +308,7 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     egress: EgressConfig = EgressConfig()
     flows: FlowsConfig = FlowsConfig()
+    server: ServerConfig = ServerConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     base_dir: Path = Path(".")

@@ -150,7 +150,7 @@ class LoginRequest(BaseModel):
 def create_app(
     config: Config, settings: ServerSettings | None = None, workspace: Workspace | None = None
 ) -> FastAPI:
-    settings = settings or ServerSettings()
+    settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config)
     governed = Governed(ws)
     accounts = AccountStore.in_home(config.home)

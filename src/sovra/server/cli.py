@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from sovra.clikit import emit_json, fail, out, state
 from sovra.config import ConfigError
@@ -69,7 +70,13 @@ def serve_command(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
-    settings = ServerSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = ServerSettings.from_config(config, **overrides)
+    except ValidationError as exc:
+        fail(
+            "server settings ([server] in sovra.toml or SOVRA_SERVER_* variables): "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        )
     if demo_logins:
         accounts = AccountStore.in_home(config.home)
         try:
