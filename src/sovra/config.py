@@ -199,6 +199,10 @@ class FlowsConfig(_Strict):
     definitions: Path | None = None
     approval_expiry_hours: float = Field(default=48.0, gt=0)
     action_max_attempts: int = Field(default=5, ge=1, le=50)
+    action_backoff_seconds: float = Field(default=2.0, ge=0, le=300)
+    """First wait before retrying a failed action; doubles per attempt (capped at 60 s)."""
+    operators: tuple[str, ...] = ("admins",)
+    """Groups whose members may pause, resume, override and retry runs and set kill switches."""
     webhook_hosts: tuple[str, ...] = ()
     """Hosts a `webhook` action may post to (the egress guard refuses every other host)."""
     smtp: SmtpConfig = SmtpConfig()

@@ -1,0 +1,37 @@
+"""Who may decide a run: approvers (group membership, separation of duties) and operators.
+
+The same checks serve the CLI and the REST API, so "the requester can never approve" holds
+whichever way the decision arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sovra.domain import Principal
+from sovra.flows.base import FlowError
+from sovra.flows.store import Approval, Run
+
+
+class ApprovalRefused(FlowError):
+    """This principal may not decide this approval; the message says why."""
+
+
+def check_approver(run: Run, approval: Approval, principal: Principal) -> None:
+    if principal.id == run.requester:
+        raise ApprovalRefused(
+            f"separation of duties: {principal.id} started run {run.id} and cannot approve or"
+            " reject it; ask another member of " + " or ".join(approval.groups)
+        )
+    if not set(approval.groups) & principal.groups:
+        raise ApprovalRefused(
+            f"{principal.id} is not in {' or '.join(approval.groups)}, who decide run {run.id}"
+        )
+
+
+def check_operator(principal: Principal, groups: Sequence[str]) -> None:
+    if not set(groups) & principal.groups:
+        raise FlowError(
+            f"{principal.id} may not operate flows: only members of {', '.join(groups)}"
+            " ([flows] operators in sovra.toml)"
+        )

@@ -1,0 +1,508 @@
+"""The durable runner: each workflow step is a DBOS step inside a run *segment* (a DBOS workflow).
+
+A segment runs steps from a start index until the run completes, fails, waits for an approval
+or is paused (kill switch / operator). Each step's result is checkpointed by DBOS, so after a
+`kill -9` the next process that launches the engine replays the segment: finished steps return
+their recorded result and the interrupted step runs again. An `act` step always passes the
+idempotency key `<run id>:<step id>`, so an adapter that already acted returns its first result
+instead of acting twice. Waiting for a person is never an open DBOS workflow: the segment ends,
+and the approval starts the next segment (`<run id>/<n>`) — so no process has to stay up.
+
+DBOS is a process-global singleton; `Engine.launch` owns it for the life of one `Flows`, and a
+lock file makes sure only one process at a time executes (and recovers) runs in a data dir.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import IO, TYPE_CHECKING, Any
+
+from dbos import DBOS, SetWorkflowID
+
+from sovra.domain import content_hash
+from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError
+from sovra.flows.definition import (
+    ActStep,
+    ApproveStep,
+    BranchStep,
+    ClassifyStep,
+    DraftStep,
+    ExtractStep,
+    RetrieveStep,
+    Workflow,
+    render,
+)
+from sovra.flows.store import FlowStore, Run
+
+if TYPE_CHECKING:
+    from sovra.config import Config
+    from sovra.workspace import Workspace
+
+APP_VERSION = "sovra-flows-1"
+"""Fixed so a run started by one build is recovered by the next (segments only call our steps)."""
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+
+def sha(value: Any) -> str:
+    return content_hash(json.dumps(value, sort_keys=True, default=str))
+
+
+class Engine:
+    """Executes steps for `Flows`; the DBOS functions below call the engine that is launched."""
+
+    def __init__(
+        self,
+        config: Config,
+        workspace: Workspace,
+        store: FlowStore,
+        *,
+        clock: Clock,
+        sleep: Sleep = time.sleep,
+        adapters: Mapping[str, ActionAdapter] | None = None,
+        classifiers: Mapping[str, Classifier] | None = None,
+    ) -> None:
+        self.config = config
+        self.ws = workspace
+        self.store = store
+        self.clock = clock
+        self.sleep = sleep
+        self._adapters = dict(adapters) if adapters is not None else None
+        self._classifiers = dict(classifiers or {})
+        self._lock: IO[str] | None = None
+
+    # -- process lifecycle --------------------------------------------------------------------
+
+    def launch(self, *, wait_s: float = 60.0) -> None:
+        global _ENGINE
+        home = self.ws.home
+        lock = (home / "flows.lock").open("a+")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock.close()
+                    raise FlowError(
+                        f"another sovra process is running flows in {home} (the server, or a"
+                        " `sovra flow` command); wait for it, or use the server's API"
+                    ) from None
+                time.sleep(0.2)
+        self._lock = lock
+        url = self.config.flows.database_url or f"sqlite:///{home / 'flows.db'}"
+        if _ENGINE is not None:
+            DBOS.destroy()
+        _ENGINE = self
+        DBOS(
+            config={
+                "name": "sovra-flows",
+                "system_database_url": url,
+                "application_version": APP_VERSION,
+                "log_level": os.environ.get("SOVRA_DBOS_LOG_LEVEL", "ERROR"),
+            }
+        )
+        DBOS.launch()
+
+    def close(self) -> None:
+        global _ENGINE
+        if _ENGINE is self:
+            DBOS.destroy()
+            _ENGINE = None
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def recover(self) -> list[str]:
+        """Finish what a killed process left: DBOS-pending segments, and runs marked running
+        whose segment never started (killed between the store update and the DBOS start)."""
+        pending = DBOS.list_workflows(
+            status=["PENDING", "ENQUEUED"], name="sovra_flow_segment", load_input=False
+        )
+        done: list[str] = []
+        for wf in pending:
+            DBOS.retrieve_workflow(wf.workflow_id).get_result()
+            done.append(wf.workflow_id)
+        for run in self.store.runs(status="running", limit=10_000):
+            wid = f"{run.id}/{run.segment}"
+            if wid not in done:
+                self.run_segment(run)
+                done.append(wid)
+        return done
+
+    def run_segment(self, run: Run) -> str:
+        """Start (or join) the run's current segment and wait for it: 'completed', 'failed',
+        'waiting_approval' or 'paused'."""
+        with SetWorkflowID(f"{run.id}/{run.segment}"):
+            handle = DBOS.start_workflow(_segment, run.id, run.step_index)
+        return str(handle.get_result())
+
+    # -- adapters and classifiers -------------------------------------------------------------
+
+    def adapter(self, name: str) -> ActionAdapter:
+        if self._adapters is None:
+            try:
+                from sovra.flows.actions import adapters_for  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise FlowError(
+                    "the action adapters (sovra.flows.actions) are not installed"
+                ) from None
+            self._adapters = dict(adapters_for(self.config, self.ws.home))
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise FlowError(
+                f"no action adapter {name!r} (known: {', '.join(sorted(self._adapters))})"
+            )
+        return adapter
+
+    def classifier(self, step: ClassifyStep) -> Classifier:
+        key = step.classifier or "labels:" + "|".join(step.labels or ())
+        if key in self._classifiers:
+            return self._classifiers[key]
+        try:
+            from sovra.flows import classify  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            raise FlowError("the classifiers (sovra.flows.classify) are not installed") from None
+        clf: Classifier
+        if step.classifier is not None:
+            clf = classify.load_classifier(self.ws.home, step.classifier, self.ws.embedder)
+        else:
+            clf = classify.ZeroShotClassifier(list(step.labels or ()), self.ws.embedder)
+        self._classifiers[key] = clf
+        return clf
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def context(self, run: Run) -> dict[str, Any]:
+        outputs = {
+            sid: rec.output
+            for sid, rec in self.store.steps(run.id).items()
+            if rec.status in ("done", "overridden")
+        }
+        return {
+            "input": run.inputs,
+            "steps": outputs,
+            "run": {"id": run.id, "requester": run.requester, "workflow": run.workflow},
+        }
+
+    def audit(
+        self,
+        user: str,
+        action: str,
+        run: Run,
+        step_id: str | None,
+        *,
+        outcome: str = "ok",
+        decision: str = "allow",
+        chunks: list[Any] | None = None,
+        endpoint: str | None = None,
+        extra: dict[str, Any] | None = None,
+        personal: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        details: dict[str, Any] = {"run_id": run.id, "workflow": run.workflow}
+        if step_id is not None:
+            details["step_id"] = step_id
+        details.update(extra or {})
+        return self.ws.record(
+            user,
+            action,
+            chunks or [],
+            decision=decision,
+            outcome=outcome,
+            endpoint=endpoint,
+            details=details,
+            personal=personal,
+        )
+
+    def gate(self, run_id: str, index: int) -> str:
+        """Before each step: 'go', 'paused' (operator or kill switch) or 'completed'."""
+        run = self.store.run(run_id)
+        wf = Workflow.from_json(run.definition)
+        if index >= len(wf.steps):
+            self.store.update_run(run_id, status="completed", step_index=index, error=None)
+            self.audit(run.requester, "flow.run", run, None, outcome="completed")
+            return "completed"
+        switch = self.store.switch(run.workflow)
+        reason = None
+        if run.paused:
+            reason = "paused by an operator"
+        elif switch is not None:
+            scope = "all workflows" if switch["scope"] == "*" else f"workflow {switch['scope']}"
+            reason = f"kill switch on for {scope} (by {switch['set_by']}: {switch['reason']})"
+        if reason:
+            self.store.update_run(run_id, status="paused", step_index=index, error=reason)
+            self.audit(run.requester, "flow.run", run, wf.steps[index].id, outcome="paused")
+            return "paused"
+        self.store.update_run(run_id, step_index=index)
+        return "go"
+
+    def execute(self, run_id: str, index: int) -> dict[str, Any]:
+        """Run one step; returns {'next': index} or {'stop': status}. Never raises for a step's
+        own failure: the run is marked failed, with the error, and the failure is logged."""
+        run = self.store.run(run_id)
+        wf = Workflow.from_json(run.definition)
+        step = wf.steps[index]
+        ctx = self.context(run)
+        chunks: list[Any] = []
+        endpoint: str | None = None
+        inputs: Any = None
+        try:
+            if isinstance(step, ApproveStep):
+                return self._open_approval(run, step)
+            if isinstance(step, BranchStep):
+                values = [render(c.value, ctx) for c in step.conditions]
+                inputs = values
+                matched = step.decide(values)
+                target = step.then if matched else step.else_
+                nxt = wf.step_index(target) if target else index + 1
+                output: dict[str, Any] = {
+                    "matched": matched,
+                    "taken": wf.steps[nxt].id if nxt < len(wf.steps) else None,
+                }
+                for skipped in wf.steps[index + 1 : nxt]:
+                    self.store.set_step(run.id, skipped.id, "skipped")
+                self._finish(run, step, inputs, output, chunks, endpoint)
+                return {"next": nxt}
+            if isinstance(step, RetrieveStep):
+                inputs = {"query": render(step.query, ctx), "k": step.k, "sources": step.sources}
+                result = self.ws.search(
+                    str(inputs["query"]), run.requester, k=step.k, sources=step.sources
+                )
+                chunks = [h.chunk for h in result.hits]
+                passages = [
+                    {
+                        "chunk_id": h.chunk.id,
+                        "title": h.chunk.title,
+                        "uri": h.chunk.uri,
+                        "source": h.chunk.source,
+                        "score": round(h.score, 4),
+                        "text": h.chunk.text[:800],
+                    }
+                    for h in result.hits
+                ]
+                output = {
+                    "passages": passages,
+                    "count": len(passages),
+                    "chunk_ids": [p["chunk_id"] for p in passages],
+                    "text": "\n\n".join(str(p["text"]) for p in passages),
+                }
+            elif isinstance(step, ClassifyStep):
+                text = str(render(step.text, ctx))
+                inputs = {"text": text}
+                pred = self.classifier(step).predict([text])[0]
+                output = {
+                    "label": pred.label,
+                    "confidence": round(float(pred.confidence), 4),
+                    "scores": {k: round(float(v), 4) for k, v in pred.scores.items()},
+                }
+            elif isinstance(step, ExtractStep):
+                text = str(render(step.text, ctx))
+                inputs = {"text": text}
+                output = _extract(step, text)
+            elif isinstance(step, DraftStep):
+                question = str(render(step.question, ctx))
+                inputs = {"question": question}
+                answer = None
+                for event in self.ws.ask(
+                    question, run.requester, endpoint=step.endpoint, extractive=step.extractive
+                ):
+                    if event.answer is not None:
+                        answer = event.answer
+                assert answer is not None
+                endpoint = answer.endpoint
+                output = {
+                    "text": answer.text,
+                    "found": answer.found,
+                    "citations": [
+                        {
+                            "number": c.number,
+                            "chunk_id": c.chunk_id,
+                            "title": c.title,
+                            "uri": c.uri,
+                            "quote": c.quote,
+                        }
+                        for c in answer.citations
+                    ],
+                    "endpoint": answer.endpoint,
+                    "model": answer.model,
+                    "generation": answer.generation,
+                    "hosting": answer.hosting,
+                    "jurisdiction": answer.jurisdiction,
+                }
+            else:
+                assert isinstance(step, ActStep)
+                params = render(step.params, ctx)
+                inputs = params
+                output = self._act(run, step, params)
+        except Exception as exc:  # a step's failure is the run's failure, shown and logged
+            message = f"step {step.id} ({step.kind}): {exc}"
+            prev = self.store.steps(run.id).get(step.id)
+            self.store.set_step(
+                run.id,
+                step.id,
+                "failed",
+                error=str(exc),
+                attempts=(prev.attempts if prev else 0) + 1 if step.kind != "act" else None,
+            )
+            self.store.update_run(run.id, status="failed", step_index=index, error=message)
+            self.audit(
+                run.requester,
+                f"flow.{step.kind}",
+                run,
+                step.id,
+                outcome="failed",
+                extra={"inputs_sha256": sha(inputs), "error": type(exc).__name__},
+            )
+            self.audit(run.requester, "flow.run", run, step.id, outcome="failed")
+            return {"stop": "failed"}
+        self._finish(run, step, inputs, output, chunks, endpoint)
+        return {"next": index + 1}
+
+    def _finish(
+        self,
+        run: Run,
+        step: Any,
+        inputs: Any,
+        output: Any,
+        chunks: list[Any],
+        endpoint: str | None,
+    ) -> None:
+        self.store.set_step(run.id, step.id, "done", output)
+        self.audit(
+            run.requester,
+            f"flow.{step.kind}",
+            run,
+            step.id,
+            chunks=chunks,
+            endpoint=endpoint,
+            extra={"inputs_sha256": sha(inputs), "output_sha256": sha(output)},
+        )
+
+    def _open_approval(self, run: Run, step: ApproveStep) -> dict[str, Any]:
+        hours = step.expiry_hours or self.config.flows.approval_expiry_hours
+        self.store.open_approval(
+            run.id,
+            step.id,
+            step.group,
+            step.required,
+            step.escalate_to,
+            hours,
+            self.clock() + hours * 3600,
+        )
+        self.store.set_step(run.id, step.id, "waiting")
+        self.store.update_run(run.id, status="waiting_approval", error=None)
+        self.audit(
+            run.requester,
+            "flow.approval.request",
+            run,
+            step.id,
+            outcome="waiting",
+            extra={"group": step.group, "required": step.required, "expiry_hours": hours},
+        )
+        return {"stop": "waiting_approval"}
+
+    def _act(self, run: Run, step: ActStep, params: Any) -> dict[str, Any]:
+        wf = Workflow.from_json(run.definition)
+        if step.adapter not in wf.actions:  # checked on load too; unknown means deny
+            raise FlowError(f"adapter {step.adapter!r} is not allowed by workflow {wf.name!r}")
+        adapter = self.adapter(step.adapter)
+        key = f"{run.id}:{step.id}"
+        attempts_max = self.config.flows.action_max_attempts
+        base = self.config.flows.action_backoff_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            self.store.set_step(run.id, step.id, "running", attempts=attempt)
+            try:
+                result = adapter.execute(params, idempotency_key=key)
+                break
+            except ActionError as exc:
+                last = not exc.retryable or attempt >= attempts_max
+                self.audit(
+                    run.requester,
+                    "flow.act.attempt",
+                    run,
+                    step.id,
+                    outcome="failed" if last else "retrying",
+                    extra={
+                        "adapter": step.adapter,
+                        "attempt": attempt,
+                        "retryable": exc.retryable,
+                        "error": str(exc)[:300],
+                    },
+                )
+                if last:
+                    raise ActionError(
+                        f"{exc} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        retryable=exc.retryable,
+                    ) from exc
+                self.sleep(min(60.0, base * 2 ** (attempt - 1)))
+        return {
+            "adapter": result.adapter,
+            "outcome": dict(result.outcome),
+            "replayed": result.replayed,
+            "changes": sorted(adapter.changes),
+            "idempotency_key": key,
+        }
+
+
+def _extract(step: ExtractStep, text: str) -> dict[str, Any]:
+    import re
+
+    out: dict[str, Any] = {}
+    for name, spec in step.fields.items():
+        m = re.search(spec.pattern, text, flags=re.IGNORECASE | re.MULTILINE)
+        raw = (m.group(1) if m.groups() else m.group(0)) if m else None
+        value: Any = raw.strip() if isinstance(raw, str) else None
+        if value is not None and spec.type in ("integer", "number"):
+            try:
+                value = int(value) if spec.type == "integer" else float(value)
+            except ValueError:
+                value = None
+        if value is None and spec.required:
+            raise FlowError(
+                f"extract: required field {name!r} not found (pattern {spec.pattern!r})"
+            )
+        out[name] = value
+    return out
+
+
+# -- DBOS registrations (module level, so every process registers them before launch) --------
+
+_ENGINE: Engine | None = None
+
+
+def _engine() -> Engine:
+    if _ENGINE is None:
+        raise FlowError("the flows engine is not launched in this process")
+    return _ENGINE
+
+
+@DBOS.step(name="sovra_flow_gate")
+def _gate(run_id: str, index: int) -> str:
+    return _engine().gate(run_id, index)
+
+
+@DBOS.step(name="sovra_flow_step")
+def _step(run_id: str, index: int) -> dict[str, Any]:
+    return _engine().execute(run_id, index)
+
+
+@DBOS.workflow(name="sovra_flow_segment")
+def _segment(run_id: str, start: int) -> str:
+    index = start
+    while True:
+        verdict = _gate(run_id, index)
+        if verdict != "go":
+            return verdict
+        result = _step(run_id, index)
+        if "stop" in result:
+            return str(result["stop"])
+        index = int(result["next"])

@@ -1,0 +1,433 @@
+"""`Flows`: the one entry point the CLI and the server use to define, run, approve and operate runs.
+
+Reading (list, show, runs) needs no DBOS; anything that executes steps launches the engine
+(which first finishes what a killed process left behind) and releases it on `close()`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sovra.config import Config
+from sovra.flows.approvals import check_approver, check_operator
+from sovra.flows.base import ActionAdapter, Classifier, FlowError
+from sovra.flows.definition import (
+    ActStep,
+    ApproveStep,
+    Workflow,
+    coerce_inputs,
+    load_all,
+)
+from sovra.flows.runner import Clock, Engine, Sleep, sha
+from sovra.flows.store import FINAL, GLOBAL, FlowStore, Run
+from sovra.workspace import Workspace
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+class Flows:
+    def __init__(
+        self,
+        config: Config,
+        workspace: Workspace | None = None,
+        *,
+        clock: Clock = time.time,
+        sleep: Sleep = time.sleep,
+        adapters: Mapping[str, ActionAdapter] | None = None,
+        classifiers: Mapping[str, Classifier] | None = None,
+    ) -> None:
+        self.config = config
+        self._own_ws = workspace is None
+        self.ws = workspace or Workspace.open(config)
+        self.home: Path = self.ws.home
+        self.clock = clock
+        self.store = FlowStore(self.home / "flows-state.db")
+        self.engine = Engine(
+            config,
+            self.ws,
+            self.store,
+            clock=clock,
+            sleep=sleep,
+            adapters=adapters,
+            classifiers=classifiers,
+        )
+        self._launched = False
+
+    @classmethod
+    def open(cls, config: Config, **kwargs: Any) -> Flows:
+        return cls(config, **kwargs)
+
+    def close(self) -> None:
+        if self._launched:
+            self.engine.close()
+            self._launched = False
+        self.store.close()
+        if self._own_ws:
+            self.ws.close()
+
+    def __enter__(self) -> Flows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _engine(self) -> Engine:
+        if not self._launched:
+            self.engine.launch()
+            self._launched = True
+            self.engine.recover()
+        return self.engine
+
+    def recover(self) -> list[str]:
+        """Launch the engine and finish every run a killed process left mid-segment."""
+        if self._launched:
+            return self.engine.recover()
+        self.engine.launch()
+        self._launched = True
+        return self.engine.recover()
+
+    # -- definitions --------------------------------------------------------------------------
+
+    def workflows(self) -> dict[str, tuple[Workflow, Path]]:
+        extra = self.config.flows.definitions
+        return load_all(self.home, self.config.resolve(extra) if extra else None)
+
+    def workflow(self, name: str) -> Workflow:
+        found = self.workflows()
+        if name not in found:
+            raise FlowError(
+                f"no workflow {name!r} (known: {', '.join(sorted(found)) or 'none'}); add"
+                f" {self.home / 'workflows' / (name + '.yaml')}"
+            )
+        return found[name][0]
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start(self, name: str, inputs: Mapping[str, Any], requester: str) -> Run:
+        """Start a run as `requester` and execute it until it completes, fails, pauses or waits."""
+        wf = self.workflow(name)
+        self.ws.principal(requester)  # unknown users are refused, never run as a guest
+        if wf.trigger.kind not in ("manual", "api"):
+            pass  # schedule / new_document workflows may still be started by hand
+        values = coerce_inputs(wf, inputs)
+        run_id = "run-" + uuid.uuid4().hex[:12]
+        self.store.create_run(run_id, wf.name, wf.to_json(), requester, values)
+        run = self.store.run(run_id)
+        self.engine.audit(
+            requester,
+            "flow.run",
+            run,
+            None,
+            outcome="started",
+            extra={"inputs_sha256": sha(values), "trigger": wf.trigger.kind},
+        )
+        self._engine().run_segment(run)
+        return self.store.run(run_id)
+
+    def run(self, run_id: str) -> Run:
+        return self.store.run(run_id)
+
+    def runs(
+        self, *, workflow: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        return self.store.runs(workflow=workflow, status=status, limit=limit)
+
+    def show(self, run_id: str) -> dict[str, Any]:
+        """Everything an approver or operator needs: inputs, each step's output (the AI draft,
+        its sources and the endpoint/model that made it), the approval and its votes."""
+        self.tick()
+        run = self.store.run(run_id)
+        wf = Workflow.from_json(run.definition)
+        records = self.store.steps(run_id)
+        steps = []
+        for step in wf.steps:
+            rec = records.get(step.id)
+            steps.append(
+                {
+                    "id": step.id,
+                    "kind": step.kind,
+                    "title": step.title,
+                    **(rec.to_dict() if rec else {"status": "pending", "output": None}),
+                }
+            )
+        data = run.to_dict()
+        data["steps"] = steps
+        approval = self.store.approval(run_id)
+        if approval is not None:
+            data["approval"] = {
+                **approval.to_dict(),
+                "expires": _iso(approval.expires_at),
+                "votes": self.store.votes(run_id, approval.step_id),
+            }
+        data["kill_switch"] = self.store.switch(run.workflow)
+        return data
+
+    def pending_approvals(self, user_id: str) -> list[dict[str, Any]]:
+        """Runs this user may decide now (in the group, not the requester, not yet voted)."""
+        self.tick()
+        principal = self.ws.principal(user_id)
+        out = []
+        for approval in self.store.open_approvals():
+            run = self.store.run(approval.run_id)
+            if run.requester == principal.id or not set(approval.groups) & principal.groups:
+                continue
+            if any(
+                v["user_id"] == principal.id for v in self.store.votes(run.id, approval.step_id)
+            ):
+                continue
+            out.append({"run": run.to_dict(), "approval": approval.to_dict()})
+        return out
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    def tick(self) -> list[dict[str, Any]]:
+        """Apply approval expiry: escalate once to `escalate_to`, then expire the run."""
+        now = self.clock()
+        changes: list[dict[str, Any]] = []
+        for approval in self.store.open_approvals():
+            if now < approval.expires_at:
+                continue
+            run = self.store.run(approval.run_id)
+            with self.store.transaction():
+                if approval.escalate_to and not approval.escalated:
+                    groups = (*approval.groups, approval.escalate_to)
+                    self.store.update_approval(
+                        run.id,
+                        approval.step_id,
+                        group=approval.escalate_to,
+                        groups=groups,
+                        escalated=1,
+                        expires_at=now + approval.expiry_hours * 3600,
+                    )
+                    change: dict[str, Any] = {
+                        "run_id": run.id,
+                        "escalated_to": approval.escalate_to,
+                    }
+                    outcome = "escalated"
+                else:
+                    self.store.update_approval(run.id, approval.step_id, status="expired")
+                    self.store.set_step(run.id, approval.step_id, "expired")
+                    self.store.update_run(
+                        run.id,
+                        status="expired",
+                        error=f"approval by {' or '.join(approval.groups)} expired without a"
+                        " decision",
+                    )
+                    change = {"run_id": run.id, "expired": True}
+                    outcome = "expired"
+            self.engine.audit(
+                "system:flows",
+                "flow.approval",
+                run,
+                approval.step_id,
+                outcome=outcome,
+                extra={"groups": list(approval.groups), "escalate_to": approval.escalate_to},
+            )
+            changes.append(change)
+        return changes
+
+    def approve(self, run_id: str, user_id: str, reason: str = "") -> Run:
+        self.tick()
+        with self.store.transaction():
+            run, approval = self._open_approval(run_id)
+            principal = self.ws.principal(user_id)
+            check_approver(run, approval, principal)
+            self.store.add_vote(
+                run.id, approval.step_id, principal.id, "approve", reason, self.clock()
+            )
+            approvers = [
+                v["user_id"]
+                for v in self.store.votes(run.id, approval.step_id)
+                if v["decision"] == "approve"
+            ]
+            complete = len(approvers) >= approval.required
+            if complete:
+                wf = Workflow.from_json(run.definition)
+                index = wf.step_index(approval.step_id)
+                self.store.update_approval(run.id, approval.step_id, status="approved")
+                self.store.set_step(
+                    run.id, approval.step_id, "done", {"approved": True, "approvers": approvers}
+                )
+                self.store.next_segment(run.id, index + 1)
+        self.engine.audit(
+            principal.id,
+            "flow.approval.vote",
+            run,
+            approval.step_id,
+            outcome="approved" if complete else "approve",
+            extra={
+                "votes": len(approvers),
+                "required": approval.required,
+                "reason_sha256": sha(reason),
+            },
+            personal={"reason": reason} if reason else None,
+        )
+        if complete:
+            self._engine().run_segment(self.store.run(run.id))
+        return self.store.run(run.id)
+
+    def reject(self, run_id: str, user_id: str, reason: str) -> Run:
+        if not reason.strip():
+            raise FlowError("a reason is required to reject a run: add --reason '...'")
+        self.tick()
+        with self.store.transaction():
+            run, approval = self._open_approval(run_id)
+            principal = self.ws.principal(user_id)
+            check_approver(run, approval, principal)
+            self.store.add_vote(
+                run.id, approval.step_id, principal.id, "reject", reason, self.clock()
+            )
+            self.store.update_approval(run.id, approval.step_id, status="rejected")
+            self.store.set_step(
+                run.id, approval.step_id, "rejected", {"approved": False, "approvers": []}
+            )
+            self.store.update_run(run.id, status="rejected", error=f"rejected by {principal.id}")
+        self.engine.audit(
+            principal.id,
+            "flow.approval.vote",
+            run,
+            approval.step_id,
+            outcome="rejected",
+            extra={"reason_sha256": sha(reason)},
+            personal={"reason": reason},
+        )
+        return self.store.run(run.id)
+
+    def _open_approval(self, run_id: str) -> tuple[Run, Any]:
+        run = self.store.run(run_id)
+        approval = self.store.approval(run_id)
+        if run.status != "waiting_approval" or approval is None:
+            raise FlowError(f"run {run_id} is {run.status}, not waiting for an approval")
+        return run, approval
+
+    # -- operator controls --------------------------------------------------------------------
+
+    def _operator(self, user_id: str) -> str:
+        principal = self.ws.principal(user_id)
+        check_operator(principal, self.config.flows.operators)
+        return principal.id
+
+    def _control(self, user: str, run: Run, what: str, reason: str, **extra: Any) -> None:
+        self.engine.audit(
+            user,
+            "flow.control",
+            run,
+            extra.pop("step_id", None),
+            outcome=what,
+            extra={"reason_sha256": sha(reason), **extra},
+            personal={"reason": reason} if reason else None,
+        )
+
+    def pause(self, run_id: str, user_id: str, reason: str = "") -> Run:
+        user = self._operator(user_id)
+        run = self.store.run(run_id)
+        if run.status in FINAL:
+            raise FlowError(f"run {run_id} is {run.status}; there is nothing to pause")
+        self.store.update_run(run_id, paused=1)
+        self._control(user, run, "pause", reason)
+        return self.store.run(run_id)
+
+    def resume(self, run_id: str, user_id: str, reason: str = "") -> Run:
+        user = self._operator(user_id)
+        run = self.store.run(run_id)
+        switch = self.store.switch(run.workflow)
+        if switch is not None:
+            scope = "--all" if switch["scope"] == GLOBAL else f"--workflow {run.workflow}"
+            raise FlowError(
+                f"the kill switch is on for {'all workflows' if switch['scope'] == GLOBAL else run.workflow};"
+                f" lift it first with `sovra flow resume {scope} --as {user_id}`"
+            )
+        self.store.update_run(run_id, paused=0)
+        self._control(user, run, "resume", reason)
+        if run.status == "paused":
+            self.store.next_segment(run_id, run.step_index)
+            self._engine().run_segment(self.store.run(run_id))
+        return self.store.run(run_id)
+
+    def kill_switch(self, scope: str, on: bool, user_id: str, reason: str = "") -> list[Run]:
+        """Set (on) or lift (off) the kill switch for one workflow or all (`*`). Lifting it
+        resumes the runs it paused (not those an operator paused one by one)."""
+        user = self._operator(user_id)
+        if scope != GLOBAL:
+            self.workflow(scope)
+        if on and not reason.strip():
+            raise FlowError("a reason is required to set a kill switch: add --reason '...'")
+        self.store.set_switch(scope, on, user, reason)
+        self.ws.record(
+            user,
+            "flow.kill_switch",
+            [],
+            outcome="on" if on else "off",
+            details={"scope": scope, "reason_sha256": sha(reason)},
+            personal={"reason": reason} if reason else None,
+        )
+        resumed: list[Run] = []
+        if not on:
+            for run in self.store.runs(status="paused", limit=10_000):
+                if run.paused or (scope != GLOBAL and run.workflow != scope):
+                    continue
+                if self.store.switch(run.workflow) is not None:
+                    continue
+                self.store.next_segment(run.id, run.step_index)
+                self._engine().run_segment(self.store.run(run.id))
+                resumed.append(self.store.run(run.id))
+        return resumed
+
+    def override(
+        self, run_id: str, step_id: str, output: Mapping[str, Any], user_id: str, reason: str
+    ) -> Run:
+        """Replace (part of) a step's output, with a reason; a failed step's run continues."""
+        user = self._operator(user_id)
+        if not reason.strip():
+            raise FlowError("a reason is required to override a step: add --reason '...'")
+        run = self.store.run(run_id)
+        if run.status in FINAL or run.status == "running":
+            raise FlowError(
+                f"run {run_id} is {run.status}; only a failed, paused or waiting run's"
+                " steps can be overridden"
+            )
+        wf = Workflow.from_json(run.definition)
+        index = wf.step_index(step_id)
+        step = wf.steps[index]
+        if isinstance(step, ApproveStep | ActStep):
+            raise FlowError(
+                f"step {step_id} is an {step.kind} step: its outcome cannot be overridden (an"
+                " approval needs approvers; an action's result is what happened — retry it)"
+            )
+        if index > run.step_index:
+            raise FlowError(f"step {step_id} has not run yet; override a step that has")
+        allowed = wf.outputs_of(step)
+        unknown = sorted(set(output) - allowed)
+        if unknown:
+            raise FlowError(
+                f"step {step_id} has no output {', '.join(unknown)} (outputs: {', '.join(sorted(allowed))})"
+            )
+        rec = self.store.steps(run_id).get(step_id)
+        merged = {**(rec.output if rec and isinstance(rec.output, dict) else {}), **output}
+        self.store.set_step(
+            run_id, step_id, "overridden", merged, override_by=user, override_reason=reason
+        )
+        self._control(user, run, "override", reason, step_id=step_id, output_sha256=sha(merged))
+        if run.status == "failed" and index == run.step_index:
+            self.store.next_segment(run_id, index + 1)
+            self._engine().run_segment(self.store.run(run_id))
+        return self.store.run(run_id)
+
+    def retry(self, run_id: str, user_id: str, reason: str = "") -> Run:
+        """Re-run a failed run's failed step (an action keeps its idempotency key)."""
+        user = self._operator(user_id)
+        run = self.store.run(run_id)
+        if run.status != "failed":
+            raise FlowError(f"run {run_id} is {run.status}; only a failed run can be retried")
+        wf = Workflow.from_json(run.definition)
+        self._control(user, run, "retry", reason, step_id=wf.steps[run.step_index].id)
+        self.store.next_segment(run_id, run.step_index)
+        self._engine().run_segment(self.store.run(run_id))
+        return self.store.run(run_id)
