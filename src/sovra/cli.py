@@ -16,6 +16,7 @@ from sovra.clikit import CliState, console, emit_json, fail, out, state
 from sovra.config import ConfigError
 from sovra.directory import DirectoryError
 from sovra.domain import DomainError
+from sovra.flows.cli import flow_app
 from sovra.models import cli as models_cli
 from sovra.models.base import ModelError
 from sovra.policy import PolicyError
@@ -55,6 +56,7 @@ app.command("serve")(server_cli.serve_command)
 app.command("mcp")(server_cli.mcp_command)
 user_app.command("set-password")(server_cli.set_password_command)
 app.add_typer(server_cli.apikey_app, name="apikey")
+app.add_typer(flow_app, name="flow")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
