@@ -233,7 +233,17 @@ STEP_OUTPUTS: dict[str, frozenset[str]] = {
     "retrieve": frozenset({"passages", "text", "count", "chunk_ids"}),
     "classify": frozenset({"label", "confidence", "scores"}),
     "draft": frozenset(
-        {"text", "citations", "found", "endpoint", "model", "generation", "hosting", "jurisdiction"}
+        {
+            "text",
+            "citations",
+            "sources",
+            "found",
+            "endpoint",
+            "model",
+            "generation",
+            "hosting",
+            "jurisdiction",
+        }
     ),
     "approve": frozenset({"approved", "approvers"}),
     "act": frozenset({"outcome", "replayed", "adapter"}),
@@ -441,6 +451,8 @@ def _coerce(name: str, spec: InputField, value: Any) -> Any:
     if spec.type in ("string", "text"):
         if not isinstance(value, str):
             raise bad("a string")
+        if spec.type == "string" and any(c in value for c in "\r\n\0"):
+            raise bad("one line of text (use type: text for several lines)")
         result = value
     elif spec.type == "email":
         if not isinstance(value, str) or not _EMAIL.match(value.strip()):

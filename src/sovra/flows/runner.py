@@ -330,6 +330,9 @@ class Engine:
                         }
                         for c in answer.citations
                     ],
+                    "sources": "\n".join(
+                        f"[{c.number}] {c.title} {c.uri}".rstrip() for c in answer.citations
+                    ),
                     "endpoint": answer.endpoint,
                     "model": answer.model,
                     "generation": answer.generation,
