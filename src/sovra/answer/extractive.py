@@ -5,18 +5,27 @@ hallucinate or leak. Sentences are scored by semantic similarity to the question
 embedding model covers the question's language), by lexical overlap weighted by how rare a
 question term is among the candidates, and by the rank of their chunk in the hybrid search.
 Below a calibrated score the answer is "not found" rather than a weak guess.
+
+Procedural questions ("what should I do when…", "how do I…", "wie behebe ich…", "¿qué debo
+hacer…?") want the steps, not the sentence that best restates the problem: the Impact section
+of a runbook often matches the question's words better than its Mitigation section. For them,
+sentences in procedural passages (under a Mitigation/Resolution/Steps heading, numbered lists,
+imperative instructions) are preferred when they are nearly as relevant, and the answer quotes
+that passage whole — list items complete and in document order, with the short command that
+follows an instruction — instead of loose sentences.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sovra.answer.sentences import Sentence, split_sentences
+from sovra.answer.sentences import Block, Sentence, clean_inline, sentences_of, split_blocks
 from sovra.answer.types import NOT_FOUND, Citation
 from sovra.index.analysis import analyze
 from sovra.models.base import Embedder
@@ -37,15 +46,89 @@ class ExtractiveSettings:
     rank_weight: float = 0.10
     max_candidates: int = 400
     semantic_candidates: int = 32  # only the best lexical candidates are embedded (CPU budget)
+    procedural_weight: float = 0.2  # ranking bonus of procedural text for procedural questions
+    procedural_floor: float = 0.75  # ...only for sentences this close to the most relevant one
+    context_weight: float = 0.15  # ...and from a document whose title/headings match the question
+    max_passages: int = 2
+    max_passage_words: int = 130
+
+
+# Questions asking what to do. "How many/much/long…" and "how did…" are factual, so "how" only
+# counts followed by a modal and a person ("how do I", "wie kann man", "cómo puedo").
+_PROCEDURAL_QUESTION = re.compile(
+    r"\b(?:what\s+(?:should|shall|do|can|must|could)\s+(?:i|we|you|one)\s+do"
+    r"|what\s+to\s+do|how\s+(?:do|can|should|shall|would|could|must)\s+(?:i|we|you|one)\b"
+    r"|how\s+to\b|steps?\s+(?:to|for)\b|(?:fix|resolve|mitigate|remediate|troubleshoot)\b"
+    # de
+    r"|was\s+(?:soll|sollte|muss|kann)\s+(?:ich|man|wir)\s+(?:tun|machen)|was\s+tun"
+    r"|wie\s+(?:kann|soll|muss|sollte)\s+(?:ich|man|wir)\b|wie\s+(?:behebe|löse|repariere)"
+    r"|(?:beheben|lösen|reparieren)\b"
+    # es
+    r"|qu[eé]\s+(?:debo|deber[ií]a|debemos|puedo|hago|hay\s+que|tengo\s+que)(?:\s+hacer)?"
+    r"|qu[eé]\s+hacer|c[oó]mo\s+(?:puedo|debo|podemos|se\s+puede|se\s+debe|hago|arreglo"
+    r"|soluciono|resuelvo)|(?:solucionar|arreglar|mitigar)\b|pasos\s+para)",
+    re.IGNORECASE,
+)
+_PROCEDURAL_HEADING = re.compile(
+    r"\b(?:mitigat\w*|resol\w*|remedia\w*|remed\w*|fix\w*|workaround\w*|solution\w*|steps?"
+    r"|procedures?|how[\s-]to|instructions?|recover\w*|troubleshoot\w*|what\s+to\s+do|actions?"
+    r"|response|playbook|maßnahmen|lösung\w*|behebung|abhilfe|schritte|vorgehen\w*|anleitung"
+    r"|wiederherstellung|fehlerbehebung|mitigaci[oó]n|soluci[oó]n\w*|resoluci[oó]n|pasos"
+    r"|procedimiento\w*|instrucciones|recuperaci[oó]n)\b",
+    re.IGNORECASE,
+)
+_IMPERATIVE = re.compile(
+    r"^(?:please\s+)?(?:run|check|verify|restart|delete|remove|increase|decrease|use|set|add"
+    r"|create|ensure|make\s+sure|confirm|update|upgrade|install|apply|scale|drain|cordon"
+    r"|uncordon|defrag\w*|compact|contact|escalate|wait|review|inspect|look|log\s+in|ssh"
+    r"|execute|edit|change|stop|start|kill|rotate|reboot|free|clean|roll\s*back|collect"
+    r"|follow|identify|investigate|monitor|disable|enable|replace|move|back\s+up|restore|try"
+    r"|go|navigate|click|select|enter|copy|find|reduce|consider|validate|ask|notify|open"
+    r"|resize|expand|migrate|reset|re-?run|re-?create|grant|revoke|attach|detach|mount"
+    r"|unmount|patch|annotate|label|describe|get|list|fetch|raise|page|call|file|document"
+    r"|ejecute|compruebe|verifique|reinicie|elimine|aumente|utilice|use|revise|aseg[uú]rese"
+    r"|abra|contacte|espere|actualice|instale|aplique|cambie|detenga|inicie)\b"
+    r"|^\w+(?:en|ern|eln)\s+sie\b",  # de: "Prüfen Sie", "Starten Sie", "Ändern Sie"
+    re.IGNORECASE,
+)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_/]")
+
+
+def is_procedural_question(question: str) -> bool:
+    return bool(_PROCEDURAL_QUESTION.search(question))
+
+
+def _heading_path(chunk_path: Sequence[str], block: Block) -> list[str]:
+    """The headings a block sits under: the chunk's own path, refined by headings inside it."""
+    path = list(chunk_path)
+    for level, title in block.headings:
+        # The chunk's path holds one title per level (document title first, at level 1).
+        path = [*path[: level - 1], title]
+    return path
+
+
+def procedural_score(chunk_path: Sequence[str], block: Block, sentence: str) -> float:
+    """How much a sentence reads as an instruction: 1 under a procedural heading, less else."""
+    if any(_PROCEDURAL_HEADING.search(h) for h in _heading_path(chunk_path, block)[1:]):
+        return 1.0
+    if block.kind == "numbered":
+        return 0.8
+    if _IMPERATIVE.match(sentence):
+        return 0.7
+    return 0.0
 
 
 @dataclass(frozen=True)
 class ScoredSentence:
     hit_index: int
     sentence: Sentence
-    score: float
+    score: float  # relevance: decides found / not found
     semantic: float
     lexical: float
+    procedural: float = 0.0
+    rank_score: float = 0.0  # relevance plus the procedural bonus: decides what is quoted
 
 
 @dataclass
@@ -75,10 +158,22 @@ def score_sentences(
     use_semantic: bool,
     settings: ExtractiveSettings,
 ) -> list[ScoredSentence]:
+    procedural_q = is_procedural_question(question)
     candidates: list[tuple[int, Sentence]] = []
+    procedural: list[float] = []
+    context_terms: list[set[str]] = []
     for i, hit in enumerate(hits):
-        for s in split_sentences(hit.chunk.text):
+        c = hit.chunk
+        for block, s in sentences_of(split_blocks(c.text), c.text):
             candidates.append((i, s))
+            if procedural_q:
+                path = _heading_path(c.heading_path, block)
+                procedural.append(procedural_score(c.heading_path, block, s.text))
+                words = _CAMEL.sub(" ", " ".join([c.title, *path]))
+                context_terms.append(set(analyze(words, c.language)))
+            else:
+                procedural.append(0.0)
+                context_terms.append(set())
             if len(candidates) >= settings.max_candidates:
                 break
     if not candidates:
@@ -86,6 +181,9 @@ def score_sentences(
     q_terms = analyze(question, language)
     s_terms = [set(analyze(s.text, hits[i].chunk.language)) for i, s in candidates]
     lexical = _lexical_scores(q_terms, s_terms)
+    # Where a sentence stands counts for procedural questions: a step under a heading or in a
+    # document named like the problem ("etcdDatabaseQuotaLowSpace") answers it.
+    context = _lexical_scores(q_terms, context_terms) if procedural_q else [0.0] * len(lexical)
     semantic = [0.0] * len(candidates)
     if use_semantic and embedder is not None:
         # Embedding every sentence of every chunk dominates the cost of an answer; the
@@ -102,10 +200,13 @@ def score_sentences(
     else:
         w_sem, w_lex = 0.0, settings.semantic_weight + settings.lexical_weight
     out = []
-    for (i, s), sem, lex in zip(candidates, semantic, lexical, strict=True):
+    for (i, s), sem, lex, proc, ctx in zip(
+        candidates, semantic, lexical, procedural, context, strict=True
+    ):
         prior = 1.0 / (1 + i)
         score = w_sem * sem + w_lex * lex + settings.rank_weight * prior
-        out.append(ScoredSentence(i, s, score, sem, lex))
+        rank = score + settings.procedural_weight * proc + settings.context_weight * ctx
+        out.append(ScoredSentence(i, s, score, sem, lex, proc, rank))
     out.sort(key=lambda x: -x.score)
     return out
 
@@ -135,6 +236,10 @@ def extract_answer(
         or (scored[0].lexical == 0.0 and scored[0].semantic < min(1.0, threshold * 1.5))
     ):
         return Extract(NOT_FOUND, False, [], scored[0].score if scored else 0.0, [])
+    if is_procedural_question(question):
+        passage = _procedural_answer(scored, hits, settings)
+        if passage is not None:
+            return passage
     best = scored[0]
     chosen = [best]
     words = len(best.sentence.text.split())
@@ -175,3 +280,131 @@ def extract_answer(
             )
         parts.append(f"{c.sentence.text} [{numbers[c.hit_index]}]")
     return Extract(" ".join(parts), True, citations, best.score, chosen)
+
+
+@dataclass
+class _Passage:
+    hit_index: int
+    first: int  # block indices in the chunk, inclusive
+    last: int
+    blocks: list[Block]
+    text: str
+    words: int
+
+
+def _render(blocks: Sequence[Block], text: str) -> str:
+    lines = []
+    number = 0
+    for b in blocks:
+        body = clean_inline(text[b.start : b.end])
+        if b.code:
+            body += f" `{b.code}`"
+        if b.kind == "numbered":
+            number += 1
+            body = f"{number}. {body}"
+        elif b.kind == "bullet":
+            body = f"- {body}"
+        lines.append(body)
+    listy = any(b.kind in ("numbered", "bullet") for b in blocks)
+    return ("\n" if listy else " ").join(lines)
+
+
+def _passage(hits: Sequence[SearchHit], lead: ScoredSentence, budget: int) -> _Passage | None:
+    """The section around `lead` as whole blocks in document order, within `budget` words.
+
+    It starts at the section's first block when that still leaves room for the lead block
+    (the introduction of the steps), else at the first item of the lead's list, else at the
+    lead block itself; then runs on while whole blocks fit.
+    """
+    chunk = hits[lead.hit_index].chunk
+    blocks = split_blocks(chunk.text)
+    i = lead.sentence.block
+    if i >= len(blocks):
+        return None
+    words = [
+        len(clean_inline(chunk.text[b.start : b.end]).split()) + len(b.code.split()) for b in blocks
+    ]
+    first = i
+    while first > 0 and blocks[first - 1].headings == blocks[i].headings:
+        first -= 1
+    if sum(words[first : i + 1]) > budget:
+        first = i
+        kind = blocks[i].kind
+        while (
+            kind in ("numbered", "bullet")
+            and first > 0
+            and blocks[first - 1].kind == kind
+            and blocks[first - 1].headings == blocks[i].headings
+            and sum(words[first - 1 : i + 1]) <= budget
+        ):
+            first -= 1
+    last = i
+    while (
+        last + 1 < len(blocks)
+        and blocks[last + 1].headings == blocks[i].headings
+        and sum(words[first : last + 2]) <= budget
+    ):
+        last += 1
+    chosen = blocks[first : last + 1]
+    text = _render(chosen, chunk.text)
+    return _Passage(lead.hit_index, first, last, chosen, text, sum(words[first : last + 1]))
+
+
+def _procedural_answer(
+    scored: Sequence[ScoredSentence], hits: Sequence[SearchHit], settings: ExtractiveSettings
+) -> Extract | None:
+    """Quote the most relevant procedural passage(s) whole, or None to answer as usual."""
+    floor = scored[0].score * settings.procedural_floor
+    pool = sorted(
+        (c for c in scored if c.procedural > 0 and c.score >= floor), key=lambda c: -c.rank_score
+    )
+    if not pool:
+        return None
+    passages: list[_Passage] = []
+    used: set[tuple[int, int]] = set()  # (hit, block) already quoted
+    budget = settings.max_passage_words
+    lead_rank = pool[0].rank_score
+    for cand in pool:
+        if len(passages) >= settings.max_passages:
+            break
+        if passages and cand.rank_score < lead_rank * settings.follow_ratio:
+            break
+        if (cand.hit_index, cand.sentence.block) in used:
+            continue
+        p = _passage(hits, cand, budget)
+        if p is None or (passages and p.words > budget):
+            continue
+        # Two chunks of one document may overlap: never quote the same text twice.
+        if any(q.text == p.text or _overlap(q.text, p.text) > 0.6 for q in passages):
+            continue
+        passages.append(p)
+        budget -= p.words
+        used.update((p.hit_index, b) for b in range(p.first, p.last + 1))
+        if budget <= 0:
+            break
+    if not passages:
+        return None
+    # Each passage is its own source [n]: two sections of one chunk are two spans.
+    citations: list[Citation] = []
+    parts: list[str] = []
+    for n, p in enumerate(passages, start=1):
+        chunk = hits[p.hit_index].chunk
+        end = max(b.code_end or b.end for b in p.blocks)
+        citations.append(
+            Citation(
+                number=n,
+                chunk_id=chunk.id,
+                document_id=chunk.document_id,
+                source=chunk.source,
+                title=chunk.title,
+                uri=chunk.uri,
+                heading_path=tuple(_heading_path(chunk.heading_path, p.blocks[0])),
+                start=chunk.start + p.blocks[0].start,
+                end=chunk.start + end,
+                quote=p.text,
+            )
+        )
+        # A quoted list keeps its lines; the citation goes on a line of its own after it.
+        parts.append(f"{p.text}{chr(10) if chr(10) in p.text else ' '}[{n}]")
+    chosen = [c for c in scored if (c.hit_index, c.sentence.block) in used]
+    return Extract("\n".join(parts), True, citations, scored[0].score, chosen)

@@ -1,0 +1,105 @@
+"""A tiny synced workspace for answer tests: realistic runbooks, demo users, the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sovra.cli import app
+from sovra.config import load_config
+from sovra.workspace import Workspace
+
+DISK_PRESSURE = """# NodeDiskPressure
+
+## Meaning
+
+This alert fires when a node reports disk pressure: the free space on the node's root or
+image filesystem fell below the eviction threshold of the kubelet.
+
+## Impact
+
+When a node has disk pressure, the kubelet evicts pods and refuses to schedule new ones, so
+workloads on the node restart elsewhere or stay pending. Disk pressure on many nodes at once
+means the cluster can no longer place new pods.
+
+## Diagnosis
+
+Check which filesystem is full with the node's disk usage:
+
+```console
+$ oc adm top node --show-capacity
+```
+
+The kubelet log names the eviction signal that fired.
+
+## Mitigation
+
+Free space on the node before the kubelet evicts more pods:
+
+1. Cordon the node so that no new pods are placed on it.
+2. Remove unused container images with `crictl rmi --prune`.
+3. Delete old logs under /var/log/pods that belong to deleted pods.
+4. Uncordon the node once the disk pressure condition is cleared.
+
+If the disk fills again within a day, raise the node's disk size in the machine set.
+"""
+
+CERT_EXPIRY = """# CertificateExpiringSoon
+
+## Meaning
+
+A serving certificate of the cluster expires in less than seven days.
+
+## Impact
+
+Clients reject the endpoint once the certificate has expired.
+
+## Mitigation
+
+Rotate the certificate with the cluster's certificate operator and restart the pods that
+mount it. Confirm the new expiry date afterwards.
+"""
+
+CONFIG = """
+[workspace]
+home = "data"
+region = "eu-de"
+
+[[sources]]
+name = "runbooks"
+kind = "folder"
+path = "runbooks"
+access = ["group:sre"]
+classification = "internal"
+residency = "eu"
+"""
+
+RESTRICTED_SOURCE = """
+[[sources]]
+name = "people"
+kind = "folder"
+path = "people"
+access = ["group:people"]
+classification = "confidential"
+residency = "eu"
+"""
+
+
+def make_site(root: Path, files: dict[str, str], extra_config: str = "") -> Path:
+    """Write `files` under `root`, init the demo directory, sync; returns the config path."""
+    for rel, text in files.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+    cfg = root / "sovra.toml"
+    cfg.write_text(CONFIG + extra_config, encoding="utf-8")
+    runner = CliRunner()
+    for args in (["init", "--demo-directory"], ["source", "sync", "--all"]):
+        result = runner.invoke(app, ["--config", str(cfg), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return cfg
+
+
+def open_workspace(cfg: Path) -> Workspace:
+    return Workspace.open(load_config(cfg))
