@@ -4,8 +4,11 @@ TestClient and the app on a real loopback port (uvicorn) for HTTP clients."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import jwt
 import pytest
@@ -20,6 +24,9 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 from server_helpers import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    CLIENT_SECRET_ENV,
     COMPANY_FILES,
     CONFIG,
     ISSUER_AUDIENCE,
@@ -87,17 +94,96 @@ def issuer() -> Iterator[Issuer]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             iss = holder["issuer"]
-            if self.path == "/.well-known/openid-configuration":
-                body = {"issuer": iss.url, "jwks_uri": iss.url + "/jwks.json"}
-            elif self.path == "/jwks.json":
+            path, _, query = self.path.partition("?")
+            if path == "/.well-known/openid-configuration":
+                body = {
+                    "issuer": iss.url,
+                    "jwks_uri": iss.url + "/jwks.json",
+                    "authorization_endpoint": iss.url + "/authorize",
+                    "token_endpoint": iss.url + "/token",
+                    "response_types_supported": ["code"],
+                    "code_challenge_methods_supported": ["S256"],
+                }
+            elif path == "/jwks.json":
                 iss.fetches += 1
                 body = iss.jwks
+            elif path == "/authorize":
+                self.authorize(iss, dict(parse_qsl(query)))
+                return
             else:
                 self.send_response(404)
                 self.end_headers()
                 return
+            self.reply(200, body)
+
+        def authorize(self, iss: Issuer, params: dict[str, str]) -> None:
+            """Signs in `iss.login` at once and redirects back with a code (no login page)."""
+            iss.authorize_requests.append(params)
+            ok = (
+                params.get("response_type") == "code"
+                and params.get("client_id") == CLIENT_ID
+                and params.get("code_challenge_method") == "S256"
+                and params.get("code_challenge")
+                and "openid" in params.get("scope", "").split()
+            )
+            if not ok:
+                self.reply(400, {"error": "invalid_request"})
+                return
+            code = secrets.token_urlsafe(24)
+            iss.codes[code] = {**params, "login": dict(iss.login)}
+            target = (
+                params["redirect_uri"]
+                + "?"
+                + urlencode({"code": code, "state": params.get("state", "")})
+            )
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            iss = holder["issuer"]
+            if self.path != "/token":
+                self.reply(404, {"error": "not_found"})
+                return
+            raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            form = dict(parse_qsl(raw))
+            iss.token_requests.append(form)
+            expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+            if self.headers.get("Authorization") != expected:
+                self.reply(401, {"error": "invalid_client"})
+                return
+            grant = iss.codes.pop(form.get("code", ""), None)
+            verifier = form.get("code_verifier", "")
+            challenge = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+                .rstrip(b"=")
+                .decode()
+            )
+            if (
+                form.get("grant_type") != "authorization_code"
+                or grant is None
+                or form.get("redirect_uri") != grant["redirect_uri"]
+                or not verifier
+                or challenge != grant["code_challenge"]
+            ):
+                self.reply(400, {"error": "invalid_grant"})
+                return
+            login = grant["login"]
+            id_token = iss.token(
+                login.get("sub", "olivia"),
+                tuple(login.get("groups", ("staff", "sre"))),
+                aud=login.get("aud", CLIENT_ID),
+                extra={"nonce": login.get("nonce", grant.get("nonce", "")), "name": "Olivia"},
+            )
+            self.reply(
+                200,
+                {"access_token": "opaque", "token_type": "Bearer", "id_token": id_token},
+            )
+
+        def reply(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -127,6 +213,8 @@ def settings_for(issuer: Issuer, **extra: Any) -> ServerSettings:
     values: dict[str, Any] = {
         "oidc_issuer": issuer.url,
         "oidc_audience": ISSUER_AUDIENCE,
+        "oidc_client_id": CLIENT_ID,
+        "oidc_client_secret_env": CLIENT_SECRET_ENV,
         "jwks_min_refresh_s": 0.0,
         "secure_cookies": False,
         "rate_limit_per_minute": 100_000,
@@ -165,3 +253,5 @@ def live_url(workspace: Workspace, issuer: Issuer) -> Iterator[str]:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The browser sign-in tests' client secret, by reference as in production.
+os.environ[CLIENT_SECRET_ENV] = CLIENT_SECRET

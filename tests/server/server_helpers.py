@@ -53,6 +53,9 @@ PEOPLE_PAGE = "handbook:content/departments/people-talent/background-check-polic
 PUBLIC_PAGE = "handbook:content/departments/engineering/demo-day.md"
 USERS = ("alice", "bob", "carol", "dana", "root")
 ISSUER_AUDIENCE = "sovra-test"
+CLIENT_ID = "sovra-web"
+CLIENT_SECRET = "web-client-secret-for-tests"
+CLIENT_SECRET_ENV = "SOVRA_TEST_OIDC_CLIENT_SECRET"
 
 
 def password(user: str) -> str:
@@ -74,6 +77,12 @@ class Issuer:
     ec_key: ec.EllipticCurvePrivateKey
     jwks: dict[str, Any]
     fetches: int = 0
+    # Browser sign-in (authorization code + PKCE): who /authorize signs in next, and knobs
+    # that make the issued ID token wrong in one way (aud, nonce) for the negative tests.
+    login: dict[str, Any] = field(default_factory=dict)
+    authorize_requests: list[dict[str, str]] = field(default_factory=list)
+    token_requests: list[dict[str, str]] = field(default_factory=list)
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def token(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import sqlite3
 import threading
@@ -75,6 +76,10 @@ class Session:
     user_id: str
     csrf: str
     expires_at: float
+    groups: tuple[str, ...] | None = None
+    """None: a local user, resolved in the directory on every request. A tuple: an identity
+    provider's user, with the groups its ID token carried at sign-in."""
+    display_name: str = ""
 
 
 def _sha256(text: str) -> str:
@@ -118,6 +123,12 @@ class AccountStore:
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+                # Stores made before identity-provider sign-in lack these columns.
+                if "groups" not in columns:
+                    conn.execute("ALTER TABLE sessions ADD COLUMN groups TEXT")
+                if "display_name" not in columns:
+                    conn.execute("ALTER TABLE sessions ADD COLUMN display_name TEXT")
                 self._conn = conn
             return self._conn
 
@@ -232,15 +243,33 @@ class AccountStore:
         return ApiKey(row[0], row[1], row[2], tuple(row[4].split()), row[5], last_used, None)
 
     # ------------------------------------------------------------------ sessions
-    def create_session(self, user_id: str, ttl_s: int) -> tuple[str, Session]:
+    def create_session(
+        self,
+        user_id: str,
+        ttl_s: int,
+        *,
+        groups: tuple[str, ...] | None = None,
+        display_name: str = "",
+    ) -> tuple[str, Session]:
+        """A new session; `groups` only for identity-provider users (see `Session.groups`)."""
         token = secrets.token_urlsafe(32)
-        session = Session(user_id, secrets.token_urlsafe(24), time.time() + ttl_s)
+        session = Session(
+            user_id, secrets.token_urlsafe(24), time.time() + ttl_s, groups, display_name
+        )
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
             self._db.execute(
-                "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at) "
-                "VALUES (?,?,?,?,?)",
-                (_sha256(token), user_id, session.csrf, time.time(), session.expires_at),
+                "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at, "
+                "groups, display_name) VALUES (?,?,?,?,?,?,?)",
+                (
+                    _sha256(token),
+                    user_id,
+                    session.csrf,
+                    time.time(),
+                    session.expires_at,
+                    None if groups is None else json.dumps(list(groups)),
+                    display_name,
+                ),
             )
         return token, session
 
@@ -249,12 +278,14 @@ class AccountStore:
             return None
         with self._lock:
             row = self._db.execute(
-                "SELECT user_id, csrf, expires_at FROM sessions WHERE token_sha256=?",
+                "SELECT user_id, csrf, expires_at, groups, display_name FROM sessions "
+                "WHERE token_sha256=?",
                 (_sha256(token),),
             ).fetchone()
         if row is None or row[2] < time.time():
             return None
-        return Session(row[0], row[1], row[2])
+        groups = None if row[3] is None else tuple(str(g) for g in json.loads(row[3]))
+        return Session(row[0], row[1], row[2], groups, row[4] or "")
 
     def end_session(self, token: str) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from sovra.config import Config
-from sovra.server import api, openai_api, ui
+from sovra.server import api, oidc_login, openai_api, ui
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
     SESSION_COOKIE,
@@ -230,6 +230,7 @@ def create_app(
     app.include_router(api.router)
     app.include_router(openai_api.router)
     app.include_router(ui.router)
+    app.include_router(oidc_login.router)
     # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_gate))
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")

@@ -126,8 +126,19 @@ class Authenticator:
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             session = self.accounts.session(cookie)
-            principal = self.local_principal(session.user_id) if session else None
-            if session is None or principal is None:
+            if session is None:
+                return None
+            if session.groups is None:
+                principal = self.local_principal(session.user_id)
+            elif self.oidc is None:
+                principal = None  # identity provider switched off: its sessions end
+            else:
+                principal = Principal(
+                    id=session.user_id,
+                    groups=frozenset(session.groups),
+                    display_name=session.display_name,
+                )
+            if principal is None:
                 return None
             return Identity(principal, "session", frozenset(SCOPES), csrf=session.csrf)
         return None

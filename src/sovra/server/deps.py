@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from sovra.server.auth import (
 )
 from sovra.server.governed import Governed
 from sovra.server.metrics import Metrics
+from sovra.server.oidc import PendingLogins
 from sovra.server.settings import ServerSettings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -35,6 +36,8 @@ class AppState:
     limiter: RateLimiter
     login_limiter: RateLimiter
     metrics: Metrics
+    oidc_pending: PendingLogins = field(default_factory=PendingLogins)
+    """Browser sign-ins through the identity provider started and not yet finished."""
 
 
 def app_state(request: Request) -> AppState:

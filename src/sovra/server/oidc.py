@@ -42,13 +42,27 @@ class JwksCache:
         self._fetched_at = 0.0
         self._lock = threading.Lock()
         self._jwks_url = settings.oidc_jwks_url
+        self._discovery: dict[str, Any] | None = None
+
+    def discovery(self, client: httpx.Client | None = None) -> dict[str, Any]:
+        """The issuer's `/.well-known/openid-configuration` (fetched once, then cached)."""
+        if self._discovery is None:
+            issuer = self.settings.oidc_issuer.rstrip("/")
+            if client is None:
+                with httpx.Client(timeout=5.0, follow_redirects=False) as own:
+                    resp = own.get(issuer + "/.well-known/openid-configuration")
+            else:
+                resp = client.get(issuer + "/.well-known/openid-configuration")
+            resp.raise_for_status()
+            data = resp.json()
+            if not isinstance(data, dict):
+                raise ValueError("discovery document is not a JSON object")
+            self._discovery = data
+        return self._discovery
 
     def _url(self, client: httpx.Client) -> str:
         if not self._jwks_url:
-            issuer = self.settings.oidc_issuer.rstrip("/")
-            resp = client.get(issuer + "/.well-known/openid-configuration")
-            resp.raise_for_status()
-            self._jwks_url = str(resp.json()["jwks_uri"])
+            self._jwks_url = str(self.discovery(client)["jwks_uri"])
         return self._jwks_url
 
     def _fetch(self) -> None:
@@ -94,7 +108,9 @@ class OidcVerifier:
         self.settings = settings
         self.jwks = JwksCache(settings)
 
-    def verify(self, token: str) -> TokenIdentity:
+    def verify(self, token: str, *, audience: str | None = None) -> TokenIdentity:
+        """A bearer token for the APIs (`aud` = `oidc_audience`), or with `audience` another
+        token of the issuer: the browser login's ID token (`aud` = the client id)."""
         s = self.settings
         try:
             header = jwt.get_unverified_header(token)
@@ -112,7 +128,7 @@ class OidcVerifier:
                 token,
                 key.key,
                 algorithms=[alg],
-                audience=s.oidc_audience or None,
+                audience=audience or s.oidc_audience or None,
                 issuer=s.oidc_issuer,
                 leeway=s.oidc_leeway_s,
                 options={"require": ["exp", "iss", "aud", s.oidc_user_claim]},
@@ -139,3 +155,44 @@ class OidcVerifier:
             Principal(id=user, groups=groups, display_name=name if isinstance(name, str) else ""),
             claims,
         )
+
+
+# ---------------------------------------------------------------------- browser sign-in
+PENDING_TTL_S = 600.0
+MAX_PENDING = 10_000
+
+
+@dataclass(frozen=True)
+class Pending:
+    nonce: str
+    code_verifier: str
+    redirect_uri: str
+    next_path: str
+    created: float
+
+
+class PendingLogins:
+    """Sign-ins started and not yet finished, by state (in memory, per process)."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, Pending] = {}
+        self._lock = threading.Lock()
+
+    def add(self, state: str, pending: Pending) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._items) >= MAX_PENDING:
+                self._items = {
+                    k: v for k, v in self._items.items() if now - v.created < PENDING_TTL_S
+                }
+                if len(self._items) >= MAX_PENDING:
+                    raise TokenError("too many sign-ins in progress")
+            self._items[state] = pending
+
+    def take(self, state: str) -> Pending | None:
+        """The pending sign-in for `state`, removed (a state is good for one callback)."""
+        with self._lock:
+            pending = self._items.pop(state, None)
+        if pending is None or time.monotonic() - pending.created > PENDING_TTL_S:
+            return None
+        return pending
