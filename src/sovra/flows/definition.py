@@ -533,6 +533,9 @@ def parse(text: str, origin: str = "<workflow>") -> Workflow:
                 msg = "unknown field; remove it or check its spelling"
             elif err["type"] == "union_tag_invalid":
                 msg = "`kind` must be one of " + ", ".join(sorted(_STEP_KINDS))
+                loc = (*loc, "kind")
+            elif err["type"] == "missing":
+                msg = f"`{loc[-1]}` is required here; add it"
             lines.append(f"{origin}:{_line(root, loc)}: {where}: {msg}")
         raise DefinitionError("\n".join(lines)) from None
     problems = check_references(wf)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sovra.config import Config
-from sovra.flows.approvals import check_approver, check_operator
+from sovra.domain import Principal
+from sovra.flows.approvals import ApprovalRefused, check_approver, check_operator
 from sovra.flows.base import ActionAdapter, Classifier, FlowError
 from sovra.flows.definition import (
     ActStep,
@@ -24,7 +25,7 @@ from sovra.flows.definition import (
     load_all,
 )
 from sovra.flows.runner import Clock, Engine, Sleep, sha
-from sovra.flows.store import FINAL, GLOBAL, FlowStore, Run
+from sovra.flows.store import FINAL, GLOBAL, Approval, FlowStore, Run
 from sovra.workspace import Workspace
 
 
@@ -238,7 +239,7 @@ class Flows:
         with self.store.transaction():
             run, approval = self._open_approval(run_id)
             principal = self.ws.principal(user_id)
-            check_approver(run, approval, principal)
+            self._check_approver(run, approval, principal)
             self.store.add_vote(
                 run.id, approval.step_id, principal.id, "approve", reason, self.clock()
             )
@@ -280,7 +281,7 @@ class Flows:
         with self.store.transaction():
             run, approval = self._open_approval(run_id)
             principal = self.ws.principal(user_id)
-            check_approver(run, approval, principal)
+            self._check_approver(run, approval, principal)
             self.store.add_vote(
                 run.id, approval.step_id, principal.id, "reject", reason, self.clock()
             )
@@ -299,6 +300,26 @@ class Flows:
             personal={"reason": reason},
         )
         return self.store.run(run.id)
+
+    def _check_approver(self, run: Run, approval: Approval, principal: Principal) -> None:
+        """Refusals (self-approval, wrong group) are logged as denials, then raised."""
+        try:
+            check_approver(run, approval, principal)
+        except ApprovalRefused as exc:
+            self.engine.audit(
+                principal.id,
+                "flow.approval.vote",
+                run,
+                approval.step_id,
+                decision="deny",
+                outcome="refused",
+                extra={
+                    "why": "separation_of_duties"
+                    if run.requester == principal.id
+                    else "not_in_group"
+                },
+            )
+            raise exc
 
     def _open_approval(self, run_id: str) -> tuple[Run, Any]:
         run = self.store.run(run_id)
