@@ -288,6 +288,20 @@ class ServerConfig(_Strict):
         return self
 
 
+class AuditConfig(_Strict):
+    """Where the signed audit log lives (docs/audit.md). `SOVRA_AUDIT_*` variables override.
+
+    The PostgreSQL URL carries credentials, so the file names only the environment variable that
+    holds it; when that variable is named but unset, the log refuses to open rather than quietly
+    writing to a local SQLite file nobody reads.
+    """
+
+    database_url_env: str | None = None
+    pg_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")] = "sovra_audit"
+    retention_days: int = Field(default=183, ge=183)
+    key_path: Path | None = None
+
+
 class WorkspaceConfig(_Strict):
     home: Path = Path("sovra-data")
     region: str = "eu"
@@ -312,6 +326,7 @@ class Config(_Strict):
     routing: RoutingConfig = RoutingConfig()
     egress: EgressConfig = EgressConfig()
     flows: FlowsConfig = FlowsConfig()
+    audit: AuditConfig = AuditConfig()
     server: ServerConfig = ServerConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()

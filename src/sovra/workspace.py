@@ -88,9 +88,9 @@ class Workspace:
     @property
     def audit(self) -> AuditLog:
         if self._audit is None:
-            from sovra.audit import AuditLog
+            from sovra.audit import open_audit_log
 
-            self._audit = AuditLog.open(self.home)
+            self._audit = open_audit_log(self.config)
         return self._audit
 
     def record(

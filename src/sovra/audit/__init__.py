@@ -10,7 +10,13 @@ The small stable surface the rest of sovra uses:
 
 from sovra.audit.check import VerifyReport
 from sovra.audit.event import AuditEvent, ResourceRef
-from sovra.audit.log import RETENTION_MIN_DAYS, AuditError, AuditLog, LoggedEvent
+from sovra.audit.log import (
+    RETENTION_MIN_DAYS,
+    AuditError,
+    AuditLog,
+    LoggedEvent,
+    open_audit_log,
+)
 from sovra.audit.receipt import (
     Receipt,
     ReceiptError,
@@ -30,6 +36,7 @@ __all__ = [
     "ResourceRef",
     "VerifiedReceipt",
     "VerifyReport",
+    "open_audit_log",
     "verify_checkpoint_update",
     "verify_receipt",
 ]

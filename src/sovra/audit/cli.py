@@ -1,8 +1,8 @@
 """`sovra audit …` and `sovra erase --subject`: the audit log from the command line.
 
 `app` is mounted by the root CLI as `sovra audit`; `erase_command` is mounted as `sovra erase`.
-The data directory comes from the config (`state(ctx).config.home`); server mode reads the
-PostgreSQL URL from $SOVRA_AUDIT_URL.
+The log is opened as sovra.toml's `[audit]` table says (`open_audit_log`); $SOVRA_AUDIT_URL
+still selects PostgreSQL directly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from sovra.audit.keys import KeyFileError, read_vkeys
-from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent
+from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent, open_audit_log
 from sovra.audit.note import NoteError
 from sovra.audit.receipt import Receipt, ReceiptError, verify_receipt
 from sovra.clikit import emit_json, fail, out, progress_bar, state
@@ -44,13 +44,18 @@ def _home(ctx: typer.Context) -> Path:
 @contextmanager
 def _log(ctx: typer.Context, *, create: bool = False, write: bool = True) -> Iterator[AuditLog]:
     """Open the log; `write=False` needs no signing key (auditors verify with public keys)."""
-    home = _home(ctx)
-    if not create and not os.environ.get(URL_ENV) and not (home / "audit" / "log.sqlite").exists():
+    try:
+        config = state(ctx).config
+    except ConfigError as exc:
+        fail(str(exc))
+    home = config.home
+    remote = os.environ.get(URL_ENV) or config.audit.database_url_env
+    if not create and not remote and not (home / "audit" / "log.sqlite").exists():
         fail(
             f"no audit log in {home}; nothing has been logged yet (or set {URL_ENV} for server mode)"
         )
     try:
-        log = AuditLog.open(home, read_only=not write)
+        log = open_audit_log(config, read_only=not write)
     except (AuditError, KeyFileError) as exc:
         fail(str(exc))
     try:
