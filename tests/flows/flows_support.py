@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ class CountingAdapter:
     def execute(self, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult:
         with self._conn() as c:
             c.execute("INSERT INTO calls VALUES (?, ?)", (self.name, idempotency_key))
+        if os.environ.get("SOVRA_TEST_SLOW") == self.name:
+            time.sleep(60)  # the test SIGKILLs this process from outside meanwhile
         if self._fail:
             kind = self._fail.pop(0)
             raise ActionError(f"{self.name} is down ({kind})", retryable=kind == "retry")
@@ -136,6 +139,17 @@ class CountingAdapter:
             )
         self._maybe_crash("after")
         return ActionResult(self.name, idempotency_key, dict(params))
+
+
+def calls(db: Path, adapter: str) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as c:
+        try:
+            row = c.execute("SELECT COUNT(*) FROM calls WHERE adapter = ?", (adapter,)).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(row[0])
 
 
 def effects(db: Path, adapter: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
