@@ -14,20 +14,14 @@ import typer
 from sovra.clikit import emit_json, fail, out, state
 from sovra.directory import DirectoryError
 from sovra.flows.base import FlowError
+from sovra.flows.classify_cli import classifier_app
 from sovra.flows.store import GLOBAL, Run
 
 flow_app = typer.Typer(
     help="Workflows: AI steps, approvals and logged actions.", no_args_is_help=True
 )
 
-try:  # the trained-classifier commands ship in their own module
-    from sovra.flows.classify_cli import (  # type: ignore[import-not-found,unused-ignore]
-        classifier_app,
-    )
-
-    flow_app.add_typer(classifier_app, name="classifier")
-except ImportError:  # pragma: no cover - only while that module is missing
-    pass
+flow_app.add_typer(classifier_app, name="classifier")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]

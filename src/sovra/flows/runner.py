@@ -149,7 +149,7 @@ class Engine:
     def adapter(self, name: str) -> ActionAdapter:
         if self._adapters is None:
             try:
-                from sovra.flows.actions import adapters_for  # type: ignore[import-not-found,unused-ignore]
+                from sovra.flows.actions import adapters_for
             except ImportError:
                 raise FlowError(
                     "the action adapters (sovra.flows.actions) are not installed"
@@ -167,12 +167,15 @@ class Engine:
         if key in self._classifiers:
             return self._classifiers[key]
         try:
-            from sovra.flows import classify  # type: ignore[attr-defined,unused-ignore]
+            from sovra.flows import classify
         except ImportError:
             raise FlowError("the classifiers (sovra.flows.classify) are not installed") from None
         clf: Classifier
         if step.classifier is not None:
-            clf = classify.load_classifier(self.ws.home, step.classifier, self.ws.embedder)
+            manifest = classify.read_manifest(self.ws.home, step.classifier)
+            # Load the embedding model only for a classifier trained on embeddings.
+            embedder = self.ws.embedder if manifest.get("embedder") else None
+            clf = classify.load_classifier(self.ws.home, step.classifier, embedder)
         else:
             clf = classify.ZeroShotClassifier(list(step.labels or ()), self.ws.embedder)
         self._classifiers[key] = clf
