@@ -555,6 +555,66 @@ def eval_answers(
         emit_json([asdict(r) for r in reports])
 
 
+@eval_app.command("triage")
+def eval_triage(
+    ctx: typer.Context,
+    data: Annotated[
+        Path, typer.Option("--data", help="Labelled tickets CSV (title, body, category, urgency).")
+    ] = Path("../shared/data/company/tickets/it_tickets.csv"),
+    target: Annotated[
+        list[str] | None, typer.Option("--target", help="Label column (repeatable).")
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Seeded splits to average (seeds 42, 43, …).")] = 1,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings", help="Also score sovra + embedder vectors.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Ticket triage: macro-F1 and accuracy, majority and TF-IDF+LR baselines vs sovra."""
+    from dataclasses import asdict
+
+    from sovra.clikit import progress_bar
+    from sovra.flows.base import FlowError
+    from sovra.govern.triage_eval import TARGETS, evaluate_triage
+    from sovra.workspace import embedder_for
+
+    cfg = state(ctx).config
+    if not data.is_file():
+        fail(f"tickets file {data} not found; pass --data PATH.csv")
+    if not 1 <= repeats <= 20:
+        fail("--repeats must be between 1 and 20")
+    with progress_bar("eval triage", None, enabled=not json_out) as advance:
+        try:
+            report = evaluate_triage(
+                data,
+                targets=target or TARGETS,
+                seeds=[42 + i for i in range(repeats)],
+                embedder=embedder_for(cfg) if embeddings else None,
+                cache_dir=cfg.home / "cache" / "eval",
+                progress=lambda done, total, what: advance(
+                    total=total, completed=done, description=what
+                ),
+            )
+        except FlowError as exc:
+            fail(str(exc))
+    if json_out:
+        emit_json(asdict(report))
+        return
+    for t in report.targets:
+        out.print(
+            f"{t.target}: {len(t.label_counts)} labels, {t.test_size} held-out of {report.rows}"
+            f" rows, {len(report.seeds)} split(s)"
+            + (f"; untestable (1 example): {', '.join(t.untestable)}" if t.untestable else "")
+        )
+        for name, m in t.methods.items():
+            spread = f" ±{m.macro_f1_std:.3f}" if len(report.seeds) > 1 else ""
+            ece = f"  calibration error {m.ece:.3f}" if m.ece is not None else ""
+            out.print(
+                f"  {name:<18} macro-F1 {m.macro_f1:.3f}{spread}  accuracy {m.accuracy:.3f}{ece}"
+                f"  ({m.fit_seconds:.1f} s)"
+            )
+
+
 # -- answers ----------------------------------------------------------------------------------
 
 
