@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from server_helpers import password
+from server_helpers import RUNBOOK, Issuer, password
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -155,3 +155,23 @@ def test_keyboard_reaches_the_form(browser: Browser, live_url: str) -> None:
     page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Ask")).to_be_visible()
     page.context.close()
+
+
+def test_sign_in_with_the_identity_provider(
+    browser: Browser, live_url: str, issuer: Issuer
+) -> None:
+    # The code + PKCE flow end to end in a real browser, including the cookie rules: the state
+    # cookie must survive the cross-site return, the Strict session cookie the continuation.
+    issuer.login = {"sub": "olivia", "groups": ["staff", "sre"]}
+    try:
+        page, problems = new_page(browser)
+        page.goto(live_url + "/")
+        page.get_by_role("link", name="Sign in with your organisation's account").click()
+        expect(page.get_by_role("heading", name="Ask")).to_be_visible()
+        assert page.url == live_url + "/"
+        expect(page.get_by_role("navigation", name="Main")).to_contain_text("Olivia")
+        page.goto(live_url + "/documents/" + RUNBOOK)
+        expect(page.locator("main")).to_contain_text("etcd")
+        assert not problems, problems
+    finally:
+        issuer.login = {}
