@@ -26,6 +26,7 @@ from sovra.flows.actions import (
     adapters_for,
 )
 from sovra.flows.base import ActionAdapter, ActionError
+from sovra.policy.egress import EgressDenied, EgressGuard
 
 # -- servers ----------------------------------------------------------------------------------
 
@@ -363,3 +364,19 @@ def test_adapters_for_wires_config(tmp_path: Path) -> None:
     assert adapters["webhook"].changes == {"http.post"}
     assert adapters["email"].changes == {"email.send"}
     assert (tmp_path / "tickets.db").is_file()
+
+
+def test_egress_extra_hosts_respect_airgap_and_reject_bad_entries() -> None:
+    guard = EgressGuard(
+        (), airgap=True, extra_hosts=("hooks.internal:8443",), resolver=lambda h, p: ["10.0.0.5"]
+    )
+    assert guard.check("https://hooks.internal:8443/x") is None
+    with pytest.raises(EgressDenied, match=r"allowed: hooks\.internal:8443"):
+        guard.check("https://hooks.internal/x")
+    public = EgressGuard(
+        (), airgap=True, extra_hosts=("hooks.example.eu",), resolver=lambda h, p: ["93.184.216.34"]
+    )
+    with pytest.raises(EgressDenied, match=r"non-local address 93\.184\.216\.34"):
+        public.check("https://hooks.example.eu/x")
+    with pytest.raises(EgressDenied, match="not a host name"):
+        EgressGuard((), extra_hosts=("http://",))
