@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
@@ -97,6 +99,7 @@ class Engine:
                 time.sleep(0.2)
         self._lock = lock
         url = self.config.flows.database_url or f"sqlite:///{home / 'flows.db'}"
+        _quiet_dbos_console()
         if _ENGINE is not None:
             DBOS.destroy()
         _ENGINE = self
@@ -457,6 +460,27 @@ class Engine:
             "changes": sorted(adapter.changes),
             "idempotency_key": key,
         }
+
+
+class _CurrentStderr(logging.Handler):
+    """DBOS's own console handler keeps the `sys.stderr` of its first launch; in one process
+    that runs several commands (tests, the server) that stream may be closed by now."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # a log line must never break a run
+            self.handleError(record)
+
+
+def _quiet_dbos_console() -> None:
+    logger = logging.getLogger("dbos")
+    if not logger.handlers:
+        handler = _CurrentStderr()
+        handler.name = "__dbos_console_log_handler__"  # DBOS then adds no handler of its own
+        handler.setFormatter(logging.Formatter("%(levelname)s dbos: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _extract(step: ExtractStep, text: str) -> dict[str, Any]:
