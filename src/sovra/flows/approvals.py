@@ -13,7 +13,11 @@ from sovra.flows.base import FlowError
 from sovra.flows.store import Approval, Run
 
 
-class ApprovalRefused(FlowError):
+class NotAllowed(FlowError):
+    """This principal may not do this to a run; the message says why."""
+
+
+class ApprovalRefused(NotAllowed):
     """This principal may not decide this approval; the message says why."""
 
 
@@ -31,7 +35,7 @@ def check_approver(run: Run, approval: Approval, principal: Principal) -> None:
 
 def check_operator(principal: Principal, groups: Sequence[str]) -> None:
     if not set(groups) & principal.groups:
-        raise FlowError(
+        raise NotAllowed(
             f"{principal.id} may not operate flows: only members of {', '.join(groups)}"
             " ([flows] operators in sovra.toml)"
         )

@@ -324,7 +324,7 @@ class Flows:
     def _open_approval(self, run_id: str) -> tuple[Run, Any]:
         run = self.store.run(run_id)
         approval = self.store.approval(run_id)
-        if run.status != "waiting_approval" or approval is None:
+        if run.status != "waiting_approval" or approval is None or approval.status != "open":
             raise FlowError(f"run {run_id} is {run.status}, not waiting for an approval")
         return run, approval
 

@@ -326,10 +326,11 @@ class FlowStore:
         )
 
     def approval(self, run_id: str, step_id: str | None = None) -> Approval | None:
+        """The run's open approval (or, with none open, its latest one); or one step's."""
         sql = "SELECT * FROM approvals WHERE run_id = ?"
         args: tuple[Any, ...] = (run_id,)
         if step_id is None:
-            sql += " AND status = 'open'"
+            sql += " ORDER BY status = 'open' DESC, rowid DESC LIMIT 1"
         else:
             sql, args = sql + " AND step_id = ?", (run_id, step_id)
         row = self._db.execute(sql, args).fetchone()

@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from sovra.config import Config
 from sovra.server import api, oidc_login, openai_api, ui
+from sovra.server import flows as flows_http
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
     SESSION_COOKIE,
@@ -173,7 +174,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(governed.warm)
         try:
-            async with mcp_gate.manager.run():
+            async with mcp_gate.running():
                 yield
         finally:
             accounts.close()
@@ -231,6 +232,8 @@ def create_app(
     app.include_router(openai_api.router)
     app.include_router(ui.router)
     app.include_router(oidc_login.router)
+    app.include_router(flows_http.api_router)
+    app.include_router(flows_http.ui_router)
     # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
     app.router.routes.append(Route(MCP_PATH, endpoint=mcp_gate))
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
