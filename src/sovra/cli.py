@@ -508,6 +508,13 @@ def eval_answers(
         str | None, typer.Option(help="Also evaluate this configured generator endpoint.")
     ] = None,
     max_generated: Annotated[int, typer.Option(help="Questions for the generator.")] = 40,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Pick the not-found thresholds on the calibration split (disjoint articles).",
+        ),
+    ] = False,
     data: EvalDataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -515,18 +522,52 @@ def eval_answers(
     from dataclasses import asdict
 
     from sovra.clikit import progress_bar
-    from sovra.govern.answer_eval import evaluate_language
+    from sovra.govern.answer_eval import calibration_rows, choose_threshold, evaluate_language
     from sovra.models.loading import generator_for
     from sovra.workspace import embedder_for
 
     cfg = state(ctx).config
     root = _eval_root(data) / "xquad"
-    embedder = embedder_for(cfg)
-    generator = generator_for(cfg.endpoint(endpoint), cfg.home) if endpoint else None
-    reports = []
-    for lang in language or ["en", "de", "es"]:
+    languages = language or ["en", "de", "es"]
+    for lang in languages:
         if not (root / f"xquad.{lang}.json").is_file():
             fail(f"no XQuAD file for language {lang!r} in {root}")
+    embedder = embedder_for(cfg)
+    cache_dir = cfg.home / "cache" / "eval"
+    if calibrate:
+        rows = []
+        for lang in languages:
+            with progress_bar(f"calibrate {lang}", None, enabled=not json_out) as advance:
+                rows += calibration_rows(
+                    root,
+                    lang,
+                    embedder,
+                    max_questions=max_questions,
+                    cache_dir=cache_dir,
+                    progress=lambda done, total, what: advance(
+                        total=total, completed=done, description=what
+                    ),
+                )
+        # Questions the embedding model covers are scored semantically, others lexically:
+        # each kind gets its own threshold ([answer] min_score / min_score_lexical).
+        picked = {}
+        for key, semantic in (("min_score", True), ("min_score_lexical", False)):
+            subset = [r for r in rows if r.semantic_used == semantic]
+            if subset:
+                picked[key] = choose_threshold(subset)
+        if json_out:
+            emit_json({k: asdict(v) for k, v in picked.items()})
+            return
+        for key, t in picked.items():
+            out.print(
+                f"{key} = {t.threshold:.2f}  (calibration split: refusal {t.refusal_rate:.3f}"
+                f" on {t.unanswerable} unanswerable, F1 {t.f1:.3f} on {t.answerable} answerable)"
+            )
+        out.print("Set them under \\[answer] in sovra.toml; `sovra eval answers` reports them.")
+        return
+    generator = generator_for(cfg.endpoint(endpoint), cfg.home) if endpoint else None
+    reports = []
+    for lang in languages:
         with progress_bar(f"answers {lang}", None, enabled=not json_out) as advance:
             report = evaluate_language(
                 root,
@@ -535,9 +576,10 @@ def eval_answers(
                 generator=generator,
                 max_questions=max_questions,
                 max_generated=max_generated,
-                cache_dir=cfg.home / "cache" / "eval",
+                cache_dir=cache_dir,
                 min_score=cfg.answer.min_score,
                 min_score_lexical=cfg.answer.min_score_lexical,
+                max_answer_tokens=cfg.answer.max_answer_tokens,
                 progress=lambda done, total, what: advance(
                     total=total, completed=done, description=what
                 ),

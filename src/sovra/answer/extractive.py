@@ -138,6 +138,7 @@ class Extract:
     citations: list[Citation]
     best_score: float
     sentences: list[ScoredSentence]
+    top: ScoredSentence | None = None  # the most relevant sentence, found or not (calibration)
 
 
 def _lexical_scores(question_terms: list[str], sentence_terms: list[set[str]]) -> list[float]:
@@ -235,10 +236,12 @@ def extract_answer(
         # A sentence sharing no term with the question needs strong semantic evidence.
         or (scored[0].lexical == 0.0 and scored[0].semantic < min(1.0, threshold * 1.5))
     ):
-        return Extract(NOT_FOUND, False, [], scored[0].score if scored else 0.0, [])
+        top = scored[0] if scored else None
+        return Extract(NOT_FOUND, False, [], top.score if top else 0.0, [], top)
     if is_procedural_question(question):
         passage = _procedural_answer(scored, hits, settings)
         if passage is not None:
+            passage.top = scored[0]
             return passage
     best = scored[0]
     chosen = [best]
@@ -279,7 +282,7 @@ def extract_answer(
                 )
             )
         parts.append(f"{c.sentence.text} [{numbers[c.hit_index]}]")
-    return Extract(" ".join(parts), True, citations, best.score, chosen)
+    return Extract(" ".join(parts), True, citations, best.score, chosen, best)
 
 
 @dataclass

@@ -4,6 +4,11 @@ For each language, whole articles are held out of the index; their questions are
 and the system must say "not found". The rest are answerable: exact match and token F1 against
 the gold spans (SQuAD normalisation), and citation precision (a cited chunk holds the answer).
 Methods: the extractive default, a plain "top-1 chunk" baseline, and optionally a generator.
+
+Two disjoint splits by article, so that the "not found" thresholds are never tuned on the
+questions they are reported on: `calibration` (held out: articles 2, 8, 14, …; answerable:
+even-numbered articles) picks the thresholds, `report` (held out: 5, 11, 17, …; answerable:
+odd-numbered articles) measures them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovra.answer import EXTRACTIVE, Answer, Answerer, AnswerSettings, GenerationChoice
+from sovra.answer.extractive import extract_answer
 from sovra.answer.service import EndpointInfo
 from sovra.answer.types import NOT_FOUND, Citation
 from sovra.domain import PUBLIC, SearchFilter
@@ -77,11 +83,18 @@ class LanguageReport:
     methods: dict[str, MethodResult] = field(default_factory=dict)
 
 
+# split → (held-out article residue mod 6, parity of the articles whose questions are asked)
+SPLITS = {"report": (5, 1), "calibration": (2, 0)}
+
+
 def load_xquad_qas(
-    path: Path, hold_out_every: int = 6
+    path: Path, split: str = "report"
 ) -> tuple[list[tuple[str, str]], list[QA], list[QA], list[int]]:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    residue, parity = SPLITS[split]
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    held = [a for a in range(len(data)) if a % hold_out_every == hold_out_every - 1]
+    held = [a for a in range(len(data)) if a % 6 == residue]
     paragraphs: list[tuple[str, str]] = []
     answerable: list[QA] = []
     unanswerable: list[QA] = []
@@ -92,7 +105,10 @@ def load_xquad_qas(
                 paragraphs.append((doc, para["context"]))
             for qa in para["qas"]:
                 item = QA(qa["id"], qa["question"], [x["text"] for x in qa["answers"]], doc)
-                (unanswerable if a in held else answerable).append(item)
+                if a in held:
+                    unanswerable.append(item)
+                elif a % 2 == parity:
+                    answerable.append(item)
     return paragraphs, answerable, unanswerable, held
 
 
@@ -126,9 +142,11 @@ def evaluate_language(
     progress: Progress | None = None,
     min_score: float | None = None,
     min_score_lexical: float | None = None,
+    max_answer_tokens: int | None = None,
+    split: str = "report",
 ) -> LanguageReport:
     paragraphs, answerable, unanswerable, held = load_xquad_qas(
-        xquad_dir / f"xquad.{language}.json"
+        xquad_dir / f"xquad.{language}.json", split
     )
     if max_questions:
         step = max(1, len(answerable) // max_questions)
@@ -141,6 +159,10 @@ def evaluate_language(
     )
     report = LanguageReport(language, len(paragraphs), held)
     settings = AnswerSettings()
+    if max_answer_tokens is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, max_answer_tokens=max_answer_tokens)
     if min_score is not None or min_score_lexical is not None:
         from dataclasses import replace
 
@@ -220,3 +242,125 @@ def evaluate_language(
         finally:
             index.close()
     return report
+
+
+@dataclass
+class CalibrationRow:
+    """One calibration question: the extractive answer's top sentence and how good it was."""
+
+    semantic_used: bool
+    answerable: bool
+    score: float
+    lexical: float
+    semantic: float
+    f1: float  # of the answer given with no threshold (0 when unanswerable)
+
+
+def found_at(row: CalibrationRow, threshold: float) -> bool:
+    """The extractive "found" rule of `extract_answer` at this threshold."""
+    if row.score < threshold:
+        return False
+    return not (row.lexical == 0.0 and row.semantic < min(1.0, threshold * 1.5))
+
+
+@dataclass
+class Threshold:
+    threshold: float
+    refusal_rate: float  # on the calibration split's unanswerable questions
+    f1: float  # on its answerable questions, refusals counted as 0
+    answerable: int
+    unanswerable: int
+
+
+def choose_threshold(
+    rows: Sequence[CalibrationRow], target_refusal: float = 0.9, margin: float = 0.02
+) -> Threshold:
+    """The lowest threshold that refuses `target_refusal + margin` of unanswerable questions.
+
+    Lower thresholds answer more (higher F1); the margin leaves room for the report split
+    differing from the calibration split.
+    """
+    ans = [r for r in rows if r.answerable]
+    un = [r for r in rows if not r.answerable]
+    if not ans or not un:
+        raise ValueError("calibration needs answerable and unanswerable questions")
+    best: Threshold | None = None
+    for step in range(0, 101):
+        t = step / 100
+        refusal = sum(not found_at(r, t) for r in un) / len(un)
+        f1 = sum(r.f1 for r in ans if found_at(r, t)) / len(ans)
+        best = Threshold(t, refusal, f1, len(ans), len(un))
+        if refusal >= target_refusal + margin:
+            break
+    assert best is not None
+    return best
+
+
+def calibration_rows(
+    xquad_dir: Path,
+    language: str,
+    embedder: Embedder,
+    *,
+    max_questions: int | None = 300,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> list[CalibrationRow]:
+    """Score every calibration-split question once with no threshold; thresholds are then free
+    to try (the answer text does not depend on the threshold, only whether it is given)."""
+    from dataclasses import replace
+
+    paragraphs, answerable, unanswerable, _ = load_xquad_qas(
+        xquad_dir / f"xquad.{language}.json", "calibration"
+    )
+    if max_questions:
+        answerable = answerable[:: max(1, len(answerable) // max_questions)][:max_questions]
+        unanswerable = unanswerable[:: max(1, len(unanswerable) // max_questions)][:max_questions]
+    vectors = embed_cached(
+        embedder, [t for _, t in paragraphs], cache_dir, f"xquad-answers-{language}", progress
+    )
+    settings = AnswerSettings()
+    open_settings = replace(settings.extractive, min_score=0.0, min_score_lexical=0.0)
+    rows: list[CalibrationRow] = []
+    with tempfile.TemporaryDirectory(prefix="sovra-calibrate-") as tmp:
+        index = build_eval_index(
+            Path(tmp) / "index",
+            [(d, "", t) for d, t in paragraphs],
+            language,
+            vectors,
+            embedder.dimension,
+        )
+        try:
+            searcher = Searcher(index, embedder)
+            flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
+            questions = [(qa, True) for qa in answerable] + [(qa, False) for qa in unanswerable]
+            for i, (qa, is_answerable) in enumerate(questions):
+                result = searcher.search(qa.question, flt, k=settings.k)
+                semantic = result.vector_weight > 0
+                ex = extract_answer(
+                    qa.question,
+                    result.language,
+                    result.hits,
+                    embedder,
+                    use_semantic=semantic,
+                    settings=open_settings,
+                )
+                if ex.top is None:
+                    rows.append(CalibrationRow(semantic, is_answerable, 0.0, 0.0, 0.0, 0.0))
+                    continue
+                pred = _CITE.sub("", ex.text)
+                f1 = max(token_f1(pred, g) for g in qa.answers) if is_answerable else 0.0
+                rows.append(
+                    CalibrationRow(
+                        semantic,
+                        is_answerable,
+                        ex.top.score,
+                        ex.top.lexical,
+                        ex.top.semantic,
+                        f1,
+                    )
+                )
+                if progress and i % 50 == 0:
+                    progress(i + 1, len(questions), f"{language} calibration")
+        finally:
+            index.close()
+    return rows
