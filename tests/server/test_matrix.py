@@ -77,17 +77,39 @@ ROUTES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
         "/v1/chat/completions",
         {"model": "sovra-extractive", "messages": [{"role": "user", "content": QUESTION}]},
     ),
+    "policy-check": (
+        "POST",
+        "/api/v1/policy/check",
+        {"user": "carol", "action": "search", "resource": f"document:{RUNBOOK}"},
+    ),
+    "mcp-fetch-runbook": (
+        "POST",
+        "/mcp",
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "fetch_document", "arguments": {"document_id": RUNBOOK}},
+        },
+    ),
     "healthz": ("GET", "/healthz", None),
     "readyz": ("GET", "/readyz", None),
     "metrics": ("GET", "/metrics", None),
 }
 PUBLIC = ("healthz", "readyz", "metrics")
+# Streamable HTTP wants both media types; the Host passes the loopback DNS-rebinding check.
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-06-18",
+    "Host": "127.0.0.1:8750",
+}
 
 
 def readable(route: str, caller: str) -> bool:
     """Routes whose output may name documents regardless of read access: the audit log shows
-    administrators every event's resources by id (that is what an audit log is for)."""
-    return route in PUBLIC or (route == "audit-events" and caller in ADMINS)
+    administrators every event's resources by id (that is what an audit log is for), and policy
+    check echoes the resource id an administrator asked about."""
+    return route in PUBLIC or (route in ("audit-events", "policy-check") and caller in ADMINS)
 
 
 def expected(route: str, caller: str) -> int:
@@ -99,11 +121,21 @@ def expected(route: str, caller: str) -> int:
         return (
             200
             if route
-            in ("search", "sources", "endpoints", "models", "audit-public-key", "audit-verify")
+            in (
+                "search",
+                "sources",
+                "endpoints",
+                "models",
+                "audit-public-key",
+                "audit-verify",
+                "mcp-fetch-runbook",  # the call is answered; the tool refuses the scope
+            )
             else 403
         )
-    if route == "audit-events":
+    if route in ("audit-events", "policy-check"):
         return 200 if caller in ADMINS else 403
+    if route == "mcp-fetch-runbook":
+        return 200  # a JSON-RPC result; the tool itself refuses (see test_mcp_tool_results)
     if route in ("doc-missing", "audit-receipt-missing", "feedback-missing"):
         return 404
     if route == "doc-runbook":
@@ -130,7 +162,10 @@ def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[st
             token = make(site, issuer)
             headers = bearer(token) if token else {}
             for route, (method, path, body) in ROUTES.items():
-                out[(route, caller)] = client.request(method, path, json=body, headers=headers)
+                extra = MCP_HEADERS if path == "/mcp" else {}
+                out[(route, caller)] = client.request(
+                    method, path, json=body, headers={**headers, **extra}
+                )
     return out
 
 
@@ -178,3 +213,17 @@ def test_the_matrix_sees_what_it_should(responses: dict[tuple[str, str], Any]) -
     assert RUNBOOK_MARKERS[0] in responses[("doc-runbook", "alice")].text
     assert RUNBOOK_MARKERS[0] in responses[("search", "oidc-sre")].text
     assert PEOPLE_MARKERS[0] in responses[("doc-people", "dana")].text
+
+
+def test_mcp_tool_results(responses: dict[tuple[str, str], Any]) -> None:
+    """Over MCP the tool answers: the runbook for sre readers, the same refusal for the rest."""
+    refusals = set()
+    for caller in (*SCOPED, "alice-search-only"):
+        result = responses[("mcp-fetch-runbook", caller)].json()["result"]
+        if caller in SRE:
+            assert not result.get("isError") and result["structuredContent"]["id"] == RUNBOOK
+        else:
+            assert result["isError"] is True, caller
+            if caller != "alice-search-only":
+                refusals.add(result["content"][0]["text"])
+    assert len(refusals) == 1  # one refusal text for every reader who may not see it

@@ -18,6 +18,7 @@ from sovra.config import ConfigError
 from sovra.search import SearchResult
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, app_state, identity
+from sovra.server.policy_check import PolicyCheckError, PolicyCheckRequest, check_policy
 from sovra.server.text import Text
 
 router = APIRouter(prefix="/api/v1")
@@ -281,3 +282,14 @@ async def feedback(body: FeedbackRequest, ident: Ident, st: State) -> dict[str, 
         )
     )
     return {"id": fid, "receipt": receipt}
+
+
+@router.post("/policy/check", tags=["policy"])
+async def policy_check(body: PolicyCheckRequest, ident: Ident, st: State) -> dict[str, Any]:
+    """Administrators: the Cedar decision for a user, action and resource, with the deciding
+    policies and what would allow it (as `sovra policy check`)."""
+    ident.require_admin()
+    try:
+        return await run_in_threadpool(check_policy, st.governed.ws.config, body)
+    except PolicyCheckError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None

@@ -174,7 +174,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(governed.warm)
         try:
-            async with mcp_gate.manager.run():
+            async with mcp_gate.running():
                 yield
         finally:
             accounts.close()

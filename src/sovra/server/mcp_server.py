@@ -13,7 +13,8 @@ Every tool goes through `Governed`, the same permission path and audit events as
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -147,16 +148,28 @@ class McpGate:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        server = build_mcp(state.governed, http_caller)
+        self.transport: StreamableHTTPASGIApp | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Serve MCP for one run of the app's lifespan (a session manager runs only once, and
+        an app's lifespan may run again)."""
+        st = self.state
+        server = build_mcp(st.governed, http_caller)
         server.streamable_http_app(
             stateless_http=True,
             json_response=True,
-            max_request_body_size=state.settings.max_request_bytes,
-            transport_security=_transport_security(state.settings.host, state.settings.public_url),
-            host=state.settings.host,
+            max_request_body_size=st.settings.max_request_bytes,
+            transport_security=_transport_security(st.settings.host, st.settings.public_url),
+            host=st.settings.host,
         )
-        self.manager: StreamableHTTPSessionManager = server.session_manager
-        self.transport = StreamableHTTPASGIApp(self.manager)
+        manager: StreamableHTTPSessionManager = server.session_manager
+        async with manager.run():
+            self.transport = StreamableHTTPASGIApp(manager)
+            try:
+                yield
+            finally:
+                self.transport = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,7 +203,11 @@ class McpGate:
         state = scope.setdefault("state", {})
         state[IDENTITY_KEY] = ident
         state["principal_id"] = ident.principal.id
-        await self.transport(scope, receive, send)
+        transport = self.transport
+        if transport is None:
+            await _error(ApiError(503, "unavailable", "MCP is not running"))(scope, receive, send)
+            return
+        await transport(scope, receive, send)
 
 
 def _error(exc: ApiError) -> JSONResponse:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 
 from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
@@ -21,6 +22,13 @@ from sovra.config import ConfigError
 from sovra.server.api import AskRequest, ask_once, sync_summary
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity
 from sovra.server.deps import AppState, app_state, client_address, optional_identity
+from sovra.server.policy_check import (
+    ACTIONS,
+    PolicyCheckError,
+    PolicyCheckRequest,
+    active_policies,
+    check_policy,
+)
 from sovra.server.text import is_clean
 
 HERE = Path(__file__).parent
@@ -321,4 +329,78 @@ async def users_page(request: Request, st: State, ident: MaybeIdent) -> Response
         users=directory.users(),
         groups=directory.groups(),
         endpoints=st.governed.ws.config.endpoints,
+    )
+
+
+@router.get("/admin/policies")
+async def policies_page(request: Request, st: State, ident: MaybeIdent) -> Response:
+    return await _policies(request, st, ident, None, None)
+
+
+@router.post("/admin/policies")
+async def policies_check(
+    request: Request,
+    st: State,
+    ident: MaybeIdent,
+    user: Annotated[str, Form(max_length=200)],
+    action: Annotated[str, Form(max_length=40)],
+    resource: Annotated[str, Form(max_length=1000)] = "workspace",
+    groups: Annotated[str, Form(max_length=2000)] = "",
+    classification: Annotated[str, Form(max_length=200)] = "internal",
+    pii: Annotated[bool, Form()] = False,
+) -> Response:
+    """The `policy check` form (CSRF-checked like every session POST)."""
+    group_list = groups.replace(",", " ").split()
+    form: dict[str, Any] = {
+        "user": user,
+        "action": action,
+        "resource": resource,
+        "groups": " ".join(group_list),
+        "classification": classification,
+        "pii": pii,
+    }
+    try:
+        body = PolicyCheckRequest.model_validate({**form, "groups": group_list or None})
+    except ValidationError as exc:
+        fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")}))
+        return await _policies(request, st, ident, form, {"error": f"check the fields: {fields}"})
+    return await _policies(request, st, ident, form, body)
+
+
+async def _policies(
+    request: Request,
+    st: State,
+    ident: Identity | None,
+    form: dict[str, Any] | None,
+    body: PolicyCheckRequest | dict[str, str] | None,
+) -> Response:
+    who = signed_in(request, ident)
+    if not who.principal.is_admin:
+        return page(request, "forbidden.html", who, status=403)
+    config = st.governed.ws.config
+    error = ""
+    result = None
+    try:
+        version, policies = await run_in_threadpool(active_policies, config)
+    except PolicyCheckError as exc:
+        version, policies, error = "", [], str(exc)
+    if isinstance(body, dict):
+        error = body["error"]
+    elif body is not None:
+        try:
+            result = await run_in_threadpool(check_policy, config, body)
+        except PolicyCheckError as exc:
+            error = str(exc)
+    status = 422 if error and form is not None else 200
+    return page(
+        request,
+        "policies.html",
+        who,
+        status=status,
+        version=version,
+        policies=policies,
+        actions=ACTIONS,
+        form=form or {"user": "", "action": "search", "resource": "workspace", "groups": ""},
+        result=result,
+        error=error,
     )
