@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
+from sovra.domain import as_utc
 from sovra.search import SearchResult
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, app_state, identity
@@ -37,6 +39,19 @@ class SearchRequest(BaseModel):
         default=None, max_length=20
     )
     language: Text | None = Field(default=None, max_length=8)
+    modified_after: datetime | None = Field(
+        default=None, description="Only passages of documents modified at or after this time."
+    )
+    modified_before: datetime | None = Field(
+        default=None, description="Only passages of documents modified at or before this time."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchRequest:
+        after, before = self.modified_after, self.modified_before
+        if after is not None and before is not None and as_utc(after) > as_utc(before):
+            raise ValueError("modified_after is later than modified_before")
+        return self
 
 
 class AskRequest(BaseModel):
@@ -66,6 +81,8 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
             mode=body.mode,
             sources=body.sources,
             language=body.language,
+            modified_after=body.modified_after,
+            modified_before=body.modified_before,
         )
     except ConfigError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
@@ -75,7 +92,11 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
 async def search(body: SearchRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
     result = await run_in_threadpool(run_search, st, ident, body)
-    return result.to_dict()
+    out = result.to_dict()
+    for row, hit in zip(out["hits"], result.hits, strict=True):
+        modified = hit.chunk.modified_at
+        row["modified_at"] = as_utc(modified).isoformat() if modified else None
+    return out
 
 
 def count_answer(st: AppState, answer: Answer) -> None:

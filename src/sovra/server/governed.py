@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sovra.answer import AnswerEvent
-from sovra.domain import Chunk, Principal, content_hash
+from sovra.domain import Chunk, Principal, as_utc, content_hash
 from sovra.search import SearchResult
 from sovra.search.hybrid import Mode
 from sovra.workspace import Workspace
@@ -77,8 +78,17 @@ class Governed:
         mode: Mode = "hybrid",
         sources: Sequence[str] | None = None,
         language: str | None = None,
+        modified_after: datetime | None = None,
+        modified_before: datetime | None = None,
     ) -> SearchResult:
         flt = self.ws.filter_for(principal, sources)
+        if modified_after is not None or modified_before is not None:
+            # Applied inside the index like the access filter (a chunk without a time is out).
+            flt = replace(
+                flt,
+                modified_after=as_utc(modified_after) if modified_after else None,
+                modified_before=as_utc(modified_before) if modified_before else None,
+            )
         with self._slots:
             result = self.ws.searcher().search(query, flt, k=k, mode=mode, language=language)
         self.ws.record_search(principal, query, result, k=k)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -203,6 +204,8 @@ async def search_page(
     q: Annotated[str, Query(max_length=2000)] = "",
     source: Annotated[str, Query(max_length=100)] = "",
     language: Annotated[str, Query(max_length=8)] = "",
+    modified_from: Annotated[str, Query(max_length=10)] = "",
+    modified_to: Annotated[str, Query(max_length=10)] = "",
 ) -> Response:
     who = signed_in(request, ident)
     who.require("search")
@@ -210,7 +213,12 @@ async def search_page(
     error = ""
     if not all(is_clean(v) for v in (q, source, language)):
         raise ApiError(422, "invalid_request", "the query is not valid text")
-    if q.strip():
+    try:
+        after, before = day_range(modified_from, modified_to)
+    except ValueError as exc:
+        after = before = None
+        error = str(exc)
+    if q.strip() and not error:
         try:
             result = await run_in_threadpool(
                 lambda: st.governed.search(
@@ -219,6 +227,8 @@ async def search_page(
                     k=20,
                     sources=[source] if source else None,
                     language=language or None,
+                    modified_after=after,
+                    modified_before=before,
                 )
             )
         except ConfigError as exc:
@@ -232,10 +242,24 @@ async def search_page(
         q=q,
         source=source,
         language=language,
+        modified_from=modified_from,
+        modified_to=modified_to,
         sources=sources,
         result=result,
         error=error,
     )
+
+
+def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:
+    """The search form's dates (YYYY-MM-DD, both inclusive) as UTC bounds."""
+    try:
+        after = datetime.combine(date.fromisoformat(first), time.min, UTC) if first else None
+        before = datetime.combine(date.fromisoformat(last), time.max, UTC) if last else None
+    except ValueError:
+        raise ValueError("Dates must look like 2024-05-31.") from None
+    if after and before and after > before:
+        raise ValueError("The 'modified from' date is after the 'to' date.")
+    return after, before
 
 
 @router.get("/documents/{document_id:path}")
