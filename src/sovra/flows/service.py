@@ -115,8 +115,6 @@ class Flows:
         """Start a run as `requester` and execute it until it completes, fails, pauses or waits."""
         wf = self.workflow(name)
         self.ws.principal(requester)  # unknown users are refused, never run as a guest
-        if wf.trigger.kind not in ("manual", "api"):
-            pass  # schedule / new_document workflows may still be started by hand
         values = coerce_inputs(wf, inputs)
         run_id = "run-" + uuid.uuid4().hex[:12]
         self.store.create_run(run_id, wf.name, wf.to_json(), requester, values)
