@@ -362,6 +362,27 @@ def retry_command(
         _done(flows, flows.retry(run_id, as_user, reason), json_out)
 
 
+@flow_app.command("tick")
+def tick_command(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Fire due schedule and new-document triggers and apply approval expiry (run from cron)."""
+    with _flows(ctx) as flows:
+        changes = flows.tick()
+        started, errors = flows.fire_triggers()
+        data = {
+            "started": [r.to_dict() for r in started],
+            "approvals": changes,
+            "errors": errors,
+        }
+    if json_out:
+        emit_json(data)
+    else:
+        for r in started:
+            out.print(f"started {r.id} ({r.workflow} as {r.requester}): {r.status}", markup=False)
+        out.print(f"{len(started)} run(s) started; {len(changes)} approval(s) expired or escalated")
+    if errors:
+        fail("; ".join(errors))
+
+
 @flow_app.command("recover")
 def recover_command(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Finish runs a killed process left mid-step (any executing command does this too)."""

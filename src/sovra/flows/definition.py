@@ -31,7 +31,6 @@ class _Strict(BaseModel):
 NAME = r"^[a-z0-9][a-z0-9_-]*$"
 REF = re.compile(r"\$\{([^}]*)\}")
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
-_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+$")
 
 InputType = Literal["string", "text", "integer", "number", "boolean", "email", "list"]
 
@@ -50,6 +49,9 @@ class Trigger(_Strict):
     kind: Literal["manual", "schedule", "new_document", "api"] = "manual"
     cron: str | None = None
     source: str | None = None
+    run_as: str | None = None
+    """The directory user an automatic run acts as (its requester); required for schedule and
+    new_document, since a run never acts as nobody."""
 
     @model_validator(mode="before")
     @classmethod
@@ -59,17 +61,22 @@ class Trigger(_Strict):
     @model_validator(mode="after")
     def _complete(self) -> Trigger:
         if self.kind == "schedule":
-            fields = (self.cron or "").split()
-            if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-                raise ValueError(
-                    "a schedule trigger needs `cron:` with 5 fields, e.g. cron: '0 8 * * 1-5'"
-                )
+            from sovra.flows.triggers import Cron
+
+            if not self.cron:
+                raise ValueError("a schedule trigger needs `cron:`, e.g. cron: '0 8 * * 1-5'")
+            try:
+                Cron(self.cron)
+            except FlowError as exc:
+                raise ValueError(str(exc)) from None
         elif self.cron is not None:
             raise ValueError("`cron` only applies to `kind: schedule`")
         if self.kind == "new_document" and not self.source:
             raise ValueError("a new_document trigger needs `source:` naming a configured source")
         if self.kind != "new_document" and self.source is not None:
             raise ValueError("`source` only applies to `kind: new_document`")
+        if self.kind in ("schedule", "new_document") and not self.run_as:
+            raise ValueError(f"a {self.kind} trigger needs `run_as:` naming the user runs act as")
         return self
 
 

@@ -6,6 +6,7 @@ Reading (list, show, runs) needs no DBOS; anything that executes steps launches 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Mapping
@@ -13,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sovra.config import Config
+from sovra.config import Config, ConfigError
+from sovra.directory import DirectoryError
 from sovra.domain import Principal
 from sovra.flows.approvals import ApprovalRefused, check_approver, check_operator
 from sovra.flows.base import ActionAdapter, Classifier, FlowError
@@ -132,6 +134,53 @@ class Flows:
 
     def run(self, run_id: str) -> Run:
         return self.store.run(run_id)
+
+    def fire_triggers(self) -> tuple[list[Run], list[str]]:
+        """Start the runs that `schedule` and `new_document` triggers call for now.
+
+        Returns the runs started and one error line per workflow that could not start (the
+        others still run)."""
+        from sovra.flows.triggers import Cron
+
+        now = self.clock()
+        started: list[Run] = []
+        errors: list[str] = []
+        for wf, _ in self.workflows().values():
+            trigger = wf.trigger
+            try:
+                if trigger.kind == "schedule":
+                    assert trigger.cron and trigger.run_as
+                    last = self.store.trigger_get(wf.name, "last_tick")
+                    self.store.trigger_set(wf.name, "last_tick", repr(now))
+                    if last is not None and Cron(trigger.cron).due(float(last), now):
+                        started.append(self.start(wf.name, {}, trigger.run_as))
+                elif trigger.kind == "new_document":
+                    assert trigger.source and trigger.run_as
+                    started.extend(self._new_documents(wf, trigger.source, trigger.run_as))
+            except (FlowError, DirectoryError, ConfigError) as exc:
+                errors.append(f"{wf.name}: {exc}")
+        return started, errors
+
+    def _new_documents(self, wf: Workflow, source: str, run_as: str) -> list[Run]:
+        self.config.source(source)  # unknown source → clear error
+        prefix = source + ":"
+        ids = sorted(d for d in self.ws.index.document_ids() if d.startswith(prefix))
+        seen = self.store.trigger_get(wf.name, "seen")
+        self.store.trigger_set(wf.name, "seen", json.dumps(ids))
+        if seen is None:  # first tick: remember what exists, start nothing
+            return []
+        runs = []
+        for doc_id in sorted(set(ids) - set(json.loads(seen))):
+            chunks = self.ws.index.chunks_of(doc_id)
+            offered = {
+                "document_id": doc_id,
+                "source": source,
+                "title": chunks[0].title if chunks else "",
+                "text": "\n\n".join(c.text for c in chunks),
+            }
+            inputs = {k: v for k, v in offered.items() if k in wf.inputs}
+            runs.append(self.start(wf.name, inputs, run_as))
+        return runs
 
     def runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 50

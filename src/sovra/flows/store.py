@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS votes (
     at REAL NOT NULL,
     PRIMARY KEY (run_id, step_id, user_id)
 );
+CREATE TABLE IF NOT EXISTS trigger_state (
+    workflow TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (workflow, key)
+);
 CREATE TABLE IF NOT EXISTS switches (
     scope TEXT PRIMARY KEY,
     set_by TEXT NOT NULL,
@@ -392,6 +398,20 @@ class FlowStore:
 
     def switches(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM switches ORDER BY scope")]
+
+    # -- trigger bookkeeping ------------------------------------------------------------------
+
+    def trigger_get(self, workflow: str, key: str) -> str | None:
+        row = self._db.execute(
+            "SELECT value FROM trigger_state WHERE workflow = ? AND key = ?", (workflow, key)
+        ).fetchone()
+        return None if row is None else str(row["value"])
+
+    def trigger_set(self, workflow: str, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO trigger_state (workflow, key, value) VALUES (?, ?, ?)",
+            (workflow, key, value),
+        )
 
 
 def _run(row: sqlite3.Row) -> Run:
