@@ -19,6 +19,7 @@ PLAIN = [
     "bench.bench_policy",
     "bench.bench_pii",
     "bench.bench_generation",
+    "bench.bench_answer",
 ]
 
 
