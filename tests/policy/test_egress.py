@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -331,3 +332,95 @@ def test_airgap_in_a_network_namespace_without_a_route_out(tmp_path: Path) -> No
 
 def test_httpx_is_the_real_library() -> None:
     assert httpx.__name__ == "httpx" and hasattr(httpx, "HTTPTransport")
+
+
+# ---- credentials by reference --------------------------------------------------------------
+
+
+class KeyRecorder(Recorder):
+    def do_GET(self) -> None:
+        self.server.seen.append(self.headers.get("Authorization", ""))
+        super().do_GET()
+
+
+def test_endpoint_credentials_from_a_file_never_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOVRA_HOME", raising=False)
+    srv = RecordingServer(("127.0.0.1", 0), KeyRecorder)
+    srv.seen = []
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    key = tmp_path / "vllm.key"
+    config = tmp_path / "sovra.toml"
+    config.write_text(
+        f'[workspace]\nhome = "home"\n\n[[endpoints]]\nname = "vllm"\nkind = "openai"\n'
+        f'model = "qwen"\nbase_url = "{url(srv)}"\napi_key_file = "{key}"\n'
+    )
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(root, ["--config", str(config), *args])
+        return result.exit_code, " ".join(result.output.split())
+
+    try:
+        code, text = cli("endpoint", "test", "vllm")
+        assert code == 1 and f"cannot read its api_key_file {key}" in text
+        assert "chmod 600" in text
+        key.write_text("sk-file-secret\n")
+        key.chmod(0o644)
+        code, text = cli("endpoint", "test", "vllm")
+        assert code == 1 and "is readable by other users" in text and "sk-file-secret" not in text
+        assert srv.seen == []  # nothing was sent while the credentials were unusable
+        code, text = cli("endpoint", "list", "--json")
+        assert json.loads(text)[0]["credentials"] == "missing"
+        key.chmod(0o600)
+        for args in (("endpoint", "test", "vllm", "--json"), ("endpoint", "show", "vllm")):
+            code, text = cli(*args)
+            assert code == 0 and "sk-file-secret" not in text
+        assert srv.seen == ["Bearer sk-file-secret", "/v1/models"]  # the key went there only
+        code, text = cli("endpoint", "list", "--json")
+        assert json.loads(text)[0]["credentials"] == "set"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_generator_reads_the_key_file_and_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sovra.models.generation import GenerationError
+    from sovra.models.openai_compat import OpenAICompatibleGenerator, read_api_key
+
+    monkeypatch.delenv("SOVRA_TEST_KEY", raising=False)
+    with pytest.raises(GenerationError, match="environment variable SOVRA_TEST_KEY"):
+        read_api_key("ep", "SOVRA_TEST_KEY")
+    with pytest.raises(GenerationError, match="cannot read its api_key_file"):
+        OpenAICompatibleGenerator(
+            "http://127.0.0.1:9/v1", "m", name="ep", api_key_file=tmp_path / "absent"
+        )
+    key = tmp_path / "k"
+    key.write_text("")
+    key.chmod(0o600)
+    with pytest.raises(GenerationError, match="is empty"):
+        read_api_key("ep", None, key)
+    key.write_text(" sk-x \n")
+    assert read_api_key("ep", None, key) == "sk-x"
+    monkeypatch.setenv("SOVRA_TEST_KEY", "sk-env")
+    assert read_api_key("ep", "SOVRA_TEST_KEY", key) == "sk-env"  # the variable wins
+    assert read_api_key("ep") is None
+
+
+def test_endpoint_test_unreachable_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOVRA_HOME", raising=False)
+    monkeypatch.setenv("SOVRA_TEST_VLLM_KEY", "sk-never-shown")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = write_config(tmp_path, f"http://127.0.0.1:{port}/v1")
+    result = CliRunner().invoke(root, ["--config", str(config), "endpoint", "test", "vllm"])
+    text = " ".join(result.output.split())
+    assert (
+        result.exit_code == 1 and f"endpoint 'vllm' unreachable at http://127.0.0.1:{port}" in text
+    )
+    assert "Traceback" not in text and "sk-never-shown" not in text

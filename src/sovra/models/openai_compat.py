@@ -1,8 +1,8 @@
 """Generation through any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, Ollama, TGI, a
 regional cloud), with the official `openai` client.
 
-Credentials come only from the environment variable the endpoint names (`api_key_env`): the key is
-read when the generator is built, handed to the client, and never stored elsewhere, logged or put in
+Credentials come only from the environment variable the endpoint names (`api_key_env`), or from the
+file it names (`api_key_file`, readable by its owner only): the key is read when the generator is built, handed to the client, and never stored elsewhere, logged or put in
 an error message. The client's own `OPENAI_*` environment fallbacks (key, organisation, project,
 custom headers) are switched off, so a key meant for one provider is never sent to another.
 
@@ -22,6 +22,7 @@ import os
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,6 +88,45 @@ def _api_message(exc: openai.APIStatusError) -> str:
     return (exc.response.text or exc.response.reason_phrase or "")[:300]
 
 
+def read_api_key(
+    endpoint: str,
+    api_key_env: str | None = None,
+    api_key_file: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The key an endpoint references (None: it references none), or a GenerationError that
+    names the variable or file and the fix. The key itself never appears in a message."""
+    if api_key_env:
+        value = os.environ.get(api_key_env, "").strip()
+        if not value:
+            raise GenerationError(
+                f"endpoint {endpoint}: environment variable {api_key_env} (its api_key_env) "
+                "is not set or empty; export the API key in it before starting sovra"
+            )
+        return value
+    if api_key_file:
+        path = Path(api_key_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise GenerationError(
+                f"endpoint {endpoint}: cannot read its api_key_file {path} ({exc.strerror});"
+                " write the API key into that file and make it readable by sovra only (chmod 600)"
+            ) from None
+        if mode & 0o077:
+            # A key others can read is as good as leaked; refuse rather than use it.
+            raise GenerationError(
+                f"endpoint {endpoint}: api_key_file {path} is readable by other users;"
+                f" run `chmod 600 {path}`"
+            )
+        if not value:
+            raise GenerationError(
+                f"endpoint {endpoint}: api_key_file {path} is empty; write the API key into it"
+            )
+        return value
+    return None
+
+
 class EgressRefused(GenerationError, EgressDenied):
     """The egress guard refused the endpoint's host: a policy decision, reported as one line.
 
@@ -137,6 +177,7 @@ class OpenAICompatibleGenerator:
         *,
         name: str | None = None,
         api_key_env: str | None = None,
+        api_key_file: str | os.PathLike[str] | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 2,
         context_length: int | None = None,
@@ -158,15 +199,7 @@ class OpenAICompatibleGenerator:
         self._streaming = streaming
         self._timeout_s = timeout_s
         self._tokenizer = tokenizer
-        key = _NO_KEY
-        if api_key_env:
-            value = os.environ.get(api_key_env)
-            if not value:
-                raise GenerationError(
-                    f"endpoint {self._name}: environment variable {api_key_env} (its api_key_env) "
-                    "is not set or empty; export the API key in it before starting sovra"
-                )
-            key = value
+        key = read_api_key(self._name, api_key_env, api_key_file) or _NO_KEY
         # `http_client`: the egress guard's client (sovra.policy.egress.openai_http_client), so
         # every request, retries and redirects included, is checked against the endpoint registry.
         # Its refusal (EgressDenied) is not retried by the client and becomes EgressRefused.
@@ -199,6 +232,7 @@ class OpenAICompatibleGenerator:
             endpoint.model,
             name=endpoint.name,
             api_key_env=endpoint.api_key_env,
+            api_key_file=endpoint.api_key_file,
             timeout_s=endpoint.timeout_s,
             max_retries=endpoint.max_retries,
             context_length=endpoint.context_length,

@@ -6,7 +6,6 @@ The commands read the same policies, endpoints and directory as the running syst
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -253,10 +252,22 @@ def test(
 def _endpoint_json(ep: EndpointConfig) -> dict[str, object]:
     data = ep.model_dump(mode="json")
     # credentials are referenced, never shown: only whether the reference resolves
-    data["credentials"] = (
-        None if not ep.api_key_env else ("set" if os.environ.get(ep.api_key_env) else "missing")
-    )
+    data["credentials"] = _credentials(ep)
     return data
+
+
+def _credentials(ep: EndpointConfig) -> str | None:
+    """'set', 'missing' (with why: the variable or file to fix) or None (no reference)."""
+    from sovra.models.generation import GenerationError
+    from sovra.models.openai_compat import read_api_key
+
+    if not ep.api_key_env and not ep.api_key_file:
+        return None
+    try:
+        read_api_key(ep.name, ep.api_key_env, ep.api_key_file)
+    except GenerationError:
+        return "missing"
+    return "set"
 
 
 @endpoint_app.command("list")
@@ -380,14 +391,15 @@ def endpoint_test(
     if ep.kind == "embedded":
         result.update(ok=True, detail="embedded: runs in-process, no network")
     else:
+        from sovra.models.generation import GenerationError
+        from sovra.models.openai_compat import read_api_key
+
         headers = {}
-        if ep.api_key_env:
-            key = os.environ.get(ep.api_key_env)
-            if not key:
-                _fail(
-                    f"endpoint {ep.name!r}: credentials missing; set the environment variable"
-                    f" {ep.api_key_env} (it is referenced by api_key_env in sovra.toml)"
-                )
+        try:
+            key = read_api_key(ep.name, ep.api_key_env, ep.api_key_file)
+        except GenerationError as exc:
+            _fail(f"credentials missing: {exc}")
+        if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         url = str(ep.base_url).rstrip("/") + "/models"
         guard = EgressGuard(config.endpoints, airgap=airgap or config.egress.airgap)
@@ -496,6 +508,10 @@ def endpoint_add(
     api_key_env: Annotated[
         str | None, typer.Option(help="Name of the environment variable holding the key.")
     ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="Or: a file (chmod 600) holding the key.")
+    ] = None,
+    legal_basis: Annotated[str, typer.Option(help="Legal basis or DPA reference.")] = "",
     jurisdiction: Annotated[str, typer.Option(help="Region tag, e.g. eu-de.")] = "local",
     hosting: Annotated[str, typer.Option(help="on_prem, regional_cloud, foreign_cloud.")] = (
         "on_prem"
@@ -519,7 +535,8 @@ def endpoint_add(
                 "name": name, "kind": kind, "model": model, "base_url": base_url,
                 "api_key_env": api_key_env, "jurisdiction": jurisdiction, "hosting": hosting,
                 "max_classification": max_classification, "pii": pii,
-                "cost_per_1k_tokens": cost_per_1k_tokens,
+                "cost_per_1k_tokens": cost_per_1k_tokens, "legal_basis": legal_basis,
+                "api_key_file": str(api_key_file.expanduser().resolve()) if api_key_file else None,
             }
         )  # fmt: skip
     except ValidationError as exc:
