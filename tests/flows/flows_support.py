@@ -25,6 +25,7 @@ inputs:
   body: {type: text}
   impact: {type: integer}
   requester_email: {type: email}
+access: [group:staff]
 actions: [store, mail]
 steps:
   - id: category

@@ -280,3 +280,14 @@ def test_audit_has_every_step_by_hash_only(site: Path, flows: Flows) -> None:
     assert classify["details"]["inputs_sha256"].startswith("sha256:")
     assert classify["details"]["output_sha256"].startswith("sha256:")
     json.dumps([e.view for e in events], default=str)
+
+
+def test_starting_needs_the_workflow_access(site: Path) -> None:
+    wf = site / "data" / "workflows" / "ticket.yaml"
+    wf.write_text(WORKFLOW.replace("access: [group:staff]", "access: [group:it-support]"))
+    with _flows(site) as flows:
+        with pytest.raises(FlowError, match="carol may not run workflow 'ticket'"):
+            flows.start("ticket", TICKET, "carol")
+        assert flows.start("ticket", TICKET, "bob").status == "waiting_approval"
+    denied = [e for e in _events(site) if e["action"] == "flow.run" and e["decision"] == "deny"]
+    assert len(denied) == 1

@@ -23,6 +23,7 @@ name: access
 description: grant access after an approval
 inputs:
   title: {type: string}
+access: [group:staff]
 actions: [ticket_store]
 steps:
   - id: approval

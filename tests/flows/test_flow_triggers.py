@@ -44,6 +44,7 @@ name: nightly
 trigger: {kind: schedule, cron: "0 2 * * *", run_as: root}
 inputs:
   note: {type: string, required: false, default: nightly}
+access: [group:staff]
 actions: [store]
 steps:
   - id: record
@@ -58,6 +59,7 @@ trigger: {kind: new_document, source: tickets, run_as: bob}
 inputs:
   document_id: {type: string}
   title: {type: string}
+access: [group:staff]
 actions: [store]
 steps:
   - id: record

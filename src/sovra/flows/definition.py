@@ -272,9 +272,22 @@ class Workflow(_Strict):
     inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputField] = Field(
         default_factory=dict
     )
+    access: tuple[str, ...] = ()
+    """Who may start runs (access strings, e.g. group:staff), decided by the Cedar policy
+    `run_workflow`; empty = administrators only."""
     actions: tuple[str, ...] = ()
     """The adapters this workflow may call (its action allow-list)."""
     steps: tuple[Step, ...] = Field(min_length=1)
+
+    @field_validator("access")
+    @classmethod
+    def _access(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from sovra.domain import DomainError, validate_access
+
+        try:
+            return validate_access(value)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
 
     def step_index(self, step_id: str) -> int:
         for i, step in enumerate(self.steps):

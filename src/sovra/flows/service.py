@@ -17,7 +17,7 @@ from typing import Any
 from sovra.config import Config, ConfigError
 from sovra.directory import DirectoryError
 from sovra.domain import Principal
-from sovra.flows.approvals import ApprovalRefused, check_approver, check_operator
+from sovra.flows.approvals import ApprovalRefused, NotAllowed, check_approver, check_operator
 from sovra.flows.base import ActionAdapter, Classifier, FlowError
 from sovra.flows.definition import (
     ActStep,
@@ -116,7 +116,8 @@ class Flows:
     def start(self, name: str, inputs: Mapping[str, Any], requester: str) -> Run:
         """Start a run as `requester` and execute it until it completes, fails, pauses or waits."""
         wf = self.workflow(name)
-        self.ws.principal(requester)  # unknown users are refused, never run as a guest
+        principal = self.ws.principal(requester)  # unknown users are refused, never a guest
+        self._may_run(wf, principal)
         values = coerce_inputs(wf, inputs)
         run_id = "run-" + uuid.uuid4().hex[:12]
         self.store.create_run(run_id, wf.name, wf.to_json(), requester, values)
@@ -134,6 +135,30 @@ class Flows:
 
     def run(self, run_id: str) -> Run:
         return self.store.run(run_id)
+
+    def _may_run(self, wf: Workflow, principal: Principal) -> None:
+        """The Cedar `run_workflow` decision on the workflow's `access`; a denial is logged."""
+        from sovra.policy import PolicyEngine, Request, user_entity, workflow_entity
+
+        decision = PolicyEngine.for_home(self.home).decide(
+            Request(user_entity(principal), "run_workflow", workflow_entity(wf.name, wf.access))
+        )
+        if decision.allowed:
+            return
+        self.ws.record(
+            principal.id,
+            "flow.run",
+            [],
+            decision="deny",
+            outcome="refused",
+            details={"workflow": wf.name, "policy_ids": list(decision.policy_ids)},
+        )
+        advice = f" ({'; '.join(decision.advice)})" if decision.advice else ""
+        raise NotAllowed(
+            f"{principal.id} may not run workflow {wf.name!r}: policy"
+            f" {', '.join(decision.policy_ids)} denies it{advice}; the workflow's `access:` is"
+            f" {', '.join(wf.access) or 'empty (administrators only)'}"
+        )
 
     def fire_triggers(self) -> tuple[list[Run], list[str]]:
         """Start the runs that `schedule` and `new_document` triggers call for now.
