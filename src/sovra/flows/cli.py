@@ -190,7 +190,37 @@ def show_command(ctx: typer.Context, run_id: str, json_out: JsonOpt = False) -> 
         emit_json(data)
         return
     _print_run(data)
-    out.print("  inputs: " + json.dumps(data["inputs"], ensure_ascii=False), markup=False)
+    out.print("inputs:", markup=False)
+    for key, value in data["inputs"].items():
+        out.print(f"  {key}: {value}", highlight=False, markup=False)
+    for step in data["steps"]:
+        output = step.get("output")
+        if not isinstance(output, dict):
+            continue
+        if step["kind"] == "draft":
+            model = f", model {output['model']}" if output.get("model") else ""
+            out.print(
+                f"draft ({step['id']}) — AI-generated, {output.get('generation')} via endpoint"
+                f" {output.get('endpoint')}{model} ({output.get('hosting')},"
+                f" {output.get('jurisdiction')}):",
+                highlight=False,
+                markup=False,
+            )
+            out.print(f"  {output.get('text', '')}", highlight=False, markup=False)
+            for c in output.get("citations", []):
+                out.print(
+                    f"  [{c['number']}] {c['title']}  {c['uri']}", highlight=False, markup=False
+                )
+        elif step["kind"] == "retrieve":
+            out.print(f"passages ({step['id']}):", markup=False)
+            for p in output.get("passages", []):
+                out.print(f"  {p['title']}  {p['uri']}", highlight=False, markup=False)
+        if step.get("override_by"):
+            out.print(
+                f"{step['id']} overridden by {step['override_by']}: {step['override_reason']}",
+                highlight=False,
+                markup=False,
+            )
 
 
 @flow_app.command("runs")
