@@ -3,7 +3,8 @@
 The demo site of `test_cli_e2e` (real embedding model, real index, demo users) gets one extra
 ticket holding personal data. A driver script runs under `unshare -rn` (a fresh user + network
 namespace: loopback only): it starts a fake OpenAI-compatible server on the namespace's
-loopback that records every request, then runs the `sovra` CLI as a subprocess per step. The
+loopback that records every request, then runs each step through the `sovra` CLI (the
+offline ask as its own process, the others in the driver's process to save model loads). The
 fake server stands for three endpoints, told apart by path: `hyperscaler` (`foreign_cloud`),
 `vllm` (`on_prem`) and `eu-cloud` (`regional_cloud`, PII `redact`). The tests then read the
 server's request log: the foreign endpoint must never receive a request whose sources include
@@ -94,10 +95,15 @@ STEPS: list[tuple[str, str, list[str]]] = [
     ("mixed-runbook", "mixed", ["ask", RUNBOOK_Q, "--as", "alice", *AUTO]),
     ("regional-ticket", "regional", ["ask", TICKET_Q, "--as", "bob", *AUTO]),
 ]
+# Each `sovra` process loads torch, the embedding model and Presidio (~10 s of CPU): the
+# offline GGUF ask and `audit show` run as real CLI processes, the other asks through the same
+# CLI app inside the driver process, which is in the namespace too.
+SUBPROCESS_STEPS = {"offline-gguf"}
+AUDIT_ARGS = ["--action", "send_to_endpoint", "--json"]
 
 DRIVER = r'''
 """Runs inside the namespace: a recording fake endpoint on loopback, then each CLI step."""
-import json, re, socket, subprocess, sys, threading
+import json, re, socket, subprocess, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 plan = json.load(open(sys.argv[1]))
@@ -151,12 +157,22 @@ try:
 except OSError as exc:
     outbound = f"{type(exc).__name__}: {exc}"
 results = []
-for name, config, args in plan["steps"]:
+for name, config, args, subprocess_step in plan["steps"]:
     current["step"] = name
-    proc = subprocess.run([plan["sovra"], "--config", config, *args], cwd=plan["cwd"],
-                          capture_output=True, text=True, timeout=240)
-    results.append({"step": name, "rc": proc.returncode, "stdout": proc.stdout,
-                    "stderr": proc.stderr[-3000:]})
+    started = time.monotonic()
+    if subprocess_step:
+        proc = subprocess.run([plan["sovra"], "--config", config, *args], cwd=plan["cwd"],
+                              capture_output=True, text=True, timeout=240)
+        rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        from typer.testing import CliRunner
+        from sovra.cli import app
+        result = CliRunner().invoke(app, ["--config", config, *args])
+        rc, stdout, stderr = result.exit_code, result.stdout, result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += f"\nTraceback: {result.exception!r}"
+    results.append({"step": name, "rc": rc, "stdout": stdout, "stderr": stderr[-3000:],
+                    "wall_s": time.monotonic() - started})
 current["step"] = None
 server.shutdown()
 json.dump({"outbound": outbound, "results": results, "requests": log}, open(plan["out"], "w"))
@@ -199,14 +215,10 @@ def run(e2e_site: Path) -> dict[str, Any]:  # noqa: F811
         "cwd": str(site),
         "out": str(site / "airgap-run.json"),
         "sovra": str(Path(sys.executable).parent / "sovra"),
-        "steps": [(n, f"sovra-{c}.toml", [*a, "--json"]) for n, c, a in STEPS]
-        + [
-            (
-                "audit",
-                "sovra-regional.toml",
-                ["audit", "show", "--action", "send_to_endpoint", "--json"],
-            )
-        ],
+        "steps": [
+            (n, f"sovra-{c}.toml", [*a, "--json"], n in SUBPROCESS_STEPS) for n, c, a in STEPS
+        ]
+        + [("audit", "sovra-regional.toml", ["audit", "show", *AUDIT_ARGS], True)],
     }
     (site / "airgap-plan.json").write_text(json.dumps(plan), encoding="utf-8")
     (site / "airgap-driver.py").write_text(DRIVER, encoding="utf-8")
@@ -223,6 +235,7 @@ def run(e2e_site: Path) -> dict[str, Any]:  # noqa: F811
     )
     assert done.returncode == 0, done.stderr[-3000:]
     data: dict[str, Any] = json.loads((site / "airgap-run.json").read_text(encoding="utf-8"))
+    print("step times:", {r["step"]: round(r["wall_s"], 1) for r in data["results"]})
     return data
 
 

@@ -155,7 +155,7 @@ def test_check_broken_policy_file_is_one_clear_line(config: Path) -> None:
 
 def test_policy_test_runs_the_demo_table(config: Path) -> None:
     code, text = run(config, "policy", "test", str(TABLE))
-    assert code == 0 and "150/150 decisions as expected" in text
+    assert code == 0 and "162/162 decisions as expected" in text
 
 
 def test_policy_test_reports_failures(config: Path, tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_policy_test_reports_failures(config: Path, tmp_path: Path) -> None:
     (folder / "only.cedar").write_text('@id("nothing")\nforbid (principal, action, resource);\n')
     code, text = run(config, "policy", "test", str(TABLE), "--policies", str(folder), "--json")
     data = json.loads(text)
-    assert code == 1 and data["cases"] == 150 and len(data["failed"]) > 50
+    assert code == 1 and data["cases"] == 162 and len(data["failed"]) > 50
     code, text = run(config, "policy", "test", str(tmp_path / "missing.yaml"))
     assert code == 1 and "cannot read" in text
 

@@ -38,6 +38,18 @@ def test_demo_table_all_decisions_as_expected() -> None:
     for name in table.users:
         outcomes = {r.verdict.decision for r in results if r.case.as_ == name}
         assert outcomes == {"allow", "deny"}
+    # ... and every action for every user: both outcomes where the shipped policy can give
+    # both; the admin-only actions can only be denied to non-admins (and root is an admin).
+    admin_only = {"administer", "approve", "erase", "export"}
+    for name, groups in table.users.items():
+        for action in {c.action for c in table.cases}:
+            seen = {
+                r.verdict.decision for r in results if (r.case.as_, r.case.action) == (name, action)
+            }
+            if action not in admin_only:
+                assert seen == {"allow", "deny"}, (name, action, seen)
+            else:
+                assert seen == ({"allow"} if "admins" in groups else {"deny"}), (name, action)
 
 
 def test_table_catches_a_wrong_expectation(tmp_path: Path) -> None:
