@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -13,7 +16,23 @@ from flows_support import TICKET, adapters, classifiers, config
 from sovra.flows.service import Flows
 
 
+def _crash_after_opening_approvals() -> None:
+    """SIGKILL right after the approval is opened, before DBOS checkpoints the step."""
+    from sovra.flows.runner import Engine
+
+    original = Engine._open_approval
+
+    def crashing(self: Engine, run: Any, step: Any) -> dict[str, Any]:
+        result = original(self, run, step)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    Engine._open_approval = crashing  # type: ignore[method-assign]
+
+
 def main() -> None:
+    if os.environ.get("SOVRA_TEST_CRASH") == "approval:after":
+        _crash_after_opening_approvals()
     tmp, cmd, *args = sys.argv[1:]
     site = Path(tmp)
     flows = Flows(config(site), adapters=adapters(site), classifiers=classifiers())

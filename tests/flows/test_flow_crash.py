@@ -68,6 +68,24 @@ def test_kill_9_around_an_action_then_resume_exactly_once(tmp_path: Path, point:
         assert update["output"]["replayed"] is True
 
 
+def test_approval_while_the_killed_segment_is_still_pending(tmp_path: Path) -> None:
+    """Killed just after the approval opened (DBOS has not checkpointed that step); an approver
+    decides before anything recovered. The replayed old segment must not reopen the approval."""
+    make_site(tmp_path)
+    _killed(tmp_path, "start", "3", crash="approval:after")
+    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+        (run,) = flows.runs()
+        assert run.status == "waiting_approval"
+    done = _ok(tmp_path, "approve", run.id)
+    assert done["status"] == "completed"
+    with Flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
+        steps = {s["id"]: s for s in flows.show(run.id)["steps"]}
+    assert steps["approval"]["status"] == "done"
+    assert steps["approval"]["output"] == {"approved": True, "approvers": ["erin"]}
+    db = tmp_path / "effects.db"
+    assert len(effects(db, "store")) == 1 and len(effects(db, "mail")) == 1
+
+
 def test_kill_9_from_outside_mid_step(tmp_path: Path) -> None:
     make_site(tmp_path)
     db = tmp_path / "effects.db"

@@ -144,7 +144,7 @@ class Engine:
         """Start (or join) the run's current segment and wait for it: 'completed', 'failed',
         'waiting_approval' or 'paused'."""
         with SetWorkflowID(f"{run.id}/{run.segment}"):
-            handle = DBOS.start_workflow(_segment, run.id, run.step_index)
+            handle = DBOS.start_workflow(_segment, run.id, run.step_index, run.segment)
         return str(handle.get_result())
 
     # -- adapters and classifiers -------------------------------------------------------------
@@ -227,9 +227,11 @@ class Engine:
             personal=personal,
         )
 
-    def gate(self, run_id: str, index: int) -> str:
+    def gate(self, run_id: str, index: int, segment: int) -> str:
         """Before each step: 'go', 'paused' (operator or kill switch) or 'completed'."""
         run = self.store.run(run_id)
+        if run.segment != segment:
+            return "superseded"
         wf = Workflow.from_json(run.definition)
         if index >= len(wf.steps):
             self.store.update_run(run_id, status="completed", step_index=index, error=None)
@@ -249,10 +251,12 @@ class Engine:
         self.store.update_run(run_id, step_index=index)
         return "go"
 
-    def execute(self, run_id: str, index: int) -> dict[str, Any]:
+    def execute(self, run_id: str, index: int, segment: int) -> dict[str, Any]:
         """Run one step; returns {'next': index} or {'stop': status}. Never raises for a step's
         own failure: the run is marked failed, with the error, and the failure is logged."""
         run = self.store.run(run_id)
+        if run.segment != segment:  # a replayed old segment: the run has moved on without it
+            return {"stop": "superseded"}
         wf = Workflow.from_json(run.definition)
         step = wf.steps[index]
         ctx = self.context(run)
@@ -516,23 +520,23 @@ def _engine() -> Engine:
 
 
 @DBOS.step(name="sovra_flow_gate")
-def _gate(run_id: str, index: int) -> str:
-    return _engine().gate(run_id, index)
+def _gate(run_id: str, index: int, segment: int) -> str:
+    return _engine().gate(run_id, index, segment)
 
 
 @DBOS.step(name="sovra_flow_step")
-def _step(run_id: str, index: int) -> dict[str, Any]:
-    return _engine().execute(run_id, index)
+def _step(run_id: str, index: int, segment: int) -> dict[str, Any]:
+    return _engine().execute(run_id, index, segment)
 
 
 @DBOS.workflow(name="sovra_flow_segment")
-def _segment(run_id: str, start: int) -> str:
+def _segment(run_id: str, start: int, segment: int) -> str:
     index = start
     while True:
-        verdict = _gate(run_id, index)
+        verdict = _gate(run_id, index, segment)
         if verdict != "go":
             return verdict
-        result = _step(run_id, index)
+        result = _step(run_id, index, segment)
         if "stop" in result:
             return str(result["stop"])
         index = int(result["next"])
