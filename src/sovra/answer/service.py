@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from sovra.answer.extractive import ExtractiveSettings, extract_answer
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
 from sovra.answer.types import NOT_FOUND, Answer, Citation
-from sovra.answer.verify import verify_output
+from sovra.answer.verify import allowed_hosts, allowed_urls, sanitize, verify_output
 from sovra.domain import Principal, SearchFilter
 from sovra.models.base import Embedder
 from sovra.models.generation import Generator
@@ -143,14 +143,22 @@ class Answerer:
             use_semantic=semantic,
             settings=self.settings.extractive,
         )
+        # Quotes are the document's own words, but a document may carry raw HTML or an image
+        # link; the same hygiene as for generated text keeps them from being rendered.
+        text, flags = ex.text, list[str]()
+        if ex.found:
+            text, flags = sanitize(
+                ex.text, allowed_hosts(hits), allowed_urls=allowed_urls(hits), quoted=True
+            )
         return Answer(
             question=question,
-            text=ex.text,
+            text=text,
             found=ex.found,
             citations=ex.citations,
             generation="extractive",
             model=self.embedder.name if self.embedder is not None else "bm25",
             language=language,
+            flags=flags,
         )
 
     def _generate(

@@ -17,6 +17,12 @@ from sovra.search.hybrid import SearchHit
 _CITATION = re.compile(r"(\s*)\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _HTML = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+# Quoted documents keep placeholders like <node-name>; only tags a renderer would act on go.
+_ACTIVE_HTML = re.compile(
+    r"</?(?:img|a|script|iframe|frame|style|svg|object|embed|link|meta|form|input|button|video"
+    r"|audio|source|picture|base)\b[^<>]*>",
+    re.IGNORECASE,
+)
 _MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _BARE_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>()\]]+")
 _SPLIT = re.compile(r"((?<=[.!?\]])\s+|\n+)")
@@ -29,28 +35,47 @@ class Checked:
     flags: list[str] = field(default_factory=list)
 
 
-def _hosts(hits: Sequence[SearchHit]) -> set[str]:
-    hosts: set[str] = set()
-    for h in hits:
-        for url in [*_BARE_URL.findall(h.chunk.text), h.chunk.uri]:
-            host = urlparse(url).hostname
-            if host:
-                hosts.add(host.lower())
-    return hosts
+def allowed_hosts(hits: Sequence[SearchHit]) -> set[str]:
+    """Hosts any link may point to: where the given chunks themselves live (their uri)."""
+    return {h for h in (urlparse(hit.chunk.uri).hostname for hit in hits) if h}
 
 
-def sanitize(text: str, allowed_hosts: set[str]) -> tuple[str, list[str]]:
+def allowed_urls(hits: Sequence[SearchHit]) -> set[str]:
+    """Links quoted verbatim from the given chunks.
+
+    A host merely mentioned in a document is not trusted: an injected document would name its
+    own collection host and have the model add the asker's data to the query string. A URL
+    copied exactly carries nothing the document did not already say.
+    """
+    return {url.rstrip(".,;:") for hit in hits for url in _BARE_URL.findall(hit.chunk.text)}
+
+
+def sanitize(
+    text: str,
+    allowed_hosts: set[str],
+    *,
+    allowed_urls: set[str] | None = None,
+    quoted: bool = False,
+) -> tuple[str, list[str]]:
+    """Remove images, HTML and links other than to `allowed_hosts` or exactly `allowed_urls`;
+    `quoted` text (extractive answers) keeps inert <placeholders>."""
+    urls = allowed_urls or set()
+
+    def allowed(url: str) -> bool:
+        host = (urlparse(url).hostname or "").lower()
+        return bool(host) and (host in allowed_hosts or url.rstrip(".,;:") in urls)
+
     flags: list[str] = []
     if _IMAGE.search(text):
         flags.append("removed_image")
         text = _IMAGE.sub("", text)
-    if _HTML.search(text):
+    html = _ACTIVE_HTML if quoted else _HTML
+    if html.search(text):
         flags.append("removed_html")
-        text = _HTML.sub("", text)
+        text = html.sub("", text)
 
     def link(m: re.Match[str]) -> str:
-        host = (urlparse(m.group(2)).hostname or "").lower()
-        if host and host in allowed_hosts:
+        if allowed(m.group(2)):
             return m.group(0)
         flags.append("removed_link")
         return m.group(1)
@@ -58,8 +83,7 @@ def sanitize(text: str, allowed_hosts: set[str]) -> tuple[str, list[str]]:
     text = _MD_LINK.sub(link, text)
 
     def bare(m: re.Match[str]) -> str:
-        host = (urlparse(m.group(0)).hostname or "").lower()
-        if host in allowed_hosts:
+        if allowed(m.group(0)):
             return m.group(0)
         flags.append("removed_link")
         return "[link removed]"
@@ -113,7 +137,7 @@ def check_citations(text: str, hits: Sequence[SearchHit], language: str) -> Chec
 
 
 def verify_output(text: str, hits: Sequence[SearchHit], language: str) -> Checked:
-    clean, hygiene = sanitize(text, _hosts(hits))
+    clean, hygiene = sanitize(text, allowed_hosts(hits), allowed_urls=allowed_urls(hits))
     checked = check_citations(clean, hits, language)
     checked.flags = sorted(set(checked.flags) | set(hygiene))
     return checked
