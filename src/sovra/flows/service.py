@@ -307,6 +307,9 @@ class Flows:
         return changes
 
     def approve(self, run_id: str, user_id: str, reason: str = "") -> Run:
+        # Launch (and recover) before the vote: if another process holds the runner, nothing
+        # is recorded; and replayed old segments settle before this run moves on.
+        self._engine()
         self.tick()
         with self.store.transaction():
             run, approval = self._open_approval(run_id)
@@ -429,6 +432,7 @@ class Flows:
 
     def resume(self, run_id: str, user_id: str, reason: str = "") -> Run:
         user = self._operator(user_id)
+        self._engine()
         run = self.store.run(run_id)
         switch = self.store.switch(run.workflow)
         if switch is not None:
@@ -448,6 +452,8 @@ class Flows:
         """Set (on) or lift (off) the kill switch for one workflow or all (`*`). Lifting it
         resumes the runs it paused (not those an operator paused one by one)."""
         user = self._operator(user_id)
+        if not on:
+            self._engine()
         if scope != GLOBAL:
             self.workflow(scope)
         if on and not reason.strip():
@@ -478,6 +484,7 @@ class Flows:
     ) -> Run:
         """Replace (part of) a step's output, with a reason; a failed step's run continues."""
         user = self._operator(user_id)
+        self._engine()
         if not reason.strip():
             raise FlowError("a reason is required to override a step: add --reason '...'")
         run = self.store.run(run_id)
@@ -516,6 +523,7 @@ class Flows:
     def retry(self, run_id: str, user_id: str, reason: str = "") -> Run:
         """Re-run a failed run's failed step (an action keeps its idempotency key)."""
         user = self._operator(user_id)
+        self._engine()
         run = self.store.run(run_id)
         if run.status != "failed":
             raise FlowError(f"run {run_id} is {run.status}; only a failed run can be retried")
