@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -284,3 +285,56 @@ def test_eval_pii_command(tmp_path: Path) -> None:
     assert data["samples"] == 70
     assert data["sovra"]["checksum_identifiers"]["recall"] >= 0.9
     assert set(data["presidio_default"]["by_entity"]) >= {"IBAN_CODE", "NL_BSN"}
+
+
+# ---- names and places: an operator-supplied spaCy pipeline, loaded from a directory ----------
+
+
+def ner_model(folder: Path, *, with_ner: bool = True) -> Path:
+    """A real (rule-based) spaCy pipeline on disk: what an unpacked model directory holds."""
+    import spacy
+
+    nlp = spacy.blank("fr")
+    if with_ner:
+        ruler = nlp.add_pipe("entity_ruler", name="ner")
+        ruler.add_patterns(  # type: ignore[attr-defined]
+            [
+                {"label": "PER", "pattern": "Marie Dupont"},
+                {"label": "LOC", "pattern": "Lyon"},
+                {"label": "ORG", "pattern": "Acme"},
+            ]
+        )
+    nlp.to_disk(folder)
+    return folder
+
+
+def test_names_and_places_only_with_an_ner_model(tmp_path: Path, detector: PiiDetector) -> None:
+    text = "Marie Dupont (Acme, Lyon) : IBAN FR14 2004 1010 0505 0001 3M02 606."
+    assert [f.entity for f in detector.find(text)] == ["IBAN_CODE"]  # the shipped default
+    with_ner = PiiDetector(ner_models=[ner_model(tmp_path / "fr-model")])
+    assert [(f.entity, f.text) for f in with_ner.find(text)] == [
+        ("PERSON", "Marie Dupont"),
+        ("LOCATION", "Lyon"),  # ORG is not personal data: not mapped
+        ("IBAN_CODE", "FR14 2004 1010 0505 0001 3M02 606"),
+    ]
+    sent, mapping = Redactor(with_ner).pseudonymise([text, "Écrire à Marie Dupont."])
+    assert sent[1] == "Écrire à <PERSON_1>." and "Marie" not in sent[0]
+    assert Redactor.restore("<PERSON_1> habite à <LOCATION_1>.", mapping) == (
+        "Marie Dupont habite à Lyon."
+    )
+
+
+def test_unusable_ner_model_directories_are_clear_errors(tmp_path: Path) -> None:
+    from sovra.policy.pii import NerModelError
+
+    with pytest.raises(NerModelError, match=r"no config\.cfg and meta\.json there"):
+        PiiDetector(ner_models=[tmp_path / "absent"])
+    no_ner = ner_model(tmp_path / "blank", with_ner=False)
+    with pytest.raises(NerModelError, match="has no 'ner' component"):
+        PiiDetector(ner_models=[no_ner])
+    old = ner_model(tmp_path / "old")
+    meta = json.loads((old / "meta.json").read_text())
+    meta["spacy_version"] = ">=3.4.0,<3.5.0"
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(NerModelError, match=r"needs spaCy >=3.4.0,<3.5.0, this install has 3\."):
+        PiiDetector(ner_models=[old])

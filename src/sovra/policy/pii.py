@@ -5,18 +5,22 @@ number that looks like a BSN is not flagged: IBAN, EU VAT, German Steuer-ID, Fre
 Spanish DNI/NIE, Italian codice fiscale, Dutch BSN, Polish PESEL, UK NINO, plus phone numbers
 (libphonenumber, EU regions), e-mail and IP addresses.
 
-Names and places are *not* detected: that needs a spaCy NER pipeline, and no model package of
-checked origin (wheel contents, licence, version matching the installed spaCy) is available
-offline. The analyzer therefore runs with a no-op NLP engine: nothing is loaded or downloaded.
-Plug a checked pipeline in later with `PiiDetector(nlp_engine=...)`.
+Names and places are *not* detected by default: that needs a spaCy NER pipeline, and sovra
+ships none (see docs/sovereignty.md for what was checked). The analyzer runs with a no-op NLP
+engine: nothing is loaded or downloaded. An operator who has a checked pipeline passes its
+unpacked directory, `PiiDetector(ner_models=[path])`: it is loaded from disk only, its spaCy
+version range is checked against the installed spaCy, and its PER/PERSON and LOC/GPE entities
+become PERSON and LOCATION findings.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -311,6 +315,76 @@ class _NoContext(ContextAwareEnhancer):
         return raw_results
 
 
+NER_LABELS: dict[str, str] = {
+    "PER": "PERSON",
+    "PERSON": "PERSON",
+    "LOC": "LOCATION",
+    "GPE": "LOCATION",
+}
+"""spaCy NER labels (WikiNER-style and OntoNotes-style models) → sovra entity names."""
+
+
+class NerModelError(ValueError):
+    """An operator-supplied spaCy model directory cannot be used; the message says why."""
+
+
+def load_ner_model(path: str | Path) -> Any:
+    """A spaCy pipeline from an unpacked model directory: local files only, version-checked."""
+    from importlib.metadata import version
+
+    import spacy
+    from spacy.util import is_compatible_version
+
+    folder = Path(path).expanduser()
+    meta_file = folder / "meta.json"
+    if not (folder / "config.cfg").is_file() or not meta_file.is_file():
+        raise NerModelError(
+            f"spaCy model directory {folder}: no config.cfg and meta.json there; point to the"
+            " unpacked pipeline folder (e.g. .../fr_core_news_sm/fr_core_news_sm-3.8.0)"
+        )
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    wanted = str(meta.get("spacy_version", ""))
+    installed = version("spacy")
+    if wanted and is_compatible_version(installed, wanted) is False:
+        raise NerModelError(
+            f"spaCy model {folder} needs spaCy {wanted}, this install has {installed};"
+            " use the model release built for this spaCy version"
+        )
+    nlp = spacy.load(folder)
+    if "ner" not in nlp.pipe_names:
+        raise NerModelError(f"spaCy model {folder} has no 'ner' component: it cannot find names")
+    return nlp
+
+
+class SpacyNerRecognizer(EntityRecognizer):
+    """Names and places from operator-supplied spaCy pipelines (each runs over every text)."""
+
+    def __init__(self, pipelines: Sequence[Any], score: float = 0.85) -> None:
+        self.pipelines = list(pipelines)
+        self.score = score
+        super().__init__(
+            supported_entities=sorted(set(NER_LABELS.values())),
+            supported_language=LANGUAGE,
+            name="SpacyNerRecognizer",
+        )
+
+    def load(self) -> None:
+        return None
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        results = []
+        for nlp in self.pipelines:
+            for ent in nlp(text).ents:
+                entity = NER_LABELS.get(ent.label_)
+                if entity is not None and (not entities or entity in entities):
+                    results.append(
+                        RecognizerResult(entity, ent.start_char, ent.end_char, self.score)
+                    )
+        return results
+
+
 def sovra_recognizers() -> list[EntityRecognizer]:
     recognizers: list[EntityRecognizer] = [
         ValidatedPatternRecognizer(entity, pattern, validator, score)
@@ -324,10 +398,17 @@ def sovra_recognizers() -> list[EntityRecognizer]:
 class PiiDetector:
     """Finds personal data in text. Thread-safe after construction (Presidio's analyzer is)."""
 
-    def __init__(self, threshold: float = 0.5, nlp_engine: Any = None) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        nlp_engine: Any = None,
+        ner_models: Sequence[str | Path] = (),
+    ) -> None:
         registry = RecognizerRegistry(supported_languages=[LANGUAGE])
         for recognizer in sovra_recognizers():
             registry.add_recognizer(recognizer)
+        if ner_models:
+            registry.add_recognizer(SpacyNerRecognizer([load_ner_model(p) for p in ner_models]))
         self.threshold = threshold
         self.analyzer = AnalyzerEngine(
             registry=registry,
