@@ -2,9 +2,10 @@
 regional cloud), with the official `openai` client.
 
 Credentials come only from the environment variable the endpoint names (`api_key_env`), or from the
-file it names (`api_key_file`, readable by its owner only): the key is read when the generator is built, handed to the client, and never stored elsewhere, logged or put in
-an error message. The client's own `OPENAI_*` environment fallbacks (key, organisation, project,
-custom headers) are switched off, so a key meant for one provider is never sent to another.
+file it names (`api_key_file`, readable by its owner only): the key is read when the generator is
+built, handed to the client, and never stored elsewhere, logged or put in an error message. The
+client's own `OPENAI_*` environment fallbacks (key, organisation, project, custom headers) are
+switched off, so a key meant for one provider is never sent to another.
 
 Retries: the client retries connection errors, timeouts, 408/409/429 and 5xx itself, with
 exponential backoff (0.5 s doubling to at most 8 s, 0–25 % jitter) and honours `Retry-After` up to
