@@ -152,3 +152,11 @@ def test_identity_provider_error_gives_no_session(live_url: str, issuer_login: I
         state = parse_qs(urlsplit(back).query)["state"][0]
         resp = http.get("/auth/callback", params={"error": "access_denied", "state": state})
         no_session(resp, http)
+
+
+def test_next_is_never_an_open_redirect(live_url: str, issuer_login: Issuer) -> None:
+    for target in ("https://evil.example/x", "//evil.example/x", "/\\evil.example"):
+        with browser(live_url) as http:
+            done = callback(http, authorize(start(http, target)))
+            assert done.status_code == 200
+            assert "url=/'" in done.text and "evil" not in done.text

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sovra.config import ConfigError
 from sovra.server.auth import SESSION_COOKIE, ApiError
-from sovra.server.deps import AppState, app_state
+from sovra.server.deps import AppState, app_state, client_address
 from sovra.server.oidc import (
     PENDING_TTL_S,
     OidcVerifier,
@@ -89,7 +89,8 @@ def _client(st: AppState, redirect_uri: str) -> AsyncOAuth2Client:
 
 
 def _safe_next(value: str) -> str:
-    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Only local paths: never an open redirect."""
+    if len(value) > 500 or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
 
@@ -98,6 +99,10 @@ def _safe_next(value: str) -> str:
 async def start(request: Request, next: str = "/") -> Response:
     st = app_state(request)
     oidc = _verifier(st)
+    # Each start holds server memory for 10 minutes: limited per client like password logins.
+    if st.login_limiter.check("oidc:" + client_address(request)):
+        st.metrics.denials.labels("rate_limit").inc()
+        raise ApiError(429, "rate_limited", "too many sign-in attempts", {"Retry-After": "60"})
     try:
         auth_url, _ = await run_in_threadpool(_endpoints, oidc)
     except LoginFailed as exc:
