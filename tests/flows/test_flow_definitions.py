@@ -126,3 +126,18 @@ def test_inputs_are_typed() -> None:
         coerce_inputs(wf, {**good, "cc": "x@evil.example"})
     with pytest.raises(FlowError, match=r"'body' .* is required"):
         coerce_inputs(wf, {k: v for k, v in good.items() if k != "body"})
+
+
+def test_a_broken_file_does_not_hide_the_others(tmp_path: Path) -> None:
+    wf_dir = tmp_path / "workflows"
+    wf_dir.mkdir()
+    (wf_dir / "ticket.yaml").write_text(WORKFLOW, encoding="utf-8")
+    (wf_dir / "triage.yaml").write_text(
+        WORKFLOW.replace("name: ticket", "name: triage").replace("kind: approve", "kind: aprove"),
+        encoding="utf-8",
+    )
+    errors: list[DefinitionError] = []
+    found = load_all(tmp_path, errors=errors)
+    assert "ticket" in found
+    assert "triage" not in found  # a broken override never falls back to the shipped one
+    assert len(errors) == 1 and str(errors[0]).startswith(f"{wf_dir / 'triage.yaml'}:")

@@ -132,7 +132,8 @@ def _done(flows: Flows, run: Run, json_out: bool) -> None:
 def list_command(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List the workflows (shipped, configured and in <home>/workflows)."""
     with _flows(ctx) as flows:
-        found = flows.workflows()
+        broken: list[Any] = []
+        found = flows.workflows(broken)
         rows: list[dict[str, Any]] = [
             {
                 "name": wf.name,
@@ -146,8 +147,11 @@ def list_command(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             for wf, path in found.values()
         ]
         switches = flows.store.switches()
+    errors = [str(e) for e in broken]
     if json_out:
-        emit_json({"workflows": rows, "kill_switches": switches})
+        emit_json({"workflows": rows, "kill_switches": switches, "errors": errors})
+        if errors:
+            raise typer.Exit(1)
         return
     for row in rows:
         out.print(
@@ -159,6 +163,8 @@ def list_command(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     for sw in switches:
         scope = "all workflows" if sw["scope"] == GLOBAL else sw["scope"]
         out.print(f"[red]kill switch on[/] for {scope} by {sw['set_by']}: {sw['reason']}")
+    if errors:
+        fail("\n".join(errors))
 
 
 @flow_app.command("run")

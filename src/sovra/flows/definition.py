@@ -23,6 +23,8 @@ from sovra.flows.base import FlowError
 class DefinitionError(FlowError):
     """A workflow file is invalid; the message starts with `file:line`."""
 
+    path: Path | None = None
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -593,15 +595,27 @@ def _yaml_files(path: Path) -> list[Path]:
     return []
 
 
-def load_all(home: Path, extra: Path | None = None) -> dict[str, tuple[Workflow, Path]]:
+def load_all(
+    home: Path, extra: Path | None = None, errors: list[DefinitionError] | None = None
+) -> dict[str, tuple[Workflow, Path]]:
     """Shipped defaults, then `[flows] definitions`, then `<home>/workflows`; a later tier replaces
-    an earlier workflow of the same name, two files with one name in the same tier are an error."""
+    an earlier workflow of the same name, two files with one name in the same tier are an error.
+
+    With `errors`, a broken file is reported there (its `path` set) and the others still load."""
     found: dict[str, tuple[Workflow, Path]] = {}
     tiers = [DEFAULTS_DIR, *([extra] if extra else []), home / "workflows"]
     for tier in tiers:
         here: dict[str, Path] = {}
         for path in _yaml_files(tier):
-            wf = load_file(path)
+            try:
+                wf = load_file(path)
+            except DefinitionError as exc:
+                if errors is None:
+                    raise
+                exc.path = path
+                errors.append(exc)
+                found.pop(path.stem, None)  # a broken override never falls back silently
+                continue
             if wf.name in here:
                 raise DefinitionError(
                     f"{path}:1: workflow {wf.name!r} is also defined in {here[wf.name]};"

@@ -22,6 +22,7 @@ from sovra.flows.base import ActionAdapter, Classifier, FlowError
 from sovra.flows.definition import (
     ActStep,
     ApproveStep,
+    DefinitionError,
     Workflow,
     coerce_inputs,
     load_all,
@@ -98,12 +99,20 @@ class Flows:
 
     # -- definitions --------------------------------------------------------------------------
 
-    def workflows(self) -> dict[str, tuple[Workflow, Path]]:
+    def workflows(
+        self, errors: list[DefinitionError] | None = None
+    ) -> dict[str, tuple[Workflow, Path]]:
+        """Every workflow by name; with `errors`, broken files are listed there instead of
+        stopping the others."""
         extra = self.config.flows.definitions
-        return load_all(self.home, self.config.resolve(extra) if extra else None)
+        return load_all(self.home, self.config.resolve(extra) if extra else None, errors)
 
     def workflow(self, name: str) -> Workflow:
-        found = self.workflows()
+        errors: list[DefinitionError] = []
+        found = self.workflows(errors)
+        for error in errors:
+            if error.path is not None and error.path.stem == name:
+                raise error
         if name not in found:
             raise FlowError(
                 f"no workflow {name!r} (known: {', '.join(sorted(found)) or 'none'}); add"
@@ -169,8 +178,10 @@ class Flows:
 
         now = self.clock()
         started: list[Run] = []
-        errors: list[str] = []
-        for wf, _ in self.workflows().values():
+        broken: list[DefinitionError] = []
+        workflows = self.workflows(broken)
+        errors = [str(e) for e in broken]
+        for wf, _ in workflows.values():
             trigger = wf.trigger
             try:
                 if trigger.kind == "schedule":
