@@ -21,16 +21,27 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# Index the sample company data into ./sovra-data, then run the demo searches and answers.
-run: install
-	$(BIN)/sovra --config demo/sovra.toml init --demo-directory
-	$(BIN)/sovra --config demo/sovra.toml source sync --all
-	$(BIN)/sovra --config demo/sovra.toml search "etcd database quota low space" --as alice --k 5
-	$(BIN)/sovra --config demo/sovra.toml search "etcd database quota low space" --as carol --k 5
-	$(BIN)/sovra --config demo/sovra.toml search "background check policy" --as dana --k 5
-	$(BIN)/sovra --config demo/sovra.toml ask "what should I do when etcd database quota is low?" --as alice
-	$(BIN)/sovra --config demo/sovra.toml ask "what should I do when etcd database quota is low?" --as carol
-	$(BIN)/sovra --config demo/sovra.toml audit verify
+SOVRA = $(BIN)/sovra --config demo/sovra.toml
+TICKETS = ../shared/data/company/tickets/it_tickets.csv
+
+# The whole product on the sample company data: `make demo`, then the web UI/APIs until Ctrl-C.
+run: demo
+	$(SOVRA) serve --demo-logins
+
+# Index the sample company data into ./sovra-data, run the demo searches, answers and the triage
+# workflow as alice/carol/dana/bob/erin, and verify the audit log.
+demo: install
+	$(SOVRA) init --demo-directory
+	$(SOVRA) source sync --all
+	$(SOVRA) search "etcd database quota low space" --as alice --k 5
+	$(SOVRA) search "etcd database quota low space" --as carol --k 5
+	$(SOVRA) search "background check policy" --as dana --k 5
+	$(SOVRA) ask "what should I do when etcd database quota is low?" --as alice
+	$(SOVRA) ask "what should I do when etcd database quota is low?" --as carol
+	$(SOVRA) flow classifier train ticket-category --from $(TICKETS) --label category
+	$(SOVRA) flow classifier train ticket-urgency --from $(TICKETS) --label urgency
+	BIN=$(BIN) demo/triage.sh
+	$(SOVRA) audit verify
 
 lint: install
 	$(BIN)/ruff check src tests bench
