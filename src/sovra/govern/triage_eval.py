@@ -15,7 +15,8 @@ Macro-F1 averages over every label in the truth or the predictions (scikit-learn
 so a label a method invents costs it. Labels with a single example cannot be tested; they stay
 in training and are listed as `untestable`. With several seeds the figures are mean and
 standard deviation over the seeds' splits, because a rare label with one test row moves
-macro-F1 by several points on its own.
+macro-F1 by several points on its own; `macro_f1_per_seed` allows a paired comparison (every
+method sees the same split for a seed).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class MethodScores:
     accuracy_std: float
     ece: float | None
     fit_seconds: float
+    macro_f1_per_seed: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -177,6 +179,7 @@ def evaluate_triage(
                 accuracy_std=round(float(np.std(accs)), 4),
                 ece=round(float(np.mean(eces)), 4) if eces else None,
                 fit_seconds=round(float(np.mean([r[3] for r in rs])), 2),
+                macro_f1_per_seed=[round(f, 4) for f in f1s],
             )
         report.targets.append(target_report)
     if progress is not None:
