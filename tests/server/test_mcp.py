@@ -184,3 +184,8 @@ def test_streamable_http_tool_call_without_a_client(live_url: str, site: Site) -
         result = resp.json()["result"]
         assert bool(result.get("isError")) is not visible
         assert ("total existing DB size" in resp.text) is visible
+    # Requests to /mcp are measured under their route like every other route.
+    metrics = httpx.get(live_url + "/metrics", timeout=30).text
+    assert 'route="/mcp",status="200"' in metrics, [
+        line for line in metrics.splitlines() if "mcp" in line or "unmatched" in line
+    ][:5]

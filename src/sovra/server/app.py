@@ -22,7 +22,6 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Route
 
 from sovra.config import Config
 from sovra.server import api, oidc_login, openai_api, ui
@@ -37,7 +36,7 @@ from sovra.server.auth import (
 )
 from sovra.server.deps import AppState, app_state, client_address, identity
 from sovra.server.governed import Governed
-from sovra.server.mcp_server import MCP_PATH, McpGate
+from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
 from sovra.server.settings import ServerSettings
@@ -235,7 +234,7 @@ def create_app(
     app.include_router(flows_http.api_router)
     app.include_router(flows_http.ui_router)
     # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
-    app.router.routes.append(Route(MCP_PATH, endpoint=mcp_gate))
+    app.router.routes.append(mcp_gate.route)
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
 
     @app.exception_handler(ui.LoginRequired)

@@ -25,6 +25,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
+from starlette.routing import Route
 
 from sovra.domain import Principal
 from sovra.server.auth import ApiError, Identity
@@ -149,6 +150,9 @@ class McpGate:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self.transport: StreamableHTTPASGIApp | None = None
+        # Starlette does not record a plain ASGI route in the scope; the Guard's metrics and
+        # log lines name routes by `scope["route"].path`.
+        self.route = Route(MCP_PATH, endpoint=self)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -174,6 +178,7 @@ class McpGate:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        scope["route"] = self.route
         st = self.state
         request = Request(scope)
         try:
