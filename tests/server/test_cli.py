@@ -96,3 +96,27 @@ def test_serve_sets_demo_logins_and_runs_uvicorn_on_loopback(
     assert seen["access_log"] is False
     code, out = run(home, "serve", "--demo-logins")
     assert "demo login: alice / alice-demo" in out  # still the demo password: still shown
+
+
+def test_serve_reads_the_server_table_and_the_environment(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(kwargs))
+    config = home / "sovra.toml"
+    config.write_text(
+        config.read_text(encoding="utf-8") + '\n[server]\nport = 8123\nhost = "127.0.0.2"\n',
+        encoding="utf-8",
+    )
+    code, out = run(home, "serve")
+    assert code == 0, out
+    assert (seen["host"], seen["port"]) == ("127.0.0.2", 8123)
+    assert "http://127.0.0.2:8123/" in out
+    code, out = run(home, "serve", env={"SOVRA_SERVER_PORT": "8124"})
+    assert code == 0 and seen["port"] == 8124
+    code, out = run(home, "serve", "--port", "8125", env={"SOVRA_SERVER_PORT": "8124"})
+    assert code == 0 and seen["port"] == 8125
+    code, out = run(home, "serve", env={"SOVRA_SERVER_OIDC_ALGORITHMS": '["HS256"]'})
+    assert code != 0 and "oidc_algorithms" in out and "asymmetric" in out
