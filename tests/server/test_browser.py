@@ -196,7 +196,8 @@ def axe_violations(page: Page) -> list[dict[str, object]]:
 
 def test_axe_finds_no_serious_violations(browser: Browser, live_url: str) -> None:
     # axe is injected by the test (its context bypasses the CSP for that); the pages are
-    # scanned as users see them: login, search with results, ask with a cited answer.
+    # scanned as users see them: login, search with results, ask with a cited answer, and the
+    # admin policy page with a decision.
     context = browser.new_context(bypass_csp=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -216,6 +217,16 @@ def test_axe_finds_no_serious_violations(browser: Browser, live_url: str) -> Non
     page.get_by_role("button", name="Ask").click()
     expect(page.locator("#provenance")).to_contain_text("AI-generated")
     report["ask"] = axe_violations(page)
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("User name").fill("root")
+    page.get_by_label("Password").fill(password("root"))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Policies").click()
+    page.get_by_label("User", exact=True).fill("carol")
+    page.get_by_label("Resource").fill("document:" + RUNBOOK)
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator("#policy-result")).to_contain_text("DENY")
+    report["policies"] = axe_violations(page)
     # Control: the scan does find what it should (an unlabelled field, an image without alt).
     page.set_content("<html lang=en><title>x</title><main><input><img src=x.png></main></html>")
     control = {v["id"] for v in axe_violations(page)}
@@ -225,4 +236,4 @@ def test_axe_finds_no_serious_violations(browser: Browser, live_url: str) -> Non
         name: [v for v in found if v["impact"] in ("serious", "critical")]
         for name, found in report.items()
     }
-    assert serious == {"login": [], "search": [], "ask": []}, report
+    assert serious == {"login": [], "search": [], "ask": [], "policies": []}, report
