@@ -512,7 +512,8 @@ class Flows:
                 f"step {step_id} is an {step.kind} step: its outcome cannot be overridden (an"
                 " approval needs approvers; an action's result is what happened — retry it)"
             )
-        if index > run.step_index:
+        ran = index < run.step_index or (index == run.step_index and run.status == "failed")
+        if not ran:
             raise FlowError(f"step {step_id} has not run yet; override a step that has")
         allowed = wf.outputs_of(step)
         unknown = sorted(set(output) - allowed)
