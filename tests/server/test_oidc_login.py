@@ -11,7 +11,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from server_helpers import CLIENT_ID, RUNBOOK, Issuer
+
+from sovra.server import ServerSettings, create_app
+from sovra.server.accounts import AccountStore
+from sovra.workspace import Workspace
 
 SESSION = "sovra_session"
 
@@ -160,3 +165,20 @@ def test_next_is_never_an_open_redirect(live_url: str, issuer_login: Issuer) -> 
             done = callback(http, authorize(start(http, target)))
             assert done.status_code == 200
             assert "url=/'" in done.text and "evil" not in done.text
+
+
+def test_identity_provider_sessions_end_when_it_is_switched_off(
+    client: TestClient, workspace: Workspace
+) -> None:
+    accounts = AccountStore.in_home(workspace.config.home)
+    try:
+        token, _ = accounts.create_session("olivia", 600, groups=("sre", "staff"))
+    finally:
+        accounts.close()
+    cookie = {"Cookie": f"sovra_session={token}"}
+    with_idp = client.get(f"/api/v1/documents/{RUNBOOK}", headers=cookie)
+    assert with_idp.status_code == 200  # the session's groups from the token: sre
+    app = create_app(workspace.config, ServerSettings(secure_cookies=False), workspace)
+    with TestClient(app) as without_idp:
+        resp = without_idp.get(f"/api/v1/documents/{RUNBOOK}", headers=cookie)
+    assert resp.status_code == 401
