@@ -1,6 +1,7 @@
 """sovra's own overhead per answer: retrieval, prompt, checks and audit, generation excluded.
 
     .venv/bin/python -m bench.bench_answer --config demo/sovra.toml [--user alice] [--rounds 3]
+        [--threads 1]
 
 Runs on a synced workspace (default: the demo, `make run`), asking realistic runbook and
 handbook questions as a demo user. Two paths, timed stage by stage with the same functions
@@ -166,10 +167,22 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=ROOT.parent / "demo" / "sovra.toml")
     parser.add_argument("--user", default="alice")
     parser.add_argument("--rounds", type=int, default=3, help="counted rounds (after 1 warm-up)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for the embedding model (0: the workspace's setting)",
+    )
     parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="the first N")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    if args.threads:
+        import torch
+
+        # One thread by default: on a shared 2-core VM two torch threads spin against other
+        # jobs and a one-line query embedding went from ~25 ms to ~400 ms of CPU.
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     ws = Workspace.open(load_config(args.config))
     chunks = ws.index.count()
@@ -251,6 +264,7 @@ def main() -> int:
     report: dict[str, Any] = {
         "config": str(args.config),
         "user": args.user,
+        "embedding_threads": args.threads or "workspace setting",
         "questions": QUESTIONS[: args.questions],
         "rounds_counted": args.rounds,
         "chunks_in_index": chunks,
