@@ -49,6 +49,8 @@ jurisdiction = "eu-de"
 hosting = "on_prem"
 max_classification = "confidential"
 pii = "redact"
+# A small window keeps the prompt, and so the base model's time on a loaded 2-core box, short.
+context_length = 768
 """
 
 
