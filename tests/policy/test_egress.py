@@ -244,6 +244,7 @@ def test_doctor_airgap(
         "offline switches": "ok",
         "policy engine": "ok",
         "PII detector": "ok",
+        "embedding model": "ok",
         "endpoint vllm": "ok",
         "egress guard": "ok",
         "outbound network": "ok",

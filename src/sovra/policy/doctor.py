@@ -110,8 +110,17 @@ def run_checks(
         PiiDetector().find("IBAN DE89 3704 0044 0532 0130 00")
         return "Presidio with sovra's pattern + checksum recognizers (no NER model)"
 
+    def embedding() -> str:
+        from sovra.workspace import embedder_for
+
+        embedder = embedder_for(config)
+        vectors = embedder.embed(["offline check"])
+        return f"{embedder.name} from {embedder.path} ({vectors.shape[1]} dimensions)"
+
     checks.append(_component("policy engine", policies))
     checks.append(_component("PII detector", pii))
+    # sentence-transformers and the Hugging Face hub are the libraries most likely to phone home
+    checks.append(_component("embedding model", embedding))
 
     guard = EgressGuard(config.endpoints, airgap=airgap)
     if not config.endpoints:
