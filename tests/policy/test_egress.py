@@ -425,3 +425,22 @@ def test_endpoint_test_unreachable_is_one_clear_line(
         result.exit_code == 1 and f"endpoint 'vllm' unreachable at http://127.0.0.1:{port}" in text
     )
     assert "Traceback" not in text and "sk-never-shown" not in text
+
+
+def test_endpoint_test_model_not_listed_and_unregistered_in_airgap(
+    servers: list[RecordingServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOVRA_HOME", raising=False)
+    monkeypatch.setenv("SOVRA_TEST_VLLM_KEY", "k")
+    config = write_config(tmp_path, url(servers[0]))
+    config.write_text(config.read_text().replace('model = "qwen"', 'model = "llama"'))
+    result = CliRunner().invoke(root, ["--config", str(config), "endpoint", "test", "vllm"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1
+    assert "HTTP 200; model 'llama' NOT listed (server lists: qwen) in" in text
+    # [egress] airgap = true in the config applies without --airgap: a cloud endpoint is refused
+    cloud = write_config(tmp_path, url(servers[1]), hosting="regional_cloud")
+    cloud.write_text("[egress]\nairgap = true\n\n" + cloud.read_text())
+    result = CliRunner().invoke(root, ["--config", str(cloud), "endpoint", "test", "vllm"])
+    assert result.exit_code == 1 and "air-gap mode allows only on_prem" in result.output
+    assert servers[1].seen == []
