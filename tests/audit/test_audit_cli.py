@@ -14,6 +14,7 @@ import typer
 from audit_helpers import LogFactory, make_event
 from typer.testing import CliRunner
 
+from sovra import clikit
 from sovra.audit import AuditLog, verify_receipt
 from sovra.audit.cli import app, erase_command
 from sovra.audit.note import NoteSigner
@@ -119,8 +120,13 @@ def test_verify_show_prove_and_verify_receipt(cli: Cli, tmp_path: Path) -> None:
     assert code == 0 and json.loads(out) == []
     code, _, output = run(cli, "audit", "show", "--since", "last tuesday")
     assert code != 0 and "--since" in output
-    code, out, _ = run(cli, "audit", "show")
-    assert code == 0 and "search" in out
+    console_width = clikit.out.width
+    clikit.out.width = 200
+    try:
+        code, out, _ = run(cli, "audit", "show", "--action", "search")
+    finally:
+        clikit.out.width = console_width
+    assert code == 0 and "search" in out and "policy-ask" in out
 
     receipt_path = tmp_path / "r.json"
     code, _, _ = run(cli, "audit", "prove", "--leaf", "3", "-o", str(receipt_path))

@@ -151,15 +151,19 @@ def show(
         return
     from rich.table import Table
 
-    table = Table("#", "time", "actor", "action", "outcome", "endpoint", "resources")
+    table = Table(
+        "#", "time", "actor", "action", "decision", "outcome", "endpoint", "policies", "resources"
+    )
     for r in rows:
         table.add_row(
             str(r["index"]),
             str(r.get("time", "")),
             str(r.get("actor", "")),
             str(r.get("action", "")),
+            str(r.get("decision") or ""),
             str(r.get("outcome", "")),
             str(r.get("endpoint") or ""),
+            ", ".join(r.get("policy_ids") or []),
             str(len(r.get("resources") or [])),
         )
     out.print(table)
