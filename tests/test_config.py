@@ -69,3 +69,9 @@ def test_home_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SOVRA_HOME", str(tmp_path / "elsewhere"))
     cfg = load_config(write(tmp_path, ""))
     assert cfg.home == (tmp_path / "elsewhere").resolve()
+
+
+def test_answer_endpoint_auto_hands_the_choice_to_the_router(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, '[answer]\nendpoint = "auto"\n')).answer.endpoint == "auto"
+    with pytest.raises(ConfigError, match=r"answer\.endpoint: 'gpt' is not a configured"):
+        load_config(write(tmp_path, '[answer]\nendpoint = "gpt"\n'))

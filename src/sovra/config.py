@@ -358,10 +358,11 @@ class Config(_Strict):
                 scale.rank(ep.max_classification)
             except DomainError as exc:
                 raise ValueError(f"endpoints[{i}] ({ep.name}): {exc}") from None
-        if self.answer.endpoint and self.answer.endpoint not in endpoint_names:
+        if self.answer.endpoint not in ("", "auto", *endpoint_names):
             raise ValueError(
                 f"answer.endpoint: {self.answer.endpoint!r} is not a configured endpoint"
-                f" (known: {', '.join(endpoint_names) or 'none'}); add an [[endpoints]] entry"
+                f" (known: {', '.join(endpoint_names) or 'none'}); add an [[endpoints]] entry,"
+                ' or use "auto" to let the router choose, or "" for extractive answers'
             )
         return self
 
