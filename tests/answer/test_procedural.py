@@ -101,3 +101,12 @@ def test_lexical_only_prefers_steps_too() -> None:
     assert ex.found
     assert STEPS[0] in ex.text and STEPS[-1] in ex.text
     assert ex.citations[0].document_id == "s:d1"
+
+
+def test_steps_of_the_best_document_even_when_they_share_no_words(ws: Workspace) -> None:
+    # The question's words are all in Meaning ("eviction threshold of the kubelet"); the steps
+    # say "cordon", "remove images" — the runbook about the problem still answers with them.
+    answer = ask(ws, "what should I do when the kubelet eviction threshold is reached?")
+    assert answer.found
+    assert STEPS[0] in answer.text and STEPS[-1] in answer.text
+    assert answer.citations[0].document_id == "runbooks:alerts/NodeDiskPressure.md"

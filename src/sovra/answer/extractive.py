@@ -100,6 +100,11 @@ def is_procedural_question(question: str) -> bool:
     return bool(_PROCEDURAL_QUESTION.search(question))
 
 
+def is_procedural_heading(path: Sequence[str]) -> bool:
+    """Whether a heading path (below the document title) names steps: Mitigation, Steps, …"""
+    return any(_PROCEDURAL_HEADING.search(h) for h in path[1:])
+
+
 def _heading_path(chunk_path: Sequence[str], block: Block) -> list[str]:
     """The headings a block sits under: the chunk's own path, refined by headings inside it."""
     path = list(chunk_path)
@@ -111,7 +116,7 @@ def _heading_path(chunk_path: Sequence[str], block: Block) -> list[str]:
 
 def procedural_score(chunk_path: Sequence[str], block: Block, sentence: str) -> float:
     """How much a sentence reads as an instruction: 1 under a procedural heading, less else."""
-    if any(_PROCEDURAL_HEADING.search(h) for h in _heading_path(chunk_path, block)[1:]):
+    if is_procedural_heading(_heading_path(chunk_path, block)):
         return 1.0
     if block.kind == "numbered":
         return 0.8
@@ -191,7 +196,16 @@ def score_sentences(
         # sentences worth comparing semantically are the lexically plausible ones.
         pre = sorted(
             range(len(candidates)),
-            key=lambda j: -(lexical[j] + settings.rank_weight / (1 + candidates[j][0])),
+            # Procedural questions also compare the steps of documents named like the problem,
+            # which share few words with the question ("reboot the master node").
+            key=lambda j: (
+                -(
+                    lexical[j]
+                    + settings.rank_weight / (1 + candidates[j][0])
+                    + settings.procedural_weight * procedural[j]
+                    + settings.context_weight * context[j]
+                )
+            ),
         )[: settings.semantic_candidates]
         vectors = embedder.embed([question] + [candidates[j][1].text for j in pre])
         sims = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0).tolist()
@@ -357,10 +371,23 @@ def _procedural_answer(
     scored: Sequence[ScoredSentence], hits: Sequence[SearchHit], settings: ExtractiveSettings
 ) -> Extract | None:
     """Quote the most relevant procedural passage(s) whole, or None to answer as usual."""
-    floor = scored[0].score * settings.procedural_floor
+    # The document holding the most relevant sentence is about the problem asked; its own
+    # step sections answer "what should I do", however few words they share with the question.
+    top_doc = hits[scored[0].hit_index].chunk.document_id
     pool = sorted(
-        (c for c in scored if c.procedural > 0 and c.score >= floor), key=lambda c: -c.rank_score
+        (
+            c
+            for c in scored
+            if c.procedural >= 1.0 and hits[c.hit_index].chunk.document_id == top_doc
+        ),
+        key=lambda c: -c.rank_score,
     )
+    if not pool:
+        floor = scored[0].score * settings.procedural_floor
+        pool = sorted(
+            (c for c in scored if c.procedural > 0 and c.score >= floor),
+            key=lambda c: -c.rank_score,
+        )
     if not pool:
         return None
     passages: list[_Passage] = []
@@ -373,6 +400,15 @@ def _procedural_answer(
         if passages and cand.rank_score < lead_rank * settings.follow_ratio:
             break
         if (cand.hit_index, cand.sentence.block) in used:
+            continue
+        lead_doc = hits[passages[0].hit_index].chunk.document_id if passages else None
+        if (
+            lead_doc
+            and cand.procedural < 1.0
+            and hits[cand.hit_index].chunk.document_id != lead_doc
+        ):
+            # A second document's passage must be steps by its heading: a numbered list of
+            # causes elsewhere is not what was asked.
             continue
         p = _passage(hits, cand, budget)
         if p is None or (passages and p.words > budget):

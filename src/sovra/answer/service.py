@@ -10,7 +10,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from sovra.answer.extractive import ExtractiveSettings, extract_answer
+from sovra.answer.extractive import (
+    ExtractiveSettings,
+    extract_answer,
+    is_procedural_heading,
+    is_procedural_question,
+)
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
 from sovra.answer.types import NOT_FOUND, Answer, Citation
 from sovra.answer.verify import allowed_hosts, allowed_urls, sanitize, verify_output
@@ -120,6 +125,8 @@ class Answerer:
         hits = result.hits
         choice = self.choose(question, principal, hits, endpoint, extractive)
         if choice.generator is None or not hits:
+            if hits and is_procedural_question(question):
+                hits = self._with_steps(hits, flt)
             answer = self._extractive(question, result.language, hits, result.vector_weight > 0)
             answer.endpoint = choice.endpoint.name
             answer.jurisdiction = choice.endpoint.jurisdiction
@@ -131,6 +138,31 @@ class Answerer:
             yield AnswerEvent(answer=answer)
             return
         yield from self._generate(question, result.language, hits, choice, started)
+
+    def _with_steps(self, hits: list[SearchHit], flt: SearchFilter) -> list[SearchHit]:
+        """The best document's procedural sections, when the search did not return them.
+
+        A question like "what should I do when etcd members are down?" matches a runbook's
+        Meaning and Impact sections by its words; its Mitigation section says "reboot the
+        master node" and ranks nowhere. The best hit's document is one the asker may read, so
+        its own step sections join the candidates (each still checked against the filter).
+        """
+        best = hits[0].chunk.document_id
+        have = {h.chunk.id for h in hits}
+        if any(
+            h.chunk.document_id == best and is_procedural_heading(h.chunk.heading_path)
+            for h in hits
+        ):
+            return hits
+        extra = [
+            SearchHit(chunk=c, score=0.0, rank=len(hits) + i + 1)
+            for i, c in enumerate(
+                c
+                for c in self.searcher.index.chunks_of(best)
+                if c.id not in have and flt.admits(c) and is_procedural_heading(c.heading_path)
+            )
+        ]
+        return hits + extra[:3]
 
     def _extractive(
         self, question: str, language: str, hits: Sequence[SearchHit], semantic: bool
