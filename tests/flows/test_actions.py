@@ -380,3 +380,11 @@ def test_egress_extra_hosts_respect_airgap_and_reject_bad_entries() -> None:
         public.check("https://hooks.example.eu/x")
     with pytest.raises(EgressDenied, match="not a host name"):
         EgressGuard((), extra_hosts=("http://",))
+
+
+def test_webhook_key_must_fit_a_header(tmp_path: Path) -> None:
+    action = WebhookAction(DeliveryLedger(tmp_path / "ledger.db"), ("127.0.0.1",))
+    for key in ("run/ü", "run\r\nX-Evil: 1"):
+        with pytest.raises(ActionError, match="printable ASCII") as err:
+            action.execute({"url": "http://127.0.0.1:9/", "payload": {}}, idempotency_key=key)
+        assert err.value.retryable is False

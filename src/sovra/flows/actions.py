@@ -307,6 +307,11 @@ class WebhookAction:
 
     def execute(self, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult:
         key = _check_key(idempotency_key)
+        if not key.isascii() or not key.isprintable():
+            # It travels as an HTTP header value, which must be printable ASCII.
+            raise ActionError(
+                "webhook: the idempotency key must be printable ASCII", retryable=False
+            )
         url = params.get("url")
         if not isinstance(url, str) or not url:
             raise ActionError("webhook: 'url' must be an http(s) URL string", retryable=False)
