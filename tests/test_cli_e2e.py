@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def test_alice_finds_the_runbook_carol_does_not(site: Path) -> None:
         "runbooks:alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md"
     )
     assert hits[0]["heading_path"][0] == "etcdDatabaseQuotaLowSpace"
+    assert datetime.fromisoformat(hits[0]["modified_at"]).tzinfo is not None
     carol = search("etcd database quota low space", "carol")
     assert not [h for h in carol if h["source"] == "runbooks"]
 

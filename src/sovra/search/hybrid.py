@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sovra.domain import Chunk, ScoredChunk, SearchFilter
+from sovra.domain import Chunk, ScoredChunk, SearchFilter, as_utc
 from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.search.language import detect_query_language
@@ -58,6 +58,9 @@ class SearchResult:
                     "heading_path": list(h.chunk.heading_path),
                     "language": h.chunk.language,
                     "classification": h.chunk.classification,
+                    "modified_at": (
+                        as_utc(h.chunk.modified_at).isoformat() if h.chunk.modified_at else None
+                    ),
                     "text": h.chunk.text,
                 }
                 for h in self.hits

@@ -92,11 +92,7 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
 async def search(body: SearchRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
     result = await run_in_threadpool(run_search, st, ident, body)
-    out = result.to_dict()
-    for row, hit in zip(out["hits"], result.hits, strict=True):
-        modified = hit.chunk.modified_at
-        row["modified_at"] = as_utc(modified).isoformat() if modified else None
-    return out
+    return result.to_dict()
 
 
 def count_answer(st: AppState, answer: Answer) -> None:
