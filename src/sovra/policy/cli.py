@@ -73,7 +73,7 @@ def _document(config: Config, doc_id: str) -> DocumentSpec:
     try:
         source = config.source(source_name)
     except ConfigError as exc:
-        _fail(f"document {doc_id!r}: {exc}")
+        raise PolicyError(f"document {doc_id!r}: {exc}") from None
     labels = resolve_labels(
         path=external,
         access=source.access,
@@ -91,7 +91,10 @@ def _document(config: Config, doc_id: str) -> DocumentSpec:
 
 
 def config_resolver(config: Config, document: str | None = None) -> Resolver:
-    """Resources as the configuration describes them (sources, endpoints)."""
+    """Resources as the configuration describes them (sources, endpoints).
+
+    Raises `PolicyError` when `document` names a source the configuration does not have.
+    """
     sources = {
         s.name: Labelled(access=s.access, classification=s.classification, residency=s.residency)
         for s in config.sources
@@ -145,10 +148,10 @@ def check(
     engine = _engine(config)
     principal = _principal(config, as_user, group)
     kind, _, name = resource.partition(":")
-    resolver = config_resolver(config, name if kind == "document" else None)
-    if kind == "workflow":
-        resolver.workflows[name] = WorkflowSpec(access=tuple(workflow_access or ()))
     try:
+        resolver = config_resolver(config, name if kind == "document" else None)
+        if kind == "workflow":
+            resolver.workflows[name] = WorkflowSpec(access=tuple(workflow_access or ()))
         request = build_request(
             resolver,
             principal,

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from sovra.config import Config, ConfigError
+from sovra.config import Config
 from sovra.directory import Directory, DirectoryError
 from sovra.domain import Principal
 from sovra.policy.cli import config_resolver
@@ -81,12 +81,10 @@ def check_policy(config: Config, body: PolicyCheckRequest) -> dict[str, Any]:
         except DirectoryError as exc:
             raise PolicyCheckError(str(exc)) from None
     kind, _, name = body.resource.partition(":")
-    if kind == "document":
-        try:  # config_resolver would exit the process (it is the CLI's) on an unknown source
-            config.source(name.partition(":")[0])
-        except ConfigError as exc:
-            raise PolicyCheckError(f"document {name!r}: {exc}") from None
-    resolver = config_resolver(config, name if kind == "document" else None)
+    try:
+        resolver = config_resolver(config, name if kind == "document" else None)
+    except PolicyError as exc:
+        raise PolicyCheckError(str(exc)) from None
     if kind == "workflow":
         resolver.workflows[name] = WorkflowSpec(access=tuple(body.workflow_access))
     try:
