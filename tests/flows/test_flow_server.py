@@ -46,7 +46,8 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
     try:
         for user in ("bob", "erin"):
             accounts.set_password(user, f"pw-{user}-long-enough-1")
-            keys[user] = accounts.create_key(user, "tests", ("search", "ask"))[0]
+            keys[user] = accounts.create_key(user, "tests", ("search", "ask", "flows"))[0]
+        keys["bob-default"] = accounts.create_key("bob", "default scopes")[0]
     finally:
         accounts.close()
     ws = Workspace.open(config)
@@ -92,6 +93,12 @@ def test_rest_start_sod_and_approve(client: TestClient) -> None:
     run = resp.json()
     assert run["status"] == "waiting_approval" and run["requester"] == "bob"
     run_id = run["id"]
+
+    # Workflows are not in an API key's default scopes.
+    plain = {"Authorization": f"Bearer {client.keys['bob-default']}"}  # type: ignore[attr-defined]
+    resp = client.post("/api/v1/flows/access/runs", json={"inputs": {"title": "x"}}, headers=plain)
+    assert resp.status_code == 403 and "flows" in resp.json()["detail"]
+    assert client.get(f"/api/v1/flows/runs/{run_id}", headers=plain).status_code == 403
 
     # An API key (a machine) never approves.
     resp = client.post(f"/api/v1/flows/runs/{run_id}/approve", json={}, headers=erin_key)

@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 KEY_PREFIX = "sovra_"
-SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback")
+SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
 DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
 _LAST_USED_EVERY_S = 60.0
 

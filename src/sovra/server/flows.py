@@ -2,7 +2,7 @@
 
 Same `Flows` service and checks as the CLI: separation of duties holds here too. Approving,
 rejecting and operating need a person signed in (a browser session or OIDC token); an API key
-(a machine) may start and read runs (`ask` scope) but never approve. The flows engine is
+(a machine) may start and read runs (`flows` scope, not given by default) but never approve. The flows engine is
 launched per request under one lock, so the CLI can still run flows while the server is idle.
 """
 
@@ -89,7 +89,7 @@ def _may_see(flows: Flows, ident: Identity, run_id: str) -> dict[str, Any]:
 @api_router.get("")
 async def list_workflows(ident: Ident, st: State) -> dict[str, Any]:
     """The workflows this server knows, with their inputs and steps."""
-    ident.require("ask")
+    ident.require("flows")
 
     def go(flows: Flows) -> dict[str, Any]:
         return {
@@ -111,7 +111,7 @@ async def list_workflows(ident: Ident, st: State) -> dict[str, Any]:
 @api_router.post("/{name}/runs", status_code=201)
 async def start_run(name: str, body: StartRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Start a run as the caller; returns it once it completes, fails, pauses or waits."""
-    ident.require("ask")
+    ident.require("flows")
 
     def go(flows: Flows) -> dict[str, Any]:
         run = flows.start(name, body.inputs, ident.principal.id)
@@ -125,7 +125,7 @@ async def list_runs(
     ident: Ident, st: State, status: str | None = None, workflow: str | None = None
 ) -> list[dict[str, Any]]:
     """Runs the caller requested, may decide, or (operators) all runs."""
-    ident.require("ask")
+    ident.require("flows")
 
     def go(flows: Flows) -> list[dict[str, Any]]:
         flows.tick()
@@ -144,7 +144,7 @@ async def list_runs(
 @api_router.get("/inbox")
 async def inbox(ident: Ident, st: State) -> list[dict[str, Any]]:
     """Runs waiting for the caller's approval (never the caller's own)."""
-    ident.require("ask")
+    ident.require("flows")
     return await run_in_threadpool(
         with_flows, st, lambda f: f.pending_approvals(ident.principal.id)
     )
@@ -153,7 +153,7 @@ async def inbox(ident: Ident, st: State) -> list[dict[str, Any]]:
 @api_router.get("/runs/{run_id}")
 async def show_run(run_id: str, ident: Ident, st: State) -> dict[str, Any]:
     """A run: inputs, each step's output (draft, sources, model), approval and votes."""
-    ident.require("ask")
+    ident.require("flows")
     return await run_in_threadpool(with_flows, st, lambda f: _may_see(f, ident, run_id))
 
 
