@@ -167,6 +167,9 @@ class RoutingConfig(_Strict):
     categories: dict[str, str] = Field(default_factory=dict)
     """Document id glob → data category (e.g. `"handbook:content/people/*" = "hr"`)."""
     pii_scan: bool = True
+    ner_models: tuple[Path, ...] = ()
+    """Unpacked spaCy pipeline folders (with config.cfg, meta.json) that add PERSON and LOCATION
+    to PII detection; loaded from disk only (docs/sovereignty.md, "Bringing your own pipeline")."""
 
 
 class EgressConfig(_Strict):

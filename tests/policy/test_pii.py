@@ -338,3 +338,27 @@ def test_unusable_ner_model_directories_are_clear_errors(tmp_path: Path) -> None
     (old / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(NerModelError, match=r"needs spaCy >=3.4.0,<3.5.0, this install has 3\."):
         PiiDetector(ner_models=[old])
+
+
+def test_configured_ner_models_reach_the_router_scan_and_the_redactor(tmp_path: Path) -> None:
+    """`[routing] ner_models` feeds the one shared detector: a name that makes the router
+    require redaction is also the name that gets pseudonymised."""
+    from sovra.config import load_config
+    from sovra.policy import wiring
+
+    (tmp_path / "models").mkdir()
+    ner_model(tmp_path / "models" / "fr")
+    toml = tmp_path / "sovra.toml"
+    toml.write_text('[workspace]\nhome = "data"\n[routing]\nner_models = ["models/fr"]\n')
+    text = "Merci de rappeler Marie Dupont."
+    try:
+        router = wiring.router_for(load_config(toml))
+        assert router.pii_scan is not None and router.pii_scan([text])
+        sent, mapping = wiring.protect_texts([text])
+        assert sent == ["Merci de rappeler <PERSON_1>."]
+        assert Redactor.restore(sent[0], mapping) == text
+    finally:
+        plain = tmp_path / "plain.toml"
+        plain.write_text('[workspace]\nhome = "data"\n')
+        wiring.router_for(load_config(plain))
+    assert not wiring.shared_detector().contains_pii(text)

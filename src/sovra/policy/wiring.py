@@ -23,10 +23,25 @@ DEMO_CATEGORIES: dict[str, str] = {"handbook:content/departments/people-talent/*
 """The demo company's HR pages (demo/sovra.toml); real installs configure their own."""
 
 
-@lru_cache(maxsize=1)
+_ner_models: tuple[Path, ...] = ()
+
+
+@lru_cache(maxsize=2)
+def _detector(ner_models: tuple[Path, ...]) -> PiiDetector:
+    return PiiDetector(ner_models=ner_models)
+
+
 def shared_detector() -> PiiDetector:
-    """One detector per process: building Presidio's analyzer costs about a second."""
-    return PiiDetector()
+    """One detector per process (building Presidio's analyzer costs about a second), with the
+    NER pipelines of the configuration `router_for` last saw — so the router's PII scan and the
+    redactor always agree on what counts as PII."""
+    return _detector(_ner_models)
+
+
+def configure_detector(config: Config) -> None:
+    """Use `[routing] ner_models` from this configuration in the shared detector."""
+    global _ner_models
+    _ner_models = tuple(config.resolve(p) for p in config.routing.ner_models)
 
 
 def router_for(
@@ -39,6 +54,7 @@ def router_for(
     legal_basis: Mapping[str, str] | None = None,
 ) -> Router:
     engine = PolicyEngine.for_home(home if home is not None else config.home)
+    configure_detector(config)
     detector = shared_detector() if scan_pii else None
     return Router(
         engine,
