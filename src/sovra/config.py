@@ -156,7 +156,7 @@ class AnswerConfig(_Strict):
     endpoint: str = ""
     k: int = Field(default=8, ge=1, le=50)
     max_answer_tokens: int = Field(default=384, ge=16, le=8192)
-    min_score: float = Field(default=0.45, ge=0, le=1)
+    min_score: float = Field(default=0.47, ge=0, le=1)
     min_score_lexical: float = Field(default=0.40, ge=0, le=1)
 
 

@@ -25,10 +25,12 @@ AUTO = "auto"
 OnDecision = Callable[[Principal, object, Sequence[SearchHit]], None]
 
 
-def _load(endpoint: EndpointConfig, home: Path) -> Generator:
+def _load(endpoint: EndpointConfig, home: Path, *, airgap: bool) -> Generator:
     from sovra.models.loading import generator_for  # the model registry lives there
 
-    return generator_for(endpoint, home)
+    # The guard allows this endpoint's destination alone, and in air-gap mode re-checks at send
+    # time that it is local — the router's decision is not the only line of defence.
+    return generator_for(endpoint, home, airgap=airgap)
 
 
 def config_choice(
@@ -80,7 +82,7 @@ def config_choice(
                 decision=decision.to_json(),
             )
         if ep.name not in cache:
-            cache[ep.name] = _load(ep, home)
+            cache[ep.name] = _load(ep, home, airgap=config.egress.airgap)
         gen = cache[ep.name]
         if not gen.instruction_tuned and requested is None:
             return GenerationChoice(
