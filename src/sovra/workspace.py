@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
 from sovra.answer.routing import config_choice
-from sovra.config import Config, SourceConfig
+from sovra.config import Config, ConfigError, SourceConfig
 from sovra.directory import Directory, DirectoryError
-from sovra.domain import Chunk, Principal, SearchFilter, content_hash
+from sovra.domain import Chunk, DomainError, Principal, SearchFilter, content_hash
 from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.models.embedding import SentenceTransformerEmbedder
@@ -160,14 +160,22 @@ class Workspace:
         principal: Principal,
         sources: Sequence[str] | None = None,
         languages: Sequence[str] | None = None,
+        max_classification: str | None = None,
     ) -> SearchFilter:
         for name in sources or []:
             self.config.source(name)  # unknown source → clear error
+        rank = None
+        if max_classification is not None:
+            try:
+                rank = self.config.scale.rank(max_classification)
+            except DomainError as exc:
+                raise ConfigError(f"max_classification: {exc}") from None
         return SearchFilter.for_principal(
             principal,
             region=self.config.workspace.region,
             sources=frozenset(sources) if sources else None,
             languages=frozenset(languages) if languages else None,
+            max_classification_rank=rank,
             classification_labels=self.config.workspace.classifications,
         )
 
@@ -216,10 +224,11 @@ class Workspace:
         mode: Mode = "hybrid",
         sources: Sequence[str] | None = None,
         language: str | None = None,
+        max_classification: str | None = None,
     ) -> SearchResult:
         # Resolve the principal on every query so a revoked membership applies immediately.
         principal = self._principal_or_log(user_id, "search", query)
-        flt = self.filter_for(principal, sources)
+        flt = self.filter_for(principal, sources, max_classification=max_classification)
         result = self.searcher().search(query, flt, k=k, mode=mode, language=language)
         self.record_search(principal, query, result, k=k)
         return result
@@ -258,10 +267,13 @@ class Workspace:
         *,
         endpoint: str | None = None,
         extractive: bool = False,
+        sources: Sequence[str] | None = None,
+        max_classification: str | None = None,
     ) -> Iterator[AnswerEvent]:
-        """Stream an answer for `user_id` (text deltas, then the final Answer)."""
+        """Stream an answer for `user_id` (text deltas, then the final Answer), optionally from
+        fewer documents than the user may read (some sources, up to a classification)."""
         principal = self._principal_or_log(user_id, "ask", question)
-        flt = self.filter_for(principal)
+        flt = self.filter_for(principal, sources, max_classification=max_classification)
         for event in self.answerer().stream(
             question, flt, principal=principal, endpoint=endpoint, extractive=extractive
         ):

@@ -54,6 +54,22 @@ name = "runbooks"
 kind = "folder"
 path = "company/runbooks"
 access = ["group:sre"]
+
+[[sources]]
+name = "helpdesk"
+kind = "folder"
+path = "helpdesk"
+access = ["group:it-support"]
+classification = "confidential"
+"""
+
+# A confidential helpdesk note bob (it-support) may read and that matches the ticket: the reply
+# goes to the ticket's requester, so it must never feed the draft that is mailed out.
+CONFIDENTIAL_NOTE = """# Shared drive access problems
+
+When a user cannot access the shared drive from a laptop, the root cause last quarter was the
+file server SRV-FS-07 at 10.20.30.40 whose admin password is Winter2026! — reset the laptop's
+drive mapping and tell the user to reconnect to the shared drive.
 """
 
 runner = CliRunner()
@@ -96,6 +112,8 @@ def site(
     rows = rows[:1] + rows[1::10]  # the file is grouped by label: take every tenth ticket
     with (root / "tickets.csv").open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows)
+    (root / "helpdesk").mkdir()
+    (root / "helpdesk" / "shared-drive.md").write_text(CONFIDENTIAL_NOTE, encoding="utf-8")
     (root / "sovra.toml").write_text(CONFIG.replace("{port}", str(smtp.port)))
     cwd = os.getcwd()
     os.chdir(root)
@@ -159,6 +177,13 @@ def test_triage_waits_for_approval_then_acts_once(site: Path, smtp: Inbox) -> No
     assert 0 <= steps["urgency"]["output"]["confidence"] <= 1
     draft = steps["draft"]["output"]
     assert draft["endpoint"] and draft["generation"] == "extractive"
+    # bob may read the confidential note (his own search finds it), but the workflow's
+    # retrieve and draft steps are capped at `internal`: nothing of it reaches the e-mail.
+    own = sovra("search", "cannot access the shared drive from my laptop", "--as", "bob", "--json")
+    assert any(h["source"] == "helpdesk" for h in json.loads(own.stdout)["hits"])
+    passages = steps["related"]["output"]["passages"]
+    assert not any("helpdesk" in p["chunk_id"] for p in passages)
+    assert "SRV-FS-07" not in json.dumps(run)
     assert steps["update_ticket"]["status"] == "pending"
 
     refused = sovra("flow", "approve", run["id"], "--as", "bob")
@@ -171,6 +196,7 @@ def test_triage_waits_for_approval_then_acts_once(site: Path, smtp: Inbox) -> No
     new = smtp.messages[sent_before:]
     assert [rcpt for rcpt, _ in new] == [["carol@example.org"]]
     assert all(b"evil.example" not in content.split(b"\r\n\r\n")[0] for _, content in new)
+    assert all(b"SRV-FS-07" not in content and b"Winter2026" not in content for _, content in new)
     store = TicketStore(load_config(site / "sovra.toml").home / "tickets.db")
     try:
         row = store.get(run["id"])

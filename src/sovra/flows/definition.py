@@ -94,6 +94,8 @@ class RetrieveStep(_Step):
     query: str
     k: int = Field(default=5, ge=1, le=50)
     sources: tuple[str, ...] | None = None
+    max_classification: str | None = None
+    """Read only documents up to this label (e.g. `internal`), however high the requester's."""
 
 
 class ClassifyStep(_Step):
@@ -146,6 +148,10 @@ class DraftStep(_Step):
     question: str
     extractive: bool = True
     endpoint: str | None = None
+    sources: tuple[str, ...] | None = None
+    max_classification: str | None = None
+    """Draft only from documents up to this label — for drafts that leave the organisation
+    (an e-mail to a requester who may not read what the workflow's requester can)."""
 
 
 class ApproveStep(_Step):

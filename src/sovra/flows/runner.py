@@ -281,9 +281,18 @@ class Engine:
                 self._finish(run, step, inputs, output, chunks, endpoint)
                 return {"next": nxt}
             if isinstance(step, RetrieveStep):
-                inputs = {"query": render(step.query, ctx), "k": step.k, "sources": step.sources}
+                inputs = {
+                    "query": render(step.query, ctx),
+                    "k": step.k,
+                    "sources": step.sources,
+                    "max_classification": step.max_classification,
+                }
                 result = self.ws.search(
-                    str(inputs["query"]), run.requester, k=step.k, sources=step.sources
+                    str(inputs["query"]),
+                    run.requester,
+                    k=step.k,
+                    sources=step.sources,
+                    max_classification=step.max_classification,
                 )
                 chunks = [h.chunk for h in result.hits]
                 passages = [
@@ -318,10 +327,19 @@ class Engine:
                 output = _extract(step, text)
             elif isinstance(step, DraftStep):
                 question = str(render(step.question, ctx))
-                inputs = {"question": question}
+                inputs = {
+                    "question": question,
+                    "sources": step.sources,
+                    "max_classification": step.max_classification,
+                }
                 answer = None
                 for event in self.ws.ask(
-                    question, run.requester, endpoint=step.endpoint, extractive=step.extractive
+                    question,
+                    run.requester,
+                    endpoint=step.endpoint,
+                    extractive=step.extractive,
+                    sources=step.sources,
+                    max_classification=step.max_classification,
                 ):
                     if event.answer is not None:
                         answer = event.answer
