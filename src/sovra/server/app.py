@@ -32,6 +32,7 @@ from sovra.server.auth import (
     ApiError,
     Authenticator,
     RateLimiter,
+    set_session_cookie,
     unauthorized,
 )
 from sovra.server.deps import AppState, app_state, client_address, identity
@@ -320,14 +321,8 @@ def create_app(
             raise ApiError(401, "unauthorized", "wrong user name or password")
         token, session = accounts.create_session(username, settings.session_ttl_s)
         resp = JSONResponse({"user": username, "csrf_token": session.csrf})
-        resp.set_cookie(
-            SESSION_COOKIE,
-            token,
-            max_age=settings.session_ttl_s,
-            httponly=True,
-            secure=settings.secure_cookies,
-            samesite="strict",
-            path="/",
+        set_session_cookie(
+            resp, token, max_age=settings.session_ttl_s, secure=settings.secure_cookies
         )
         return resp
 

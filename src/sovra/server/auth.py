@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
+from starlette.responses import Response
 
 from sovra.directory import DirectoryError
 from sovra.domain import Principal
@@ -22,6 +23,20 @@ from sovra.server.oidc import OidcVerifier, TokenError
 SESSION_COOKIE = "sovra_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
+
+
+def set_session_cookie(response: Response, token: str, *, max_age: int, secure: bool) -> None:
+    """Issue the session cookie — the one place its attributes are set, for every sign-in path:
+    HttpOnly (no script reads it), SameSite=Strict (no cross-site request carries it)."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+        path="/",
+    )
 
 
 class ApiError(HTTPException):

@@ -25,7 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sovra.config import ConfigError
-from sovra.server.auth import SESSION_COOKIE, ApiError
+from sovra.server.auth import ApiError, set_session_cookie
 from sovra.server.deps import AppState, app_state, client_address
 from sovra.server.oidc import (
     PENDING_TTL_S,
@@ -176,14 +176,8 @@ async def callback(request: Request) -> Response:
         f"<meta http-equiv=refresh content='0;url={target}'><title>Signed in</title>"
         f"<p>Signed in. <a href='{target}'>Continue</a></p></html>"
     )
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=st.settings.session_ttl_s,
-        httponly=True,
-        secure=st.settings.secure_cookies,
-        samesite="strict",
-        path="/",
+    set_session_cookie(
+        response, token, max_age=st.settings.session_ttl_s, secure=st.settings.secure_cookies
     )
     response.delete_cookie(STATE_COOKIE, path=CALLBACK_PATH)
     return response

@@ -21,7 +21,7 @@ from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.server.api import AskRequest, ask_once, sync_summary
-from sovra.server.auth import SESSION_COOKIE, ApiError, Identity
+from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
 from sovra.server.deps import AppState, app_state, client_address, optional_identity
 from sovra.server.policy_check import (
     ACTIONS,
@@ -155,14 +155,8 @@ async def login_submit(
         return response
     token, _ = st.accounts.create_session(username, st.settings.session_ttl_s)
     redirect = RedirectResponse(safe_next(next), status_code=303)
-    redirect.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=st.settings.session_ttl_s,
-        httponly=True,
-        secure=st.settings.secure_cookies,
-        samesite="strict",
-        path="/",
+    set_session_cookie(
+        redirect, token, max_age=st.settings.session_ttl_s, secure=st.settings.secure_cookies
     )
     redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return redirect
