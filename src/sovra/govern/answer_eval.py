@@ -20,7 +20,8 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,39 @@ def _top1(question: str, searcher: Searcher, flt: SearchFilter) -> Answer:
     return Answer(question, c.text + " [1]", True, [cite], generation="top1")
 
 
+def _sample(items: list[QA], n: int | None) -> list[QA]:
+    """At most `n` items, every k-th: spread over all articles, the same on every run."""
+    if not n:
+        return items
+    return items[:: max(1, len(items) // n)][:n]
+
+
+@contextmanager
+def _paragraph_search(
+    paragraphs: Sequence[tuple[str, str]],
+    language: str,
+    embedder: Embedder,
+    cache_dir: Path | None,
+    progress: Progress | None,
+) -> Iterator[tuple[Searcher, SearchFilter]]:
+    """A throwaway index of the split's paragraphs (all public) and a searcher over it."""
+    vectors = embed_cached(
+        embedder, [t for _, t in paragraphs], cache_dir, f"xquad-answers-{language}", progress
+    )
+    with tempfile.TemporaryDirectory(prefix="sovra-answers-") as tmp:
+        index = build_eval_index(
+            Path(tmp) / "index",
+            [(d, "", t) for d, t in paragraphs],
+            language,
+            vectors,
+            embedder.dimension,
+        )
+        try:
+            yield Searcher(index, embedder), SearchFilter(access_tokens=frozenset({PUBLIC}))
+        finally:
+            index.close()
+
+
 def evaluate_language(
     xquad_dir: Path,
     language: str,
@@ -148,15 +182,9 @@ def evaluate_language(
     paragraphs, answerable, unanswerable, held = load_xquad_qas(
         xquad_dir / f"xquad.{language}.json", split
     )
-    if max_questions:
-        step = max(1, len(answerable) // max_questions)
-        answerable = answerable[::step][:max_questions]
-        step_u = max(1, len(unanswerable) // max_questions)
-        unanswerable = unanswerable[::step_u][:max_questions]
+    answerable = _sample(answerable, max_questions)
+    unanswerable = _sample(unanswerable, max_questions)
     texts = {d: t for d, t in paragraphs}
-    vectors = embed_cached(
-        embedder, [t for _, t in paragraphs], cache_dir, f"xquad-answers-{language}", progress
-    )
     report = LanguageReport(language, len(paragraphs), held)
     settings = AnswerSettings()
     if max_answer_tokens is not None:
@@ -177,70 +205,56 @@ def evaluate_language(
                 ),
             ),
         )
-    with tempfile.TemporaryDirectory(prefix="sovra-answers-") as tmp:
-        index = build_eval_index(
-            Path(tmp) / "index",
-            [(d, "", t) for d, t in paragraphs],
-            language,
-            vectors,
-            embedder.dimension,
-        )
-        try:
-            searcher = Searcher(index, embedder)
-            flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
+    with _paragraph_search(paragraphs, language, embedder, cache_dir, progress) as (searcher, flt):
 
-            def extractive(
+        def extractive(
+            q: str, who: object, hits: object, req: object, ex: object
+        ) -> GenerationChoice:
+            return GenerationChoice(EXTRACTIVE, None)
+
+        methods: dict[str, Callable[[str], Answer]] = {
+            "top1_chunk": lambda q: _top1(q, searcher, flt),
+            "extractive": lambda q: Answerer(searcher, embedder, extractive, settings).ask(q, flt),
+        }
+        if generator is not None:
+            gen = generator
+
+            def generative(
                 q: str, who: object, hits: object, req: object, ex: object
             ) -> GenerationChoice:
-                return GenerationChoice(EXTRACTIVE, None)
+                return GenerationChoice(EndpointInfo("embedded", "local", "on_prem"), gen)
 
-            methods: dict[str, Callable[[str], Answer]] = {
-                "top1_chunk": lambda q: _top1(q, searcher, flt),
-                "extractive": lambda q: Answerer(searcher, embedder, extractive, settings).ask(
-                    q, flt
-                ),
-            }
-            if generator is not None:
-                gen = generator
-
-                def generative(
-                    q: str, who: object, hits: object, req: object, ex: object
-                ) -> GenerationChoice:
-                    return GenerationChoice(EndpointInfo("embedded", "local", "on_prem"), gen)
-
-                answerer = Answerer(searcher, embedder, generative, settings)
-                methods["generative"] = lambda q: answerer.ask(q, flt)
-            for name, run in methods.items():
-                res = MethodResult(name)
-                limit = max_generated if name == "generative" else None
-                qs_a = answerable[:limit] if limit else answerable
-                qs_u = unanswerable[:limit] if limit else unanswerable
-                started = time.perf_counter()
-                em = f1 = cited_ok = 0.0
-                for i, qa in enumerate(qs_a):
-                    ans = run(qa.question)
-                    if ans.found:
-                        res.answered += 1
-                        pred = _CITE.sub("", ans.text)
-                        em += max(
-                            float(normalize_answer(pred) == normalize_answer(g)) for g in qa.answers
-                        )
-                        f1 += max(token_f1(pred, g) for g in qa.answers)
-                        cited_ok += _cited_holds_answer(ans.citations, texts, qa)
-                    if progress and i % 50 == 0:
-                        progress(i + 1, len(qs_a), f"{language} {name}")
-                refused = sum(1 for qa in qs_u if not run(qa.question).found)
-                total = len(qs_a) + len(qs_u)
-                res.answerable = len(qs_a)
-                res.exact_match = em / max(len(qs_a), 1)
-                res.f1 = f1 / max(len(qs_a), 1)
-                res.citation_precision = cited_ok / max(res.answered, 1)
-                res.unanswerable = len(qs_u)
-                res.refusal_rate = refused / max(len(qs_u), 1)
-                res.ms_per_question = (time.perf_counter() - started) * 1000 / max(total, 1)
-                report.methods[name] = res
-        finally:
-            index.close()
+            answerer = Answerer(searcher, embedder, generative, settings)
+            methods["generative"] = lambda q: answerer.ask(q, flt)
+        for name, run in methods.items():
+            res = MethodResult(name)
+            limit = max_generated if name == "generative" else None
+            qs_a = answerable[:limit] if limit else answerable
+            qs_u = unanswerable[:limit] if limit else unanswerable
+            started = time.perf_counter()
+            em = f1 = cited_ok = 0.0
+            for i, qa in enumerate(qs_a):
+                ans = run(qa.question)
+                if ans.found:
+                    res.answered += 1
+                    pred = _CITE.sub("", ans.text)
+                    em += max(
+                        float(normalize_answer(pred) == normalize_answer(g)) for g in qa.answers
+                    )
+                    f1 += max(token_f1(pred, g) for g in qa.answers)
+                    cited_ok += _cited_holds_answer(ans.citations, texts, qa)
+                if progress and i % 50 == 0:
+                    progress(i + 1, len(qs_a), f"{language} {name}")
+            refused = sum(1 for qa in qs_u if not run(qa.question).found)
+            total = len(qs_a) + len(qs_u)
+            res.answerable = len(qs_a)
+            res.exact_match = em / max(len(qs_a), 1)
+            res.f1 = f1 / max(len(qs_a), 1)
+            res.citation_precision = cited_ok / max(res.answered, 1)
+            res.unanswerable = len(qs_u)
+            res.refusal_rate = refused / max(len(qs_u), 1)
+            res.ms_per_question = (time.perf_counter() - started) * 1000 / max(total, 1)
+            report.methods[name] = res
     return report
 
 
@@ -312,55 +326,39 @@ def calibration_rows(
     paragraphs, answerable, unanswerable, _ = load_xquad_qas(
         xquad_dir / f"xquad.{language}.json", "calibration"
     )
-    if max_questions:
-        answerable = answerable[:: max(1, len(answerable) // max_questions)][:max_questions]
-        unanswerable = unanswerable[:: max(1, len(unanswerable) // max_questions)][:max_questions]
-    vectors = embed_cached(
-        embedder, [t for _, t in paragraphs], cache_dir, f"xquad-answers-{language}", progress
-    )
+    answerable = _sample(answerable, max_questions)
+    unanswerable = _sample(unanswerable, max_questions)
     settings = AnswerSettings()
     open_settings = replace(settings.extractive, min_score=0.0, min_score_lexical=0.0)
     rows: list[CalibrationRow] = []
-    with tempfile.TemporaryDirectory(prefix="sovra-calibrate-") as tmp:
-        index = build_eval_index(
-            Path(tmp) / "index",
-            [(d, "", t) for d, t in paragraphs],
-            language,
-            vectors,
-            embedder.dimension,
-        )
-        try:
-            searcher = Searcher(index, embedder)
-            flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
-            questions = [(qa, True) for qa in answerable] + [(qa, False) for qa in unanswerable]
-            for i, (qa, is_answerable) in enumerate(questions):
-                result = searcher.search(qa.question, flt, k=settings.k)
-                semantic = result.vector_weight > 0
-                ex = extract_answer(
-                    qa.question,
-                    result.language,
-                    result.hits,
-                    embedder,
-                    use_semantic=semantic,
-                    settings=open_settings,
+    with _paragraph_search(paragraphs, language, embedder, cache_dir, progress) as (searcher, flt):
+        questions = [(qa, True) for qa in answerable] + [(qa, False) for qa in unanswerable]
+        for i, (qa, is_answerable) in enumerate(questions):
+            result = searcher.search(qa.question, flt, k=settings.k)
+            semantic = result.vector_weight > 0
+            ex = extract_answer(
+                qa.question,
+                result.language,
+                result.hits,
+                embedder,
+                use_semantic=semantic,
+                settings=open_settings,
+            )
+            if ex.top is None:
+                rows.append(CalibrationRow(semantic, is_answerable, 0.0, 0.0, 0.0, 0.0))
+                continue
+            pred = _CITE.sub("", ex.text)
+            f1 = max(token_f1(pred, g) for g in qa.answers) if is_answerable else 0.0
+            rows.append(
+                CalibrationRow(
+                    semantic,
+                    is_answerable,
+                    ex.top.score,
+                    ex.top.lexical,
+                    ex.top.semantic,
+                    f1,
                 )
-                if ex.top is None:
-                    rows.append(CalibrationRow(semantic, is_answerable, 0.0, 0.0, 0.0, 0.0))
-                    continue
-                pred = _CITE.sub("", ex.text)
-                f1 = max(token_f1(pred, g) for g in qa.answers) if is_answerable else 0.0
-                rows.append(
-                    CalibrationRow(
-                        semantic,
-                        is_answerable,
-                        ex.top.score,
-                        ex.top.lexical,
-                        ex.top.semantic,
-                        f1,
-                    )
-                )
-                if progress and i % 50 == 0:
-                    progress(i + 1, len(questions), f"{language} calibration")
-        finally:
-            index.close()
+            )
+            if progress and i % 50 == 0:
+                progress(i + 1, len(questions), f"{language} calibration")
     return rows
