@@ -177,15 +177,20 @@ def sync_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
 @router.get("/sources", tags=["sources"])
 async def sources(ident: Ident, st: State) -> dict[str, Any]:
     """Configured sources; document counts and sync reports for administrators only."""
+    return {"sources": source_rows(st, ident)}
+
+
+def source_rows(st: AppState, ident: Identity) -> list[dict[str, Any]]:
+    """Name and kind of every source; counts and the last sync only for administrators."""
     ws = st.governed.ws
-    out = []
+    rows = []
     for src in ws.config.sources:
-        item: dict[str, Any] = {"name": src.name, "kind": src.kind}
+        row: dict[str, Any] = {"name": src.name, "kind": src.kind}
         if ident.principal.is_admin:
-            item["counts"] = ws.state.counts(src.name)
-            item["last_sync"] = sync_summary(ws.state.last_report(src.name))
-        out.append(item)
-    return {"sources": out}
+            row["counts"] = ws.state.counts(src.name)
+            row["last_sync"] = sync_summary(ws.state.last_report(src.name))
+        rows.append(row)
+    return rows
 
 
 @router.get("/endpoints", tags=["endpoints"])

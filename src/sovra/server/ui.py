@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
-from sovra.server.api import AskRequest, ask_once, sync_summary
+from sovra.server.api import AskRequest, ask_once, source_rows
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
 from sovra.server.deps import AppState, app_state, client_address, optional_identity
 from sovra.server.policy_check import (
@@ -305,15 +305,7 @@ async def receipt_page(index: int, request: Request, st: State, ident: MaybeIden
 @router.get("/sources")
 async def sources_page(request: Request, st: State, ident: MaybeIdent) -> Response:
     who = signed_in(request, ident)
-    ws = st.governed.ws
-    rows = []
-    for src in ws.config.sources:
-        row: dict[str, Any] = {"name": src.name, "kind": src.kind}
-        if who.principal.is_admin:
-            row["counts"] = ws.state.counts(src.name)
-            row["last_sync"] = sync_summary(ws.state.last_report(src.name))
-        rows.append(row)
-    return page(request, "sources.html", who, sources=rows)
+    return page(request, "sources.html", who, sources=source_rows(st, who))
 
 
 @router.get("/admin/audit")
