@@ -47,6 +47,7 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src
+	$(BIN)/lint-imports --no-cache   # the layers of docs/architecture.md (.importlinter)
 
 unit: install
 	$(BIN)/pytest -q -x

@@ -1,4 +1,4 @@
-"""Audit log benchmark (issue 5 targets) with a naive-recompute reference beside each number.
+"""Audit log benchmark with a naive-recompute reference beside each number.
 
     .venv/bin/python -m bench.bench_audit [--entries 1000000] [--quick]
 

@@ -1,4 +1,4 @@
-"""Ingest throughput on the sample company data (issue 3 §6).
+"""Ingest throughput on the sample company data.
 
 Targets: BM25-only ingest ≥ 5,000 docs/s; full pipeline (parse → language → chunk → embed →
 index → state) ≥ 80% of the bare model's encode throughput on the very same chunk texts;

@@ -1,4 +1,4 @@
-"""Server under load (issue 7 §6): locust against `sovra serve` on loopback.
+"""Server under load: locust against `sovra serve` on loopback.
 
 Builds a site from the sample company (all etcd-operator runbooks plus a few handbook pages,
 synced with the real MiniLM model and the demo permission rules), starts the server in a child

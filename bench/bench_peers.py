@@ -85,8 +85,8 @@ WARMUP = 25
 
 
 def _collections_module() -> Any:
-    """sovra.govern.collections, loaded from its file so the peers venv needs no sovra."""
-    path = ROOT / "src" / "sovra" / "govern" / "collections.py"
+    """sovra.evals.collections, loaded from its file so the peers venv needs no sovra."""
+    path = ROOT / "src" / "sovra" / "evals" / "collections.py"
     spec = importlib.util.spec_from_file_location("_sovra_collections", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""PII detection quality, sovra vs Presidio's default configuration (issue 6 §3).
+"""PII detection quality, sovra vs Presidio's default configuration.
 
 Generates the seeded labelled set of `sovra eval pii` (7 faker locales × `--per-locale`
 texts, half prose, half ticket-like, identifiers with valid check digits plus look-alike
@@ -19,8 +19,8 @@ import platform
 import time
 from pathlib import Path
 
+from sovra.evals.pii_eval import evaluate, generate, presidio_default_predict, sovra_predict
 from sovra.policy.pii import ENTITIES
-from sovra.policy.pii_eval import evaluate, generate, presidio_default_predict, sovra_predict
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pii.json"
 

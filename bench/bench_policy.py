@@ -1,4 +1,4 @@
-"""Policy decision latency (issue 6 §1; target p50 ≤ 0.5 ms per decision).
+"""Policy decision latency (target p50 ≤ 0.5 ms per decision).
 
 Three measurements on the shipped default policy set, each after a warm-up:
 

@@ -117,7 +117,7 @@ class SearchConfig(_Strict):
 
 
 class EndpointConfig(_Strict):
-    """A model service answers may be sent to (DESIGN §2 Endpoint).
+    """A model service answers may be sent to (docs/concepts.md, "Endpoint").
 
     `embedded` runs a registered GGUF model in-process (`model` names it in `sovra model list`);
     `openai` talks to any OpenAI-compatible server at `base_url`. Credentials are referenced by

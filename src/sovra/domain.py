@@ -1,4 +1,4 @@
-"""The shared vocabulary of sovra (DESIGN.md §2) as typed values; no I/O here."""
+"""The shared vocabulary of sovra (docs/concepts.md) as typed values; no I/O here."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 PUBLIC = "public"
 """Access string that every principal holds."""
@@ -163,6 +164,30 @@ class Chunk:
     end: int = 0
     modified_at: datetime | None = None
     embedding: Sequence[float] | None = None
+
+
+SearchMode = Literal["hybrid", "text", "vector"]
+
+
+@dataclass(frozen=True)
+class QueryOptions:
+    """How a question is narrowed and answered: one object for search and ask on every surface
+    (CLI, REST, OpenAI API, MCP, web UI, workflow steps).
+
+    Every field only ever narrows what the principal may read; none widens it. `k` is the number
+    of search results (answers use the configured `[answer] k`); `endpoint` and `extractive`
+    apply to answers only.
+    """
+
+    k: int = 10
+    mode: SearchMode = "hybrid"
+    sources: tuple[str, ...] | None = None
+    language: str | None = None
+    max_classification: str | None = None
+    modified_after: datetime | None = None
+    modified_before: datetime | None = None
+    endpoint: str | None = None
+    extractive: bool = False
 
 
 @dataclass(frozen=True)

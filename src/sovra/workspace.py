@@ -1,31 +1,53 @@
-"""Opens the data directory and wires the components together — the only module that does.
+"""Opens the data directory, wires the components together — the only module that does — and
+offers the one permission path every surface uses.
 
 Everything stateful lives under `config.home` (default `./sovra-data`, or `SOVRA_HOME`):
-`directory.json` (users/groups), `index/` (search index), `state.db` (sync state).
+`directory.json` (users/groups), `index/` (search index), `state.db` (sync state), the audit
+log, `feedback.sqlite`, the workflow stores. The principal-taking operations (`search`, `ask`,
+`document`, `feedback`, `flows`) are the only way a question reaches the index: the CLI, the
+server's REST/OpenAI/MCP/web routes and workflow steps all call them with a Principal and one
+`QueryOptions`, so the permission filter and the audit record are built in one place.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sovra.audit import AuditLog
+    from sovra.flows.base import ActionAdapter
+    from sovra.flows.service import Flows
     from sovra.ingest import ProgressCallback, StateStore, SyncReport
+    from sovra.models.generation import Generator
+    from sovra.policy.pii import PiiDetector
+    from sovra.policy.redact import Pseudonyms
+    from sovra.policy.router import Router
 
 from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
+from sovra.answer.feedback import Feedback, FeedbackStore
 from sovra.answer.routing import config_choice
-from sovra.config import Config, ConfigError, SourceConfig
+from sovra.audit import AuditError, AuditLog
+from sovra.audit.keys import KEY_ENV
+from sovra.audit.log import RETENTION_ENV, SCHEMA_ENV, URL_ENV
+from sovra.config import Config, ConfigError, EndpointConfig, SourceConfig
 from sovra.directory import Directory, DirectoryError
-from sovra.domain import Chunk, DomainError, Principal, SearchFilter, content_hash
+from sovra.domain import (
+    Chunk,
+    DomainError,
+    Principal,
+    QueryOptions,
+    SearchFilter,
+    as_utc,
+    content_hash,
+)
 from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.models.embedding import SentenceTransformerEmbedder
 from sovra.search import FusionSettings, Searcher, SearchResult
-from sovra.search.hybrid import Mode
 
 
 def directory_for(config: Config) -> Directory:
@@ -44,6 +66,109 @@ def embedder_for(config: Config) -> SentenceTransformerEmbedder:
     )
 
 
+@dataclass(frozen=True)
+class DocumentView:
+    """The chunks of one document that a principal may read, in order."""
+
+    id: str
+    source: str
+    title: str
+    uri: str
+    language: str
+    classification: str
+    chunks: list[Chunk]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "title": self.title,
+            "uri": self.uri,
+            "language": self.language,
+            "classification": self.classification,
+            "chunks": [
+                {
+                    "id": c.id,
+                    "position": c.position,
+                    "heading_path": list(c.heading_path),
+                    "text": c.text,
+                    "start": c.start,
+                    "end": c.end,
+                }
+                for c in self.chunks
+            ],
+        }
+
+
+# -- construction from the config -----------------------------------------------------------
+
+
+def open_audit_log(config: Config, *, read_only: bool = False) -> AuditLog:
+    """Open the log the way sovra.toml's `[audit]` table says; `SOVRA_AUDIT_*` variables win."""
+    settings = config.audit
+    url = os.environ.get(URL_ENV) or None
+    if url is None and settings.database_url_env:
+        url = os.environ.get(settings.database_url_env) or None
+        if url is None:
+            raise AuditError(
+                f"[audit] database_url_env names ${settings.database_url_env}, which is not set; "
+                "export the PostgreSQL URL in it, or remove database_url_env to keep the log "
+                "in the data directory"
+            )
+    key_path = None
+    if settings.key_path is not None and not os.environ.get(KEY_ENV):
+        key_path = config.resolve(settings.key_path)
+    return AuditLog.open(
+        config.home,
+        url,
+        key_path=key_path,
+        retention_days=None if os.environ.get(RETENTION_ENV) else settings.retention_days,
+        schema=os.environ.get(SCHEMA_ENV) or settings.pg_schema,
+        read_only=read_only,
+    )
+
+
+def generator_for(
+    endpoint: EndpointConfig,
+    home: Path,
+    *,
+    registered: Sequence[EndpointConfig] | None = None,
+    airgap: bool = False,
+) -> Generator:
+    """The backend an `[[endpoints]]` entry describes; checksums verified for local models.
+
+    `registered`: the endpoints the egress guard allows (default: this one alone, which is all
+    this generator needs). `airgap`: the config's `[egress] airgap`.
+    """
+    from sovra.egress import EgressGuard, openai_http_client
+    from sovra.models.registry import open_generator
+
+    if endpoint.kind != "openai":
+        return open_generator(endpoint, home)
+    guard = EgressGuard(registered if registered is not None else [endpoint], airgap=airgap)
+    return open_generator(endpoint, home, http_client=openai_http_client(guard))
+
+
+def adapters_for(config: Config, home: Path) -> dict[str, ActionAdapter]:
+    """Every action adapter, by name, storing its state under `home`."""
+    from sovra.flows.actions import DeliveryLedger, EmailAction, TicketStore, WebhookAction
+
+    ledger = DeliveryLedger(home / "action-ledger.db")
+    adapters: list[ActionAdapter] = [
+        TicketStore(home / "tickets.db"),
+        WebhookAction(ledger, config.flows.webhook_hosts, airgap=config.egress.airgap),
+        EmailAction(ledger, config.flows.smtp, base_dir=config.base_dir),
+    ]
+    return {a.name: a for a in adapters}
+
+
+def open_flows(config: Config, **kwargs: Any) -> Flows:
+    """A workflow service on its own workspace (closed with it): for the CLI and tests."""
+    from sovra.flows.service import Flows
+
+    return Flows(config, Workspace.open(config), owns_host=True, **kwargs)
+
+
 class Workspace:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -53,6 +178,8 @@ class Workspace:
         self._index: Index | None = None
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None
+        self._feedback: FeedbackStore | None = None
+        self._generators: dict[str, Generator] = {}
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
@@ -88,10 +215,14 @@ class Workspace:
     @property
     def audit(self) -> AuditLog:
         if self._audit is None:
-            from sovra.audit import open_audit_log
-
             self._audit = open_audit_log(self.config)
         return self._audit
+
+    @property
+    def feedback_store(self) -> FeedbackStore:
+        if self._feedback is None:
+            self._feedback = FeedbackStore.in_home(self.home)
+        return self._feedback
 
     def record(
         self,
@@ -199,9 +330,52 @@ class Workspace:
         return Answerer(
             self.searcher(),
             self.embedder,
-            config_choice(self.config, self.home, self._log_decision),
+            config_choice(
+                self.config,
+                router=self.router,
+                load_generator=self.generator,
+                pseudonymise=self.pseudonymise,
+                on_decision=self._log_decision,
+            ),
             settings,
         )
+
+    @property
+    def detector(self) -> PiiDetector:
+        """The one PII detector: the router's scan and the redactor use it alike."""
+        from sovra.policy.wiring import detector_for
+
+        return detector_for(self.config)
+
+    def router(self) -> Router:
+        """A router on the current policies (read anew, so an edited policy applies at once)."""
+        from sovra.policy.wiring import router_for
+
+        c = self.config
+        return router_for(
+            c,
+            self.home,
+            preference=c.routing.preference,
+            categories=c.routing.categories,
+            scan_pii=c.routing.pii_scan,
+            legal_basis={e.name: e.legal_basis for e in c.endpoints if e.legal_basis},
+            detector=self.detector if c.routing.pii_scan else None,
+        )
+
+    def pseudonymise(self, texts: Sequence[str]) -> tuple[list[str], Pseudonyms]:
+        from sovra.policy.wiring import protect_texts
+
+        return protect_texts(texts, self.detector)
+
+    def generator(self, endpoint: EndpointConfig) -> Generator:
+        """The endpoint's generator, loaded once per workspace. Its egress guard allows this
+        endpoint's destination alone and, in air-gap mode, re-checks at send time that it is
+        local: the router's decision is not the only line of defence."""
+        gen = self._generators.get(endpoint.name)
+        if gen is None:
+            gen = generator_for(endpoint, self.home, airgap=self.config.egress.airgap)
+            self._generators[endpoint.name] = gen
+        return gen
 
     def _log_decision(self, principal: Principal, decision: object, hits: Sequence[Any]) -> None:
         """Every routing decision (allow or refuse) goes to the audit log with its policy ids."""
@@ -215,22 +389,53 @@ class Workspace:
         )
         self.audit.append(event)
 
+    # -- the permission path -----------------------------------------------------------------
+    # Every surface (CLI, REST, OpenAI API, MCP, web UI, workflow steps) asks through these
+    # methods with a Principal and one QueryOptions; none builds a filter or an audit record
+    # of its own.
+
+    def principal_for(self, user_id: str, action: str, text: str) -> Principal:
+        """The directory's principal for `user_id`, resolved now so that a revoked membership
+        applies at once; an unknown user is denied, and the denial is logged."""
+        try:
+            return self.principal(user_id)
+        except DirectoryError:
+            self.record(
+                user_id,
+                action,
+                [],
+                decision="deny",
+                outcome="unknown_principal",
+                details={"query_sha256": content_hash(text)},
+            )
+            raise
+
+    def filter_for_options(self, principal: Principal, options: QueryOptions) -> SearchFilter:
+        """The principal's filter narrowed by the options (sources, classification, dates)."""
+        flt = self.filter_for(
+            principal, options.sources, max_classification=options.max_classification
+        )
+        if options.modified_after is not None or options.modified_before is not None:
+            # Applied inside the index like the access filter (a chunk without a time is out).
+            flt = replace(
+                flt,
+                modified_after=as_utc(options.modified_after) if options.modified_after else None,
+                modified_before=(
+                    as_utc(options.modified_before) if options.modified_before else None
+                ),
+            )
+        return flt
+
     def search(
-        self,
-        query: str,
-        user_id: str,
-        *,
-        k: int = 10,
-        mode: Mode = "hybrid",
-        sources: Sequence[str] | None = None,
-        language: str | None = None,
-        max_classification: str | None = None,
+        self, principal: Principal, query: str, options: QueryOptions | None = None
     ) -> SearchResult:
-        # Resolve the principal on every query so a revoked membership applies immediately.
-        principal = self._principal_or_log(user_id, "search", query)
-        flt = self.filter_for(principal, sources, max_classification=max_classification)
-        result = self.searcher().search(query, flt, k=k, mode=mode, language=language)
-        self.record_search(principal, query, result, k=k)
+        """The chunks `principal` may read that match `query`, logged with a receipt."""
+        options = options or QueryOptions()
+        flt = self.filter_for_options(principal, options)
+        result = self.searcher().search(
+            query, flt, k=options.k, mode=options.mode, language=options.language
+        )
+        self.record_search(principal, query, result, k=options.k)
         return result
 
     def record_search(
@@ -245,41 +450,92 @@ class Workspace:
             personal={"query": query},
         )
 
-    def _principal_or_log(self, user_id: str, action: str, text: str) -> Principal:
-        """Resolve the user; an unknown user is denied, and the denial is logged."""
-        try:
-            return self.principal(user_id)
-        except DirectoryError:
-            self.record(
-                user_id,
-                action,
-                [],
-                decision="deny",
-                outcome="unknown_principal",
-                details={"query_sha256": content_hash(text)},
-            )
-            raise
-
     def ask(
-        self,
-        question: str,
-        user_id: str,
-        *,
-        endpoint: str | None = None,
-        extractive: bool = False,
-        sources: Sequence[str] | None = None,
-        max_classification: str | None = None,
+        self, principal: Principal, question: str, options: QueryOptions | None = None
     ) -> Iterator[AnswerEvent]:
-        """Stream an answer for `user_id` (text deltas, then the final Answer), optionally from
-        fewer documents than the user may read (some sources, up to a classification)."""
-        principal = self._principal_or_log(user_id, "ask", question)
-        flt = self.filter_for(principal, sources, max_classification=max_classification)
+        """Stream an answer for `principal` (text deltas, then the final Answer with its
+        receipt), from the documents it may read narrowed by the options."""
+        options = options or QueryOptions()
+        flt = self.filter_for_options(principal, options)
         for event in self.answerer().stream(
-            question, flt, principal=principal, endpoint=endpoint, extractive=extractive
+            question,
+            flt,
+            principal=principal,
+            endpoint=options.endpoint,
+            extractive=options.extractive,
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
             yield event
+
+    def document(self, principal: Principal, document_id: str) -> DocumentView | None:
+        """The readable chunks of a document, or None — the same None whether the document
+        does not exist or the principal may not read it."""
+        flt = self.filter_for(principal)
+        chunks = [c for c in self.index.chunks_of(document_id) if flt.admits(c)]
+        if not chunks:
+            return None
+        chunks.sort(key=lambda c: c.position)
+        self.record(
+            principal.id,
+            "read",
+            chunks,
+            details={"document_sha256": content_hash(document_id)},
+        )
+        first = chunks[0]
+        return DocumentView(
+            document_id,
+            first.source,
+            first.title,
+            first.uri,
+            first.language,
+            first.classification,
+            chunks,
+        )
+
+    def own_event(self, principal: Principal, index: int) -> dict[str, Any] | None:
+        """The audit entry at `index` if `principal` may see it (its actor, or an admin)."""
+        if index < 0 or index >= self.audit.size:
+            return None
+        ev = next(self.audit.events(start=index), None)
+        if ev is None or ev.index != index:
+            return None
+        if not principal.is_admin and ev.view.get("actor") != f"user:{principal.id}":
+            return None
+        view: dict[str, Any] = ev.view
+        return view
+
+    def feedback(
+        self, principal: Principal, answer_index: int, rating: str, comment: str = ""
+    ) -> Feedback | None:
+        """Store and log a rating of one of the principal's own answers (by the index of its
+        receipt); None — as for a missing answer — when the entry is not its own answer."""
+        view = self.own_event(principal, answer_index)
+        if (
+            view is None
+            or view.get("action") != "ask"
+            or view.get("actor") != f"user:{principal.id}"
+        ):
+            return None
+        feedback_id = self.feedback_store.add(principal.id, answer_index, rating, comment)
+        receipt = self.record(
+            principal.id,
+            "feedback",
+            [],
+            details={"answer_index": answer_index, "rating": rating},
+            personal={"comment": comment},
+        )
+        return Feedback(feedback_id, receipt)
+
+    def action_adapters(self) -> dict[str, ActionAdapter]:
+        return adapters_for(self.config, self.home)
+
+    def flows(self, **kwargs: Any) -> Flows:
+        """The workflow service acting through this workspace (its runs search and draft
+        through the same permission path); close it when done."""
+        from sovra.flows.service import Flows
+
+        return Flows(self.config, self, **kwargs)
 
     def finish_answer(self, principal: Principal, question: str, answer: Answer) -> None:
         """Account a generated answer's usage, log the answer and attach its receipt."""
@@ -334,3 +590,6 @@ class Workspace:
         if self._audit is not None:
             self._audit.close()
             self._audit = None
+        if self._feedback is not None:
+            self._feedback.close()
+            self._feedback = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sovra.govern.answer_eval import (
+from sovra.evals.answer_eval import (
     QA,
     CalibrationRow,
     choose_threshold,

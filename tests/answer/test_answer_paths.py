@@ -19,6 +19,7 @@ import pytest
 from answer_site import CERT_EXPIRY, DISK_PRESSURE, RESTRICTED_SOURCE, make_site, open_workspace
 
 from sovra.answer import NOT_FOUND, Answer, Answerer, AnswerSettings, EndpointInfo, GenerationChoice
+from sovra.domain import QueryOptions
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError, GenerationStats, Message
 from sovra.models.registry import ModelRegistry
@@ -108,7 +109,8 @@ def without_leave(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspac
 
 def ask(ws: Workspace, question: str, user: str, **kw: Any) -> Answer:
     final = None
-    for event in ws.ask(question, user, **kw):
+    options = QueryOptions(**kw)
+    for event in ws.ask(ws.principal_for(user, "ask", question), question, options):
         final = event.answer or final
     assert final is not None
     return final

@@ -33,7 +33,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
 
 def ask(ws: Workspace, question: str, user: str = "alice") -> Answer:
     final = None
-    for event in ws.ask(question, user):
+    for event in ws.ask(ws.principal_for(user, "ask", question), question):
         final = event.answer or final
     assert final is not None
     return final

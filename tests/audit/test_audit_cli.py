@@ -14,11 +14,11 @@ import typer
 from audit_helpers import LogFactory, make_event
 from typer.testing import CliRunner
 
-from sovra import clikit
 from sovra.audit import AuditLog, verify_receipt
-from sovra.audit.cli import app, erase_command
 from sovra.audit.note import NoteSigner
-from sovra.clikit import CliState
+from sovra.cli import kit as clikit
+from sovra.cli.audit import app, erase_command
+from sovra.cli.kit import CliState
 
 root = typer.Typer()
 

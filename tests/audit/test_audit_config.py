@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sovra.audit import AuditError, AuditEvent, open_audit_log
+from sovra.audit import AuditError, AuditEvent
 from sovra.config import ConfigError, load_config
+from sovra.workspace import open_audit_log
 
 
 def _config(tmp_path: Path, audit_table: str) -> Path:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from flows_support import TICKET, adapters, classifiers, config
 
-from sovra.flows.service import Flows
+from sovra.workspace import open_flows
 
 
 def _crash_after_opening_approvals() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         _crash_after_opening_approvals()
     tmp, cmd, *args = sys.argv[1:]
     site = Path(tmp)
-    flows = Flows(config(site), adapters=adapters(site), classifiers=classifiers())
+    flows = open_flows(config(site), adapters=adapters(site), classifiers=classifiers())
     try:
         if cmd == "start":
             run = flows.start("ticket", {**TICKET, "impact": int(args[0])}, "bob")

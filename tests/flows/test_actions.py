@@ -18,15 +18,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from sovra.config import Config, FlowsConfig, SmtpConfig
+from sovra.egress import EgressDenied, EgressGuard
 from sovra.flows.actions import (
     DeliveryLedger,
     EmailAction,
     TicketStore,
     WebhookAction,
-    adapters_for,
 )
 from sovra.flows.base import ActionAdapter, ActionError
-from sovra.policy.egress import EgressDenied, EgressGuard
+from sovra.workspace import adapters_for
 
 # -- servers ----------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
+from sovra.cli.classifiers import classifier_app
+from sovra.cli.kit import CliState
 from sovra.flows.base import Classifier, FlowError
 from sovra.flows.classify import (
     ZeroShotClassifier,
@@ -25,7 +26,6 @@ from sovra.flows.classify import (
     stratified_split,
     train_classifier,
 )
-from sovra.flows.classify_cli import classifier_app
 
 # A small, learnable labelled history: each label has its own vocabulary plus shared noise.
 VOCAB = {

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flows_support import TICKET, adapters, calls, classifiers, config, effects, make_site
 
-from sovra.flows.service import Flows
+from sovra.workspace import open_flows
 
 PROC = Path(__file__).with_name("proc.py")
 
@@ -63,7 +63,7 @@ def test_kill_9_around_an_action_then_resume_exactly_once(tmp_path: Path, point:
     assert [k for _, k, _ in effects(db, "mail")] == [f"{run['id']}:notify"]
     if point == "after":  # the adapter saw the key again and changed nothing
         assert calls(db, "store") == 2
-        with Flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
+        with open_flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
             update = flows.show(run["id"])["steps"][3]
         assert update["output"]["replayed"] is True
 
@@ -73,12 +73,14 @@ def test_approval_while_the_killed_segment_is_still_pending(tmp_path: Path) -> N
     decides before anything recovered. The replayed old segment must not reopen the approval."""
     make_site(tmp_path)
     _killed(tmp_path, "start", "3", crash="approval:after")
-    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+    with open_flows(
+        config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
+    ) as flows:
         (run,) = flows.runs()
         assert run.status == "waiting_approval"
     done = _ok(tmp_path, "approve", run.id)
     assert done["status"] == "completed"
-    with Flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
+    with open_flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
         steps = {s["id"]: s for s in flows.show(run.id)["steps"]}
     assert steps["approval"]["status"] == "done"
     assert steps["approval"]["output"] == {"approved": True, "approvers": ["erin"]}
@@ -99,7 +101,9 @@ def test_kill_9_from_outside_mid_step(tmp_path: Path) -> None:
     p.wait(timeout=30)
     assert len(effects(db, "store")) == 1 and effects(db, "mail") == []
 
-    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+    with open_flows(
+        config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
+    ) as flows:
         (run,) = flows.runs()
         assert run.status == "running"  # as the killed process left it
         flows.recover()
@@ -110,12 +114,16 @@ def test_kill_9_from_outside_mid_step(tmp_path: Path) -> None:
 def test_killed_between_approval_and_continuation(tmp_path: Path) -> None:
     """The vote is stored and the run marked running, but no DBOS segment was started."""
     make_site(tmp_path)
-    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+    with open_flows(
+        config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
+    ) as flows:
         run = flows.start("ticket", TICKET, "bob")
         flows.store.set_step(run.id, "approval", "done", {"approved": True, "approvers": ["erin"]})
         flows.store.update_approval(run.id, "approval", status="approved")
         flows.store.next_segment(run.id, 3)
-    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+    with open_flows(
+        config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
+    ) as flows:
         flows.recover()
         assert flows.run(run.id).status == "completed"
     assert len(effects(tmp_path / "effects.db")) == 2

@@ -24,7 +24,7 @@ from sovra.directory import DirectoryError
 from sovra.flows.approvals import ApprovalRefused
 from sovra.flows.base import FlowError, Prediction
 from sovra.flows.service import Flows
-from sovra.workspace import Workspace
+from sovra.workspace import Workspace, open_flows
 
 
 class Clock:
@@ -45,7 +45,7 @@ def _flows(site: Path, **kwargs: Any) -> Flows:
     kwargs.setdefault("adapters", adapters(site))
     kwargs.setdefault("classifiers", classifiers())
     kwargs.setdefault("sleep", lambda s: None)
-    return Flows(config(site), **kwargs)
+    return open_flows(config(site), **kwargs)
 
 
 @pytest.fixture

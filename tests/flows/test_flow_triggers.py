@@ -13,8 +13,8 @@ from flows_support import adapters, classifiers, config, make_site
 
 from sovra.flows.base import FlowError
 from sovra.flows.definition import DefinitionError, parse
-from sovra.flows.service import Flows
 from sovra.flows.triggers import Cron
+from sovra.workspace import open_flows
 
 
 def at(text: str) -> float:
@@ -88,7 +88,7 @@ def test_schedule_fires_once_per_due_minute(tmp_path: Path) -> None:
     make_site(tmp_path)
     (tmp_path / "data/workflows/nightly.yaml").write_text(SCHEDULED, encoding="utf-8")
     clock = Clock(at("2026-11-25T01:00:00"))
-    with Flows(config(tmp_path), clock=clock, adapters=adapters(tmp_path)) as flows:
+    with open_flows(config(tmp_path), clock=clock, adapters=adapters(tmp_path)) as flows:
         assert flows.fire_triggers() == ([], [])  # first tick only records the time
         clock.now = at("2026-11-25T01:59:00")
         assert flows.fire_triggers()[0] == []
@@ -121,7 +121,9 @@ def test_new_document_starts_a_run_per_new_document(tmp_path: Path) -> None:
     (tmp_path / "data/workflows/ondoc.yaml").write_text(ON_DOCUMENT, encoding="utf-8")
     index = FakeIndex()
     index.docs["tickets:1"] = "old"
-    with Flows(config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()) as flows:
+    with open_flows(
+        config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
+    ) as flows:
         flows.ws._index = index  # type: ignore[assignment]
         assert flows.fire_triggers() == ([], [])
         index.docs["tickets:2"] = "printer on fire"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sovra.ingest.language import detect_language, detect_languages, prose_sample
-from sovra.ingest.parse import ParseError, decode_text, parse_bytes, split_front_matter
+from sovra.sources.parse import ParseError, decode_text, parse_bytes, split_front_matter
 
 
 def test_markdown_front_matter_and_thematic_break() -> None:

@@ -8,11 +8,11 @@ import pytest
 from models_helpers import Reply, ScriptedServer, chunk_json, free_port
 
 from sovra.config import EndpointConfig
+from sovra.egress import EgressDenied, EgressGuard, openai_http_client
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError
-from sovra.models.loading import generator_for
 from sovra.models.openai_compat import EgressRefused, OpenAICompatibleGenerator
-from sovra.policy.egress import EgressDenied, EgressGuard, openai_http_client
+from sovra.workspace import generator_for
 
 MSGS = [{"role": "user", "content": "Say hello."}]
 

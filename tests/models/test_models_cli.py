@@ -10,8 +10,8 @@ import typer
 from models_helpers import write_gguf_header
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
-from sovra.models.cli import app as model_app
+from sovra.cli.kit import CliState
+from sovra.cli.models import app as model_app
 
 
 def make_root(config: Path) -> typer.Typer:

@@ -299,7 +299,7 @@ def test_socket_closed_mid_response() -> None:
 
 def test_egress_guard_client_is_used() -> None:
     from sovra.config import EndpointConfig
-    from sovra.policy.egress import EgressDenied, EgressGuard, openai_http_client
+    from sovra.egress import EgressDenied, EgressGuard, openai_http_client
 
     with ScriptedServer([Reply(sse=[chunk_json("allowed"), "[DONE]"])]) as srv:
         ep = EndpointConfig(name="reg", kind="openai", model="m", base_url=srv.url, max_retries=0)

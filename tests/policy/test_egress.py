@@ -20,13 +20,13 @@ import typer
 from policy_helpers import chunk, endpoint, user
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
+from sovra.cli.doctor import OFFLINE_ENV, _component, doctor_command, run_checks
+from sovra.cli.endpoints import endpoint_app
+from sovra.cli.kit import CliState
 from sovra.config import load_config
 from sovra.domain import ClassificationScale
+from sovra.egress import EgressDenied, EgressGuard, guarded_client, openai_http_client
 from sovra.policy import PolicyEngine, Router
-from sovra.policy.cli import doctor_command, endpoint_app
-from sovra.policy.doctor import OFFLINE_ENV, _component, run_checks
-from sovra.policy.egress import EgressDenied, EgressGuard, guarded_client, openai_http_client
 
 
 class RecordingServer(ThreadingHTTPServer):
@@ -114,7 +114,7 @@ def test_airgap_allows_only_on_prem_local_addresses() -> None:
 def test_foreign_endpoint_never_receives_confidential_data(
     servers: list[RecordingServer],
 ) -> None:
-    """Issue 6 §4: a fake foreign endpoint on loopback; every call goes router → egress."""
+    """A fake foreign endpoint on loopback; every call goes router → egress."""
     local_srv, foreign_srv = servers
     local = endpoint(
         "local",
@@ -292,7 +292,7 @@ NAMESPACE_SCRIPT = """
 import json, os, sys
 from pathlib import Path
 from sovra.config import load_config
-from sovra.policy.doctor import OFFLINE_ENV, run_checks
+from sovra.cli.doctor import OFFLINE_ENV, run_checks
 for v in OFFLINE_ENV:
     os.environ[v] = "1"
 config = load_config(Path(sys.argv[1]))

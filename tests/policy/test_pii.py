@@ -12,9 +12,7 @@ from hypothesis import strategies as st
 from policy_helpers import chunk, endpoint, user
 
 from sovra.domain import ClassificationScale
-from sovra.policy import PolicyEngine, Router, checksums
-from sovra.policy.pii import PiiDetector
-from sovra.policy.pii_eval import (
+from sovra.evals.pii_eval import (
     Sample,
     Span,
     evaluate,
@@ -28,6 +26,8 @@ from sovra.policy.pii_eval import (
     make_steuer_id,
     make_vat,
 )
+from sovra.policy import PolicyEngine, Router, checksums
+from sovra.policy.pii import PiiDetector
 from sovra.policy.redact import Redactor
 
 VALID = {
@@ -272,7 +272,7 @@ def test_eval_pii_command(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from sovra.policy.cli import pii_eval_command
+    from sovra.cli.evals import eval_pii as pii_eval_command
 
     app = typer.Typer()
     app.command("pii")(pii_eval_command)
@@ -351,14 +351,15 @@ def test_configured_ner_models_reach_the_router_scan_and_the_redactor(tmp_path: 
     toml = tmp_path / "sovra.toml"
     toml.write_text('[workspace]\nhome = "data"\n[routing]\nner_models = ["models/fr"]\n')
     text = "Merci de rappeler Marie Dupont."
-    try:
-        router = wiring.router_for(load_config(toml))
-        assert router.pii_scan is not None and router.pii_scan([text])
-        sent, mapping = wiring.protect_texts([text])
-        assert sent == ["Merci de rappeler <PERSON_1>."]
-        assert Redactor.restore(sent[0], mapping) == text
-    finally:
-        plain = tmp_path / "plain.toml"
-        plain.write_text('[workspace]\nhome = "data"\n')
-        wiring.router_for(load_config(plain))
-    assert not wiring.shared_detector().contains_pii(text)
+    config = load_config(toml)
+    detector = wiring.detector_for(config)
+    router = wiring.router_for(config, detector=detector)
+    assert router.pii_scan is not None and router.pii_scan([text])
+    sent, mapping = wiring.protect_texts([text], detector)
+    assert sent == ["Merci de rappeler <PERSON_1>."]
+    assert Redactor.restore(sent[0], mapping) == text
+    # Another configuration's detector is another detector: no state leaks between them.
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[workspace]\nhome = "data"\n')
+    assert not wiring.detector_for(load_config(plain)).contains_pii([text])
+    assert wiring.detector_for(config).contains_pii([text])

@@ -10,9 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
+from sovra.cli.endpoints import endpoint_app
+from sovra.cli.kit import CliState
+from sovra.cli.policy import policy_app
 from sovra.directory import Directory
-from sovra.policy.cli import endpoint_app, policy_app
 
 root = typer.Typer()
 

@@ -182,7 +182,7 @@ def test_question_text_is_scanned_too() -> None:
 
 
 def test_demo_done_criteria(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 6 'Done': runbooks → on-prem; confidential tickets with only a regional cloud
+    """Runbooks → on-prem; confidential tickets with only a regional cloud
     endpoint → redacted, or refused with the rule named; each decision in the audit log."""
     for var in ("SOVRA_AUDIT_URL", "SOVRA_AUDIT_KEY", "SOVRA_AUDIT_SCHEMA"):
         monkeypatch.delenv(var, raising=False)
@@ -256,7 +256,8 @@ def test_plain_policy_decisions_are_audit_events(
 
 def test_router_for_config_and_protect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sovra.config import parse_config
-    from sovra.policy.wiring import DEMO_CATEGORIES, protect, router_for
+    from sovra.policy.redact import Redactor
+    from sovra.policy.wiring import DEMO_CATEGORIES, detector_for, protect, router_for
 
     monkeypatch.delenv("SOVRA_HOME", raising=False)
     config = parse_config(
@@ -284,10 +285,12 @@ def test_router_for_config_and_protect(tmp_path: Path, monkeypatch: pytest.Monke
         },
         tmp_path,
     )
-    router = router_for(config, categories=DEMO_CATEGORIES)
+    detector = detector_for(config)
+    redactor = Redactor(detector)
+    router = router_for(config, categories=DEMO_CATEGORIES, detector=detector)
     runbook = router.decide(user("alice"), [chunk("internal")])
     assert runbook.chosen is not None and runbook.chosen.name == "local"
-    assert protect(runbook, ["q", "text"]) == (["q", "text"], None)
+    assert protect(runbook, ["q", "text"], redactor) == (["q", "text"], None)
     ticket = chunk(
         "confidential",
         source="tickets",
@@ -296,12 +299,12 @@ def test_router_for_config_and_protect(tmp_path: Path, monkeypatch: pytest.Monke
     )
     decision = router.decide(user("bob"), [ticket], question="Who called?")
     assert decision.chosen is not None and decision.chosen.name == "eu" and decision.redact
-    sent, mapping = protect(decision, ["Who called?", ticket.text])
+    sent, mapping = protect(decision, ["Who called?", ticket.text], redactor)
     assert sent == ["Who called?", "Caller BSN <NL_BSN_1> cannot log in."]
     assert mapping is not None and mapping.originals == {"<NL_BSN_1>": "111222333"}
     refused = router.decide(user("bob"), [chunk("restricted")])
     with pytest.raises(ValueError, match="nothing may be sent"):
-        protect(refused, ["x"])
+        protect(refused, ["x"], redactor)
 
 
 def test_airgap_mode_rejects_what_the_egress_guard_would_refuse() -> None:

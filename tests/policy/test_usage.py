@@ -12,8 +12,8 @@ import typer
 from policy_helpers import endpoint, user
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
-from sovra.policy.cli import parse_since, report_usage_command
+from sovra.cli.kit import CliState
+from sovra.cli.reports import parse_since, report_usage_command
 from sovra.policy.usage import ERASED, UsageLedger
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)

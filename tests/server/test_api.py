@@ -232,14 +232,16 @@ def test_invalid_unicode_is_422_not_500(client: TestClient, site: Site) -> None:
 
 
 def test_model_slot_released_when_a_stream_is_abandoned(workspace: Workspace) -> None:
-    from sovra.server.governed import Governed
+    from sovra.domain import QueryOptions
+    from sovra.server.slots import ModelSlots
 
-    governed = Governed(workspace, model_slots=1)
-    stream = governed.ask(workspace.principal("alice"), QUESTION, extractive=True)
+    slots = ModelSlots(workspace, model_slots=1)
+    options = QueryOptions(extractive=True)
+    stream = slots.stream(workspace.ask(workspace.principal("alice"), QUESTION, options))
     next(stream)  # the client reads one event, then disconnects
     stream.close()
-    assert governed._slots.acquire(blocking=False)  # the slot came back
-    governed._slots.release()
+    assert slots._slots.acquire(blocking=False)  # the slot came back
+    slots._slots.release()
 
 
 def test_ask_hands_the_principal_to_the_router(
@@ -247,8 +249,7 @@ def test_ask_hands_the_principal_to_the_router(
 ) -> None:
     """The answerer gets the asking Principal (the router decides and logs per principal, as
     for `sovra ask`); an OIDC principal's token groups reach it unchanged."""
-    from sovra.domain import Principal
-    from sovra.server.governed import Governed
+    from sovra.domain import Principal, QueryOptions
 
     real = workspace.answerer
     seen: dict[str, object] = {}
@@ -266,6 +267,6 @@ def test_ask_hands_the_principal_to_the_router(
 
     monkeypatch.setattr(workspace, "answerer", spying)
     olivia = Principal("olivia", frozenset({"staff", "sre"}))
-    events = list(Governed(workspace).ask(olivia, QUESTION, extractive=True))
+    events = list(workspace.ask(olivia, QUESTION, QueryOptions(extractive=True)))
     assert seen["principal"] == olivia
     assert events[-1].answer is not None and events[-1].answer.receipt

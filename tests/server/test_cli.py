@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sovra.clikit import CliState
+from sovra.cli import serve as server_cli
+from sovra.cli.kit import CliState
 from sovra.directory import Directory
-from sovra.server import cli as server_cli
 from sovra.server.accounts import AccountStore
 
 app = typer.Typer()

@@ -18,8 +18,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from server_helpers import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
-from sovra.server.governed import Governed
 from sovra.server.mcp_server import build_mcp, fixed_user
+from sovra.server.slots import ModelSlots
 from sovra.workspace import Workspace
 
 QUESTION = "what should I do when etcd database quota is low?"
@@ -39,7 +39,7 @@ async def calls(server: Any, user_calls: list[tuple[str, dict[str, Any]]]) -> li
 
 
 def as_user(workspace: Workspace, user: str) -> Any:
-    return build_mcp(Governed(workspace), fixed_user(lambda: workspace.principal(user)))
+    return build_mcp(ModelSlots(workspace), fixed_user(lambda: workspace.principal(user)))
 
 
 def test_tools_respect_the_users_permissions(workspace: Workspace) -> None:
@@ -71,7 +71,7 @@ def test_sovra_mcp_over_stdio(site: Site, tmp_path: Path) -> None:
     code = (
         "import typer, sys\n"
         "from sovra.cli import app\n"
-        "from sovra.server import cli as s\n"
+        "from sovra.cli import serve as s\n"
         "app.command('mcp')(s.mcp_command)\n"
         "app()\n"
     )

@@ -13,31 +13,37 @@ used when the asker named it explicitly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from sovra.answer.service import EXTRACTIVE, ChooseGeneration, EndpointInfo, GenerationChoice
+from sovra.answer.service import (
+    EXTRACTIVE,
+    ChooseGeneration,
+    EndpointInfo,
+    GenerationChoice,
+    Pseudonymise,
+)
 from sovra.config import Config, EndpointConfig
 from sovra.domain import Principal
 from sovra.models.generation import Generator
+from sovra.policy.router import Router
 from sovra.search.hybrid import SearchHit
 
 AUTO = "auto"
 OnDecision = Callable[[Principal, object, Sequence[SearchHit]], None]
 
 
-def _load(endpoint: EndpointConfig, home: Path, *, airgap: bool) -> Generator:
-    from sovra.models.loading import generator_for  # the model registry lives there
-
-    # The guard allows this endpoint's destination alone, and in air-gap mode re-checks at send
-    # time that it is local — the router's decision is not the only line of defence.
-    return generator_for(endpoint, home, airgap=airgap)
-
-
 def config_choice(
-    config: Config, home: Path, on_decision: OnDecision | None = None
+    config: Config,
+    *,
+    router: Callable[[], Router],
+    load_generator: Callable[[EndpointConfig], Generator],
+    pseudonymise: Pseudonymise,
+    on_decision: OnDecision | None = None,
 ) -> ChooseGeneration:
-    cache: dict[str, Generator] = {}
-    router = None
+    """The chooser for one answer, from the components the wiring module built: `router`
+    makes the router (policies are read when an answer needs them, so an edited policy applies
+    to the next answer), `load_generator` the endpoint's generator (with its egress guard),
+    `pseudonymise` the one PII detector's redaction that the router's scan agrees with."""
+    built: Router | None = None
 
     def choose(
         question: str,
@@ -46,7 +52,7 @@ def config_choice(
         requested: str | None,
         extractive: bool,
     ) -> GenerationChoice:
-        nonlocal router
+        nonlocal built
         name = requested if requested is not None else config.answer.endpoint
         if extractive or not name or not hits:
             return GenerationChoice(EXTRACTIVE, None)
@@ -54,18 +60,9 @@ def config_choice(
             config.endpoint(name)  # unknown endpoint → clear ConfigError
         if principal is None:
             return GenerationChoice(EXTRACTIVE, None, "endpoint_refused:no principal")
-        if router is None:
-            from sovra.policy.wiring import router_for
-
-            router = router_for(
-                config,
-                home,
-                preference=config.routing.preference,
-                categories=config.routing.categories,
-                scan_pii=config.routing.pii_scan,
-                legal_basis={e.name: e.legal_basis for e in config.endpoints if e.legal_basis},
-            )
-        decision = router.decide(
+        if built is None:
+            built = router()
+        decision = built.decide(
             principal,
             [h.chunk for h in hits],
             requested=None if name == AUTO else name,
@@ -81,9 +78,7 @@ def config_choice(
                 f"endpoint_refused:{decision.refusal}",
                 decision=decision.to_json(),
             )
-        if ep.name not in cache:
-            cache[ep.name] = _load(ep, home, airgap=config.egress.airgap)
-        gen = cache[ep.name]
+        gen = load_generator(ep)
         if not gen.instruction_tuned and requested is None:
             return GenerationChoice(
                 EXTRACTIVE,
@@ -95,6 +90,7 @@ def config_choice(
             EndpointInfo(ep.name, ep.jurisdiction, ep.hosting),
             gen,
             redact=decision.redact,
+            pseudonymise=pseudonymise if decision.redact else None,
             decision=decision.to_json(),
             endpoint_config=ep,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from sovra.answer.extractive import (
     ExtractiveSettings,
@@ -23,6 +24,9 @@ from sovra.domain import Principal, SearchFilter
 from sovra.models.base import Embedder
 from sovra.models.generation import Generator
 from sovra.search.hybrid import Searcher, SearchHit
+
+if TYPE_CHECKING:
+    from sovra.policy.redact import Pseudonyms
 
 
 @dataclass(frozen=True)
@@ -42,11 +46,14 @@ class GenerationChoice:
     generator: Generator | None  # None → extractive
     reason: str = ""
     redact: bool = False  # pseudonymise PII before anything is sent
+    pseudonymise: Pseudonymise | None = None  # how, with the router's own PII detector
     decision: dict[str, object] | None = None  # the router's record, as logged
     endpoint_config: object | None = None
 
 
 EXTRACTIVE = EndpointInfo("extractive")
+Pseudonymise = Callable[[Sequence[str]], tuple[list[str], "Pseudonyms"]]
+"""Texts sent together → their pseudonymised form and the mapping back (kept in process)."""
 ChooseGeneration = Callable[
     [str, Principal | None, Sequence[SearchHit], str | None, bool], GenerationChoice
 ]
@@ -207,9 +214,9 @@ class Answerer:
         if choice.redact:
             # Pseudonymise question and sources together so the same person or IBAN gets the
             # same placeholder everywhere; the originals stay in this process only.
-            from sovra.policy.wiring import protect_texts
-
-            texts, mapping = protect_texts([question, *(h.chunk.text for h in hits)])
+            if choice.pseudonymise is None:
+                raise RuntimeError("redaction required but no pseudonymiser was wired")
+            texts, mapping = choice.pseudonymise([question, *(h.chunk.text for h in hits)])
             question_sent = texts[0]
             hits = [
                 replace(h, chunk=replace(h.chunk, text=t))

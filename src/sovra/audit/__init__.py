@@ -1,4 +1,4 @@
-"""Signed, tamper-evident Merkle audit log (issue 5): events in, receipts out.
+"""Signed, tamper-evident Merkle audit log: events in, receipts out.
 
 The small stable surface the rest of sovra uses:
 
@@ -15,7 +15,6 @@ from sovra.audit.log import (
     AuditError,
     AuditLog,
     LoggedEvent,
-    open_audit_log,
 )
 from sovra.audit.receipt import (
     Receipt,
@@ -36,7 +35,6 @@ __all__ = [
     "ResourceRef",
     "VerifiedReceipt",
     "VerifyReport",
-    "open_audit_log",
     "verify_checkpoint_update",
     "verify_receipt",
 ]

@@ -43,7 +43,7 @@ class ResourceRef(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    """One decision or effect (DESIGN §2). `details` must not hold personal data: put that in
+    """One decision or effect (docs/concepts.md). `details` must not hold personal data: put that in
     `personal` and name the `subject` it belongs to."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sovra.audit.check import VerifyReport, verify_store
 from sovra.audit.event import AuditEvent, format_time, seal, unseal
@@ -47,9 +47,6 @@ from sovra.audit.note import (
 from sovra.audit.receipt import Receipt
 from sovra.audit.store import AppendPlan, LogStore, NodeReader, SqliteStore, StoreError
 from sovra.audit.subjects import SubjectKeys
-
-if TYPE_CHECKING:
-    from sovra.config import Config
 
 RETENTION_MIN_DAYS = 183
 """Six months: the floor for deployer log keeping under the AI Act (Art. 19 and 26(6))."""
@@ -588,30 +585,3 @@ class AuditLog:
         except KeyFileError as exc:
             return VerifyReport(False, self.size, 0, EMPTY_ROOT, str(exc))
         return verify_store(self.store, self.origin, trusted, progress, anchor, witnesses)
-
-
-def open_audit_log(config: Config, *, read_only: bool = False) -> AuditLog:
-    """Open the log the way sovra.toml's `[audit]` table says; `SOVRA_AUDIT_*` variables win."""
-    from sovra.audit.keys import KEY_ENV
-
-    settings = config.audit
-    url = os.environ.get(URL_ENV) or None
-    if url is None and settings.database_url_env:
-        url = os.environ.get(settings.database_url_env) or None
-        if url is None:
-            raise AuditError(
-                f"[audit] database_url_env names ${settings.database_url_env}, which is not set; "
-                "export the PostgreSQL URL in it, or remove database_url_env to keep the log "
-                "in the data directory"
-            )
-    key_path = None
-    if settings.key_path is not None and not os.environ.get(KEY_ENV):
-        key_path = config.resolve(settings.key_path)
-    return AuditLog.open(
-        config.home,
-        url,
-        key_path=key_path,
-        retention_days=None if os.environ.get(RETENTION_ENV) else settings.retention_days,
-        schema=os.environ.get(SCHEMA_ENV) or settings.pg_schema,
-        read_only=read_only,
-    )

@@ -1,4 +1,4 @@
-"""Action adapters: what a workflow may change in the world (issue 8 §2).
+"""Action adapters: what a workflow may change in the world.
 
 Three adapters, each behind the `ActionAdapter` contract of `flows.base`:
 
@@ -39,9 +39,9 @@ from typing import Any
 
 import httpx
 
-from sovra.config import Config, SmtpConfig
-from sovra.flows.base import ActionAdapter, ActionError, ActionResult
-from sovra.policy.egress import EgressDenied, EgressGuard, guarded_client
+from sovra.config import SmtpConfig
+from sovra.egress import EgressDenied, EgressGuard, guarded_client
+from sovra.flows.base import ActionError, ActionResult
 
 log = logging.getLogger(__name__)
 
@@ -532,17 +532,3 @@ class EmailAction:
 
 def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
-
-
-# -- wiring -----------------------------------------------------------------------------------
-
-
-def adapters_for(config: Config, home: Path) -> dict[str, ActionAdapter]:
-    """Every action adapter, by name, storing its state under `home`."""
-    ledger = DeliveryLedger(home / "action-ledger.db")
-    adapters: list[ActionAdapter] = [
-        TicketStore(home / "tickets.db"),
-        WebhookAction(ledger, config.flows.webhook_hosts, airgap=config.egress.airgap),
-        EmailAction(ledger, config.flows.smtp, base_dir=config.base_dir),
-    ]
-    return {a.name: a for a in adapters}

@@ -8,9 +8,17 @@ That is what makes "exactly once" hold across `kill -9` and a DBOS replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sovra.answer import AnswerEvent
+    from sovra.domain import Chunk, Principal, QueryOptions
+    from sovra.index.base import Index
+    from sovra.models.base import Embedder
+    from sovra.search import SearchResult
 
 
 class FlowError(Exception):
@@ -65,3 +73,51 @@ class Classifier(Protocol):
     labels: tuple[str, ...]
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
+
+
+class Host(Protocol):
+    """What workflows need from the workspace that runs them (the wiring module's `Workspace`).
+
+    Retrieve and draft steps search and answer through the host's permission path as the run's
+    requester, so a workflow can never read more than the person who started it.
+    """
+
+    home: Path
+
+    @property
+    def embedder(self) -> Embedder: ...
+
+    @property
+    def index(self) -> Index: ...
+
+    def principal(self, user_id: str) -> Principal: ...
+
+    def principal_for(self, user_id: str, action: str, text: str) -> Principal: ...
+
+    def search(
+        self, principal: Principal, query: str, options: QueryOptions | None = None
+    ) -> SearchResult: ...
+
+    def ask(
+        self, principal: Principal, question: str, options: QueryOptions | None = None
+    ) -> Iterator[AnswerEvent]: ...
+
+    def record(
+        self,
+        user_id: str,
+        action: str,
+        chunks: Sequence[Chunk],
+        *,
+        decision: str = "allow",
+        outcome: str = "ok",
+        endpoint: str | None = None,
+        jurisdiction: str | None = None,
+        details: dict[str, Any] | None = None,
+        personal: dict[str, Any] | None = None,
+    ) -> dict[str, Any]: ...
+
+    def action_adapters(self) -> Mapping[str, ActionAdapter]:
+        """Every action adapter a step may call, by name, built from the configuration."""
+        ...
+
+    def close(self) -> None: ...

@@ -25,8 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from dbos import DBOS, SetWorkflowID
 
-from sovra.domain import content_hash
-from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError
+from sovra.domain import Principal, QueryOptions, content_hash
+from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError, Host
 from sovra.flows.definition import (
     ActStep,
     ApproveStep,
@@ -42,7 +42,6 @@ from sovra.flows.store import FlowStore, Run
 
 if TYPE_CHECKING:
     from sovra.config import Config
-    from sovra.workspace import Workspace
 
 APP_VERSION = "sovra-flows-1"
 """Fixed so a run started by one build is recovered by the next (segments only call our steps)."""
@@ -61,7 +60,7 @@ class Engine:
     def __init__(
         self,
         config: Config,
-        workspace: Workspace,
+        host: Host,
         store: FlowStore,
         *,
         clock: Clock,
@@ -70,7 +69,7 @@ class Engine:
         classifiers: Mapping[str, Classifier] | None = None,
     ) -> None:
         self.config = config
-        self.ws = workspace
+        self.ws = host
         self.store = store
         self.clock = clock
         self.sleep = sleep
@@ -151,13 +150,7 @@ class Engine:
 
     def adapter(self, name: str) -> ActionAdapter:
         if self._adapters is None:
-            try:
-                from sovra.flows.actions import adapters_for
-            except ImportError:
-                raise FlowError(
-                    "the action adapters (sovra.flows.actions) are not installed"
-                ) from None
-            self._adapters = dict(adapters_for(self.config, self.ws.home))
+            self._adapters = dict(self.ws.action_adapters())
         adapter = self._adapters.get(name)
         if adapter is None:
             raise FlowError(
@@ -197,6 +190,11 @@ class Engine:
             "steps": outputs,
             "run": {"id": run.id, "requester": run.requester, "workflow": run.workflow},
         }
+
+    def _requester(self, run: Run, action: str, text: str) -> Principal:
+        """The run's requester as the directory knows them now (a revoked membership applies
+        to the next step); an unknown requester is denied and the denial logged."""
+        return self.ws.principal_for(run.requester, action, text)
 
     def audit(
         self,
@@ -287,12 +285,15 @@ class Engine:
                     "sources": step.sources,
                     "max_classification": step.max_classification,
                 }
+                query = str(inputs["query"])
                 result = self.ws.search(
-                    str(inputs["query"]),
-                    run.requester,
-                    k=step.k,
-                    sources=step.sources,
-                    max_classification=step.max_classification,
+                    self._requester(run, "search", query),
+                    query,
+                    QueryOptions(
+                        k=step.k,
+                        sources=tuple(step.sources) if step.sources else None,
+                        max_classification=step.max_classification,
+                    ),
                 )
                 chunks = [h.chunk for h in result.hits]
                 passages = [
@@ -334,12 +335,14 @@ class Engine:
                 }
                 answer = None
                 for event in self.ws.ask(
+                    self._requester(run, "ask", question),
                     question,
-                    run.requester,
-                    endpoint=step.endpoint,
-                    extractive=step.extractive,
-                    sources=step.sources,
-                    max_classification=step.max_classification,
+                    QueryOptions(
+                        endpoint=step.endpoint,
+                        extractive=step.extractive,
+                        sources=tuple(step.sources) if step.sources else None,
+                        max_classification=step.max_classification,
+                    ),
                 ):
                     if event.answer is not None:
                         answer = event.answer

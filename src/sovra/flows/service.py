@@ -18,7 +18,7 @@ from sovra.config import Config, ConfigError
 from sovra.directory import DirectoryError
 from sovra.domain import Principal
 from sovra.flows.approvals import ApprovalRefused, NotAllowed, check_approver, check_operator
-from sovra.flows.base import ActionAdapter, Classifier, FlowError
+from sovra.flows.base import ActionAdapter, Classifier, FlowError, Host
 from sovra.flows.definition import (
     ActStep,
     ApproveStep,
@@ -29,7 +29,6 @@ from sovra.flows.definition import (
 )
 from sovra.flows.runner import Clock, Engine, Sleep, sha
 from sovra.flows.store import FINAL, GLOBAL, Approval, FlowStore, Run
-from sovra.workspace import Workspace
 
 
 def _iso(ts: float) -> str:
@@ -40,16 +39,17 @@ class Flows:
     def __init__(
         self,
         config: Config,
-        workspace: Workspace | None = None,
+        host: Host,
         *,
+        owns_host: bool = False,
         clock: Clock = time.time,
         sleep: Sleep = time.sleep,
         adapters: Mapping[str, ActionAdapter] | None = None,
         classifiers: Mapping[str, Classifier] | None = None,
     ) -> None:
         self.config = config
-        self._own_ws = workspace is None
-        self.ws = workspace or Workspace.open(config)
+        self._own_ws = owns_host
+        self.ws = host
         self.home: Path = self.ws.home
         self.clock = clock
         self.store = FlowStore(self.home / "flows-state.db")
@@ -63,10 +63,6 @@ class Flows:
             classifiers=classifiers,
         )
         self._launched = False
-
-    @classmethod
-    def open(cls, config: Config, **kwargs: Any) -> Flows:
-        return cls(config, **kwargs)
 
     def close(self) -> None:
         if self._launched:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sovra.ingest.chunk import Span, chunk_document, embedding_text, estimate_tokens, split_text
 from sovra.ingest.language import SUPPORTED, detect_language, detect_languages
-from sovra.ingest.parse import ParsedText, ParseError, format_of, parse_bytes
 from sovra.ingest.pipeline import ProgressCallback, SyncOptions, SyncReport, sync_source
 from sovra.ingest.state import DocumentState, StateError, StateStore, StoredVersion
+from sovra.sources.parse import ParsedText, ParseError, format_of, parse_bytes
 
 __all__ = [
     "SUPPORTED",

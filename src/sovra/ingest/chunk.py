@@ -1,4 +1,4 @@
-"""Structure-aware chunking of the normalised markdown text that `sovra.ingest.parse` produces.
+"""Structure-aware chunking of the normalised markdown text that `sovra.sources.parse` produces.
 
 The text is cut into *units* that must never be split — a heading line, a table row, a list
 item (with its continuation lines), one sentence of a paragraph, one line of code — and the

@@ -12,7 +12,7 @@ exponential backoff (0.5 s doubling to at most 8 s, 0–25 % jitter) and honours
 two minutes; `max_retries` sets how many times. What is left after that becomes a GenerationError
 that names the endpoint and its URL.
 
-Egress: a refusal by the egress guard (the `http_client` from `sovra.policy.egress`) is not
+Egress: a refusal by the egress guard (the `http_client` from `sovra.egress`) is not
 retried; it becomes `EgressRefused`, one line naming the endpoint, the refused host and the fix.
 """
 
@@ -29,9 +29,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
+from sovra.egress import EgressDenied
 from sovra.models.generation import GenerationError, GenerationStats, Message
 from sovra.models.llamacpp import StopFilter
-from sovra.policy.egress import EgressDenied
 
 if TYPE_CHECKING:
     from sovra.config import EndpointConfig
@@ -201,7 +201,7 @@ class OpenAICompatibleGenerator:
         self._timeout_s = timeout_s
         self._tokenizer = tokenizer
         key = read_api_key(self._name, api_key_env, api_key_file) or _NO_KEY
-        # `http_client`: the egress guard's client (sovra.policy.egress.openai_http_client), so
+        # `http_client`: the egress guard's client (sovra.egress.openai_http_client), so
         # every request, retries and redirects included, is checked against the endpoint registry.
         # Its refusal (EgressDenied) is not retried by the client and becomes EgressRefused.
         self._client = openai.OpenAI(

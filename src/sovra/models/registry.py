@@ -410,7 +410,7 @@ def open_generator(
 
     `threads` (embedded only): CPU threads for llama.cpp; default the endpoint's `threads` field
     when the config has one, else every CPU this process may use. `http_client` (openai only):
-    the egress guard's client, `sovra.policy.egress.openai_http_client(guard)`.
+    the egress guard's client, `sovra.egress.openai_http_client(guard)`.
     """
     if endpoint.kind == "embedded":
         configured = getattr(endpoint, "threads", None)

@@ -1,4 +1,4 @@
-"""Sovereignty (issue 6): Cedar policies, the endpoint router, PII protection, the egress guard.
+"""Sovereignty: Cedar policies, the endpoint router, PII protection, the egress guard.
 
 engine = PolicyEngine.for_home(home)            # <home>/policies/*.cedar, else the defaults
 router = Router(engine, config.endpoints, config.scale, home_region=config.workspace.region)
@@ -7,9 +7,9 @@ log.append(decision_event(principal, decision, chunks))
 
 Heavier parts are imported from their modules so that `import sovra.policy` stays cheap
 (Presidio pulls in spaCy): `sovra.policy.pii` (PiiDetector), `sovra.policy.redact` (Redactor),
-`sovra.policy.wiring` (router_for, protect), `sovra.policy.egress` (EgressGuard,
+`sovra.policy.wiring` (router_for, protect), `sovra.egress` (EgressGuard,
 guarded_client, openai_http_client), `sovra.policy.usage` (UsageLedger),
-`sovra.policy.cli` (typer apps and commands to mount).
+(the command line lives in `sovra.cli.policy`, `sovra.cli.endpoints`, `sovra.cli.reports`).
 """
 
 from sovra.policy.engine import (

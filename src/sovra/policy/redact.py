@@ -1,4 +1,4 @@
-"""Reversible pseudonymisation for endpoints with `pii = "redact"` (DESIGN §3 "protect").
+"""Reversible pseudonymisation for endpoints with `pii = "redact"` (docs/architecture.md, "protect").
 
 Before text leaves for such an endpoint every finding is replaced by a pseudonym such as
 `<IBAN_CODE_1>`, the same value getting the same pseudonym across all texts of one request.

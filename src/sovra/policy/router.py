@@ -1,4 +1,4 @@
-"""The router: which endpoint (if any) may receive this request, and why (DESIGN §3 "route").
+"""The router: which endpoint (if any) may receive this request, and why (docs/architecture.md, "route").
 
 It summarises what would be sent (strictest classification, residencies, PII found, data
 categories), asks the policy engine about every registered endpoint in one batch, and returns
@@ -20,7 +20,7 @@ from typing import Literal
 
 from sovra.config import EndpointConfig
 from sovra.domain import Chunk, ClassificationScale, Principal, may_process_in
-from sovra.policy.egress import EgressDenied, EgressGuard, Resolver, resolve
+from sovra.egress import EgressDenied, EgressGuard, Resolver, resolve
 from sovra.policy.engine import PolicyDecision, PolicyEngine, Request, labels_at_most
 from sovra.policy.entities import endpoint_entity, user_entity
 

@@ -17,7 +17,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sovra.config import EndpointConfig
+from sovra.config import Config, ConfigError, EndpointConfig
 from sovra.domain import ClassificationScale, DomainError, Principal, validate_access
 from sovra.policy.engine import Entity, PolicyDecision, PolicyEngine, PolicyError, Request
 from sovra.policy.entities import (
@@ -28,6 +28,7 @@ from sovra.policy.entities import (
     workflow_entity,
 )
 from sovra.policy.router import send_context
+from sovra.sources.labels import resolve_labels
 
 
 class _Strict(BaseModel):
@@ -214,3 +215,45 @@ def run_table(engine: PolicyEngine, table: DecisionTable) -> list[CaseResult]:
             problem = f"expected policy {case.policy}, decided by {', '.join(verdict.policy_ids)}"
         results.append(CaseResult(case, verdict, not problem, problem))
     return results
+
+
+def document_spec(config: Config, doc_id: str) -> DocumentSpec:
+    source_name, _, external = doc_id.partition(":")
+    try:
+        source = config.source(source_name)
+    except ConfigError as exc:
+        raise PolicyError(f"document {doc_id!r}: {exc}") from None
+    labels = resolve_labels(
+        path=external,
+        access=source.access,
+        classification=source.classification,
+        residency=source.residency,
+        rules=source.rules,
+        scale=config.scale,
+    )
+    return DocumentSpec(
+        source=source_name,
+        access=labels.access,
+        classification=labels.classification,
+        residency=labels.residency,
+    )
+
+
+def config_resolver(config: Config, document: str | None = None) -> Resolver:
+    """Resources as the configuration describes them (sources, endpoints).
+
+    Raises `PolicyError` when `document` names a source the configuration does not have.
+    """
+    sources = {
+        s.name: Labelled(access=s.access, classification=s.classification, residency=s.residency)
+        for s in config.sources
+    }
+    documents = {document: document_spec(config, document)} if document else {}
+    return Resolver(
+        config.scale,
+        config.workspace.region,
+        sources,
+        documents,
+        {},
+        {e.name: e for e in config.endpoints},
+    )

@@ -1,4 +1,4 @@
-"""Usage accounting: every routed model call's endpoint, tokens, cost and latency (issue 6 §5).
+"""Usage accounting: every routed model call's endpoint, tokens, cost and latency.
 
 Rows live in `<home>/usage/usage.sqlite` (WAL, one INSERT per call, atomic). Cost is computed
 at record time from the endpoint's `cost_per_1k_tokens`, so a later price change does not

@@ -1,10 +1,15 @@
-"""Building the sovereignty components from a Config, for the one call site in `answer/`.
+"""Building the sovereignty components from a Config, for the wiring module (`sovra.workspace`).
 
-router = router_for(config)                       # policies from <home>/policies
+detector = detector_for(config)                   # [routing] ner_models, one per process
+router = router_for(config, detector=detector)    # policies from <home>/policies
 decision = router.decide(principal, chunks, requested=name, question=q)
-texts, mapping = protect(decision, [q, *chunk_texts], redactor)   # pseudonyms if needed
+texts, mapping = protect(decision, [q, *chunk_texts], Redactor(detector))   # pseudonyms if needed
 ... generate through the chosen endpoint (egress client) ...
 answer = redactor.restore(answer, mapping) if mapping else answer
+
+The router's PII scan and the redactor are handed the same detector, so what makes the router
+demand redaction is exactly what gets pseudonymised. No module state: the detector travels
+with the router and the choice it makes.
 """
 
 from __future__ import annotations
@@ -23,25 +28,15 @@ DEMO_CATEGORIES: dict[str, str] = {"handbook:content/departments/people-talent/*
 """The demo company's HR pages (demo/sovra.toml); real installs configure their own."""
 
 
-_ner_models: tuple[Path, ...] = ()
-
-
 @lru_cache(maxsize=2)
 def _detector(ner_models: tuple[Path, ...]) -> PiiDetector:
     return PiiDetector(ner_models=ner_models)
 
 
-def shared_detector() -> PiiDetector:
-    """One detector per process (building Presidio's analyzer costs about a second), with the
-    NER pipelines of the configuration `router_for` last saw — so the router's PII scan and the
-    redactor always agree on what counts as PII."""
-    return _detector(_ner_models)
-
-
-def configure_detector(config: Config) -> None:
-    """Use `[routing] ner_models` from this configuration in the shared detector."""
-    global _ner_models
-    _ner_models = tuple(config.resolve(p) for p in config.routing.ner_models)
+def detector_for(config: Config) -> PiiDetector:
+    """The PII detector with `[routing] ner_models` of this configuration; one per set of
+    pipelines per process (building Presidio's analyzer costs about a second)."""
+    return _detector(tuple(config.resolve(p) for p in config.routing.ner_models))
 
 
 def router_for(
@@ -52,10 +47,15 @@ def router_for(
     categories: Mapping[str, str] | None = None,
     scan_pii: bool = True,
     legal_basis: Mapping[str, str] | None = None,
+    detector: PiiDetector | None = None,
 ) -> Router:
+    """The router for this configuration; its PII scan uses `detector` (default: the
+    configuration's, from `detector_for`)."""
     engine = PolicyEngine.for_home(home if home is not None else config.home)
-    configure_detector(config)
-    detector = shared_detector() if scan_pii else None
+    if scan_pii and detector is None:
+        detector = detector_for(config)
+    elif not scan_pii:
+        detector = None
     return Router(
         engine,
         config.endpoints,
@@ -70,18 +70,17 @@ def router_for(
 
 
 def protect(
-    decision: Decision, texts: Sequence[str], redactor: Redactor | None = None
+    decision: Decision, texts: Sequence[str], redactor: Redactor
 ) -> tuple[list[str], Pseudonyms | None]:
     """The texts to send to the chosen endpoint: pseudonymised when the decision says so."""
     if decision.chosen is None:
         raise ValueError("no endpoint was chosen; nothing may be sent")
     if not decision.redact:
         return list(texts), None
-    redactor = redactor or Redactor(shared_detector())
     sent, mapping = redactor.pseudonymise(texts)
     return sent, mapping
 
 
-def protect_texts(texts: Sequence[str]) -> tuple[list[str], Pseudonyms]:
+def protect_texts(texts: Sequence[str], detector: PiiDetector) -> tuple[list[str], Pseudonyms]:
     """Pseudonymise texts that will be sent together (one mapping, consistent placeholders)."""
-    return Redactor(shared_detector()).pseudonymise(texts)
+    return Redactor(detector).pseudonymise(texts)

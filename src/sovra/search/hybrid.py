@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sovra.domain import Chunk, ScoredChunk, SearchFilter, as_utc
+from sovra.domain import Chunk, ScoredChunk, SearchFilter, SearchMode, as_utc
 from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.search.language import detect_query_language
 
-Mode = Literal["hybrid", "text", "vector"]
+Mode = SearchMode
 Fusion = Literal["rrf", "weighted"]
 
 

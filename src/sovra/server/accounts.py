@@ -39,9 +39,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS sessions (
     token_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, csrf TEXT NOT NULL,
     created_at REAL NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, answer_index INTEGER NOT NULL,
-    rating TEXT NOT NULL, comment TEXT NOT NULL, created_at REAL NOT NULL);
 """
 
 
@@ -290,13 +287,3 @@ class AccountStore:
     def end_session(self, token: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE token_sha256=?", (_sha256(token),))
-
-    # ------------------------------------------------------------------ feedback
-    def add_feedback(self, user_id: str, answer_index: int, rating: str, comment: str) -> int:
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO feedback(user_id, answer_index, rating, comment, created_at) "
-                "VALUES (?,?,?,?,?)",
-                (user_id, answer_index, rating, comment, time.time()),
-            )
-        return int(cur.lastrowid or 0)

@@ -1,12 +1,13 @@
 """REST API under /api/v1: search, ask (JSON or Server-Sent Events), documents, sources,
-endpoints, audit and feedback. Every route needs an identity and runs through `governed`."""
+endpoints, audit and feedback. Every route needs an identity and reads through the
+workspace's permission path."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
@@ -16,7 +17,7 @@ from pydantic import BaseModel, Field, model_validator
 from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
-from sovra.domain import as_utc
+from sovra.domain import QueryOptions, as_utc
 from sovra.search import SearchResult
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, app_state, identity
@@ -31,14 +32,15 @@ Ident = Annotated[Identity, Depends(identity)]
 State = Annotated[AppState, Depends(app_state)]
 
 
-class SearchRequest(BaseModel):
-    query: Text = Field(min_length=1, max_length=2000)
-    k: int = Field(default=10, ge=1, le=50)
-    mode: Literal["hybrid", "text", "vector"] = "hybrid"
+class Narrowing(BaseModel):
+    """What search and ask both accept to read less than the caller may (never more)."""
+
     sources: list[Annotated[Text, Field(max_length=100)]] | None = Field(
         default=None, max_length=20
     )
-    language: Text | None = Field(default=None, max_length=8)
+    max_classification: Text | None = Field(
+        default=None, max_length=64, description="Only documents up to this classification."
+    )
     modified_after: datetime | None = Field(
         default=None, description="Only passages of documents modified at or after this time."
     )
@@ -47,18 +49,46 @@ class SearchRequest(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _ordered(self) -> SearchRequest:
+    def _ordered(self) -> Self:
         after, before = self.modified_after, self.modified_before
         if after is not None and before is not None and as_utc(after) > as_utc(before):
             raise ValueError("modified_after is later than modified_before")
         return self
 
 
-class AskRequest(BaseModel):
+class SearchRequest(Narrowing):
+    query: Text = Field(min_length=1, max_length=2000)
+    k: int = Field(default=10, ge=1, le=50)
+    mode: Literal["hybrid", "text", "vector"] = "hybrid"
+    language: Text | None = Field(default=None, max_length=8)
+
+    def options(self) -> QueryOptions:
+        return QueryOptions(
+            k=self.k,
+            mode=self.mode,
+            sources=tuple(self.sources) if self.sources else None,
+            language=self.language,
+            max_classification=self.max_classification,
+            modified_after=self.modified_after,
+            modified_before=self.modified_before,
+        )
+
+
+class AskRequest(Narrowing):
     question: Text = Field(min_length=1, max_length=4000)
     extractive: bool = False
     endpoint: Text | None = Field(default=None, max_length=100)
     stream: bool = False
+
+    def options(self) -> QueryOptions:
+        return QueryOptions(
+            endpoint=self.endpoint,
+            extractive=self.extractive,
+            sources=tuple(self.sources) if self.sources else None,
+            max_classification=self.max_classification,
+            modified_after=self.modified_after,
+            modified_before=self.modified_before,
+        )
 
 
 class FeedbackRequest(BaseModel):
@@ -74,16 +104,7 @@ class ReceiptRequest(BaseModel):
 def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResult:
     ident.require("search")
     try:
-        return st.governed.search(
-            ident.principal,
-            body.query,
-            k=body.k,
-            mode=body.mode,
-            sources=body.sources,
-            language=body.language,
-            modified_after=body.modified_after,
-            modified_before=body.modified_before,
-        )
+        return st.slots.call(st.ws.search, ident.principal, body.query, body.options())
     except ConfigError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
 
@@ -106,9 +127,7 @@ def sse(event: str, data: Any) -> str:
 def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[str]:
     """SSE frames: `delta` pieces, then one `answer` with citations, endpoint and receipt."""
     try:
-        for event in st.governed.ask(
-            ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
-        ):
+        for event in st.slots.stream(st.ws.ask(ident.principal, body.question, body.options())):
             if event.answer is not None:
                 count_answer(st, event.answer)
                 yield sse("answer", event.answer.to_dict())
@@ -121,9 +140,7 @@ def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[s
 def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
     final: Answer | None = None
     try:
-        for event in st.governed.ask(
-            ident.principal, body.question, endpoint=body.endpoint, extractive=body.extractive
-        ):
+        for event in st.slots.stream(st.ws.ask(ident.principal, body.question, body.options())):
             if event.answer is not None:
                 final = event.answer
     except ConfigError as exc:
@@ -139,7 +156,7 @@ async def ask(body: AskRequest, ident: Ident, st: State) -> StreamingResponse | 
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
     ident.require("ask")
-    known = {e.name for e in st.governed.ws.config.endpoints}
+    known = {e.name for e in st.ws.config.endpoints}
     if body.endpoint is not None and body.endpoint not in known:
         raise ApiError(400, "bad_request", f"unknown endpoint; known: {sorted(known)}")
     if body.stream:
@@ -159,7 +176,7 @@ async def document(document_id: str, ident: Ident, st: State) -> JSONResponse | 
     ident.require("documents")
     if len(document_id) > 1000:
         return JSONResponse(NOT_FOUND, status_code=404)
-    view = await run_in_threadpool(st.governed.document, ident.principal, document_id)
+    view = await run_in_threadpool(st.ws.document, ident.principal, document_id)
     if view is None:
         st.metrics.denials.labels("document_not_visible").inc()
         return JSONResponse(NOT_FOUND, status_code=404)
@@ -182,7 +199,7 @@ async def sources(ident: Ident, st: State) -> dict[str, Any]:
 
 def source_rows(st: AppState, ident: Identity) -> list[dict[str, Any]]:
     """Name and kind of every source; counts and the last sync only for administrators."""
-    ws = st.governed.ws
+    ws = st.ws
     rows = []
     for src in ws.config.sources:
         row: dict[str, Any] = {"name": src.name, "kind": src.kind}
@@ -207,7 +224,7 @@ async def endpoints(ident: Ident, st: State) -> dict[str, Any]:
                 "max_classification": e.max_classification,
                 "pii": e.pii,
             }
-            for e in st.governed.ws.config.endpoints
+            for e in st.ws.config.endpoints
         ]
     }
 
@@ -226,7 +243,7 @@ async def audit_events(
 
     def read() -> list[dict[str, Any]]:
         rows = []
-        for ev in st.governed.ws.audit.events(action=action, start=start):
+        for ev in st.ws.audit.events(action=action, start=start):
             rows.append({"index": ev.index, "leaf_hash": ev.leaf_hash.hex(), **ev.view})
             if len(rows) >= limit:
                 break
@@ -237,15 +254,7 @@ async def audit_events(
 
 def own_event(st: AppState, ident: Identity, index: int) -> dict[str, Any] | None:
     """The event at `index` if the caller may see it (its actor, or an administrator)."""
-    audit = st.governed.ws.audit
-    if index >= audit.size:
-        return None
-    ev = next(audit.events(start=index), None)
-    if ev is None or ev.index != index:
-        return None
-    if not ident.principal.is_admin and ev.view.get("actor") != f"user:{ident.principal.id}":
-        return None
-    return ev.view
+    return st.ws.own_event(ident.principal, index)
 
 
 @router.get("/audit/entries/{index}/receipt", tags=["audit"])
@@ -255,14 +264,14 @@ async def audit_receipt(index: int, ident: Ident, st: State) -> dict[str, Any]:
     ident.require("audit")
     if index < 0 or await run_in_threadpool(own_event, st, ident, index) is None:
         raise ApiError(404, "not_found", "no such entry")
-    receipt = await run_in_threadpool(st.governed.ws.audit.prove, index)
+    receipt = await run_in_threadpool(st.ws.audit.prove, index)
     return {"receipt": receipt.to_dict()}
 
 
 @router.get("/audit/public-key", tags=["audit"])
 async def audit_public_key(ident: Ident, st: State) -> dict[str, Any]:
     """The log's verifier key: receipts verify offline against it."""
-    return {"public_key": st.governed.ws.audit.public_key}
+    return {"public_key": st.ws.audit.public_key}
 
 
 @router.post("/audit/verify-receipt", tags=["audit"])
@@ -270,7 +279,7 @@ async def audit_verify_receipt(body: ReceiptRequest, ident: Ident, st: State) ->
     """Check a receipt against this log's public key (the same check `sovra audit
     verify-receipt` does offline)."""
     try:
-        result = verify_receipt(json.dumps(body.receipt), st.governed.ws.audit.public_key)
+        result = verify_receipt(json.dumps(body.receipt), st.ws.audit.public_key)
     except ReceiptError as exc:
         return {"valid": False, "reason": str(exc)}
     return {
@@ -286,24 +295,12 @@ async def audit_verify_receipt(body: ReceiptRequest, ident: Ident, st: State) ->
 async def feedback(body: FeedbackRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Thumbs up/down and a comment on one of the caller's own answers (stored and logged)."""
     ident.require("feedback")
-    view = await run_in_threadpool(own_event, st, ident, body.answer_index)
-    if (
-        view is None
-        or view.get("action") != "ask"
-        or (view.get("actor") != f"user:{ident.principal.id}")
-    ):
-        raise ApiError(404, "not_found", "no such answer")
-    fid = st.accounts.add_feedback(ident.principal.id, body.answer_index, body.rating, body.comment)
-    receipt = await run_in_threadpool(
-        lambda: st.governed.ws.record(
-            ident.principal.id,
-            "feedback",
-            [],
-            details={"answer_index": body.answer_index, "rating": body.rating},
-            personal={"comment": body.comment},
-        )
+    stored = await run_in_threadpool(
+        st.ws.feedback, ident.principal, body.answer_index, body.rating, body.comment
     )
-    return {"id": fid, "receipt": receipt}
+    if stored is None:
+        raise ApiError(404, "not_found", "no such answer")
+    return {"id": stored.id, "receipt": stored.receipt}
 
 
 @router.post("/policy/check", tags=["policy"])
@@ -312,6 +309,6 @@ async def policy_check(body: PolicyCheckRequest, ident: Ident, st: State) -> dic
     policies and what would allow it (as `sovra policy check`)."""
     ident.require_admin()
     try:
-        return await run_in_threadpool(check_policy, st.governed.ws.config, body)
+        return await run_in_threadpool(check_policy, st.ws.config, body)
     except PolicyCheckError as exc:
         raise ApiError(422, "invalid_request", str(exc)) from None

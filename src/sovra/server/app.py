@@ -1,6 +1,6 @@
 """The FastAPI application: wiring, security middleware, errors, health, metrics and login.
 
-One app holds one Workspace (through `Governed`) for the life of the process.
+One app holds one Workspace (and its model slots) for the life of the process.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from sovra.server.auth import (
     unauthorized,
 )
 from sovra.server.deps import AppState, app_state, client_address, identity
-from sovra.server.governed import Governed
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
 from sovra.server.settings import ServerSettings
+from sovra.server.slots import ModelSlots
 from sovra.workspace import Workspace
 
 log = logging.getLogger("sovra.server")
@@ -153,13 +153,14 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config)
-    governed = Governed(ws)
+    slots = ModelSlots(ws)
     accounts = AccountStore.in_home(config.home)
     metrics = Metrics()
     oidc = OidcVerifier(settings) if settings.oidc_enabled else None
     state = AppState(
         settings=settings,
-        governed=governed,
+        ws=ws,
+        slots=slots,
         accounts=accounts,
         auth=Authenticator(accounts, ws.principal, oidc),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
@@ -172,7 +173,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(governed.warm)
+        await run_in_threadpool(slots.warm)
         try:
             async with mcp_gate.running():
                 yield

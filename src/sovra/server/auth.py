@@ -2,7 +2,7 @@
 
 Local logins and API keys resolve their user in the directory on every request (a removed user
 or a revoked group membership applies at once); OIDC principals take their groups from the
-token. Either way, what the principal may read is decided by the one filter path in `governed`.
+token. Either way, what the principal may read is decided by the workspace's one permission path.
 """
 
 from __future__ import annotations

@@ -18,10 +18,11 @@ from sovra.server.auth import (
     RateLimiter,
     unauthorized,
 )
-from sovra.server.governed import Governed
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import PendingLogins
 from sovra.server.settings import ServerSettings
+from sovra.server.slots import ModelSlots
+from sovra.workspace import Workspace
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -30,7 +31,8 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 @dataclass
 class AppState:
     settings: ServerSettings
-    governed: Governed
+    ws: Workspace
+    slots: ModelSlots
     accounts: AccountStore
     auth: Authenticator
     limiter: RateLimiter

@@ -53,7 +53,7 @@ class OverrideRequest(BaseModel):
 def with_flows(st: AppState, fn: Callable[[Flows], T]) -> T:
     """Run `fn` with a Flows on the server's workspace; flow errors become API errors."""
     with _LOCK:
-        flows = Flows(st.governed.ws.config, workspace=st.governed.ws)
+        flows = st.ws.flows()
         try:
             return fn(flows)
         except (NotAllowed, DirectoryError) as exc:

@@ -8,7 +8,7 @@ Two transports share one tool set:
   the REST API (session cookies are refused: a bearer cannot be ridden by a cross-site page).
   API-key scopes apply per tool (search → `search`, ask → `ask`, fetch_document → `documents`).
 
-Every tool goes through `Governed`, the same permission path and audit events as the REST API.
+Every tool goes through the workspace's permission path: the same filter and audit events as the REST API.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.routing import Route
 
-from sovra.domain import Principal
+from sovra.domain import Principal, QueryOptions
 from sovra.server.auth import ApiError, Identity
-from sovra.server.governed import Governed
+from sovra.server.slots import ModelSlots
 from sovra.server.text import clean_text
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ def http_caller(ctx: Context[Any, Any], scope: str) -> Principal:
     return ident.principal
 
 
-def build_mcp(governed: Governed, principal_for: PrincipalFor) -> MCPServer:
+def build_mcp(slots: ModelSlots, principal_for: PrincipalFor) -> MCPServer:
+    ws = slots.ws
     server = MCPServer(
         name="sovra",
         instructions=(
@@ -78,7 +79,7 @@ def build_mcp(governed: Governed, principal_for: PrincipalFor) -> MCPServer:
     def search(query: str, ctx: Context[Any, Any], k: int = 10) -> dict[str, Any]:
         principal = principal_for(ctx, "search")
         _clean(query)
-        result = governed.search(principal, query, k=max(1, min(k, 50)))
+        result = slots.call(ws.search, principal, query, QueryOptions(k=max(1, min(k, 50))))
         return {
             "hits": [
                 {
@@ -102,7 +103,8 @@ def build_mcp(governed: Governed, principal_for: PrincipalFor) -> MCPServer:
         principal = principal_for(ctx, "ask")
         _clean(question)
         final: dict[str, Any] = {}
-        for event in governed.ask(principal, question[:4000], extractive=extractive):
+        options = QueryOptions(extractive=extractive)
+        for event in slots.stream(ws.ask(principal, question[:4000], options)):
             if event.answer is not None:
                 final = event.answer.to_dict()
         return final
@@ -111,7 +113,7 @@ def build_mcp(governed: Governed, principal_for: PrincipalFor) -> MCPServer:
     def fetch_document(document_id: str, ctx: Context[Any, Any]) -> dict[str, Any]:
         principal = principal_for(ctx, "documents")
         _clean(document_id)
-        view = governed.document(principal, document_id[:1000])
+        view = ws.document(principal, document_id[:1000])
         if view is None:
             raise ToolError(NOT_FOUND)  # identical for a forbidden and a missing document
         return view.to_dict()
@@ -159,7 +161,7 @@ class McpGate:
         """Serve MCP for one run of the app's lifespan (a session manager runs only once, and
         an app's lifespan may run again)."""
         st = self.state
-        server = build_mcp(st.governed, http_caller)
+        server = build_mcp(st.slots, http_caller)
         server.streamable_http_app(
             stateless_http=True,
             json_response=True,

@@ -58,7 +58,7 @@ class ChatRequest(BaseModel):
 
 def assistants(st: AppState) -> list[str]:
     names = ["sovra", "sovra-extractive"]
-    names += [f"sovra:{e.name}" for e in st.governed.ws.config.endpoints]
+    names += [f"sovra:{e.name}" for e in st.ws.config.endpoints]
     return names
 
 
@@ -167,9 +167,7 @@ def stream_chunks(
 ) -> Iterator[str]:
     yield _chunk(cid, created, model, {"role": "assistant", "content": ""})
     try:
-        for event in st.governed.ask(
-            ident.principal, req.question, endpoint=req.endpoint, extractive=req.extractive
-        ):
+        for event in st.slots.stream(st.ws.ask(ident.principal, req.question, req.options())):
             if event.answer is not None:
                 count_answer(st, event.answer)
                 tail = sources_text(event.answer)

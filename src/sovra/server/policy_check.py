@@ -1,7 +1,7 @@
 """`policy check` for administrators over HTTP: the decision the Cedar engine would make for a
 principal, an action and a resource, with the policies that decided it and what would allow it.
 
-The same resolver and engine as `sovra policy check` (`sovra.policy.cli`), reading the same
+The same resolver and engine as `sovra policy check` (`sovra.cli.policy`), reading the same
 policies, configuration and directory, so the answer is exactly what a request would get.
 """
 
@@ -14,9 +14,8 @@ from pydantic import BaseModel, Field
 from sovra.config import Config
 from sovra.directory import Directory, DirectoryError
 from sovra.domain import Principal
-from sovra.policy.cli import config_resolver
 from sovra.policy.engine import DEFAULT_DENY, PolicyEngine, PolicyError
-from sovra.policy.table import WorkflowSpec, build_request
+from sovra.policy.table import WorkflowSpec, build_request, config_resolver
 from sovra.server.text import Text
 
 Action = Literal[

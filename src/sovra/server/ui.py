@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
+from sovra.domain import QueryOptions
 from sovra.server.api import AskRequest, ask_once, source_rows
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
 from sovra.server.deps import AppState, app_state, client_address, optional_identity
@@ -215,19 +216,22 @@ async def search_page(
     if q.strip() and not error:
         try:
             result = await run_in_threadpool(
-                lambda: st.governed.search(
+                lambda: st.slots.call(
+                    st.ws.search,
                     who.principal,
                     q,
-                    k=20,
-                    sources=[source] if source else None,
-                    language=language or None,
-                    modified_after=after,
-                    modified_before=before,
+                    QueryOptions(
+                        k=20,
+                        sources=(source,) if source else None,
+                        language=language or None,
+                        modified_after=after,
+                        modified_before=before,
+                    ),
                 )
             )
         except ConfigError as exc:
             error = str(exc)
-    sources = [s.name for s in st.governed.ws.config.sources]
+    sources = [s.name for s in st.ws.config.sources]
     template = "search_results.html" if request.headers.get("hx-request") else "search.html"
     return page(
         request,
@@ -264,7 +268,7 @@ async def document_page(
     who.require("documents")
     view = None
     if len(document_id) <= 1000:
-        view = await run_in_threadpool(st.governed.document, who.principal, document_id)
+        view = await run_in_threadpool(st.ws.document, who.principal, document_id)
     if view is None:
         return page(request, "not_found.html", who, status=404)
     return page(request, "document.html", who, doc=view)
@@ -280,7 +284,7 @@ async def receipt_page(index: int, request: Request, st: State, ident: MaybeIden
     event = None if index < 0 else await run_in_threadpool(own_event, st, who, index)
     if event is None:
         return page(request, "not_found.html", who, status=404)
-    audit = st.governed.ws.audit
+    audit = st.ws.audit
     receipt = await run_in_threadpool(audit.prove, index)
     try:
         verified = verify_receipt(receipt.to_json(), audit.public_key)
@@ -315,7 +319,7 @@ async def audit_page(
     who = signed_in(request, ident)
     if not who.principal.is_admin:
         return page(request, "forbidden.html", who, status=403)
-    audit = st.governed.ws.audit
+    audit = st.ws.audit
 
     def read() -> tuple[list[dict[str, Any]], Any]:
         start = max(0, audit.size - 50)
@@ -331,14 +335,14 @@ async def users_page(request: Request, st: State, ident: MaybeIdent) -> Response
     who = signed_in(request, ident)
     if not who.principal.is_admin:
         return page(request, "forbidden.html", who, status=403)
-    directory = st.governed.ws.directory
+    directory = st.ws.directory
     return page(
         request,
         "users.html",
         who,
         users=directory.users(),
         groups=directory.groups(),
-        endpoints=st.governed.ws.config.endpoints,
+        endpoints=st.ws.config.endpoints,
     )
 
 
@@ -387,7 +391,7 @@ async def _policies(
     who = signed_in(request, ident)
     if not who.principal.is_admin:
         return page(request, "forbidden.html", who, status=403)
-    config = st.governed.ws.config
+    config = st.ws.config
     error = ""
     result = None
     try:

@@ -1,4 +1,4 @@
-"""Connectors: one module per source kind behind the small `Connector` interface (DESIGN §4)."""
+"""Connectors: one module per source kind behind the small `Connector` interface (docs/architecture.md)."""
 
 from __future__ import annotations
 

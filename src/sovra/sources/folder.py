@@ -17,7 +17,6 @@ from typing import Any
 
 from sovra.config import FolderSource
 from sovra.domain import ClassificationScale, Document, DocumentRef, content_hash
-from sovra.ingest.parse import PARSER_VERSION, ParsedText, ParseError, format_of, parse_bytes
 from sovra.sources.base import (
     DocumentNotFound,
     DocumentTooLarge,
@@ -27,6 +26,7 @@ from sovra.sources.base import (
     UnsupportedFormat,
 )
 from sovra.sources.labels import Labels, glob_match, resolve_labels
+from sovra.sources.parse import PARSER_VERSION, ParsedText, ParseError, format_of, parse_bytes
 
 
 class FolderConnector:

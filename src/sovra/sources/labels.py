@@ -4,7 +4,7 @@ Precedence (later wins): the source's `access`/`classification`/`residency`, the
 whose glob matches the item's path (in config order; `access` replaces, `add_access` appends),
 then the item's own metadata (markdown front matter, a records access column). Anything that
 cannot be understood falls back to the strictest choice: admins-only access, the highest
-classification label. The principle is DESIGN §8 "unknown → deny".
+classification label. The principle is "unknown → deny" (docs/architecture.md).
 """
 
 from __future__ import annotations

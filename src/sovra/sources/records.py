@@ -24,7 +24,6 @@ from typing import Any
 
 from sovra.config import RecordsSource
 from sovra.domain import ClassificationScale, Document, DocumentRef, content_hash
-from sovra.ingest.parse import PARSER_VERSION
 from sovra.sources.base import (
     DocumentNotFound,
     EmptyDocument,
@@ -32,6 +31,7 @@ from sovra.sources.base import (
     SourceUnavailable,
 )
 from sovra.sources.labels import Labels, resolve_labels
+from sovra.sources.parse import PARSER_VERSION
 
 _TITLE_WORDS = 12
 

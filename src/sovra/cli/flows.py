@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sovra.clikit import emit_json, fail, out, state
+from sovra.cli.classifiers import classifier_app
+from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
 from sovra.directory import DirectoryError
 from sovra.flows.base import FlowError
-from sovra.flows.classify_cli import classifier_app
 from sovra.flows.store import GLOBAL, Run
 
 flow_app = typer.Typer(
@@ -23,8 +23,6 @@ flow_app = typer.Typer(
 
 flow_app.add_typer(classifier_app, name="classifier")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (kept in the audit log).")]
 
 if TYPE_CHECKING:
@@ -33,9 +31,9 @@ if TYPE_CHECKING:
 
 @contextmanager
 def _flows(ctx: typer.Context) -> Iterator[Flows]:
-    from sovra.flows.service import Flows
+    from sovra.workspace import open_flows
 
-    flows = Flows(state(ctx).config)
+    flows = open_flows(state(ctx).config)
     try:
         yield flows
     except (FlowError, DirectoryError) as exc:

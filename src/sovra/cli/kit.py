@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from rich.progress import (
 )
 
 from sovra.config import Config, load_config
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)

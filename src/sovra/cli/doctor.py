@@ -14,9 +14,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import typer
+from rich.markup import escape
+
+from sovra.cli.kit import JsonOpt, emit_json, out
+from sovra.cli.policy import _config
 from sovra.config import Config
-from sovra.policy.egress import EgressDenied, EgressGuard, guarded_client
+from sovra.egress import EgressDenied, EgressGuard, guarded_client
 
 OFFLINE_ENV: tuple[str, ...] = (
     "HF_HUB_OFFLINE",
@@ -161,3 +167,28 @@ def run_checks(
     else:
         checks.append(Check("outbound network", "warn", f"{reached} (not in air-gap mode)"))
     return checks
+
+
+def doctor_command(
+    ctx: typer.Context,
+    airgap: Annotated[
+        bool, typer.Option("--airgap", help="Prove nothing can leave: stricter checks.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check the install's sovereignty guarantees (policies, PII, endpoints, egress)."""
+    config = _config(ctx)
+    airgap = airgap or config.egress.airgap  # the configured mode is checked without the flag
+    checks = run_checks(config, config.home, airgap=airgap)
+    failed = [c for c in checks if c.status == "fail"]
+    if json_out:
+        emit_json({"airgap": airgap, "ok": not failed, "checks": [c.to_json() for c in checks]})
+    else:
+        colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+        for c in checks:
+            out.print(
+                f"[{colours[c.status]}]{c.status:>4}[/] {c.name:<22} {escape(c.detail)}",
+                highlight=False,
+            )
+    if failed:
+        raise typer.Exit(1)

@@ -30,7 +30,7 @@ from sovra.answer.extractive import extract_answer
 from sovra.answer.service import EndpointInfo
 from sovra.answer.types import NOT_FOUND, Citation
 from sovra.domain import PUBLIC, SearchFilter
-from sovra.govern.retrieval_eval import Progress, build_eval_index, embed_cached
+from sovra.evals.retrieval_eval import Progress, build_eval_index, embed_cached
 from sovra.models.base import Embedder
 from sovra.models.generation import Generator
 from sovra.search import Searcher

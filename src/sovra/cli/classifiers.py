@@ -7,15 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from sovra.clikit import emit_json, fail, out, progress_bar, state
+from sovra.cli.kit import JsonOpt, emit_json, fail, out, progress_bar, state
 from sovra.flows.base import FlowError
 
 classifier_app = typer.Typer(
     help="Classifiers trained from labelled history, for workflow classify steps.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @classifier_app.command("train")

@@ -16,14 +16,13 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from sovra.clikit import emit_json, fail, out, state
+from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
 from sovra.config import ConfigError
 from sovra.directory import Directory, DirectoryError
 from sovra.server.accounts import DEFAULT_KEY_SCOPES, SCOPES, AccountError, AccountStore
 
 apikey_app = typer.Typer(help="API keys for services: create, list, revoke.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 PASSWORD_ENV = "SOVRA_PASSWORD"
 
 
@@ -103,11 +102,11 @@ def serve_command(
 
 def mcp_command(
     ctx: typer.Context,
-    as_user: Annotated[str, typer.Option("--as", help="Act as this user of the directory.")],
+    as_user: AsOpt,
 ) -> None:
     """Serve the MCP tools (search, ask, fetch_document) on stdio as AS_USER."""
-    from sovra.server.governed import Governed
     from sovra.server.mcp_server import build_mcp, fixed_user
+    from sovra.server.slots import ModelSlots
     from sovra.workspace import Workspace
 
     try:
@@ -120,10 +119,10 @@ def mcp_command(
     except DirectoryError as exc:
         ws.close()
         fail(str(exc))
-    governed = Governed(ws)
-    governed.warm()
+    slots = ModelSlots(ws)
+    slots.warm()
     try:
-        build_mcp(governed, fixed_user(lambda: ws.principal(as_user))).run("stdio")
+        build_mcp(slots, fixed_user(lambda: ws.principal(as_user))).run("stdio")
     finally:
         ws.close()
 

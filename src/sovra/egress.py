@@ -1,4 +1,4 @@
-"""The egress guard: the one way a request leaves the process (DESIGN §3, issue 6 §4).
+"""The egress guard: the one way a request leaves the process (docs/architecture.md).
 
 `EgressGuard.check(url)` allows a URL only when its scheme, host and port are those of a
 registered endpoint's `base_url`; in air-gap mode the endpoint must also be `on_prem` and its

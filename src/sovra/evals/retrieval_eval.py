@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sovra.domain import PUBLIC, Chunk, SearchFilter
-from sovra.govern.collections import Collection
+from sovra.evals.collections import Collection
 from sovra.index.base import Index
 from sovra.models.base import Embedder, Vectors
 from sovra.search import FusionSettings, Searcher

@@ -1,4 +1,4 @@
-"""`sovra eval triage`: macro-F1 of ticket classification against two baselines (issue 8 §3).
+"""`sovra eval triage`: macro-F1 of ticket classification against two baselines.
 
 On a fixed, seeded, per-label stratified held-out split (`flows.classify.stratified_split`) of
 labelled tickets, for each target column (category, urgency):

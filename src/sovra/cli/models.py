@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sovra.clikit import emit_json, fail, out, progress_bar, state
+from sovra.cli.kit import JsonOpt, emit_json, fail, out, progress_bar, state
 from sovra.config import ConfigError
 from sovra.models.base import ModelError
 from sovra.models.registry import (
@@ -21,8 +21,6 @@ app = typer.Typer(
     help="Register and inspect local models (GGUF generation models, embedding model folders).",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _registry(ctx: typer.Context) -> ModelRegistry:

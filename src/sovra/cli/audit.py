@@ -20,18 +20,17 @@ from typing import Annotated, Any
 import typer
 
 from sovra.audit.keys import KeyFileError, read_vkeys
-from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent, open_audit_log
+from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent
 from sovra.audit.note import NoteError
 from sovra.audit.receipt import Receipt, ReceiptError, verify_receipt
-from sovra.clikit import emit_json, fail, out, progress_bar, state
+from sovra.cli.kit import JsonOpt, emit_json, fail, out, progress_bar, state
 from sovra.config import ConfigError
+from sovra.workspace import open_audit_log
 
 app = typer.Typer(
     help="The signed, tamper-evident audit log: verify, show, export, prove.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _home(ctx: typer.Context) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sovra.cli import app
-from sovra.govern.triage_eval import evaluate_triage
+from sovra.evals.triage_eval import evaluate_triage
 
 
 def sample_tickets(shared_data: Path, dest: Path, per_label: int, seed: int = 0) -> Path:

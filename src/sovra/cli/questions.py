@@ -1,0 +1,134 @@
+"""`sovra search` and `sovra ask`: questions asked as a user of the directory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import typer
+
+from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
+from sovra.domain import QueryOptions
+
+SourceOpt = Annotated[list[str] | None, typer.Option("--source", help="Only these sources.")]
+MaxClassificationOpt = Annotated[
+    str | None,
+    typer.Option("--max-classification", help="Only documents up to this classification."),
+]
+AfterOpt = Annotated[
+    datetime | None, typer.Option("--after", help="Only documents modified at/after this time.")
+]
+BeforeOpt = Annotated[
+    datetime | None, typer.Option("--before", help="Only documents modified before this time.")
+]
+
+
+def search_command(
+    ctx: typer.Context,
+    query: str,
+    as_user: AsOpt,
+    k: Annotated[int, typer.Option("--k", min=1, max=1000)] = 10,
+    mode: Annotated[str, typer.Option(help="hybrid, text or vector.")] = "hybrid",
+    source: SourceOpt = None,
+    lang: Annotated[str | None, typer.Option(help="Query language (default: detected).")] = None,
+    max_classification: MaxClassificationOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search the chunks AS_USER may read."""
+    from sovra.workspace import Workspace
+
+    if mode not in ("hybrid", "text", "vector"):
+        fail(f"--mode {mode!r} is not one of hybrid, text, vector")
+    options = QueryOptions(
+        k=k,
+        mode=mode,  # type: ignore[arg-type]
+        sources=tuple(source) if source else None,
+        language=lang,
+        max_classification=max_classification,
+        modified_after=after,
+        modified_before=before,
+    )
+    ws = Workspace.open(state(ctx).config)
+    try:
+        result = ws.search(ws.principal_for(as_user, "search", query), query, options)
+    finally:
+        ws.close()
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    if not result.hits:
+        out.print(f"no results among the documents {as_user} can access")
+        return
+    for h in result.hits:
+        heading = " › ".join(h.chunk.heading_path)
+        out.print(
+            f"[bold]{h.rank:>2}. {h.chunk.title}[/] [dim]({h.chunk.source}, {h.chunk.classification},"
+            f" score {h.score:.4f})[/]",
+            highlight=False,
+        )
+        if heading:
+            out.print(f"    [cyan]{heading}[/]", highlight=False)
+        snippet = " ".join(h.chunk.text.split())[:220]
+        out.print(f"    {snippet}", highlight=False, markup=False)
+        out.print(f"    [dim]{h.chunk.uri}[/]", highlight=False)
+
+
+def ask_command(
+    ctx: typer.Context,
+    question: str,
+    as_user: AsOpt,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Answer with this configured endpoint.")
+    ] = None,
+    extractive: Annotated[
+        bool, typer.Option("--extractive", help="Quote the sources; no generation.")
+    ] = False,
+    source: SourceOpt = None,
+    max_classification: MaxClassificationOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer QUESTION from the documents AS_USER may read, with citations."""
+    from sovra.workspace import Workspace
+
+    options = QueryOptions(
+        endpoint=endpoint,
+        extractive=extractive,
+        sources=tuple(source) if source else None,
+        max_classification=max_classification,
+        modified_after=after,
+        modified_before=before,
+    )
+    ws = Workspace.open(state(ctx).config)
+    answer = None
+    try:
+        principal = ws.principal_for(as_user, "ask", question)
+        for event in ws.ask(principal, question, options):
+            if event.answer is not None:
+                answer = event.answer
+            elif event.delta and not json_out:
+                out.print(event.delta, end="", highlight=False, markup=False)
+    finally:
+        ws.close()
+    assert answer is not None
+    if json_out:
+        emit_json(answer.to_dict())
+        return
+    out.print()
+    for c in answer.citations:
+        heading = " › ".join(c.heading_path)
+        out.print(
+            f"  [{c.number}] {c.title}" + (f" — {heading}" if heading else "") + f"  {c.uri}",
+            highlight=False,
+            markup=False,
+        )
+    out.print(
+        f"[dim]{'AI-generated' if answer.ai_generated else ''} · {answer.generation} ·"
+        f" endpoint {answer.endpoint} ({answer.hosting}, {answer.jurisdiction})"
+        + (f" · flags: {', '.join(answer.flags)}" if answer.flags else "")
+        + "[/]",
+        highlight=False,
+    )

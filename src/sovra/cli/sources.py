@@ -1,0 +1,182 @@
+"""`sovra source list|show|sync|remove`: the configured sources and their sync state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from sovra.cli.kit import JsonOpt, console, emit_json, fail, out, progress_bar, state
+
+source_app = typer.Typer(help="Sources: connect, sync and inspect.", no_args_is_help=True)
+
+
+@source_app.command("list")
+def source_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """Configured sources with their labels and indexed document counts."""
+    from sovra.workspace import Workspace
+
+    cfg = state(ctx).config
+    ws = Workspace.open(cfg)
+    try:
+        rows: list[dict[str, Any]] = []
+        for src in cfg.sources:
+            counts = ws.state.counts(src.name)
+            last = ws.state.last_report(src.name)
+            rows.append(
+                {
+                    "name": src.name,
+                    "kind": src.kind,
+                    "path": str(cfg.resolve(src.path)),
+                    "access": list(src.access),
+                    "classification": src.classification,
+                    "residency": src.residency,
+                    "documents": counts.get("ok", 0),
+                    "failed": counts.get("failed", 0),
+                    "chunks": counts.get("chunks", 0),
+                    "last_sync": last.get("finished_at") if last else None,
+                }
+            )
+    finally:
+        ws.close()
+    if json_out:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no sources configured; add one with `sovra source add` or in sovra.toml")
+    for r in rows:
+        out.print(
+            f"[bold]{r['name']}[/] ({r['kind']}) {r['path']}\n"
+            f"    {r['documents']} documents, {r['chunks']} chunks, {r['failed']} failed;"
+            f" access {', '.join(r['access']) or 'admins only'}; {r['classification']};"
+            f" residency {r['residency']}; last sync {r['last_sync'] or 'never'}",
+            highlight=False,
+        )
+
+
+@source_app.command("show")
+def source_show(
+    ctx: typer.Context,
+    name: str,
+    failed_limit: Annotated[int, typer.Option("--failed", help="Failed documents to list.")] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The last sync report of a source, with failed documents and their reasons."""
+    from sovra.workspace import Workspace
+
+    cfg = state(ctx).config
+    cfg.source(name)
+    ws = Workspace.open(cfg)
+    try:
+        report = ws.state.last_report(name)
+        counts = ws.state.counts(name)
+        failed = ws.state.documents(name, status="failed", limit=failed_limit)
+    finally:
+        ws.close()
+    data: dict[str, Any] = {
+        "source": name,
+        "documents": counts.get("ok", 0),
+        "chunks": counts.get("chunks", 0),
+        "failed_count": counts.get("failed", 0),
+        "failed": [{"id": d.external_id, "reason": d.error} for d in failed],
+        "last_report": report,
+    }
+    if json_out:
+        emit_json(data)
+        return
+    out.print(f"[bold]{name}[/]: {data['documents']} documents, {data['chunks']} chunks")
+    if report:
+        c = report["counts"]
+        out.print(
+            f"last sync {report['finished_at']}: +{c['added']} added, {c['updated']} updated,"
+            f" {c['unchanged']} unchanged, {c['deleted']} deleted, {c['failed']} failed"
+            + (f" — stopped: {report['error']}" if report.get("error") else "")
+        )
+    else:
+        out.print("never synced; run `sovra source sync " + name + "`")
+    for d in data["failed"]:
+        out.print(f"  [red]failed[/] {d['id']}: {d['reason']}", highlight=False)
+
+
+@source_app.command("sync")
+def source_sync(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Sources to sync.")] = None,
+    all_sources: Annotated[bool, typer.Option("--all", help="Sync every source.")] = False,
+    bm25_only: Annotated[
+        bool, typer.Option("--bm25-only", help="Skip embeddings (full-text search only).")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bring the index in line with the sources: new and changed documents, deletions."""
+    from sovra.sources.base import SourceUnavailable
+    from sovra.workspace import Workspace
+
+    cfg = state(ctx).config
+    if all_sources:
+        targets = list(cfg.sources)
+    elif names:
+        targets = [cfg.source(n) for n in names]
+    else:
+        fail("name the sources to sync, or pass --all")
+    if not targets:
+        fail("no sources configured; add one with `sovra source add`")
+    ws = Workspace.open(cfg)
+    reports = []
+    failed_sources = 0
+    try:
+        for src in targets:
+            with progress_bar(f"sync {src.name}", None, enabled=not json_out) as advance:
+
+                def progress(done: int, total: int, current: str | None) -> None:
+                    advance(total=total, completed=done)
+
+                try:
+                    report = ws.sync(src, progress, bm25_only=bm25_only)
+                except SourceUnavailable as exc:
+                    failed_sources += 1
+                    reports.append({"source": src.name, "ok": False, "error": str(exc)})
+                    if not json_out:
+                        console.print(f"[red]{src.name}: {exc}[/]", highlight=False)
+                    continue
+            data = report.to_dict()
+            reports.append(data)
+            if not report.ok:
+                failed_sources += 1
+            if not json_out:
+                c = data["counts"]
+                out.print(
+                    f"[bold]{src.name}[/]: +{c['added']} added, {c['updated']} updated,"
+                    f" {c['unchanged']} unchanged, {c['deleted']} deleted,"
+                    f" {c['failed']} failed ({c['chunks_written']} chunks written)"
+                    + (f" — stopped: {report.error}" if report.error else ""),
+                    highlight=False,
+                )
+                if c["failed"]:
+                    out.print(f"    see `sovra source show {src.name}` for the reasons")
+    finally:
+        ws.close()
+    if json_out:
+        emit_json(reports)
+    if failed_sources:
+        raise typer.Exit(1)
+
+
+@source_app.command("remove")
+def source_remove(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
+    """Delete a source's documents from the index (then remove it from sovra.toml)."""
+    from sovra.workspace import Workspace
+
+    cfg = state(ctx).config
+    ws = Workspace.open(cfg)
+    try:
+        removed = ws.remove_source_data(name)
+    finally:
+        ws.close()
+    configured = any(s.name == name for s in cfg.sources)
+    if json_out:
+        emit_json({"source": name, "chunks_removed": removed, "still_configured": configured})
+        return
+    out.print(f"removed {removed} chunks of {name} from the index")
+    if configured:
+        out.print("delete its [[sources]] block from the config, or the next sync restores it")

@@ -1,0 +1,55 @@
+"""Model slots: how many requests may use the CPU-bound models at once (a transport concern).
+
+The permission path itself is `Workspace.search/ask/document` (the same one the CLI and
+workflows use); the server only decides how many of those calls run at the same time.
+Model work (query embedding, answer composition) is CPU-bound: more concurrent calls than
+cores only thrash and grow per-thread buffers, so requests queue for a slot.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+from sovra.workspace import Workspace
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ModelSlots:
+    """One per process: a bounded number of concurrent model calls on one Workspace."""
+
+    def __init__(self, ws: Workspace, model_slots: int | None = None) -> None:
+        self.ws = ws
+        self._lock = threading.Lock()
+        slots = model_slots or os.cpu_count() or 1
+        self._slots = threading.BoundedSemaphore(slots)
+        if slots > 1 and ws.config.embedding.threads is None:
+            # Each slot is one model call; a call that also spreads over every core makes the
+            # calls spin against each other (measured: 1.4-1.8 s per question embedding with
+            # two threads under load, 68-113 ms with one). One intra-op thread per call.
+            import torch
+
+            torch.set_num_threads(1)
+
+    def warm(self) -> None:
+        """Open every store and load the model now, not on the first request."""
+        with self._lock:
+            _ = self.ws.index, self.ws.embedder, self.ws.state, self.ws.audit
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run one model-using call (a search) in a slot."""
+        with self._slots:
+            return fn(*args, **kwargs)
+
+    def stream(self, events: Iterator[T]) -> Iterator[T]:
+        """Hold a slot while `events` (an answer stream) runs; it is released when the stream
+        ends, fails, or is closed (a client that disconnects closes the generator)."""
+        self._slots.acquire()
+        try:
+            yield from events
+        finally:
+            self._slots.release()
