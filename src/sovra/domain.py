@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sovra.errors import Invalid
+
 PUBLIC = "public"
 """Access string that every principal holds."""
 
@@ -19,7 +21,7 @@ ADMIN_ONLY = "group:" + ADMIN_GROUP
 DEFAULT_CLASSIFICATIONS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
 
-class DomainError(ValueError):
+class DomainError(Invalid, ValueError):
     """A value that breaks one of the domain's rules; the message names the value and the fix."""
 
 
