@@ -10,20 +10,16 @@ from typing import Annotated, Any
 import typer
 
 from sovra import __version__
-from sovra.audit import AuditError
 from sovra.audit import cli as audit_cli
-from sovra.clikit import CliState, console, emit_json, fail, out, state
-from sovra.config import ConfigError
-from sovra.directory import DirectoryError
-from sovra.domain import DomainError
+from sovra.clikit import CliState, SovraGroup, console, emit_json, exit_code, fail, out, state
+from sovra.errors import SovraError
 from sovra.flows.cli import flow_app
 from sovra.models import cli as models_cli
-from sovra.models.base import ModelError
-from sovra.policy import PolicyError
 from sovra.policy import cli as policy_cli
 from sovra.server import cli as server_cli
 
 app = typer.Typer(
+    cls=SovraGroup,
     name="sovra",
     help="Sovereign, self-hosted AI: governed search over your own data.",
     no_args_is_help=True,
@@ -708,17 +704,18 @@ def ask(
 
 
 def main() -> None:
-    """Entry point: user mistakes become one clear line and exit code 2, not a traceback."""
+    """Entry point: a SovraError becomes one clear line and its kind's exit code (clikit), not
+    a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     debug = "--debug" in sys.argv
     try:
         result = app(standalone_mode=False)
-    except (ConfigError, DirectoryError, DomainError, ModelError, AuditError, PolicyError) as exc:
+    except SovraError as exc:  # SovraGroup maps those raised in commands; this, the rest
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exit_code(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
