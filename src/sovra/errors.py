@@ -16,11 +16,14 @@ and the server's HTTP status (`sovra.server.app`). Pick the kind by who must act
 A package keeps its own error class (`except ConfigError` keeps working) and names its kind as
 the *first* kind among its bases: `class UnknownUser(NotFound, DirectoryError)`. Where one
 package error covers two kinds, the less common kind is a subclass that keeps the old class as
-a base. `kind_of` walks the MRO, so the first kind named wins, as it does for exception
-handlers in Starlette.
+a base. `kind_of` walks the MRO, so the first kind named wins. Where the MRO cannot put the
+wanted kind first (a subclass of an Unavailable error that is the caller's mistake), the class
+says so with `kind = Invalid`; the nearest such declaration wins.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class SovraError(Exception):
@@ -28,6 +31,9 @@ class SovraError(Exception):
 
     `hint` (optional) is the fix, when the message itself does not already say it.
     """
+
+    kind: ClassVar[type[SovraError] | None] = None
+    """Set only where the bases cannot name the kind first (see the module docstring)."""
 
     def __init__(self, *args: object, hint: str | None = None) -> None:
         super().__init__(*args)
@@ -63,8 +69,12 @@ KINDS: tuple[type[SovraError], ...] = (Invalid, NotFound, Forbidden, Conflict, U
 
 
 def kind_of(exc: SovraError) -> type[SovraError]:
-    """The kind of `exc`: the first of KINDS in its MRO; `SovraError` for an unkinded error."""
+    """The kind of `exc`: the first of KINDS (or `kind` declaration) in its MRO; `SovraError`
+    for an error raised without a kind."""
     for cls in type(exc).__mro__:
         if cls in KINDS:
             return cls
+        declared = cls.__dict__.get("kind")
+        if isinstance(declared, type) and issubclass(declared, SovraError):
+            return declared
     return SovraError

@@ -16,9 +16,11 @@ class GenerationError(Unavailable, ModelError):
     """The endpoint or model failed (down, timeout, malformed reply); the message says which."""
 
 
-class BadGenerationRequest(Invalid, GenerationError):
+class BadGenerationRequest(GenerationError):
     """The request or the endpoint's configuration is wrong (missing API key, bad base_url,
     prompt too long); retrying does not help, fixing it does."""
+
+    kind = Invalid
 
 
 @dataclass
