@@ -10,11 +10,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sovra.domain import DEFAULT_CLASSIFICATIONS, ClassificationScale, DomainError, validate_access
+from sovra.errors import Invalid
 
 CONFIG_FILENAME = "sovra.toml"
 
 
-class ConfigError(Exception):
+class ConfigError(Invalid):
     """The configuration cannot be used; the message names the file, the field and the fix."""
 
 

@@ -14,13 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovra.domain import Principal
+from sovra.errors import Invalid, NotFound
 
 DIRECTORY_FILENAME = "directory.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
-class DirectoryError(Exception):
-    """Unknown user, bad name, or an unreadable directory file; the message says how to fix it."""
+class DirectoryError(Invalid):
+    """A bad name or an unreadable directory file; the message says how to fix it."""
+
+
+class UnknownUser(NotFound, DirectoryError):
+    """No such user (or a disabled one): never a guest."""
 
 
 def _check_name(kind: str, name: str) -> str:
@@ -148,9 +153,9 @@ class Directory:
         return users[user_id]
 
     @staticmethod
-    def _unknown(user_id: str, users: dict[str, User]) -> DirectoryError:
+    def _unknown(user_id: str, users: dict[str, User]) -> UnknownUser:
         known = ", ".join(sorted(users)[:10]) or "none yet"
-        return DirectoryError(
+        return UnknownUser(
             f"unknown user {user_id!r}; add it with `sovra user add {user_id} --group ...`"
             f" (known: {known})"
         )

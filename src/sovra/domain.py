@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from sovra.errors import Invalid
+
 PUBLIC = "public"
 """Access string that every principal holds."""
 
@@ -20,7 +22,7 @@ ADMIN_ONLY = "group:" + ADMIN_GROUP
 DEFAULT_CLASSIFICATIONS: tuple[str, ...] = ("public", "internal", "confidential", "restricted")
 
 
-class DomainError(ValueError):
+class DomainError(Invalid, ValueError):
     """A value that breaks one of the domain's rules; the message names the value and the fix."""
 
 

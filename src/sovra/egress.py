@@ -24,11 +24,12 @@ from urllib.parse import urlsplit
 import httpx
 
 from sovra.config import EndpointConfig
+from sovra.errors import Unavailable
 
 Resolver = Callable[[str, int], list[str]]
 
 
-class EgressDenied(Exception):
+class EgressDenied(Unavailable):
     """A request to a destination the registry or air-gap mode does not allow."""
 
 

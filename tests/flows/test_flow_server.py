@@ -145,3 +145,35 @@ def test_inbox_hides_own_runs_and_others_cannot_see(client: TestClient) -> None:
     assert client.get(f"/api/v1/flows/runs/{run_id}").status_code == 401
     resp = client.post("/api/v1/flows/nope/runs", json={"inputs": {}}, headers=bob)
     assert resp.status_code == 404
+
+
+def test_flow_errors_become_statuses_by_kind(client: TestClient) -> None:
+    """Typed flow errors, not their messages, pick the status: FlowNotFound → 404,
+    FlowConflict → 409, a bad request (FlowError, Invalid) → 400."""
+    bob = {"Authorization": f"Bearer {client.keys['bob']}"}  # type: ignore[attr-defined]
+    erin = {"Authorization": f"Bearer {client.keys['erin']}"}  # type: ignore[attr-defined]
+    missing = client.post("/api/v1/flows/nope/runs", json={"inputs": {}}, headers=bob)
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert "no workflow 'nope'" in missing.json()["detail"]
+
+    no_input = client.post("/api/v1/flows/access/runs", json={"inputs": {}}, headers=bob)
+    assert no_input.status_code == 400 and no_input.json()["error"] == "bad_request"
+    assert "title" in no_input.json()["detail"]
+
+    run_id = client.post(
+        "/api/v1/flows/access/runs", json={"inputs": {"title": "vpn"}}, headers=bob
+    ).json()["id"]
+    absent = client.get("/api/v1/flows/runs/run-does-not-exist", headers=erin)
+    assert absent.status_code == 404 and absent.json()["error"] == "not_found"
+    assert absent.json()["detail"].startswith("no flow run 'run-does-not-exist'")
+
+    csrf = sign_in(client, "erin")
+    ok = client.post(
+        f"/api/v1/flows/runs/{run_id}/approve", json={}, headers={"X-CSRF-Token": csrf}
+    )
+    assert ok.status_code == 200, ok.text
+    again = client.post(
+        f"/api/v1/flows/runs/{run_id}/approve", json={}, headers={"X-CSRF-Token": csrf}
+    )
+    assert again.status_code == 409 and again.json()["error"] == "conflict"
+    assert "not waiting for an approval" in again.json()["detail"]

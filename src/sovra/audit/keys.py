@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 
 from sovra.audit.note import ALG_COSIGNATURE_V1, NoteError, NoteSigner, NoteVerifier
+from sovra.errors import Invalid
 
 KEY_ENV = "SOVRA_AUDIT_KEY"
 
 
-class KeyFileError(Exception):
+class KeyFileError(Invalid):
     """A key file is missing, unreadable, too open, or for another log."""
 
 

@@ -47,6 +47,7 @@ from sovra.audit.note import (
 from sovra.audit.receipt import Receipt
 from sovra.audit.store import AppendPlan, LogStore, NodeReader, SqliteStore, StoreError
 from sovra.audit.subjects import SubjectKeys
+from sovra.errors import Invalid, NotFound, Unavailable
 
 RETENTION_MIN_DAYS = 183
 """Six months: the floor for deployer log keeping under the AI Act (Art. 19 and 26(6))."""
@@ -57,8 +58,16 @@ MAX_BATCH = 2000
 CHECKPOINT_EVERY = 1024
 
 
-class AuditError(Exception):
+class AuditError(Invalid):
     """The audit log cannot do what was asked; the message says what and how to fix it."""
+
+
+class AuditNotFound(NotFound, AuditError):
+    """No such entry, checkpoint, tile or subject key (or no log here yet)."""
+
+
+class AuditUnavailable(Unavailable, AuditError):
+    """The audit store cannot be reached or opened."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,7 @@ class AuditLog:
         origin = store.get_meta("origin")
         if origin is None:
             if read_only:
-                raise AuditError("there is no audit log here yet; nothing has been logged")
+                raise AuditNotFound("there is no audit log here yet; nothing has been logged")
             origin = self._key_name() or f"sovra.local/audit/{secrets.token_hex(6)}"
             origin = store.init_meta("origin", origin)
         self.origin = origin
@@ -188,7 +197,7 @@ class AuditLog:
             else:
                 store = SqliteStore(audit_dir / "log.sqlite")
         except StoreError as exc:
-            raise AuditError(str(exc)) from None
+            raise AuditUnavailable(str(exc)) from None
         try:
             return cls(
                 store,
@@ -448,7 +457,7 @@ class AuditLog:
         size = self.size if size is None else size
         width = min(256, max(0, (size >> (8 * level)) - index * 256))
         if width == 0:
-            raise AuditError(f"tile {level}/{index} does not exist in a tree of size {size}")
+            raise AuditNotFound(f"tile {level}/{index} does not exist in a tree of size {size}")
         return b"".join(self.store.node_range(8 * level, index * 256, index * 256 + width))
 
     def _root_at(self, size: int) -> bytes:
@@ -466,7 +475,7 @@ class AuditLog:
             return latest
         note = self.store.checkpoint_at(size)
         if note is None:
-            raise AuditError(f"no checkpoint at tree size {size}")
+            raise AuditNotFound(f"no checkpoint at tree size {size}")
         return size, note
 
     def prove(self, leaf: int, size: int | None = None) -> Receipt:
@@ -477,7 +486,7 @@ class AuditLog:
         tree_size, note = self._checkpoint_for(size)
         for leaf in leaves:
             if not 0 <= leaf < tree_size:
-                raise AuditError(f"entry {leaf} does not exist; the log has {tree_size} entries")
+                raise AuditNotFound(f"entry {leaf} does not exist; the log has {tree_size} entries")
         plans = [inclusion_plan(leaf, tree_size) for leaf in leaves]
         needed = nodes_for({s for p in plans for s in p})
         nodes = self.store.get_nodes(needed)
@@ -555,7 +564,7 @@ class AuditLog:
         """Crypto-shred `subject`: record the erasure, then destroy the subject's key."""
         pseudonym = self.subjects.pseudonym(subject)
         if pseudonym is None:
-            raise AuditError(
+            raise AuditNotFound(
                 "no key for this subject: nothing was logged for it, or it is already erased"
             )
         receipt = self.append(

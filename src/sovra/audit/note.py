@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from sovra.errors import Invalid
+
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
 MAX_SIGNATURES = 64
@@ -25,7 +27,7 @@ MAX_NOTE_BYTES = 1 << 20
 _DASH = "\u2014 "
 
 
-class NoteError(ValueError):
+class NoteError(Invalid, ValueError):
     """A note, key or checkpoint is malformed or its signatures do not verify."""
 
 

@@ -22,11 +22,12 @@ from sovra.audit.note import (
     verify_cosignatures,
 )
 from sovra.audit.verify import ProofError, verify_consistency, verify_inclusion
+from sovra.errors import Invalid
 
 RECEIPT_FORMAT = "sovra.audit.receipt/v1"
 
 
-class ReceiptError(ValueError):
+class ReceiptError(Invalid, ValueError):
     """The receipt is malformed or does not prove what it claims."""
 
 

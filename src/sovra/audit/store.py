@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sovra.audit.merkle import NodeId
+from sovra.errors import Unavailable
 
 LEVEL_SHIFT = 48
 
@@ -49,7 +50,7 @@ Planner = Callable[[int, NodeReader], AppendPlan]
 """Called inside the write transaction with the current size and a node reader."""
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """The store cannot be opened or used (bad URL, unreachable server, wrong schema)."""
 
 

@@ -12,9 +12,10 @@ import hmac
 from collections.abc import Sequence
 
 from sovra.audit.merkle import EMPTY_ROOT, HASH_SIZE, node_hash
+from sovra.errors import Invalid
 
 
-class ProofError(ValueError):
+class ProofError(Invalid, ValueError):
     """A proof does not bind the claimed values together."""
 
 

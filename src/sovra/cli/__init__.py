@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from sovra import __version__
-from sovra.audit import AuditError
 from sovra.cli import (
     audit,
     directory,
@@ -29,14 +28,11 @@ from sovra.cli import (
     serve,
     sources,
 )
-from sovra.cli.kit import CliState, console, out
-from sovra.config import ConfigError
-from sovra.directory import DirectoryError
-from sovra.domain import DomainError
-from sovra.models.base import ModelError
-from sovra.policy import PolicyError
+from sovra.cli.kit import CliState, SovraGroup, console, exit_code, out
+from sovra.errors import SovraError
 
 app = typer.Typer(
+    cls=SovraGroup,
     name="sovra",
     help="Sovereign, self-hosted AI: governed search over your own data.",
     no_args_is_help=True,
@@ -84,17 +80,18 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point: user mistakes become one clear line and exit code 2, not a traceback."""
+    """Entry point: a SovraError becomes one clear line and its kind's exit code (cli.kit), not
+    a traceback."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     debug = "--debug" in sys.argv
     try:
         result = app(standalone_mode=False)
-    except (ConfigError, DirectoryError, DomainError, ModelError, AuditError, PolicyError) as exc:
+    except SovraError as exc:  # SovraGroup maps those raised in commands; this, the rest
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        sys.exit(exit_code(exc))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -1,4 +1,14 @@
-"""Helpers shared by every `sovra` sub-command: config access, JSON output, clean failures, progress."""
+"""Helpers shared by every `sovra` sub-command: config access, JSON output, clean failures, progress.
+
+Exit codes (the one place that maps `sovra.errors` kinds to them; see `SovraGroup`):
+
+    0  success
+    1  the command failed (a check did not pass, or it reported the failure itself)
+    2  the user's mistake: Invalid, NotFound or Conflict (bad input, unknown name, wrong state)
+    3  Forbidden: the caller may not do this
+    4  Unavailable: a dependency (database, model endpoint, source) is down or refused
+  130  interrupted
+"""
 
 from __future__ import annotations
 
@@ -20,8 +30,11 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer._click.core import Context as ClickContext  # the click typer vendors and subclasses
+from typer.core import TyperGroup
 
 from sovra.config import Config, load_config
+from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[str, typer.Option("--as", help="Act as this user of the directory.")]
@@ -57,6 +70,34 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit: the CLI's answer to a user mistake."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+EXIT_CODES: dict[type[SovraError], int] = {
+    SovraError: 2,
+    Invalid: 2,
+    NotFound: 2,
+    Conflict: 2,
+    Forbidden: 3,
+    Unavailable: 4,
+}
+
+
+def exit_code(exc: SovraError) -> int:
+    """The exit code for an error, by its kind (see the module docstring)."""
+    return EXIT_CODES[kind_of(exc)]
+
+
+class SovraGroup(TyperGroup):
+    """The root command group: a SovraError from any command becomes one line and its exit
+    code, not a traceback (`--debug` shows the traceback instead)."""
+
+    def invoke(self, ctx: ClickContext) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SovraError as exc:
+            if isinstance(ctx.obj, CliState) and ctx.obj.debug:
+                raise
+            fail(exc.message, exit_code(exc))
 
 
 def emit_json(value: Any) -> None:

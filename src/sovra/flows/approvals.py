@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sovra.domain import Principal
+from sovra.errors import Forbidden
 from sovra.flows.base import FlowError
 from sovra.flows.store import Approval, Run
 
 
-class NotAllowed(FlowError):
+class NotAllowed(Forbidden, FlowError):
     """This principal may not do this to a run; the message says why."""
 
 

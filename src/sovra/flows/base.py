@@ -20,12 +20,22 @@ if TYPE_CHECKING:
     from sovra.models.base import Embedder
     from sovra.search import SearchResult
 
+from sovra.errors import Conflict, Invalid, NotFound, Unavailable
 
-class FlowError(Exception):
+
+class FlowError(Invalid):
     """A workflow cannot be defined, started or continued; the message says what and how to fix it."""
 
 
-class ActionError(FlowError):
+class FlowNotFound(NotFound, FlowError):
+    """No such run, workflow or classifier (or one the caller may not see)."""
+
+
+class FlowConflict(Conflict, FlowError):
+    """The run's state does not allow this (not waiting, already decided, kill switch on)."""
+
+
+class ActionError(Unavailable, FlowError):
     """An action failed. `retryable` = the runner may try again (server down, timeout, 5xx)."""
 
     def __init__(self, message: str, *, retryable: bool) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from sovra import __version__
-from sovra.flows.base import FlowError, Prediction
+from sovra.flows.base import FlowError, FlowNotFound, Prediction
 from sovra.models.base import Embedder
 
 FORMAT = 1
@@ -306,7 +306,7 @@ def read_manifest(home: Path, name: str) -> dict[str, Any]:
     directory = classifier_dir(home, name)
     path = directory / MANIFEST
     if not path.is_file():
-        raise FlowError(
+        raise FlowNotFound(
             f"no classifier named {name!r} in {directory.parent}; train it with"
             f" `sovra flow classifier train {name} --from FILE.csv --text COLUMNS --label COLUMN`"
         )

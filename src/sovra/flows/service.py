@@ -18,7 +18,7 @@ from sovra.config import Config, ConfigError
 from sovra.directory import DirectoryError
 from sovra.domain import Principal
 from sovra.flows.approvals import ApprovalRefused, NotAllowed, check_approver, check_operator
-from sovra.flows.base import ActionAdapter, Classifier, FlowError, Host
+from sovra.flows.base import ActionAdapter, Classifier, FlowConflict, FlowError, FlowNotFound, Host
 from sovra.flows.definition import (
     ActStep,
     ApproveStep,
@@ -110,7 +110,7 @@ class Flows:
             if error.path is not None and error.path.stem == name:
                 raise error
         if name not in found:
-            raise FlowError(
+            raise FlowNotFound(
                 f"no workflow {name!r} (known: {', '.join(sorted(found)) or 'none'}); add"
                 f" {self.home / 'workflows' / (name + '.yaml')}"
             )
@@ -407,7 +407,7 @@ class Flows:
         run = self.store.run(run_id)
         approval = self.store.approval(run_id)
         if run.status != "waiting_approval" or approval is None or approval.status != "open":
-            raise FlowError(f"run {run_id} is {run.status}, not waiting for an approval")
+            raise FlowConflict(f"run {run_id} is {run.status}, not waiting for an approval")
         return run, approval
 
     # -- operator controls --------------------------------------------------------------------
@@ -432,7 +432,7 @@ class Flows:
         user = self._operator(user_id)
         run = self.store.run(run_id)
         if run.status in FINAL:
-            raise FlowError(f"run {run_id} is {run.status}; there is nothing to pause")
+            raise FlowConflict(f"run {run_id} is {run.status}; there is nothing to pause")
         self.store.update_run(run_id, paused=1)
         self._control(user, run, "pause", reason)
         return self.store.run(run_id)
@@ -444,7 +444,7 @@ class Flows:
         switch = self.store.switch(run.workflow)
         if switch is not None:
             scope = "--all" if switch["scope"] == GLOBAL else f"--workflow {run.workflow}"
-            raise FlowError(
+            raise FlowConflict(
                 f"the kill switch is on for {'all workflows' if switch['scope'] == GLOBAL else run.workflow};"
                 f" lift it first with `sovra flow resume {scope} --as {user_id}`"
             )
@@ -496,7 +496,7 @@ class Flows:
             raise FlowError("a reason is required to override a step: add --reason '...'")
         run = self.store.run(run_id)
         if run.status in FINAL or run.status == "running":
-            raise FlowError(
+            raise FlowConflict(
                 f"run {run_id} is {run.status}; only a failed, paused or waiting run's"
                 " steps can be overridden"
             )
@@ -534,7 +534,7 @@ class Flows:
         self._engine()
         run = self.store.run(run_id)
         if run.status != "failed":
-            raise FlowError(f"run {run_id} is {run.status}; only a failed run can be retried")
+            raise FlowConflict(f"run {run_id} is {run.status}; only a failed run can be retried")
         wf = Workflow.from_json(run.definition)
         self._control(user, run, "retry", reason, step_id=wf.steps[run.step_index].id)
         self.store.next_segment(run_id, run.step_index)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovra.flows.base import FlowError
+from sovra.flows.base import FlowConflict, FlowNotFound
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -218,7 +218,7 @@ class FlowStore:
     def run(self, run_id: str) -> Run:
         row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise FlowError(f"no flow run {run_id!r}; list runs with `sovra flow runs`")
+            raise FlowNotFound(f"no flow run {run_id!r}; list runs with `sovra flow runs`")
         return _run(row)
 
     def runs(
@@ -367,7 +367,7 @@ class FlowStore:
                 (run_id, step_id, user_id, decision, reason, at),
             )
         except sqlite3.IntegrityError:
-            raise FlowError(f"{user_id} has already decided on run {run_id}") from None
+            raise FlowConflict(f"{user_id} has already decided on run {run_id}") from None
 
     def votes(self, run_id: str, step_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute(

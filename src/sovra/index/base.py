@@ -6,9 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
+from sovra.errors import Unavailable
 
 
-class IndexError_(Exception):  # noqa: N801 (name fixed by the lead; others import it)
+class IndexError_(Unavailable):  # noqa: N801 (name fixed by the lead; others import it)
     """The index cannot serve the request (corrupt store, dimension mismatch, ...)."""
 
 

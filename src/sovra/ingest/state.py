@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from sovra.errors import Unavailable
+
 SCHEMA_VERSION = "1"
 
 STATUS_OK = "ok"
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS reports (
 """
 
 
-class StateError(Exception):
+class StateError(Unavailable):
     """The state database cannot be opened or is from a newer sovra."""
 
 

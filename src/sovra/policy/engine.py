@@ -25,6 +25,8 @@ from typing import Any
 
 import cedarpy
 
+from sovra.errors import Invalid
+
 ACTIONS: tuple[str, ...] = (
     "search",
     "ask",
@@ -42,7 +44,7 @@ POLICY_ERROR = "policy-error"
 """Recorded when evaluation raised an error; the request is denied."""
 
 
-class PolicyError(Exception):
+class PolicyError(Invalid):
     """A policy set cannot be used; the message names the file, the line or @id, and the reason."""
 
 

@@ -38,6 +38,7 @@ from presidio_analyzer.predefined_recognizers import (
     PhoneRecognizer,
 )
 
+from sovra.errors import Invalid
 from sovra.policy import checksums
 
 LANGUAGE = "xx"
@@ -324,7 +325,7 @@ NER_LABELS: dict[str, str] = {
 """spaCy NER labels (WikiNER-style and OntoNotes-style models) → sovra entity names."""
 
 
-class NerModelError(ValueError):
+class NerModelError(Invalid, ValueError):
     """An operator-supplied spaCy model directory cannot be used; the message says why."""
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovra.config import Config, ConfigError, EndpointConfig
 from sovra.domain import ClassificationScale, DomainError, Principal, validate_access
+from sovra.errors import Invalid
 from sovra.policy.engine import Entity, PolicyDecision, PolicyEngine, PolicyError, Request
 from sovra.policy.entities import (
     WORKSPACE,
@@ -73,7 +74,7 @@ class DecisionTable(_Strict):
     cases: tuple[Case, ...]
 
 
-class TableError(Exception):
+class TableError(Invalid):
     """The table cannot be read; the message names the file and the entry."""
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from sovra.errors import Invalid, NotFound
+
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
 DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
@@ -42,8 +44,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
-class AccountError(Exception):
+class AccountError(Invalid):
     """A credential operation that cannot be done; the message says why."""
+
+
+class UnknownApiKey(NotFound, AccountError):
+    """No API key with that id."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,7 @@ class AccountStore:
                 (time.time(), key_id),
             )
             if cur.rowcount == 0 and not any(k.id == key_id for k in self.keys()):
-                raise AccountError(f"no API key {key_id!r}; list them with `sovra apikey list`")
+                raise UnknownApiKey(f"no API key {key_id!r}; list them with `sovra apikey list`")
             self._verified = {h: k for h, k in self._verified.items() if k != key_id}
         return next(k for k in self.keys() if k.id == key_id)
 

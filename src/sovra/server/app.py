@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovra.config import Config
+from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
 from sovra.server import api, oidc_login, openai_api, ui
 from sovra.server import flows as flows_http
 from sovra.server.accounts import AccountStore
@@ -59,6 +60,26 @@ SECURITY_HEADERS = {
     b"cross-origin-opener-policy": b"same-origin",
     b"permissions-policy": b"camera=(), microphone=(), geolocation=()",
 }
+
+
+STATUS_FOR_KIND: dict[type[SovraError], tuple[int, str]] = {
+    Invalid: (400, "bad_request"),
+    NotFound: (404, "not_found"),
+    Forbidden: (403, "forbidden"),
+    Conflict: (409, "conflict"),
+    Unavailable: (503, "unavailable"),
+    SovraError: (500, "internal"),  # every raised error has a kind; a bare one is a bug
+}
+
+
+def api_error_for(exc: SovraError) -> ApiError:
+    """The HTTP error for a SovraError, by its kind. A 5xx says only what failed in general:
+    its message may name hosts, files or URLs of the deployment."""
+    status, code = STATUS_FOR_KIND[kind_of(exc)]
+    if status >= 500:
+        detail = "a service sovra depends on is unavailable" if status == 503 else "internal error"
+        return ApiError(status, code, detail)
+    return ApiError(status, code, exc.message)
 
 
 def error_body(path: str, status: int, code: str, detail: Any) -> dict[str, Any]:
@@ -210,6 +231,13 @@ def create_app(
             status_code=exc.status_code,
             headers=exc.headers,
         )
+
+    @app.exception_handler(SovraError)
+    async def sovra_error(request: Request, exc: SovraError) -> Response:
+        error = api_error_for(exc)
+        if error.status_code >= 500:
+            log.warning("%s on %s", type(exc).__name__, request.url.path)
+        return await http_error(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -18,8 +18,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from sovra.directory import DirectoryError
-from sovra.flows.approvals import NotAllowed
-from sovra.flows.base import FlowError
+from sovra.errors import NotFound, SovraError
+from sovra.flows.base import FlowNotFound
 from sovra.flows.service import Flows
 from sovra.server.auth import ApiError, Identity, forbidden
 from sovra.server.deps import AppState, app_state, identity, optional_identity
@@ -51,18 +51,15 @@ class OverrideRequest(BaseModel):
 
 
 def with_flows(st: AppState, fn: Callable[[Flows], T]) -> T:
-    """Run `fn` with a Flows on the server's workspace; flow errors become API errors."""
+    """Run `fn` with a Flows on the server's workspace. Flow errors keep their kind, which the
+    app's handler turns into the status (no run: 404, refused: 403, wrong state: 409)."""
     with _LOCK:
         flows = st.ws.flows()
         try:
             return fn(flows)
-        except (NotAllowed, DirectoryError) as exc:
+        except DirectoryError as exc:
+            # The caller signed in, so a directory error means the account went away meanwhile.
             raise forbidden(str(exc)) from None
-        except FlowError as exc:
-            text = str(exc)
-            if text.startswith(("no flow run", "no workflow")):
-                raise ApiError(404, "not_found", text) from None
-            raise ApiError(409, "conflict", text) from None
         finally:
             flows.close()
 
@@ -83,7 +80,7 @@ def _may_see(flows: Flows, ident: Identity, run_id: str) -> dict[str, Any]:
         or set(flows.config.flows.operators) & p.groups
     ):
         return data
-    raise ApiError(404, "not_found", f"no flow run {run_id!r}")
+    raise FlowNotFound(f"no flow run {run_id!r}; list runs with `sovra flow runs`")
 
 
 @api_router.get("")
@@ -280,10 +277,11 @@ async def decide(
         else:
             await run_in_threadpool(with_flows, st, lambda f: f.reject(run_id, user, reason))
             message = "Rejected."
-    except ApiError as exc:
-        if exc.status_code == 404:
+    except (ApiError, SovraError) as exc:
+        # A run the caller may not see stays a 404; any other refusal is shown on the page.
+        if isinstance(exc, NotFound) or (isinstance(exc, ApiError) and exc.status_code == 404):
             raise
-        message = str(exc.detail)
+        message = str(exc.detail) if isinstance(exc, ApiError) else exc.message
     return RedirectResponse(
         f"/flows/runs/{quote(run_id)}?message={quote(message)}", status_code=303
     )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from sovra.config import Config
 from sovra.directory import Directory, DirectoryError
 from sovra.domain import Principal
+from sovra.errors import Invalid
 from sovra.policy.engine import DEFAULT_DENY, PolicyEngine, PolicyError
 from sovra.policy.table import WorkflowSpec, build_request, config_resolver
 from sovra.server.text import Text
@@ -63,7 +64,7 @@ def active_policies(config: Config) -> tuple[str, list[dict[str, Any]]]:
     return engine.policy_set.version, rows
 
 
-class PolicyCheckError(Exception):
+class PolicyCheckError(Invalid):
     """The request cannot be checked (unknown user, source, endpoint…); safe to show."""
 
 

@@ -11,13 +11,14 @@ from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 from sovra.domain import Document, DocumentRef
+from sovra.errors import Invalid, NotFound, Unavailable
 
 
-class SourceError(Exception):
-    """Base class of connector errors."""
+class SourceError(Invalid):
+    """Base class of connector errors (itself: a source configured wrongly)."""
 
 
-class SourceUnavailable(SourceError):
+class SourceUnavailable(Unavailable, SourceError):
     """The whole source cannot be read (folder missing, records file unparseable).
 
     A sync that hits this stops without touching the index: an unmounted share must never
@@ -50,7 +51,7 @@ class UnsupportedFormat(DocumentError):
     """No parser handles this item's format."""
 
 
-class DocumentNotFound(DocumentError):
+class DocumentNotFound(NotFound, DocumentError):
     """The item vanished between `list()` and `fetch()`; the next sync deletes it."""
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sovra.errors import Invalid
+
 PARSER_VERSION = "1"
 """Part of every document version: bump it when parsing output changes, to re-index all."""
 
@@ -38,7 +40,7 @@ MIME_TYPES: dict[str, str] = {
 }
 
 
-class ParseError(ValueError):
+class ParseError(Invalid, ValueError):
     """The bytes are not a readable instance of the format; the message says why."""
 
 
