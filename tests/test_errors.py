@@ -8,7 +8,6 @@ from typing import Annotated
 
 import pytest
 import typer
-from sovra.egress import EgressDenied
 from typer.testing import CliRunner
 
 from sovra.audit.log import AuditError, AuditNotFound, AuditUnavailable
@@ -17,6 +16,7 @@ from sovra.cli.kit import CliState, SovraGroup, exit_code
 from sovra.config import ConfigError
 from sovra.directory import Directory, DirectoryError, UnknownUser
 from sovra.domain import DomainError
+from sovra.egress import EgressDenied
 from sovra.errors import (
     Conflict,
     Forbidden,
