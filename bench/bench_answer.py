@@ -30,7 +30,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,12 @@ from sovra.answer.prompt import build_prompt
 from sovra.answer.verify import verify_output
 from sovra.audit.log import AuditLog
 from sovra.config import load_config
-from sovra.models.generation import GenerationStats, Message
+from sovra.models.generation import (
+    GenerationStats,
+    Message,
+    StreamedGeneration,
+    stream_generation,
+)
 from sovra.models.registry import DEFAULT_GGUF_NAME, ModelRegistry, ensure_default_gguf
 from sovra.workspace import Workspace
 
@@ -72,16 +76,10 @@ CANNED = (
 )
 
 
-@dataclass
-class Precomputed:
-    """A generation whose text is ready: streams instantly, so only sovra's work is timed."""
-
-    pieces: list[str]
-    stats: GenerationStats = field(default_factory=lambda: GenerationStats("precomputed"))
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.pieces
-        self.stats.tokens_out = len(self.pieces)
+def precomputed(pieces: list[str], stats: GenerationStats) -> Iterator[str]:
+    """Deltas whose text is ready: they stream instantly, so only sovra's work is timed."""
+    yield from pieces
+    stats.tokens_out = len(pieces)
 
 
 class PrecomputedGenerator:
@@ -112,8 +110,9 @@ class PrecomputedGenerator:
         max_tokens: int = 512,
         temperature: float = 0.0,
         stop: Sequence[str] = (),
-    ) -> Precomputed:
-        return Precomputed(CANNED.split(" "))
+    ) -> StreamedGeneration:
+        stats = GenerationStats("precomputed")
+        return stream_generation(precomputed(CANNED.split(" "), stats), stats, stop)
 
 
 def pct(values: Sequence[float], q: float) -> float:

@@ -146,7 +146,7 @@ def wrapper_cost(
 
     import llama_cpp
 
-    from sovra.models.llamacpp import StopFilter
+    from sovra.models.generation import StopFilter
 
     reps = 20
     started = time.perf_counter()

@@ -7,14 +7,13 @@ Writes are atomic (temp file + rename) so a crash never leaves a half-written di
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovra.domain import Principal
 from sovra.errors import Invalid, NotFound
+from sovra.storage import atomic_write
 
 DIRECTORY_FILENAME = "directory.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -89,16 +88,7 @@ class Directory:
             ],
             "groups": dict(sorted(groups.items())),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".directory.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path, json.dumps(data, indent=2))
 
     def users(self) -> list[User]:
         return sorted(self._read()[0].values(), key=lambda u: u.id)

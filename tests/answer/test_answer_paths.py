@@ -21,7 +21,13 @@ from answer_site import CERT_EXPIRY, DISK_PRESSURE, RESTRICTED_SOURCE, make_site
 from sovra.answer import NOT_FOUND, Answer, Answerer, AnswerSettings, EndpointInfo, GenerationChoice
 from sovra.domain import QueryOptions
 from sovra.models.base import ModelError
-from sovra.models.generation import GenerationError, GenerationStats, Message
+from sovra.models.generation import (
+    GenerationError,
+    GenerationStats,
+    Message,
+    StreamedGeneration,
+    stream_generation,
+)
 from sovra.models.registry import ModelRegistry
 from sovra.workspace import Workspace
 
@@ -151,15 +157,11 @@ def test_injection_document_quoted_extractively_cannot_leak_or_render(
     assert {c.source for c in answer.citations} <= {"runbooks", "handbook"}
 
 
-@dataclass
-class Scripted:
-    text: str
-    stats: GenerationStats = field(default_factory=lambda: GenerationStats("scripted"))
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self.text.split(" ")[:1]
-        for piece in self.text.split(" ")[1:]:
-            yield " " + piece
+def scripted(text: str) -> Iterator[str]:
+    """The reply word by word, as a backend streams it."""
+    yield from text.split(" ")[:1]
+    for piece in text.split(" ")[1:]:
+        yield " " + piece
 
 
 @dataclass
@@ -192,9 +194,10 @@ class ScriptedGenerator:
         max_tokens: int = 512,
         temperature: float = 0.0,
         stop: Sequence[str] = (),
-    ) -> Scripted:
+    ) -> StreamedGeneration:
         self.seen.append(list(messages))
-        return Scripted(self.reply)
+        stats = GenerationStats("scripted")
+        return stream_generation(scripted(self.reply), stats, stop)
 
 
 def generative(ws: Workspace, gen: ScriptedGenerator, **settings: Any) -> Answerer:

@@ -10,8 +10,8 @@ import pytest
 from models_helpers import with_string_kv
 
 from sovra.models.base import ModelError
-from sovra.models.generation import GenerationError, Generator
-from sovra.models.llamacpp import LlamaCppGenerator, StopFilter, default_threads, resolve_gguf
+from sovra.models.generation import GenerationError, Generator, StopFilter
+from sovra.models.llamacpp import LlamaCppGenerator, default_threads, resolve_gguf
 from sovra.models.openai_compat import estimate_tokens
 
 MSGS = [

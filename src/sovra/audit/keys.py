@@ -11,11 +11,11 @@ Trust comes from these files, never from the log store.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from sovra.audit.note import ALG_COSIGNATURE_V1, NoteError, NoteSigner, NoteVerifier
 from sovra.errors import Invalid
+from sovra.storage import atomic_write
 
 KEY_ENV = "SOVRA_AUDIT_KEY"
 
@@ -27,36 +27,17 @@ class KeyFileError(Invalid):
 def write_secret_file(path: Path, text: str) -> None:
     """Atomically write `text` to `path` with mode 0600 (never briefly world-readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text, mode=0o600)
 
 
 def create_secret_file(path: Path, text: str) -> bool:
     """Like write_secret_file, but never replaces an existing file; False if one exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # atomic and exclusive: fails if the key already exists
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_write(path, text, mode=0o600, exclusive=True)
+    except FileExistsError:
+        return False
+    return True
 
 
 def read_vkeys(path: Path) -> list[NoteVerifier]:

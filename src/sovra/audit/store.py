@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sovra.audit.merkle import NodeId
 from sovra.errors import Unavailable
+from sovra.storage import open_sqlite, write_transaction
 
 LEVEL_SHIFT = 48
 
@@ -127,16 +128,8 @@ class SqliteStore:
     """One SQLite file in WAL mode with synchronous=FULL: a commit is on disk when it returns."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            # Owner-only from the start; SQLite gives its -wal and -shm files the same mode.
-            path.touch(mode=0o600)
         try:
-            self._db = sqlite3.connect(
-                path, check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = open_sqlite(path, timeout=30.0, synchronous="FULL", owner_only=True)
             self._db.executescript(_SQLITE_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the audit database: {exc}") from None
@@ -179,10 +172,8 @@ class SqliteStore:
 
     def append(self, entries: Sequence[bytes], plan: Planner) -> int:
         with self._lock:
-            db = self._db
             # IMMEDIATE takes the write lock first, so a second process appends after us.
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(self._db) as db:
                 row = db.execute("SELECT value FROM meta WHERE key = 'size'").fetchone()
                 size = int(row[0]) if row else 0
                 result = plan(size, self._get_nodes)
@@ -205,10 +196,6 @@ class SqliteStore:
                         "DELETE FROM checkpoints WHERE size = ? AND signatures = 1",
                         (result.drop_checkpoint,),
                     )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
             return size
 
     def level_range(self, level: int, start: int, end: int) -> list[tuple[int, bytes]]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 from pathlib import Path
 
 from sovra.audit.keys import write_secret_file
+from sovra.storage import open_sqlite
 
 
 class SubjectKeys:
@@ -27,14 +27,16 @@ class SubjectKeys:
         if not index_path.exists():
             write_secret_file(index_path, secrets.token_bytes(32).hex() + "\n")
         self._index_key = bytes.fromhex(index_path.read_text().strip())
-        path = directory / "subject-keys.sqlite"
-        if not path.exists():
-            path.touch(mode=0o600)  # owner-only before any key is written
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Owner-only before any key is written; secure_delete and a rollback journal for erasure
+        # (module docstring).
+        self._db = open_sqlite(
+            directory / "subject-keys.sqlite",
+            journal_mode="DELETE",
+            synchronous="FULL",
+            secure_delete=True,
+            owner_only=True,
+        )
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA secure_delete=ON")
-        self._db.execute("PRAGMA journal_mode=DELETE")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS subjects ("
             " lookup BLOB PRIMARY KEY, pseudonym TEXT NOT NULL UNIQUE, key BLOB NOT NULL)"

@@ -26,10 +26,8 @@ import logging
 import os
 import re
 import smtplib
-import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -42,6 +40,7 @@ import httpx
 from sovra.config import SmtpConfig
 from sovra.egress import EgressDenied, EgressGuard, guarded_client
 from sovra.flows.base import ActionError, ActionResult
+from sovra.storage import open_sqlite, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +64,6 @@ def _check_key(key: str) -> str:
 def _params_digest(params: Mapping[str, Any]) -> str:
     blob = json.dumps(params, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) so the write lock is
-    # taken before the idempotency check, and two processes cannot both pass it.
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    return conn
-
-
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # -- ticket store -----------------------------------------------------------------------------
@@ -140,7 +118,7 @@ class TicketStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = _connect(path)
+        self._conn = open_sqlite(path, timeout=30.0, synchronous="FULL")
         self._conn.executescript(_TICKET_SCHEMA)
         self._lock = threading.Lock()
 
@@ -151,7 +129,9 @@ class TicketStore:
         key = _check_key(idempotency_key)
         ticket_id, fields = self._parse(params)
         digest = _params_digest(params)
-        with self._lock, _immediate(self._conn) as conn:
+        # The write lock is taken before the idempotency check, so two processes cannot both
+        # pass it.
+        with self._lock, write_transaction(self._conn) as conn:
             seen = conn.execute(
                 "SELECT params_sha256, outcome FROM action_keys WHERE idempotency_key = ?", (key,)
             ).fetchone()
@@ -253,7 +233,7 @@ class DeliveryLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._conn = _connect(path)
+        self._conn = open_sqlite(path, timeout=30.0, synchronous="FULL")
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS delivered (adapter TEXT NOT NULL, idempotency_key TEXT"
             " NOT NULL, outcome TEXT NOT NULL, at TEXT NOT NULL,"
@@ -270,7 +250,7 @@ class DeliveryLedger:
         return None if row is None else dict(json.loads(row[0]))
 
     def record(self, adapter: str, key: str, outcome: Mapping[str, Any]) -> None:
-        with self._lock, _immediate(self._conn) as conn:
+        with self._lock, write_transaction(self._conn) as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO delivered (adapter, idempotency_key, outcome, at)"
                 " VALUES (?, ?, ?, ?)",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sovra.flows.base import FlowConflict, FlowNotFound
+from sovra.storage import open_sqlite, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -168,12 +169,9 @@ class Approval:
 
 class FlowStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db = open_sqlite(path, timeout=30)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(SCHEMA)
         self._depth = 0
 
@@ -191,16 +189,12 @@ class FlowStore:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        self._depth = 1
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        finally:
-            self._depth = 0
-        self._db.execute("COMMIT")
+        with write_transaction(self._db) as db:
+            self._depth = 1
+            try:
+                yield db
+            finally:
+                self._depth = 0
 
     # -- runs ---------------------------------------------------------------------------------
 

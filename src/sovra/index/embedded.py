@@ -31,11 +31,11 @@ instance safely behind a lock.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import math
-import os
 import sqlite3
 import threading
 import uuid
@@ -44,7 +44,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,7 @@ import numpy.typing as npt
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import analyze, normalize_language
 from sovra.index.base import IndexError_
+from sovra.storage import Synchronous, atomic_writer, open_sqlite, write_transaction
 
 SCHEMA_VERSION = "1"
 DB_NAME = "index.sqlite"
@@ -441,15 +442,12 @@ class EmbeddedIndex:
                 f"index {self.path} is open in another process; close it there first"
             ) from None
         try:
-            self._db = sqlite3.connect(
-                self.path / DB_NAME, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a process crash never loses or tears a committed write;
             # only a power cut may drop the last commits (the database stays consistent).
-            if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            level = synchronous.upper()
+            if level not in ("NORMAL", "FULL", "EXTRA"):
                 raise IndexError_(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db = open_sqlite(self.path / DB_NAME, synchronous=cast(Synchronous, level))
             self._db.executescript(_SCHEMA)
             self._check_meta()
             self._mem = _Memory(dimension)
@@ -606,29 +604,22 @@ class EmbeddedIndex:
             "docs": json.dumps(doc_of, ensure_ascii=False),
             "combos": json.dumps([dataclasses.astuple(c) for c in mem.combos], ensure_ascii=False),
         }
-        tmp = path.with_suffix(".tmp")
-        try:
-            with tmp.open("wb") as fh:
-                arrays: dict[str, Any] = {
-                    "rowid": mem.rowid[:n],
-                    "combo": mem.combo[:n],
-                    "modified": mem.modified[:n],
-                    "length": mem.length[:n],
-                    "has_vec": mem.has_vec[:n],
-                    "vectors": mem.vectors[:n],
-                    "indptr": seg.indptr,
-                    "rows": seg.rows,
-                    "tfs": seg.tfs,
-                }
-                arrays.update(
-                    {k: np.frombuffer(v.encode(), dtype=np.uint8) for k, v in blobs.items()}
-                )
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # the snapshot is only a cache; opening rebuilds
+        # The snapshot is only a cache: when it cannot be written, opening rebuilds it.
+        # mode=None: it gets the umask's mode, like the database beside it.
+        with contextlib.suppress(OSError), atomic_writer(path, mode=None) as fh:
+            arrays: dict[str, Any] = {
+                "rowid": mem.rowid[:n],
+                "combo": mem.combo[:n],
+                "modified": mem.modified[:n],
+                "length": mem.length[:n],
+                "has_vec": mem.has_vec[:n],
+                "vectors": mem.vectors[:n],
+                "indptr": seg.indptr,
+                "rows": seg.rows,
+                "tfs": seg.tfs,
+            }
+            arrays.update({k: np.frombuffer(v.encode(), dtype=np.uint8) for k, v in blobs.items()})
+            np.savez(fh, **arrays)
 
     def _load_snapshot(self) -> bool:
         path = self.path / SNAPSHOT_NAME
@@ -681,21 +672,8 @@ class EmbeddedIndex:
 
     # ----------------------------------------------------------------- writes
 
-    class _Txn:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> None:
-            self.db.execute("BEGIN IMMEDIATE")
-
-        def __exit__(self, exc_type: object, *rest: object) -> None:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
-
-    def _transaction(self) -> EmbeddedIndex._Txn:
-        return EmbeddedIndex._Txn(self._db)
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._db)
 
     def _vector(self, chunk: Chunk) -> _F32 | None:
         if chunk.embedding is None:

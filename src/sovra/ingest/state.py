@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sovra.errors import Unavailable
+from sovra.storage import open_sqlite, write_transaction
 
 SCHEMA_VERSION = "1"
 
@@ -91,15 +92,10 @@ class StateStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against process kills in WAL mode; only power loss can drop
             # the last commits, which a re-sync then redoes.
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = open_sqlite(path, timeout=30, synchronous="NORMAL")
             self._db.executescript(_SCHEMA)
             columns = {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}
             if "pipeline" not in columns:  # a store from before the column existed
@@ -120,14 +116,8 @@ class StateStore:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One atomic batch of writes: all of it is visible after a crash, or none."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, write_transaction(self._db) as db:
+            yield db
 
     def versions(self, source: str) -> dict[str, StoredVersion]:
         """external_id → (version, status, pipeline) for every stored document of the source."""

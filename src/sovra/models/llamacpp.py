@@ -25,6 +25,8 @@ from sovra.models.generation import (
     GenerationError,
     GenerationStats,
     Message,
+    StreamedGeneration,
+    timed_pieces,
 )
 
 if TYPE_CHECKING:
@@ -262,57 +264,6 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class StopFilter:
-    """Holds back text that may be the start of a stop sequence; cuts at the first full match.
-
-    llama.cpp's own stop handling re-decodes the whole output on every token (quadratic); this
-    keeps only the undecided tail.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self.stops = [s for s in stops if s]
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            out, self.pending = self.pending[:cut], ""
-            return out
-        hold = 0
-        for s in self.stops:
-            for n in range(min(len(s) - 1, len(self.pending)), 0, -1):
-                if self.pending.endswith(s[:n]):
-                    hold = max(hold, n)
-                    break
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out) :]
-        return out
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
-class LlamaCppGeneration:
-    """One streamed answer; iterate once. `stats` is complete when iteration ends."""
-
-    def __init__(self, pieces: Iterator[str], stats: GenerationStats) -> None:
-        self._pieces = pieces
-        self.stats = stats
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
-
-    def close(self) -> None:
-        """Stop early and free the model for the next caller (also done when garbage-collected)."""
-        close = getattr(self._pieces, "close", None)
-        if close is not None:
-            close()
-
-
 class LlamaCppGenerator:
     """A GGUF model run in-process by llama.cpp, prompted with the GGUF's own chat template
     (see `chat_template` for files that lack one).
@@ -450,7 +401,7 @@ class LlamaCppGenerator:
         max_tokens: int = 512,
         temperature: float = 0.0,
         stop: Sequence[str] = (),
-    ) -> LlamaCppGeneration:
+    ) -> StreamedGeneration:
         if max_tokens < 1:
             raise BadGenerationRequest(f"max_tokens must be at least 1, got {max_tokens}")
         tokens = self.prompt_tokens(messages)
@@ -462,7 +413,7 @@ class LlamaCppGenerator:
             )
         stats = GenerationStats(model=self._name, tokens_in=len(tokens))
         pieces = self._run(tokens, min(max_tokens, budget), temperature, stop, stats)
-        return LlamaCppGeneration(pieces, stats)
+        return StreamedGeneration(pieces, stats)
 
     def _run(
         self,
@@ -472,7 +423,7 @@ class LlamaCppGenerator:
         stop: Sequence[str],
         stats: GenerationStats,
     ) -> Iterator[str]:
-        # Runs lazily: the clock starts when the caller starts reading, like a network request.
+        # Runs lazily, when the caller starts reading; the clock starts once the model is ours.
         if self._owner == threading.get_ident():
             # Same thread, previous answer still open: waiting on the lock would deadlock.
             raise GenerationError(
@@ -482,28 +433,17 @@ class LlamaCppGenerator:
         with self._lock:
             self._owner = threading.get_ident()
             try:
-                yield from self._decode(tokens, limit, temperature, stop, stats)
+                yield from timed_pieces(
+                    self._decode(tokens, limit, temperature, stats), stats, stop
+                )
             finally:
                 self._owner = None
 
     def _decode(
-        self,
-        tokens: list[int],
-        limit: int,
-        temperature: float,
-        stop: Sequence[str],
-        stats: GenerationStats,
+        self, tokens: list[int], limit: int, temperature: float, stats: GenerationStats
     ) -> Iterator[str]:
-        started = time.perf_counter()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopFilter(stop)
         finish = "length"
-
-        def emit(text: str) -> str:
-            if stats.first_token_s is None:
-                stats.first_token_s = time.perf_counter() - started
-            return text
-
         try:
             for token in self._llm.generate(tokens, temp=temperature, reset=True):
                 if self._is_eog(self._vocab, token):
@@ -511,26 +451,15 @@ class LlamaCppGenerator:
                     break
                 stats.tokens_out += 1
                 # Bytes, not text: one UTF-8 character may span two tokens.
-                text = stops.feed(decoder.decode(self._llm.detokenize([token])))
-                if text:
-                    yield emit(text)
-                if stops.stopped:
-                    finish = "stop"
-                    break
+                yield decoder.decode(self._llm.detokenize([token]))
                 if stats.tokens_out >= limit:  # max_tokens, or the end of the context window
                     break
-            if not stops.stopped:
-                tail = stops.feed(decoder.decode(b"", final=True))
-                tail += "" if stops.stopped else stops.flush()
-                if tail:
-                    yield emit(tail)
+            yield decoder.decode(b"", final=True)
             stats.finish_reason = finish
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(
                 f"llama.cpp failed while generating with {self._name}: {exc}"
             ) from None
-        finally:
-            stats.total_s = time.perf_counter() - started
 
     def reset(self) -> None:
         """Forget the cached prompt so the next call evaluates it from scratch (benchmarks)."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,8 +34,9 @@ from sovra.models.generation import (
     GenerationError,
     GenerationStats,
     Message,
+    StreamedGeneration,
+    stream_generation,
 )
-from sovra.models.llamacpp import StopFilter
 
 if TYPE_CHECKING:
     from sovra.config import EndpointConfig
@@ -156,23 +156,6 @@ def _egress_fix(reason: str) -> str:
     )
 
 
-class OpenAIGeneration:
-    """One answer from the endpoint; iterate once. `stats` is complete when iteration ends."""
-
-    def __init__(self, pieces: Iterator[str], stats: GenerationStats) -> None:
-        self._pieces = pieces
-        self.stats = stats
-
-    def __iter__(self) -> Iterator[str]:
-        return self._pieces
-
-    def close(self) -> None:
-        """Stop early: closes the HTTP response so the server can stop generating."""
-        close = getattr(self._pieces, "close", None)
-        if close is not None:
-            close()
-
-
 class OpenAICompatibleGenerator:
     """A chat model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
 
@@ -283,7 +266,7 @@ class OpenAICompatibleGenerator:
         max_tokens: int = 512,
         temperature: float = 0.0,
         stop: Sequence[str] = (),
-    ) -> OpenAIGeneration:
+    ) -> StreamedGeneration:
         if max_tokens < 1:
             raise BadGenerationRequest(f"max_tokens must be at least 1, got {max_tokens}")
         stats = GenerationStats(model=self._model)
@@ -302,33 +285,19 @@ class OpenAICompatibleGenerator:
         stops = [s for s in stop if s]
         if stops:
             request["stop"] = stops[:_MAX_SERVER_STOPS]
-        return OpenAIGeneration(self._run(request, stops, stats), stats)
+        # Stops are enforced on our side as well: some servers ignore `stop` or accept only four.
+        return stream_generation(self._deltas(request, stats), stats, stops)
 
     def _fail(self, what: str) -> GenerationError:
         return GenerationError(f"endpoint {self._name} at {self._url} {what}")
 
-    def _run(
-        self, request: dict[str, Any], stops: list[str], stats: GenerationStats
-    ) -> Iterator[str]:
-        started = time.perf_counter()
-        # Stops are enforced here as well: some servers ignore `stop` or accept only four.
-        cut = StopFilter(stops)
-
-        def emit(text: str) -> str:
-            if stats.first_token_s is None:
-                stats.first_token_s = time.perf_counter() - started
-            return text
-
+    def _deltas(self, request: dict[str, Any], stats: GenerationStats) -> Iterator[str]:
+        """The answer's text as the endpoint sends it; its failures as GenerationErrors."""
         try:
             if self._streaming:
-                yield from (emit(t) for t in self._stream(request, cut, stats))
+                yield from self._stream(request, stats)
             else:
-                text = self._complete(request, stats)
-                out = cut.feed(text) + ("" if cut.stopped else cut.flush())
-                if out:
-                    yield emit(out)
-            if cut.stopped:
-                stats.finish_reason = "stop"
+                yield self._complete(request, stats)
         except EgressDenied as exc:
             reason = " ".join(str(exc).split())  # one line, whatever the guard wrote
             raise EgressRefused(
@@ -358,12 +327,8 @@ class OpenAICompatibleGenerator:
             ) from None
         except openai.APIError as exc:  # e.g. an `error` event inside the stream
             raise self._fail(f"reported an error: {str(exc)[:300]}") from None
-        finally:
-            stats.total_s = time.perf_counter() - started
 
-    def _stream(
-        self, request: dict[str, Any], cut: StopFilter, stats: GenerationStats
-    ) -> Iterator[str]:
+    def _stream(self, request: dict[str, Any], stats: GenerationStats) -> Iterator[str]:
         chunks = 0
         content_chunks = 0
         usage_seen = False
@@ -389,17 +354,11 @@ class OpenAICompatibleGenerator:
                     if not isinstance(content, str):
                         raise TypeError(f"delta content is {type(content).__name__}, not text")
                     content_chunks += 1
-                    text = cut.feed(content)
-                    if text:
-                        yield text
-                    if cut.stopped:
-                        # Closing the response tells the server to stop generating.
-                        return
+                    # Closed here at a stop sequence: leaving the block closes the response,
+                    # which tells the server to stop generating.
+                    yield content
         if chunks == 0:
             raise ValueError("the stream ended without a single event")
-        tail = cut.flush()
-        if tail:
-            yield tail
         if not usage_seen:
             # Servers without `include_usage` send about one token per content event.
             stats.tokens_out = content_chunks

@@ -16,7 +16,6 @@ import importlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovra.errors import NotFound
 from sovra.models.base import ModelError
+from sovra.storage import atomic_write
 
 if TYPE_CHECKING:
     from sovra.config import EndpointConfig
@@ -172,17 +172,7 @@ class ModelRegistry:
 
     def _write(self, data: _File) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".models.", suffix=".json", dir=self.home)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(data.model_dump_json(indent=2) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.file, data.model_dump_json(indent=2) + "\n")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

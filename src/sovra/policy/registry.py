@@ -9,13 +9,12 @@ removing the endpoint `[answer]` uses — is refused and the file is left as it 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import tomllib
 from pathlib import Path
 
 from sovra.config import ConfigError, EndpointConfig, parse_config
+from sovra.storage import atomic_write
 
 _HEADER = re.compile(r"^\s*\[\[\s*endpoints\s*\]\]\s*(#.*)?$")
 _ANY_HEADER = re.compile(r"^\s*\[")
@@ -50,25 +49,12 @@ def _validate(text: str, path: Path) -> None:
     parse_config(data, path.resolve().parent, path)
 
 
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sovra.toml.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add_endpoint(path: Path, endpoint: EndpointConfig) -> str:
     text = path.read_text(encoding="utf-8")
     new = text if text.endswith("\n") or not text else text + "\n"
     new += "\n" + endpoint_block(endpoint)
     _validate(new, path)
-    _write(path, new)
+    atomic_write(path, new)
     return new
 
 
@@ -97,6 +83,6 @@ def remove_endpoint(path: Path, name: str) -> str:
         if body.get("name") == name:
             new = "".join(lines[:start] + lines[end:])
             _validate(new, path)
-            _write(path, new)
+            atomic_write(path, new)
             return new
     raise ConfigError(f"{path}: no [[endpoints]] block with name = {name!r}")

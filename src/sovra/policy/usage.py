@@ -19,6 +19,7 @@ from typing import Literal
 
 from sovra.config import EndpointConfig
 from sovra.domain import Principal
+from sovra.storage import open_sqlite, write_transaction
 
 GroupBy = Literal["user", "group", "endpoint"]
 ERASED = "erased"
@@ -76,12 +77,9 @@ class UsageLedger:
     """Append-only usage records with grouped reports."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db = open_sqlite(path, foreign_keys=True)
         self._db.executescript(_SCHEMA)
 
     @classmethod
@@ -99,14 +97,8 @@ class UsageLedger:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        with self._lock, write_transaction(self._db) as db:
+            yield db
 
     def record(
         self,

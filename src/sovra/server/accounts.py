@@ -26,6 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sovra.errors import Invalid, NotFound
+from sovra.storage import open_sqlite
 
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
@@ -121,10 +122,7 @@ class AccountStore:
         """The connection, reopened after `close()` (an app's lifespan may run again)."""
         with self._lock:
             if self._conn is None:
-                conn = sqlite3.connect(
-                    str(self.path), isolation_level=None, check_same_thread=False, timeout=30
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
+                conn = open_sqlite(self.path, timeout=30)
                 conn.executescript(_SCHEMA)
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
                 # Stores made before identity-provider sign-in lack these columns.

@@ -1,0 +1,161 @@
+"""Local persistence plumbing shared by every store: SQLite connections, write transactions
+and all-or-nothing file replacement.
+
+Bottom layer: imports only the standard library, so any package may use it. The stores keep
+their own schemas and choose their durability here by parameter (journal mode, synchronous,
+busy timeout), so what differs between them is visible at each call site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+JournalMode = Literal["WAL", "DELETE"]
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+_JOURNAL_MODES = ("WAL", "DELETE")
+
+
+def open_sqlite(
+    path: Path,
+    *,
+    timeout: float = 5.0,
+    journal_mode: JournalMode = "WAL",
+    synchronous: Synchronous | None = None,
+    foreign_keys: bool = False,
+    secure_delete: bool = False,
+    owner_only: bool = False,
+) -> sqlite3.Connection:
+    """A connection for one store's database file, its parent directory created if missing.
+
+    Autocommit (`isolation_level=None`): a store that needs several statements to be one
+    change says so with `write_transaction`, instead of sqlite3 opening transactions behind
+    its back. Shareable between threads (`check_same_thread=False`); the stores serialise
+    their calls with their own locks. `timeout` is the busy timeout in seconds (5 is
+    sqlite3's own default); `synchronous=None` keeps SQLite's compiled-in default.
+    `owner_only` creates a missing file 0600 before SQLite opens it; SQLite gives its -wal,
+    -shm and -journal files the mode of the database file.
+    """
+    if journal_mode not in _JOURNAL_MODES:
+        raise ValueError(f"journal_mode must be one of {', '.join(_JOURNAL_MODES)}")
+    if synchronous is not None and synchronous not in _SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if owner_only and not path.exists():
+        path.touch(mode=0o600)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        if secure_delete:
+            conn.execute("PRAGMA secure_delete=ON")
+        conn.execute(f"PRAGMA journal_mode={journal_mode}")
+        if synchronous is not None:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+        if foreign_keys:
+            conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One atomic change: BEGIN IMMEDIATE, COMMIT when the block ends, ROLLBACK if it raises.
+
+    IMMEDIATE takes the database's write lock at the start (waiting up to the busy timeout),
+    so a read-then-write inside the block cannot race another connection's write: a check
+    made in the block still holds when the block commits. A failed COMMIT is rolled back as
+    well, so the connection is never left inside a transaction.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        # SQLite ends the transaction itself on some errors (a full disk, an interrupt);
+        # a ROLLBACK then would fail and hide the error that matters.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _create_temp(path: Path, mode: int | None) -> tuple[int, Path]:
+    """A new file beside `path` (same filesystem, so the rename is atomic), opened for writing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o600 if mode is not None else 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            try:
+                # Exactly `mode`, whatever the umask; created 0600 first, so a secret is
+                # never readable by others, not even briefly.
+                os.fchmod(fd, mode)
+            except BaseException:
+                os.close(fd)
+                tmp.unlink(missing_ok=True)
+                raise
+        return fd, tmp
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (on Linux a rename is on disk only after this)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        # The file has been replaced already; a filesystem that cannot sync a directory
+        # (some network and FUSE mounts) must not turn a finished write into an error.
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: Path, *, mode: int | None = 0o600, exclusive: bool = False
+) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces `path` when the block ends without error.
+
+    Readers see the old file or the new one, never a part; a crash or an exception leaves the
+    old file and no temporary one. The content is fsynced before the rename and the directory
+    after it. `mode`: the new file's permission bits exactly (default 0600, owner only);
+    None gives what a plainly created file gets (0666 less the umask). `exclusive`: never
+    replace an existing file — FileExistsError instead, and `path` is left untouched.
+    """
+    fd, tmp = _create_temp(path, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            os.link(tmp, path)  # atomic and exclusive: fails if `path` exists
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def atomic_write(
+    path: Path, data: bytes | str, *, mode: int | None = 0o600, exclusive: bool = False
+) -> None:
+    """Replace `path` with `data` (text is written as UTF-8) all-or-nothing; see `atomic_writer`."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_writer(path, mode=mode, exclusive=exclusive) as fh:
+        fh.write(raw)
