@@ -8,12 +8,13 @@ the server's account store; its rows are copied here once, on first open.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from sovra.storage import open_sqlite
 
 Rating = Literal["up", "down"]
 RATINGS: tuple[str, ...] = ("up", "down")
@@ -41,10 +42,7 @@ class FeedbackStore:
         fresh = not path.exists()
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=30
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(path, timeout=30)
         self._db.executescript(_SCHEMA)
         if fresh and legacy is not None and legacy.is_file():
             self._import_legacy(legacy)
