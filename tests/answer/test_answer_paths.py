@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from answer_site import CERT_EXPIRY, DISK_PRESSURE, RESTRICTED_SOURCE, make_site, open_workspace
 
 from sovra.answer import NOT_FOUND, Answer, Answerer, AnswerSettings, EndpointInfo, GenerationChoice
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError, GenerationStats, Message
 from sovra.models.registry import ModelRegistry
 from sovra.workspace import Workspace
+from tests.support.answer import (
+    CERT_EXPIRY,
+    DISK_PRESSURE,
+    RESTRICTED_SOURCE,
+    make_site,
+    open_workspace,
+)
 
 LEAVE = (
     "# Parental leave\n\nEmployees receive sixteen weeks of paid parental leave after six "

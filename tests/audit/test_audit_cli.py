@@ -11,7 +11,6 @@ from typing import Annotated
 
 import pytest
 import typer
-from audit_helpers import LogFactory, make_event
 from typer.testing import CliRunner
 
 from sovra import clikit
@@ -19,6 +18,7 @@ from sovra.audit import AuditLog, verify_receipt
 from sovra.audit.cli import app, erase_command
 from sovra.audit.note import NoteSigner
 from sovra.clikit import CliState
+from tests.support.audit import LogFactory, make_event
 
 root = typer.Typer()
 

@@ -17,7 +17,6 @@ from typing import Annotated
 import httpx
 import pytest
 import typer
-from policy_helpers import chunk, endpoint, user
 from typer.testing import CliRunner
 
 from sovra.clikit import CliState
@@ -27,6 +26,7 @@ from sovra.policy import PolicyEngine, Router
 from sovra.policy.cli import doctor_command, endpoint_app
 from sovra.policy.doctor import OFFLINE_ENV, _component, run_checks
 from sovra.policy.egress import EgressDenied, EgressGuard, guarded_client, openai_http_client
+from tests.support.policy import chunk, endpoint, user
 
 
 class RecordingServer(ThreadingHTTPServer):
