@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,41 +27,10 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.support.demo_site import LOAD_FILES, write_site
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "company"
 RESULTS = REPO / "bench" / "results" / "load.json"
-HANDBOOK = [
-    "content/departments/people-talent/background-check-policy.md",
-    "content/departments/engineering/demo-day.md",
-    "content/departments/engineering/cross-team-collab.md",
-    "content/index.md",
-]
-CONFIG = """
-[workspace]
-home = "data"
-region = "eu-de"
-
-[[sources]]
-name = "handbook"
-kind = "folder"
-path = "company/handbook"
-access = ["group:staff"]
-classification = "internal"
-residency = "eu"
-
-  [[sources.rules]]
-  match = "content/departments/people-talent/**"
-  access = ["group:people"]
-  classification = "confidential"
-
-[[sources]]
-name = "runbooks"
-kind = "folder"
-path = "company/runbooks"
-access = ["group:sre"]
-classification = "internal"
-residency = "eu"
-"""
 SERVER = """
 import sys, uvicorn
 from sovra.config import load_config
@@ -85,15 +53,7 @@ def sovra(root: Path, *args: str) -> str:
 
 
 def build_site(root: Path) -> dict[str, str]:
-    shutil.copytree(
-        SHARED / "runbooks/alerts/cluster-etcd-operator",
-        root / "company/runbooks/alerts/cluster-etcd-operator",
-    )
-    for rel in HANDBOOK:
-        dest = root / "company/handbook" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SHARED / "handbook" / rel, dest)
-    (root / "sovra.toml").write_text(CONFIG, encoding="utf-8")
+    write_site(root, LOAD_FILES)
     sovra(root, "init", "--demo-directory")
     sovra(root, "source", "sync", "--all")
     from sovra.server.accounts import AccountStore

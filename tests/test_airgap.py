@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from test_cli_e2e import CONFIG, app, runner, sovra
-from test_cli_e2e import site as e2e_site  # noqa: F401 (a fixture)
+from tests.support.demo_site import demo_config
+from tests.test_cli_e2e import app, runner, sovra
+from tests.test_cli_e2e import site as e2e_site  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -78,6 +79,7 @@ ON_PREM = fake_endpoint("vllm", "on_prem", "confidential", "allow", 0.5)
 REGIONAL = fake_endpoint("eu-cloud", "regional_cloud", "confidential", "redact", 0.1)
 # Short answers keep the base model's generation time bounded on a 2-core machine.
 ANSWER = "[answer]\nmax_answer_tokens = 48\n"
+CONFIG = demo_config(tickets=True)  # the e2e site's own sovra.toml
 CONFIGS = {
     # air-gap on: the in-process model answers; the foreign endpoint is refused before sending
     "airgap": CONFIG + ANSWER + "[egress]\nairgap = true\n" + GEMMA + FOREIGN,

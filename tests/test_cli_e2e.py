@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,58 +20,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sovra.cli import app
+from tests.support.demo_site import CLI_FILES, demo_config, write_site
 
 pytestmark = pytest.mark.slow
-
-COMPANY_FILES = [
-    "runbooks/alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md",
-    "runbooks/alerts/cluster-etcd-operator/etcdMembersDown.md",
-    "runbooks/alerts/cluster-etcd-operator/etcdNoLeader.md",
-    "runbooks/alerts/cluster-etcd-operator/etcdHighFsyncDurations.md",
-    "handbook/content/departments/people-talent/background-check-policy.md",
-    "handbook/content/departments/people-talent/e-verify.md",
-    "handbook/content/departments/engineering/demo-day.md",
-    "handbook/content/departments/engineering/cross-team-collab.md",
-    "handbook/content/index.md",
-]
-
-CONFIG = """
-[workspace]
-home = "data"
-region = "eu-de"
-
-[[sources]]
-name = "handbook"
-kind = "folder"
-path = "company/handbook"
-access = ["group:staff"]
-classification = "internal"
-residency = "eu"
-
-  [[sources.rules]]
-  match = "content/departments/people-talent/**"
-  access = ["group:people"]
-  classification = "confidential"
-
-[[sources]]
-name = "runbooks"
-kind = "folder"
-path = "company/runbooks"
-access = ["group:sre"]
-classification = "internal"
-residency = "eu"
-
-[[sources]]
-name = "tickets"
-kind = "records"
-path = "company/tickets.csv"
-title_field = "title"
-text_fields = ["body"]
-metadata_fields = ["category", "urgency"]
-access = ["group:it-support"]
-classification = "confidential"
-residency = "eu"
-"""
 
 runner = CliRunner()
 
@@ -80,16 +30,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("company-site")
-    for rel in COMPANY_FILES:
-        dest = root / "company" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared_data / "company" / rel, dest)
-    lines = (shared_data / "company/tickets/it_tickets.csv").read_text(encoding="utf-8")
-    (root / "company/tickets.csv").write_text(
-        "\n".join(lines.splitlines()[:40]) + "\n", encoding="utf-8"
-    )
+    write_site(root, CLI_FILES, tickets=40, company=shared_data / "company")
     (root / "company/runbooks/broken.md").write_bytes(b"\x00\xff\xfe binary \x00 junk")
-    (root / "sovra.toml").write_text(CONFIG, encoding="utf-8")
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -230,7 +172,9 @@ def routed(site: Path) -> Path:
     """The same workspace with two endpoints: an on-prem GGUF and a regional cloud."""
     cfg = site / "sovra-routed.toml"
     # Short answers keep the base model's generation time bounded on a 2-core machine.
-    cfg.write_text(CONFIG + "[answer]\nmax_answer_tokens = 48\n" + ROUTED, encoding="utf-8")
+    cfg.write_text(
+        demo_config(tickets=True) + "[answer]\nmax_answer_tokens = 48\n" + ROUTED, encoding="utf-8"
+    )
     result = runner.invoke(app, ["--config", str(cfg), "model", "add-default", "--json"])
     assert result.exit_code == 0, result.output
     return cfg

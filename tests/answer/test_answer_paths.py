@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from answer_site import CERT_EXPIRY, DISK_PRESSURE, RESTRICTED_SOURCE, make_site, open_workspace
 
 from sovra.answer import NOT_FOUND, Answer, Answerer, AnswerSettings, EndpointInfo, GenerationChoice
 from sovra.domain import QueryOptions
@@ -30,6 +29,13 @@ from sovra.models.generation import (
 )
 from sovra.models.registry import ModelRegistry
 from sovra.workspace import Workspace
+from tests.support.answer import (
+    CERT_EXPIRY,
+    DISK_PRESSURE,
+    RESTRICTED_SOURCE,
+    make_site,
+    open_workspace,
+)
 
 LEAVE = (
     "# Parental leave\n\nEmployees receive sixteen weeks of paid parental leave after six "

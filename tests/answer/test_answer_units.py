@@ -11,29 +11,7 @@ from sovra.answer.prompt import SYSTEM_PROMPT, build_prompt
 from sovra.answer.sentences import split_sentences
 from sovra.answer.types import NOT_FOUND
 from sovra.answer.verify import check_citations, sanitize, verify_output
-from sovra.domain import Chunk
-from sovra.search.hybrid import SearchHit
-
-
-def hit(text: str, i: int = 0, uri: str = "file:///doc.md", language: str = "en") -> SearchHit:
-    chunk = Chunk(
-        id=f"s:d{i}#0",
-        document_id=f"s:d{i}",
-        source="s",
-        position=0,
-        text=text,
-        title=f"Doc {i}",
-        uri=uri,
-        heading_path=("Doc", "Section"),
-        language=language,
-        access=("public",),
-        classification="internal",
-        residency="eu",
-        start=100,
-        end=100 + len(text),
-    )
-    return SearchHit(chunk=chunk, score=1.0, rank=i + 1)
-
+from tests.support.answer import hit
 
 ETCD = (
     "# Mitigation\nWhen the etcd database quota is low, defragment the etcd database\n"

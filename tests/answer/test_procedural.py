@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from answer_site import CERT_EXPIRY, DISK_PRESSURE, make_site, open_workspace
 
 from sovra.answer import Answer
 from sovra.answer.extractive import extract_answer, is_procedural_question
 from sovra.answer.sentences import split_blocks
 from sovra.workspace import Workspace
+from tests.support.answer import CERT_EXPIRY, DISK_PRESSURE, hit, make_site, open_workspace
 
 RUNBOOKS = {
     "runbooks/alerts/NodeDiskPressure.md": DISK_PRESSURE,
@@ -93,8 +93,6 @@ def test_instruction_keeps_its_command() -> None:
 
 def test_lexical_only_prefers_steps_too() -> None:
     """Without the embedding model (a language it does not cover) the preference still holds."""
-    from test_answer_units import hit
-
     impact, mitigation = DISK_PRESSURE.split("## Mitigation")
     hits = [hit(impact, 0), hit("## Mitigation" + mitigation, 1)]
     ex = extract_answer("what should I do about node disk pressure", "en", hits, None)

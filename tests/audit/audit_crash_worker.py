@@ -7,9 +7,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from audit_helpers import make_event
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.support
 
 from sovra.audit import AuditLog
+from tests.support.audit import make_event
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_helpers import EventMaker, LogFactory, make_event
+
+from tests.support.audit import EventMaker, LogFactory, make_event
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

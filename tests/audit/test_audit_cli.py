@@ -11,7 +11,6 @@ from typing import Annotated
 
 import pytest
 import typer
-from audit_helpers import LogFactory, make_event
 from typer.testing import CliRunner
 
 from sovra.audit import AuditLog, verify_receipt
@@ -19,6 +18,7 @@ from sovra.audit.note import NoteSigner
 from sovra.cli import kit as clikit
 from sovra.cli.audit import app, erase_command
 from sovra.cli.kit import CliState
+from tests.support.audit import LogFactory, make_event
 
 root = typer.Typer()
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from audit_helpers import LogFactory, make_event
+from tests.support.audit import LogFactory, make_event
 
 WORKER = Path(__file__).with_name("audit_crash_worker.py")
 
@@ -20,7 +20,7 @@ def test_kill_9_loses_no_acknowledged_entry(logs: LogFactory) -> None:
         [sys.executable, str(WORKER), str(logs.home), logs.url or "", logs.schema],
         stdout=subprocess.PIPE,
         text=True,
-        env={**logs.env(), "PYTHONPATH": str(WORKER.parent)},
+        env=logs.env(),
     )
     assert proc.stdout is not None
     acked: dict[int, int] = {}
@@ -68,7 +68,7 @@ def test_two_processes_append_to_one_log(logs: LogFactory) -> None:
             ],
             stdout=subprocess.PIPE,
             text=True,
-            env={**logs.env(), "PYTHONPATH": str(WORKER.parent)},
+            env=logs.env(),
         )
         for base in (0, 100_000)
     ]

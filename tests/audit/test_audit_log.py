@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from audit_helpers import EventMaker, LogFactory
 
 from sovra.audit import (
     AuditError,
@@ -25,6 +24,7 @@ from sovra.audit.keys import KeyRing
 from sovra.audit.note import ALG_COSIGNATURE_V1, NoteSigner, add_signature, parse_note
 from sovra.audit.store import SqliteStore
 from sovra.audit.subjects import SubjectKeys
+from tests.support.audit import EventMaker, LogFactory
 
 
 def test_append_returns_receipts_that_verify(logs: LogFactory, event: EventMaker) -> None:

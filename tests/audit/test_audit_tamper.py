@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_helpers import LogFactory, make_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from sovra.audit import AuditLog
 from sovra.audit.merkle import compact_range, fold_nodes, leaf_hash, node_hash
 from sovra.audit.note import Checkpoint, NoteSigner, sign_note
 from sovra.audit.store import node_key
+from tests.support.audit import LogFactory, make_event
 
 N = 37
 

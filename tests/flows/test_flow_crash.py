@@ -1,5 +1,6 @@
 """kill -9 mid-run, before and after an action: the next process resumes the run and every
-action happens exactly once. Each command runs in its own process (tests/flows/proc.py)."""
+action happens exactly once. Each command runs in its own process
+(tests/flows/flow_crash_worker.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flows_support import TICKET, adapters, calls, classifiers, config, effects, make_site
 
 from sovra.workspace import open_flows
+from tests.support.flows import TICKET, adapters, calls, classifiers, config, effects, make_site
 
-PROC = Path(__file__).with_name("proc.py")
+WORKER = Path(__file__).with_name("flow_crash_worker.py")
 
 
 def _proc(site: Path, *args: str, crash: str = "", slow: str = "") -> subprocess.Popen[str]:
     env = {**os.environ, "SOVRA_TEST_CRASH": crash, "SOVRA_TEST_SLOW": slow}
     return subprocess.Popen(
-        [sys.executable, str(PROC), str(site), *args],
+        [sys.executable, str(WORKER), str(site), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flows_support import WORKFLOW
 
 from sovra.flows.base import FlowError
 from sovra.flows.definition import DefinitionError, coerce_inputs, load_all, parse
+from tests.support.flows import WORKFLOW
 
 
 def _error(text: str) -> str:

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flows_support import (
+
+from sovra.directory import DirectoryError
+from sovra.flows.approvals import ApprovalRefused
+from sovra.flows.base import FlowError, Prediction
+from sovra.flows.service import Flows
+from sovra.workspace import Workspace, open_flows
+from tests.support.flows import (
     TICKET,
     WORKFLOW,
     KeywordClassifier,
@@ -19,12 +25,6 @@ from flows_support import (
     effects,
     make_site,
 )
-
-from sovra.directory import DirectoryError
-from sovra.flows.approvals import ApprovalRefused
-from sovra.flows.base import FlowError, Prediction
-from sovra.flows.service import Flows
-from sovra.workspace import Workspace, open_flows
 
 
 class Clock:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from flows_support import make_site
 
 from sovra.config import load_config
 from sovra.flows.actions import TicketStore
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import AccountStore
 from sovra.workspace import Workspace
+from tests.support.flows import make_site
 
 WORKFLOW = """\
 name: access

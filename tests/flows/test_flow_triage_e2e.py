@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typer.testing import CliRunner
 from sovra.cli import app
 from sovra.config import load_config
 from sovra.flows.actions import TicketStore
+from tests.support.demo_site import copy_company
 
 pytestmark = pytest.mark.slow
 
@@ -101,11 +101,7 @@ def site(
     tmp_path_factory: pytest.TempPathFactory, shared_data: Path, smtp: Inbox
 ) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("triage-site")
-    for rel in FILES:
-        src = shared_data / "company" / rel
-        dest = root / "company" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dest)
+    copy_company(root / "company", FILES, shared_data / "company")
     # Train on a tenth of the labelled tickets: enough for a sound model, quick to fit.
     with (shared_data / "company/tickets/it_tickets.csv").open(encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from flows_support import adapters, classifiers, config, make_site
 
 from sovra.flows.base import FlowError
 from sovra.flows.definition import DefinitionError, parse
 from sovra.flows.triggers import Cron
 from sovra.workspace import open_flows
+from tests.support.flows import adapters, classifiers, config, make_site
 
 
 def at(text: str) -> float:

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from index_helpers import Opener
 
 from sovra.index import BACKENDS, Index, open_index
+from tests.support.index import Opener
 
 
 def _available(backend: str) -> bool:

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from index_helpers import DIM, Opener, chunk, everyone, ids, unit
 
 from sovra.domain import Chunk, SearchFilter
 from sovra.index import Index, IndexError_
+from tests.support.index import DIM, Opener, chunk, everyone, ids, unit
 
 # ------------------------------------------------------------------- basics
 

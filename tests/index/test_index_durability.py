@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from index_helpers import everyone
 
 from sovra.index import open_index
+from tests.support.index import everyone
 
 WORKER = Path(__file__).with_name("index_crash_worker.py")
 

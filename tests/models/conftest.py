@@ -40,7 +40,7 @@ def gemma(model_home: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def llama_server_url(gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("uvicorn", reason="llama-cpp-python[server] extras are not installed")
-    from models_helpers import llama_server
+    from tests.support.models import llama_server
 
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with llama_server(gguf, log) as url:

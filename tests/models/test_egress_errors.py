@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from models_helpers import Reply, ScriptedServer, chunk_json, free_port
 
 from sovra.config import EndpointConfig
 from sovra.egress import EgressDenied, EgressGuard, openai_http_client
@@ -13,6 +12,7 @@ from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError
 from sovra.models.openai_compat import EgressRefused, OpenAICompatibleGenerator
 from sovra.workspace import generator_for
+from tests.support.models import Reply, ScriptedServer, chunk_json, free_port
 
 MSGS = [{"role": "user", "content": "Say hello."}]
 

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from models_helpers import with_string_kv
 
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError, Generator, StopFilter
 from sovra.models.llamacpp import LlamaCppGenerator, default_threads, resolve_gguf
 from sovra.models.openai_compat import estimate_tokens
+from tests.support.models import with_string_kv
 
 MSGS = [
     {"role": "system", "content": "You are terse."},

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import typer
-from models_helpers import write_gguf_header
 from typer.testing import CliRunner
 
 from sovra.cli.kit import CliState
 from sovra.cli.models import app as model_app
+from tests.support.models import write_gguf_header
 
 
 def make_root(config: Path) -> typer.Typer:

@@ -7,10 +7,10 @@ import json
 import socket
 
 import pytest
-from models_helpers import Reply, ScriptedServer, chat_json, chunk_json, free_port
 
 from sovra.models.generation import GenerationError, Generator
 from sovra.models.openai_compat import OpenAICompatibleGenerator, estimate_tokens
+from tests.support.models import Reply, ScriptedServer, chat_json, chunk_json, free_port
 
 MSGS = [{"role": "user", "content": "Say hello."}]
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from models_helpers import write_gguf_header
 
 from sovra.models.base import ModelError
 from sovra.models.llamacpp import gguf_context_length, gguf_quantisation, read_gguf_metadata
@@ -17,6 +16,7 @@ from sovra.models.registry import (
     RegistryError,
     model_sha256,
 )
+from tests.support.models import write_gguf_header
 
 
 def test_gguf_header_parser(tmp_path: Path) -> None:

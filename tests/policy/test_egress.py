@@ -17,7 +17,6 @@ from typing import Annotated
 import httpx
 import pytest
 import typer
-from policy_helpers import chunk, endpoint, user
 from typer.testing import CliRunner
 
 from sovra.cli.doctor import OFFLINE_ENV, _component, doctor_command, run_checks
@@ -27,6 +26,7 @@ from sovra.config import load_config
 from sovra.domain import ClassificationScale
 from sovra.egress import EgressDenied, EgressGuard, guarded_client, openai_http_client
 from sovra.policy import PolicyEngine, Router
+from tests.support.policy import chunk, endpoint, user
 
 
 class RecordingServer(ThreadingHTTPServer):

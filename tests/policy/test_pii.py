@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from policy_helpers import chunk, endpoint, user
 
 from sovra.domain import ClassificationScale
 from sovra.evals.pii_eval import (
@@ -29,6 +28,7 @@ from sovra.evals.pii_eval import (
 from sovra.policy import PolicyEngine, Router, checksums
 from sovra.policy.pii import PiiDetector
 from sovra.policy.redact import Redactor
+from tests.support.policy import chunk, endpoint, user
 
 VALID = {
     checksums.iban: ["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",

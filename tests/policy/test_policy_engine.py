@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from policy_helpers import user
 
 from sovra.policy import WORKSPACE, PolicyEngine, PolicyError, PolicySet, Request, user_entity
 from sovra.policy.engine import (
@@ -16,6 +15,7 @@ from sovra.policy.engine import (
     default_schema_text,
 )
 from sovra.policy.table import load_table, run_table
+from tests.support.policy import user
 
 DEMO_TABLE = Path(__file__).resolve().parents[2] / "src/sovra/policy/defaults/demo-decisions.yaml"
 

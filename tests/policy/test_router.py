@@ -6,11 +6,11 @@ import itertools
 from pathlib import Path
 
 import pytest
-from policy_helpers import chunk, endpoint, user
 
 from sovra.audit import AuditLog
 from sovra.domain import ClassificationScale
 from sovra.policy import PolicyEngine, Router, decision_event
+from tests.support.policy import chunk, endpoint, user
 
 SCALE = ClassificationScale()
 ENGINE = PolicyEngine.default()

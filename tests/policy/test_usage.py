@@ -9,12 +9,12 @@ from typing import Annotated
 
 import pytest
 import typer
-from policy_helpers import endpoint, user
 from typer.testing import CliRunner
 
 from sovra.cli.kit import CliState
 from sovra.cli.reports import parse_since, report_usage_command
 from sovra.policy.usage import ERASED, UsageLedger
+from tests.support.policy import endpoint, user
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 LOCAL = endpoint("local", pii="allow")

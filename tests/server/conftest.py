@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -23,50 +22,32 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
-from server_helpers import (
+
+from sovra.config import load_config
+from sovra.server import ServerSettings, create_app
+from sovra.server.accounts import AccountStore
+from sovra.workspace import Workspace
+from tests.support.demo_site import DEMO_USERS, SERVER_FILES, sync_site, write_site
+from tests.support.server import (
     CLIENT_ID,
     CLIENT_SECRET,
     CLIENT_SECRET_ENV,
-    COMPANY_FILES,
-    CONFIG,
     ISSUER_AUDIENCE,
-    USERS,
     Issuer,
     Site,
     free_port,
     password,
 )
-from typer.testing import CliRunner
-
-from sovra.cli import app as cli_app
-from sovra.config import load_config
-from sovra.server import ServerSettings, create_app
-from sovra.server.accounts import AccountStore
-from sovra.workspace import Workspace
 
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Site:
     root = tmp_path_factory.mktemp("server-site")
-    for rel in COMPANY_FILES:
-        dest = root / "company" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shared_data / "company" / rel, dest)
-    (root / "sovra.toml").write_text(CONFIG, encoding="utf-8")
-    runner = CliRunner()
-
-    def sovra(*args: str) -> None:
-        result = runner.invoke(
-            cli_app, ["--config", str(root / "sovra.toml"), *args], catch_exceptions=False
-        )
-        assert result.exit_code == 0, result.output
-
-    sovra("init", "--demo-directory")
-    sovra("source", "sync", "--all")
+    sync_site(write_site(root, SERVER_FILES, company=shared_data / "company"))
     accounts = AccountStore.in_home(root / "data")
     out = Site(root)
     try:
-        for user in USERS:
+        for user in DEMO_USERS:
             accounts.set_password(user, password(user))
             out.keys[user] = accounts.create_key(
                 user, "tests", ("search", "ask", "documents", "audit", "feedback")

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import PEOPLE_PAGE, PUBLIC_PAGE, RUNBOOK, Site, bearer
 
 from sovra.workspace import Workspace
+from tests.support.server import PEOPLE_PAGE, PUBLIC_PAGE, RUNBOOK, Site, bearer
 
 QUESTION = "what should I do when etcd database quota is low?"
 

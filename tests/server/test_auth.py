@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-from server_helpers import RUNBOOK, Issuer, Site, bearer, password
 
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import AccountStore
 from sovra.workspace import Workspace
+from tests.support.server import RUNBOOK, Issuer, Site, bearer, password
 
 QUERY = {"query": "etcd database quota low space", "k": 5}
 
@@ -36,7 +36,7 @@ def login(client: TestClient, user: str, pw: str | None = None) -> str:
 
 
 def test_login_sets_a_strict_httponly_cookie(workspace: Workspace, issuer: Issuer) -> None:
-    from server_helpers import ISSUER_AUDIENCE
+    from tests.support.server import ISSUER_AUDIENCE
 
     app = create_app(
         workspace.config,

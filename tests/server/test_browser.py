@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from server_helpers import RUNBOOK, Issuer, password
+
+from tests.support.server import RUNBOOK, Issuer, password
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

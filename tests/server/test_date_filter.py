@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
-from server_helpers import RUNBOOK, Site, bearer, password
 
 from sovra.workspace import Workspace
+from tests.support.server import RUNBOOK, Site, bearer, password
 
 QUERY = "etcd database quota low space"
 

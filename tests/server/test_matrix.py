@@ -11,10 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
-from server_helpers import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
 from sovra.server import ServerSettings, create_app
 from sovra.workspace import Workspace
+from tests.support.server import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
 QUESTION = "what should I do when etcd database quota is low?"
 RUNBOOK_MARKERS = ("etcdDatabaseQuotaLowSpace", "total existing DB size")
@@ -147,7 +147,7 @@ def expected(route: str, caller: str) -> int:
 
 @pytest.fixture(scope="module")
 def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[str, str], Any]:
-    from server_helpers import ISSUER_AUDIENCE
+    from tests.support.server import ISSUER_AUDIENCE
 
     settings = ServerSettings(
         oidc_issuer=issuer.url,

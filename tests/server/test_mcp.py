@@ -16,11 +16,11 @@ import mcp
 import pytest
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
-from server_helpers import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
 from sovra.server.mcp_server import build_mcp, fixed_user
 from sovra.server.slots import ModelSlots
 from sovra.workspace import Workspace
+from tests.support.server import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
 QUESTION = "what should I do when etcd database quota is low?"
 

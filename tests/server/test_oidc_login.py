@@ -12,11 +12,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import CLIENT_ID, RUNBOOK, Issuer
 
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import AccountStore
 from sovra.workspace import Workspace
+from tests.support.server import CLIENT_ID, RUNBOOK, Issuer
 
 SESSION = "sovra_session"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import openai
 import pytest
-from server_helpers import RUNBOOK, Issuer, Site
+
+from tests.support.server import RUNBOOK, Issuer, Site
 
 QUESTION = "what should I do when etcd database quota is low?"
 

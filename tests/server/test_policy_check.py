@@ -7,10 +7,10 @@ import re
 from typing import get_args
 
 from fastapi.testclient import TestClient
-from server_helpers import RUNBOOK, Site, bearer, password
 
 from sovra.policy.engine import ACTIONS
 from sovra.server.policy_check import Action
+from tests.support.server import RUNBOOK, Site, bearer, password
 
 DOC = f"document:{RUNBOOK}"
 

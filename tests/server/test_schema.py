@@ -9,10 +9,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from server_helpers import ISSUER_AUDIENCE, Issuer, Site, bearer
 
 from sovra.server import ServerSettings, create_app
 from sovra.workspace import Workspace
+from tests.support.server import ISSUER_AUDIENCE, Issuer, Site, bearer
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import ISSUER_AUDIENCE, PEOPLE_PAGE, RUNBOOK, Issuer, password
 
 from sovra.server import ServerSettings, create_app
 from sovra.workspace import Workspace
+from tests.support.server import ISSUER_AUDIENCE, PEOPLE_PAGE, RUNBOOK, Issuer, password
 
 QUESTION = "what should I do when etcd database quota is low?"
 

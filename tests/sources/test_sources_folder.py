@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import docx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
-from ingest_fakes import copy_tree, minimal_pdf
 
 from sovra.config import AccessRule, FolderSource, parse_config
 from sovra.domain import ADMIN_ONLY
@@ -23,6 +19,7 @@ from sovra.sources import (
     connector_for,
     glob_match,
 )
+from tests.support.ingest import copy_tree, minimal_pdf
 
 
 def folder(root: Path, **kw: object) -> FolderConnector:

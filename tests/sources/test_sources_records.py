@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ingest"))
-from ingest_fakes import tickets_head
 
 from sovra.config import RecordsSource
 from sovra.domain import ADMIN_ONLY
@@ -20,6 +16,7 @@ from sovra.sources import (
     RecordsConnector,
     SourceUnavailable,
 )
+from tests.support.ingest import tickets_head
 
 TICKET_META = ("ticket_type", "category", "urgency", "impact")
 

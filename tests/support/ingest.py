@@ -17,10 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sovra.config import FolderSource
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
+from sovra.index.base import Index
 from sovra.models.base import Vectors
+from sovra.sources import FolderConnector
+from tests.support import demo_site
 
-COMPANY = Path(__file__).resolve().parents[3] / "shared" / "data" / "company"
+COMPANY = demo_site.COMPANY
 if not COMPANY.exists():  # the checkout may sit elsewhere; the data lives next to main/
     COMPANY = Path("/work/shared/data/company")
 
@@ -230,3 +234,23 @@ def minimal_pdf(lines: Sequence[str], title: str | None = None) -> bytes:
     info = f" /Info {len(objs)} 0 R" if title else ""
     out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+# -- the kill test's sync, set up alike in the test and in its worker process ----------------
+DIMENSION = 16
+
+
+def connector(root: Path) -> FolderConnector:
+    src = FolderSource.model_validate(
+        {"name": "hb", "kind": "folder", "path": root, "access": ["group:staff"]}
+    )
+    return FolderConnector(src, root)
+
+
+def open_index(kind: str, path: Path) -> Index:
+    """`embedded` opens sovra's embedded index, anything else the JSON-file fake."""
+    if kind == "embedded":
+        from sovra.index import open_index as open_real
+
+        return open_real(path, dimension=DIMENSION)
+    return FileIndex(path)

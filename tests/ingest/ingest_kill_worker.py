@@ -1,6 +1,6 @@
 """Run one sync in its own process so a test can SIGKILL it midway (see test_ingest_kill.py).
 
-usage: python kill_sync_worker.py ROOT INDEX_DIR STATE_DB EMBED_DELAY_SECONDS [fake|embedded]
+usage: python ingest_kill_worker.py ROOT INDEX_DIR STATE_DB EMBED_DELAY_SECONDS [fake|embedded]
 The last argument picks the index: the JSON-file fake (default) or sovra's embedded index.
 Prints `progress <done> <total>` lines, flushed, so the test knows when to kill.
 """
@@ -10,32 +10,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.support
 
-from ingest_fakes import FakeEmbedder, FileIndex
-
-from sovra.config import FolderSource
-from sovra.index.base import Index
 from sovra.ingest import StateStore, SyncOptions, sync_source
-from sovra.sources import FolderConnector
-
-
-def connector(root: Path) -> FolderConnector:
-    src = FolderSource.model_validate(
-        {"name": "hb", "kind": "folder", "path": root, "access": ["group:staff"]}
-    )
-    return FolderConnector(src, root)
-
-
-DIMENSION = 16
-
-
-def open_index(kind: str, path: Path) -> Index:
-    if kind == "embedded":
-        from sovra.index import open_index as open_real
-
-        return open_real(path, dimension=DIMENSION)
-    return FileIndex(path)
+from tests.support.ingest import DIMENSION, FakeEmbedder, connector, open_index
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Shared pieces of the server tests: the demo site's layout, users, the OIDC issuer type."""
+"""Shared pieces of the server tests: the demo site's document ids, passwords and API keys,
+the OIDC issuer type. The site itself is `tests.support.demo_site` with SERVER_FILES."""
 
 from __future__ import annotations
 
@@ -12,46 +13,9 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-COMPANY_FILES = [
-    "runbooks/alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md",
-    "runbooks/alerts/cluster-etcd-operator/etcdMembersDown.md",
-    "runbooks/alerts/cluster-etcd-operator/etcdNoLeader.md",
-    "handbook/content/departments/people-talent/background-check-policy.md",
-    "handbook/content/departments/engineering/demo-day.md",
-    "handbook/content/index.md",
-]
-
-CONFIG = """
-[workspace]
-home = "data"
-region = "eu-de"
-
-[[sources]]
-name = "handbook"
-kind = "folder"
-path = "company/handbook"
-access = ["group:staff"]
-classification = "internal"
-residency = "eu"
-
-  [[sources.rules]]
-  match = "content/departments/people-talent/**"
-  access = ["group:people"]
-  classification = "confidential"
-
-[[sources]]
-name = "runbooks"
-kind = "folder"
-path = "company/runbooks"
-access = ["group:sre"]
-classification = "internal"
-residency = "eu"
-"""
-
 RUNBOOK = "runbooks:alerts/cluster-etcd-operator/etcdDatabaseQuotaLowSpace.md"
 PEOPLE_PAGE = "handbook:content/departments/people-talent/background-check-policy.md"
 PUBLIC_PAGE = "handbook:content/departments/engineering/demo-day.md"
-USERS = ("alice", "bob", "carol", "dana", "root")
 ISSUER_AUDIENCE = "sovra-test"
 CLIENT_ID = "sovra-web"
 CLIENT_SECRET = "web-client-secret-for-tests"

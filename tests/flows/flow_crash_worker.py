@@ -1,4 +1,5 @@
-"""Runs one flows command in its own process (so a test can SIGKILL it): `python proc.py DIR CMD`."""
+"""Runs one flows command in its own process (so a test can SIGKILL it):
+`python flow_crash_worker.py DIR CMD`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from flows_support import TICKET, adapters, classifiers, config
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: tests.support
 
 from sovra.workspace import open_flows
+from tests.support.flows import TICKET, adapters, classifiers, config
 
 
 def _crash_after_opening_approvals() -> None:

@@ -1,14 +1,15 @@
-"""A tiny synced workspace for answer tests: realistic runbooks, demo users, the real model."""
+"""Answer test helpers: search hits built by hand, and a tiny synced workspace (realistic
+runbooks, demo users, the real model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from sovra.cli import app
 from sovra.config import load_config
+from sovra.domain import Chunk
+from sovra.search.hybrid import SearchHit
 from sovra.workspace import Workspace
+from tests.support.demo_site import sync_site
 
 DISK_PRESSURE = """# NodeDiskPressure
 
@@ -86,6 +87,26 @@ residency = "eu"
 """
 
 
+def hit(text: str, i: int = 0, uri: str = "file:///doc.md", language: str = "en") -> SearchHit:
+    chunk = Chunk(
+        id=f"s:d{i}#0",
+        document_id=f"s:d{i}",
+        source="s",
+        position=0,
+        text=text,
+        title=f"Doc {i}",
+        uri=uri,
+        heading_path=("Doc", "Section"),
+        language=language,
+        access=("public",),
+        classification="internal",
+        residency="eu",
+        start=100,
+        end=100 + len(text),
+    )
+    return SearchHit(chunk=chunk, score=1.0, rank=i + 1)
+
+
 def make_site(root: Path, files: dict[str, str], extra_config: str = "") -> Path:
     """Write `files` under `root`, init the demo directory, sync; returns the config path."""
     for rel, text in files.items():
@@ -94,10 +115,7 @@ def make_site(root: Path, files: dict[str, str], extra_config: str = "") -> Path
         dest.write_text(text, encoding="utf-8")
     cfg = root / "sovra.toml"
     cfg.write_text(CONFIG + extra_config, encoding="utf-8")
-    runner = CliRunner()
-    for args in (["init", "--demo-directory"], ["source", "sync", "--all"]):
-        result = runner.invoke(app, ["--config", str(cfg), *args], catch_exceptions=False)
-        assert result.exit_code == 0, result.output
+    sync_site(cfg)
     return cfg
 
 
