@@ -1,42 +1,36 @@
-"""The FastAPI application: wiring, security middleware, errors, health, metrics and login.
+"""The FastAPI application: the app state, security middleware and error rendering; the routes
+live in their modules (api, openai_api, ui, flows, oidc_login, health, login, the MCP gate).
 
 One app holds one Workspace (and its model slots) for the life of the process.
 """
 
 from __future__ import annotations
 
-import hmac
-import html
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Form, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovra.config import Config
 from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
-from sovra.server import api, oidc_login, openai_api, ui
+from sovra.server import api, health, login, oidc_login, openai_api, ui
 from sovra.server import flows as flows_http
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
-    SESSION_COOKIE,
     ApiError,
     Authenticator,
     RateLimiter,
-    set_session_cookie,
-    unauthorized,
 )
-from sovra.server.deps import AppState, app_state, client_address, identity
+from sovra.server.deps import AppState
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
@@ -164,11 +158,6 @@ class Guard:
             )
 
 
-class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
-
-
 def create_app(
     config: Config, settings: ServerSettings | None = None, workspace: Workspace | None = None
 ) -> FastAPI:
@@ -271,120 +260,8 @@ def create_app(
     async def to_login(request: Request, exc: ui.LoginRequired) -> Response:
         return RedirectResponse("/login?next=" + quote(exc.next_path, safe="/"), status_code=303)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"], response_model=None)
-    async def readyz() -> JSONResponse:
-        """Stores open and the embedding model loaded."""
-        checks: dict[str, str] = {}
-
-        def probe() -> None:
-            for name, fn in (
-                ("index", lambda: ws.index.document_ids()),
-                ("state", lambda: ws.state.sources()),
-                ("audit", lambda: ws.audit.size),
-                ("embedding", lambda: ws.embedder.dimension),
-                ("accounts", lambda: accounts.has_password("")),
-            ):
-                try:
-                    fn()
-                    checks[name] = "ok"
-                except Exception as exc:
-                    checks[name] = f"error: {type(exc).__name__}"
-
-        await run_in_threadpool(probe)
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ok else "not_ready", "checks": checks},
-            status_code=200 if ok else 503,
-        )
-
-    @app.get("/metrics", tags=["health"], include_in_schema=False)
-    async def prometheus(request: Request) -> Response:
-        """Prometheus metrics; with `metrics_token` set, only for `Bearer <metrics_token>`."""
-        if settings.metrics_token:
-            sent = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(sent.encode(), settings.metrics_token.encode()):
-                raise unauthorized("metrics need the metrics token")
-        for src in ws.config.sources:
-            counts = ws.state.counts(src.name)
-            for status in ("ok", "failed"):
-                metrics.source_documents.labels(src.name, status).set(counts.get(status, 0))
-            report = ws.state.last_report(src.name)
-            finished = (report or {}).get("finished_at")
-            if isinstance(finished, str):
-                from datetime import datetime
-
-                try:
-                    stamp = datetime.fromisoformat(finished).timestamp()
-                    metrics.source_last_sync.labels(src.name).set(stamp)
-                except ValueError:
-                    pass
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/auth/login", tags=["auth"])
-    async def login(body: LoginRequest, request: Request) -> JSONResponse:
-        """Local user login: sets an HttpOnly, SameSite=Strict session cookie and returns the
-        CSRF token to send as `X-CSRF-Token` on state-changing requests."""
-        return await _login(request, body.username, body.password)
-
-    @app.post("/auth/login-form", tags=["auth"], include_in_schema=False)
-    async def login_form(
-        request: Request,
-        username: Annotated[str, Form(max_length=128)],
-        password: Annotated[str, Form(max_length=1024)],
-    ) -> JSONResponse:
-        return await _login(request, username, password)
-
-    async def _login(request: Request, username: str, password: str) -> JSONResponse:
-        wait = state.login_limiter.check("login:" + client_address(request))
-        if wait:
-            metrics.denials.labels("rate_limit").inc()
-            raise ApiError(429, "rate_limited", "too many login attempts", {"Retry-After": "60"})
-        ok = await run_in_threadpool(accounts.check_password, username, password)
-        if not ok or state.auth.local_principal(username) is None:
-            metrics.denials.labels("login").inc()
-            raise ApiError(401, "unauthorized", "wrong user name or password")
-        token, session = accounts.create_session(username, settings.session_ttl_s)
-        resp = JSONResponse({"user": username, "csrf_token": session.csrf})
-        set_session_cookie(
-            resp, token, max_age=settings.session_ttl_s, secure=settings.secure_cookies
-        )
-        return resp
-
-    @app.post("/auth/logout", tags=["auth"])
-    async def logout(request: Request, st: Annotated[AppState, Depends(app_state)]) -> Response:
-        await identity(request)  # CSRF-checked like any state-changing request
-        token = request.cookies.get(SESSION_COOKIE)
-        if token:
-            st.accounts.end_session(token)
-        resp = Response(status_code=204)
-        resp.delete_cookie(SESSION_COOKIE, path="/")
-        return resp
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        """A self-contained API index (no CDN scripts): every route, with /openapi.json."""
-        rows = []
-        for path, ops in sorted(app.openapi().get("paths", {}).items()):
-            for method, op in ops.items():
-                summary = html.escape(str(op.get("summary", "")))
-                rows.append(
-                    f"<tr><td>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
-                    f"<td>{summary}</td></tr>"
-                )
-        page = (
-            "<!doctype html><html lang=en><meta charset=utf-8><title>sovra API</title>"
-            "<h1>sovra API</h1><p>Machine-readable schema: "
-            "<a href='/openapi.json'>/openapi.json</a></p>"
-            "<table><tr><th>method</th><th>path</th><th>summary</th></tr>"
-            + "".join(rows)
-            + "</table></html>"
-        )
-        return HTMLResponse(page)
+    app.include_router(health.router)
+    app.include_router(login.router)
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app
