@@ -144,7 +144,7 @@ def test_wheel_runs_search_on_the_runtime_lock_alone(tmp_path: Path) -> None:
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path, env=env)
-    pip = [venv / "bin/python", "-m", "pip", "install", "-q"]
+    pip: list[str | Path] = [venv / "bin/python", "-m", "pip", "install", "-q"]
     run(*pip, torch_pin(), cwd=tmp_path, env=env)
     run(*pip, "-r", RUNTIME_LOCK, cwd=tmp_path, env=env)
     run(*pip, "--no-deps", wheel, cwd=tmp_path, env=env)
