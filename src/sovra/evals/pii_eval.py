@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sovra.errors import Unavailable
 from sovra.policy import checksums
 from sovra.policy.pii import CHECKSUM_ENTITIES
 
@@ -300,7 +301,13 @@ def generate(per_locale: int = 300, seed: int = 20261125) -> list[Sample]:
     """`per_locale` texts in each of the seven locales; same seed → same set."""
     import re
 
-    from faker import Faker
+    try:
+        from faker import Faker
+    except ImportError:
+        raise Unavailable(
+            "the PII evaluation generates its labelled set with faker, which is not installed;"
+            " install the evaluation extra: pip install 'sovra[eval]'"
+        ) from None
 
     samples: list[Sample] = []
     for li, locale in enumerate(LOCALES):
