@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from sovra.cli.kit import JsonOpt, emit_json, out, state
+from sovra.directory import User
 
 user_app = typer.Typer(help="Users of the local directory.", no_args_is_help=True)
 group_app = typer.Typer(help="Groups of the local directory.", no_args_is_help=True)
@@ -61,6 +62,10 @@ def user_add(
     from sovra.workspace import directory_for
 
     user = directory_for(state(ctx).config).add_user(user_id, group or [], name)
+    _show_user(user, json_out)
+
+
+def _show_user(user: User, json_out: bool) -> None:
     if json_out:
         emit_json({"id": user.id, "groups": sorted(user.groups)})
     else:
@@ -120,10 +125,7 @@ def group_remove_member(
     from sovra.workspace import directory_for
 
     user = directory_for(state(ctx).config).set_membership(user_id, name, False)
-    if json_out:
-        emit_json({"id": user.id, "groups": sorted(user.groups)})
-    else:
-        out.print(f"user {user.id}: groups {', '.join(sorted(user.groups)) or '(none)'}")
+    _show_user(user, json_out)
 
 
 @group_app.command("list")
