@@ -156,6 +156,10 @@ def add(
             )
     except ModelError as exc:
         fail(str(exc))
+    _show_registered(entry, registry, json_out)
+
+
+def _show_registered(entry: ModelEntry, registry: ModelRegistry, json_out: bool) -> None:
     if json_out:
         emit_json(_row(entry, registry))
     else:
@@ -180,10 +184,7 @@ def add_default(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             entry = ensure_default_gguf(registry.home, progress)
     except ModelError as exc:
         fail(str(exc))
-    if json_out:
-        emit_json(_row(entry, registry))
-    else:
-        _print_entry(entry, registry, "registered")
+    _show_registered(entry, registry, json_out)
 
 
 @app.command("verify")
