@@ -78,6 +78,10 @@ class FolderSource(_SourceBase):
     )
     exclude: tuple[str, ...] = ()
     max_file_bytes: int = 50_000_000
+    trust_front_matter: bool = False
+    """False: front matter may only narrow the labels granted here (access ⊆ granted,
+    classification up, residency inside); true: it replaces them (whoever can write a file
+    then decides who may read it)."""
 
 
 class RecordsSource(_SourceBase):

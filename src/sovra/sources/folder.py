@@ -18,6 +18,7 @@ from typing import Any
 from sovra.config import FolderSource
 from sovra.domain import ClassificationScale, Document, DocumentRef, content_hash
 from sovra.sources.base import (
+    LABELS_REFUSED,
     DocumentNotFound,
     DocumentTooLarge,
     EmptyDocument,
@@ -110,6 +111,7 @@ class FolderConnector:
             rules=self.source.rules,
             scale=self.scale,
             overrides=front_matter,
+            trusted=self.source.trust_front_matter,
         )
 
     def _version(self, rel: str, digest: str) -> str:
@@ -179,6 +181,8 @@ class FolderConnector:
             metadata["tags"] = ",".join(labels.tags)
         if labels.warnings:
             metadata["label_warnings"] = "; ".join(labels.warnings)
+        if labels.refused:
+            metadata[LABELS_REFUSED] = "; ".join(labels.refused)
         digest = hashlib.sha256(data).hexdigest()
         return Document(
             source=self.name,
