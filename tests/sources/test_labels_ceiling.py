@@ -24,9 +24,7 @@ def _write(root: Path, name: str, front: str) -> None:
 def test_front_matter_cannot_widen_access_classification_or_residency(tmp_path: Path) -> None:
     _write(tmp_path, "wide.md", "access: public\nclassification: public\nresidency: '*'")
     _write(tmp_path, "new.md", "access: [group:staff, user:mallory]")
-    conn = folder(
-        tmp_path, access=["group:staff"], classification="confidential", residency="eu"
-    )
+    conn = folder(tmp_path, access=["group:staff"], classification="confidential", residency="eu")
     wide = conn.fetch("wide.md")
     assert wide.access == ("group:staff",)
     assert wide.classification == "confidential"

@@ -299,6 +299,8 @@ class _Syncer:
             t = time.perf_counter()
             refs = list(self.connector.list())
             report._time("list", time.perf_counter() - t)
+            # Optional part of the connector interface: links a folder listing did not follow.
+            report.refused_links.update(getattr(self.connector, "refused_links", None) or {})
             report.listed = len(refs)
 
             t = time.perf_counter()
