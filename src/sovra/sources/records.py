@@ -129,7 +129,8 @@ class RecordsConnector:
                         raise SourceUnavailable(
                             f"source {self.name!r}: {self.path} line {reader.line_num}: {exc}"
                         ) from None
-                    yield reader.line_num + 1, None, f"CSV error: {exc}"
+                    # line_num does not count the rows that failed since the last good one
+                    yield reader.line_num + errors, None, f"CSV error: {exc}"
                     continue
                 errors = 0
                 if None in row:
