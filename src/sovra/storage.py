@@ -54,10 +54,10 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def open_private(path: Path, mode: str = "a+") -> TextIO:
-    """Open a small text file (lock file, log) creating it 0600 if missing."""
+def open_private(path: Path) -> TextIO:
+    """Open a small text file for appending and reading (a lock file), created 0600 if missing."""
     with private_files():
-        return path.open(mode, encoding="utf-8")
+        return path.open("a+", encoding="utf-8")
 
 
 def open_sqlite(

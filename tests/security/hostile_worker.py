@@ -2,7 +2,7 @@
 
 usage: python hostile_worker.py SOVRA_TOML OUT_JSON
 Writes the sync reports, the searches for every valid marker and for the secret outside the
-sources, wall time and peak RSS (`resource.getrusage`) as JSON. BM25-only: no model loaded.
+sources, wall and CPU time and peak RSS (`resource.getrusage`) as JSON. BM25-only: no model loaded.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def main() -> None:
     finally:
         index.close()
         state.close()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_kib = usage.ru_maxrss  # KiB on Linux
     out_path.write_text(
         json.dumps(
             {
@@ -58,6 +59,7 @@ def main() -> None:
                 "chunks": chunks,
                 "sync_s": sync_s,
                 "peak_rss_mib": peak_kib / 1024,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
             }
         )
     )

@@ -20,9 +20,10 @@ from tests.support.hostile_files import SECRET, config, generate
 
 WORKER = Path(__file__).with_name("hostile_worker.py")
 RSS_BOUND_MIB = 1536
-"""Peak resident memory of the syncing process (measured about MEASURED MiB; see
-docs/security-parts/ingest.md)."""
-TIME_BOUND_S = 240
+"""Peak resident memory of the syncing process (measured 904 MiB; docs/security-parts/ingest.md)."""
+CPU_BOUND_S = 150
+"""CPU seconds of the syncing process (measured about 55 s): load-independent, unlike wall time."""
+WALL_LIMIT_S = 600
 
 
 def _sync(tmp_path: Path, markers: list[str]) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def _sync(tmp_path: Path, markers: list[str]) -> dict[str, Any]:
         [sys.executable, str(WORKER), str(cfg), str(out), json.dumps(markers)],
         capture_output=True,
         text=True,
-        timeout=TIME_BOUND_S,
+        timeout=WALL_LIMIT_S,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -90,6 +91,11 @@ def test_hostile_files_sync_finishes_bounded_and_accounts_for_every_item(tmp_pat
     assert "encrypted" in by_category["pdf-encrypted"]
     assert "max_file_bytes" in by_category["too-large"]
     assert "UTF-8" in by_category["invalid-utf8"]
+    assert "nested too deep" in failed["text/front-matter-3.md"]
+    assert "nested too deep" in failed["html/hostile-1.html"]
+    # No failure is an unexplained crash of a parser.
+    internal = {r: why for r, why in failed.items() if why.startswith("internal error")}
+    assert internal == {}
 
     found = result["found"]
     for rel, word in m.valid_markers.items():
@@ -99,10 +105,27 @@ def test_hostile_files_sync_finishes_bounded_and_accounts_for_every_item(tmp_pat
         assert found[f"validmarkerjsonl{n}"] == [f"hostile-jsonl:ok-{n}"]
     assert found[SECRET] == [] and found["payroll"] == []
 
+    table: dict[str, list[int]] = {}
+    for rel, cat in m.category.items():
+        row = table.setdefault(cat, [0, 0, 0, 0])  # items, failed, indexed, links refused
+        row[0] += 1
+        row[1] += rel in failed
+        row[2] += rel in added
+        row[3] += rel in links
+    for name in ("hostile-csv", "hostile-jsonl"):
+        row = table.setdefault(f"{name} records", [0, 0, 0, 0])
+        row[0] += len(m.records_expect[name])
+        row[1] += len(reports[name]["failed"])
+        row[2] += len(reports[name]["added"])
+    print("\n| category | items | failed (with reason) | indexed | links refused |")
+    for cat, (n, f, i, lk) in sorted(table.items()):
+        print(f"| {cat} | {n} | {f} | {i} | {lk} |")
     print(
         f"\nhostile files: {m.hostile_count} hostile items + {len(m.valid_markers) + 40} valid;"
         f" folder failed {len(failed)}, indexed {len(added)}, links refused {len(links)};"
-        f" chunks {result['chunks']}; sync {result['sync_s']:.1f} s;"
+        f" chunks {result['chunks']}; sync {result['sync_s']:.1f} s wall,"
+        f" {result['cpu_s']:.1f} s CPU;"
         f" peak RSS {result['peak_rss_mib']:.0f} MiB"
     )
     assert result["peak_rss_mib"] < RSS_BOUND_MIB
+    assert result["cpu_s"] < CPU_BOUND_S

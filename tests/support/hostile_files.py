@@ -119,8 +119,11 @@ def _zip_bomb(base: bytes, unpacked_mb: int) -> bytes:
 
 _ENTITY_DECLS = [
     # billion laughs
-    "<!ENTITY a \"haha\">"
-    + "".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("abcdefgh", "bcdefghi"))
+    '<!ENTITY a "haha">'
+    + "".join(
+        f'<!ENTITY {c} "{("&" + p + ";") * 10}">'
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
     + "]>",
     # quadratic blowup: one big entity referenced many times
     '<!ENTITY big "' + "A" * 50_000 + '">]>',
@@ -208,7 +211,9 @@ def _valid(w: _Writer) -> None:
     for n in range(3):
         word = marker()
         rel = f"valid/report-{n}.pdf"
-        w.put(rel, minimal_pdf([f"Quarterly report {n}", f"Keyword {word} here."]), "valid", "index")
+        w.put(
+            rel, minimal_pdf([f"Quarterly report {n}", f"Keyword {word} here."]), "valid", "index"
+        )
         m.valid_markers[rel] = word
         word = marker()
         rel = f"valid/memo-{n}.docx"
@@ -232,7 +237,12 @@ def _pdfs(w: _Writer) -> None:
         # pypdf rebuilds a lost xref by scanning, so a cut after the content may still read.
         w.put(f"pdf/truncated-{n}.pdf", base[:cut], "pdf-truncated", "either")
     for n in range(100):
-        w.put(f"pdf/junk-{n}.pdf", b"%PDF-1.7\n" + w.junk(w.rng.randrange(16, 8192)), "pdf-junk", "fail")
+        w.put(
+            f"pdf/junk-{n}.pdf",
+            b"%PDF-1.7\n" + w.junk(w.rng.randrange(16, 8192)),
+            "pdf-junk",
+            "fail",
+        )
     for n in range(40):
         data = bytearray(base)
         # Corrupt the xref / trailer region: offsets point nowhere, the /Root is gone.
@@ -304,7 +314,8 @@ def _texts(w: _Writer, outside: Path) -> None:
         kind = n % 4
         if kind == 0:  # YAML alias bomb in front matter
             anchors = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-                f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")
+                f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+                for p, c in zip("abcdefg", "bcdefgh", strict=True)
             )
             fm = f"---\n{anchors}access: *h\n---\n# bomb\n\ntext\n"
             expect = "either"
@@ -325,8 +336,10 @@ def _texts(w: _Writer, outside: Path) -> None:
         data = "\ufeff".encode("utf-16-le") + f"utf16 text {n}".encode("utf-16-le")
         w.put(f"text/utf16-odd-{n}.txt", data[:-1], "utf16-truncated", "either")
     for n in range(50):
-        html = "<div>" * 50_000 + "deep" + "</div>" * 50_000 if n % 2 else (
-            "<html><body>" + "<p a='" + "x" * 200_000 + "'>" + "<script>" * 1000
+        html = (
+            "<div>" * 50_000 + "deep" + "</div>" * 50_000
+            if n % 2
+            else ("<html><body>" + "<p a='" + "x" * 200_000 + "'>" + "<script>" * 1000)
         )
         w.put(f"html/hostile-{n}.html", html.encode(), "html-hostile", "either")
     # One 49 MB line (under max_file_bytes: parsed) and one above it (refused unread).
@@ -396,12 +409,12 @@ def _records(m: Manifest, rng: random.Random) -> None:
         out.append(json.dumps({"id": f"ok-{n}", "text": f"Jsonl item {VALID_MARKER}jsonl{n}"}))
         exp[f"ok-{n}"] = "index"
     for n in range(150):
-        out.append('{"id": "broken-%d", "text": ' % n)
+        out.append(f'{{"id": "broken-{n}", "text": ')
         exp[f"line-{len(out)}"] = "fail"
     for n in range(100):
         out.append(json.dumps([n, "not an object"]))
         exp[f"line-{len(out)}"] = "fail"
-    for n in range(5):
+    for _ in range(5):
         out.append("[" * 100_000)  # nested too deep for the JSON parser
         exp[f"line-{len(out)}"] = "fail"
     for n in range(100):
@@ -441,20 +454,20 @@ def config(root: Path) -> str:
     """sovra.toml for the generated sources (BM25-only sync: no model needed)."""
     return f"""
 [workspace]
-home = "{root / 'data'}"
+home = "{root / "data"}"
 region = "eu-de"
 
 [[sources]]
 name = "hostile"
 kind = "folder"
-path = "{root / 'folder'}"
+path = "{root / "folder"}"
 access = ["public"]
 residency = "eu"
 
 [[sources]]
 name = "hostile-csv"
 kind = "records"
-path = "{root / 'records.csv'}"
+path = "{root / "records.csv"}"
 id_field = "id"
 title_field = "title"
 text_fields = ["body"]
@@ -464,7 +477,7 @@ residency = "eu"
 [[sources]]
 name = "hostile-jsonl"
 kind = "records"
-path = "{root / 'records.jsonl'}"
+path = "{root / "records.jsonl"}"
 id_field = "id"
 text_fields = ["text"]
 access = ["public"]

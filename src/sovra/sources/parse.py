@@ -422,10 +422,12 @@ _PARSERS = {
 def parse_bytes(data: bytes, fmt: str, limits: ArchiveLimits | None = None) -> ParsedText:
     """Parse `data` as `fmt` (a value of FORMATS); raises ParseError for unreadable input.
     `limits` bound ZIP-based formats (default: `ArchiveLimits()`)."""
-    if fmt == "docx":
-        return parse_docx(data, limits)
     try:
         parser = _PARSERS[fmt]
     except KeyError:
         raise ParseError(f"no parser for format {fmt!r}") from None
-    return parser(data)
+    try:
+        return parse_docx(data, limits) if fmt == "docx" else parser(data)
+    except RecursionError:
+        # Deeply nested HTML or YAML front matter: the tree builders recurse per level.
+        raise ParseError(f"{fmt} nested too deep to read") from None
