@@ -85,13 +85,17 @@ def test_docx_with_an_entity_declaration_is_refused(tmp_path: Path) -> None:
         folder(tmp_path).fetch("laughs.docx")
 
 
+def _root_and_outside(tmp_path: Path, inside: str, outside: str) -> tuple[Path, Path]:
+    """A source root holding `inside`, and a folder beside it holding `outside` (a secret)."""
+    root, secret = tmp_path / "root", tmp_path / "outside"
+    for base, rel in ((root, inside), (secret, outside)):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(f"# {rel}\n\n{'harmless' if base == root else 'secret hunter2'}\n")
+    return root, secret
+
+
 def test_a_folder_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    (root / "sub").mkdir(parents=True)
-    (root / "sub" / "a.md").write_text("# A\n\nharmless\n")
-    secret = tmp_path / "secret"
-    secret.mkdir()
-    (secret / "a.md").write_text("# A\n\nthe payroll password is hunter2\n")
+    root, secret = _root_and_outside(tmp_path, "sub/a.md", "a.md")
     conn = folder(root, access=["public"])
     assert [r.external_id for r in conn.list()] == ["sub/a.md"]
     # Between list() and fetch() someone replaces the folder with a link out of the root.
@@ -105,12 +109,7 @@ def test_a_folder_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Pat
 
 
 def test_links_out_of_the_root_are_refused_and_reported(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    (root / "keep").mkdir(parents=True)
-    (root / "keep" / "a.md").write_text("# a\n\ninside\n")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "s.md").write_text("# s\n\nsecret outside the source\n")
+    root, outside = _root_and_outside(tmp_path, "keep/a.md", "s.md")
     (root / "file-link.md").symlink_to(outside / "s.md")
     (root / "dir-link").symlink_to(outside)
     (root / "rel-link.md").symlink_to("../outside/s.md")

@@ -450,9 +450,18 @@ def generate(root: Path, seed: int = 14) -> Manifest:
     return m
 
 
+def _records_source(name: str, path: Path, text_field: str, title_field: str | None) -> str:
+    title = f'title_field = "{title_field}"\n' if title_field else ""
+    return (
+        f'\n[[sources]]\nname = "{name}"\nkind = "records"\npath = "{path}"\nid_field = "id"\n'
+        f'{title}text_fields = ["{text_field}"]\naccess = ["public"]\nresidency = "eu"\n'
+    )
+
+
 def config(root: Path) -> str:
     """sovra.toml for the generated sources (BM25-only sync: no model needed)."""
-    return f"""
+    return (
+        f"""
 [workspace]
 home = "{root / "data"}"
 region = "eu-de"
@@ -463,23 +472,7 @@ kind = "folder"
 path = "{root / "folder"}"
 access = ["public"]
 residency = "eu"
-
-[[sources]]
-name = "hostile-csv"
-kind = "records"
-path = "{root / "records.csv"}"
-id_field = "id"
-title_field = "title"
-text_fields = ["body"]
-access = ["public"]
-residency = "eu"
-
-[[sources]]
-name = "hostile-jsonl"
-kind = "records"
-path = "{root / "records.jsonl"}"
-id_field = "id"
-text_fields = ["text"]
-access = ["public"]
-residency = "eu"
 """
+        + _records_source("hostile-csv", root / "records.csv", "body", "title")
+        + _records_source("hostile-jsonl", root / "records.jsonl", "text", None)
+    )
