@@ -89,3 +89,27 @@ def test_widening_attempts_are_in_the_sync_report(tmp_path: Path) -> None:
     finally:
         index.close()
         state.close()
+
+
+def test_source_show_lists_refused_labels_and_links(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sovra.cli import app
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    _write(root, "wide.md", "access: public")
+    (tmp_path / "outside.md").write_text("# outside\n\nnot in the source\n")
+    (root / "out.md").symlink_to(tmp_path / "outside.md")
+    cfg = tmp_path / "sovra.toml"
+    cfg.write_text(
+        f'[workspace]\nhome = "{tmp_path / "data"}"\n\n[[sources]]\nname = "docs"\n'
+        f'kind = "folder"\npath = "{root}"\naccess = ["group:staff"]\n'
+    )
+    runner = CliRunner()
+    for args in (["source", "sync", "docs", "--bm25-only"], ["source", "show", "docs"]):
+        result = runner.invoke(app, ["--config", str(cfg), *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "labels refused wide.md: access public not granted" in text
+    assert "link refused out.md" in text
