@@ -78,6 +78,14 @@ class FolderSource(_SourceBase):
     )
     exclude: tuple[str, ...] = ()
     max_file_bytes: int = 50_000_000
+    max_unpacked_bytes: int = Field(default=200_000_000, ge=1)
+    """DOCX (ZIP): the most its entries may unpack to, checked before parsing (zip bombs)."""
+    max_archive_entries: int = Field(default=10_000, ge=1)
+    """DOCX (ZIP): the most entries the archive may hold."""
+    trust_front_matter: bool = False
+    """False: front matter may only narrow the labels granted here (access ⊆ granted,
+    classification up, residency inside); true: it replaces them (whoever can write a file
+    then decides who may read it)."""
 
 
 class RecordsSource(_SourceBase):

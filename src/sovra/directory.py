@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sovra.domain import Principal
 from sovra.errors import Invalid, NotFound
-from sovra.storage import atomic_write
+from sovra.storage import atomic_write, private_dir
 
 DIRECTORY_FILENAME = "directory.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -75,7 +75,7 @@ class Directory:
         return users, groups
 
     def _write(self, users: dict[str, User], groups: dict[str, str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         data = {
             "users": [
                 {

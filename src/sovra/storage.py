@@ -12,14 +12,52 @@ import contextlib
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TextIO
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+_PRIVATE_UMASK = 0o077
+_UMASK_LOCK = threading.RLock()
 
 JournalMode = Literal["WAL", "DELETE"]
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _JOURNAL_MODES = ("WAL", "DELETE")
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Whatever is created inside the block — by sovra or by a library (SQLite sidecars,
+    LanceDB fragments, DBOS) — is owner-only: dirs 0700, files 0600 (umask 077).
+
+    The umask is process-wide: a thread creating a file meanwhile gets the stricter mode too,
+    never a wider one. The lock keeps nested and concurrent blocks from restoring each
+    other's umask out of order.
+    """
+    with _UMASK_LOCK:
+        old = os.umask(_PRIVATE_UMASK)
+        try:
+            yield
+        finally:
+            os.umask(old)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents owner-only (0700); an existing folder is left
+    as it is (`sovra doctor` reports one that is too open)."""
+    if not path.is_dir():
+        with private_files():
+            path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    return path
+
+
+def open_private(path: Path) -> TextIO:
+    """Open a small text file for appending and reading (a lock file), created 0600 if missing."""
+    with private_files():
+        return path.open("a+", encoding="utf-8")
 
 
 def open_sqlite(
@@ -30,7 +68,7 @@ def open_sqlite(
     synchronous: Synchronous | None = None,
     foreign_keys: bool = False,
     secure_delete: bool = False,
-    owner_only: bool = False,
+    owner_only: bool = True,
 ) -> sqlite3.Connection:
     """A connection for one store's database file, its parent directory created if missing.
 
@@ -39,21 +77,30 @@ def open_sqlite(
     its back. Shareable between threads (`check_same_thread=False`); the stores serialise
     their calls with their own locks. `timeout` is the busy timeout in seconds (5 is
     sqlite3's own default); `synchronous=None` keeps SQLite's compiled-in default.
-    `owner_only` creates a missing file 0600 before SQLite opens it; SQLite gives its -wal,
-    -shm and -journal files the mode of the database file.
+    `owner_only` (the default: every store holds someone's data) creates a missing folder 0700
+    and file 0600 before SQLite opens it, with umask 077 while it connects; SQLite gives its
+    -wal, -shm and -journal files the mode of the database file.
     """
     if journal_mode not in _JOURNAL_MODES:
         raise ValueError(f"journal_mode must be one of {', '.join(_JOURNAL_MODES)}")
     if synchronous is not None and synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if owner_only and not path.exists():
-        path.touch(mode=0o600)
-    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    if not owner_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    else:
+        private_dir(path.parent)
+        with private_files():
+            if not path.exists():
+                path.touch(mode=PRIVATE_FILE_MODE)
+            conn = sqlite3.connect(
+                path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
     try:
         if secure_delete:
             conn.execute("PRAGMA secure_delete=ON")
-        conn.execute(f"PRAGMA journal_mode={journal_mode}")
+        with private_files() if owner_only else contextlib.nullcontext():
+            conn.execute(f"PRAGMA journal_mode={journal_mode}")
         if synchronous is not None:
             conn.execute(f"PRAGMA synchronous={synchronous}")
         if foreign_keys:

@@ -48,10 +48,11 @@ from sovra.index.base import Index
 from sovra.models.base import Embedder
 from sovra.models.embedding import SentenceTransformerEmbedder
 from sovra.search import FusionSettings, Searcher, SearchResult
+from sovra.storage import private_dir
 
 
 def directory_for(config: Config) -> Directory:
-    config.home.mkdir(parents=True, exist_ok=True)
+    private_dir(config.home)
     return Directory.in_home(config.home)
 
 
@@ -183,7 +184,7 @@ class Workspace:
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
-        config.home.mkdir(parents=True, exist_ok=True)
+        private_dir(config.home)
         return cls(config)
 
     @property

@@ -242,6 +242,7 @@ def test_doctor_airgap(
     checks = run_checks(config, tmp_path / "home", airgap=True, probe=closed, probe_timeout=1)
     assert {c.name: c.status for c in checks} == {
         "offline switches": "ok",
+        "data file modes": "ok",
         "policy engine": "ok",
         "PII detector": "ok",
         "embedding model": "ok",

@@ -97,14 +97,17 @@ def test_rules_later_win_access_replaces_add_access_appends(handbook: Path) -> N
     assert ben.access == ("group:contractors", "group:staff") and ben.residency == "eu-de"
 
 
-def test_front_matter_overrides_rules(tmp_path: Path) -> None:
+def test_trusted_front_matter_overrides_rules(tmp_path: Path) -> None:
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "plan.md").write_text(
         "---\ntitle: The Plan\naccess: [user:alice, group:board]\nclassification: restricted\n"
         "residency: eu-de\nowner: alice\n---\n# Heading\n\nBody text.\n"
     )
     conn = folder(
-        tmp_path, access=["public"], rules=[{"match": "secret/**", "access": ["group:x"]}]
+        tmp_path,
+        access=["public"],
+        rules=[{"match": "secret/**", "access": ["group:x"]}],
+        trust_front_matter=True,
     )
     doc = conn.fetch("secret/plan.md")
     assert doc.title == "The Plan"

@@ -146,3 +146,25 @@ def test_unreadable_file_is_source_unavailable(tmp_path: Path) -> None:
     with pytest.raises(SourceUnavailable, match="encoding"):
         list(records(latin).list())
     assert len(list(records(latin, encoding="latin-1").list())) == 1
+
+
+def test_one_hostile_record_fails_alone(tmp_path: Path) -> None:
+    """A record nested too deep for the JSON parser, or a CSV field above csv's limit, is one
+    failed record — not a crash, and not the whole source unavailable."""
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text(
+        '{"id": "a", "text": "alpha"}\n' + "[" * 100_000 + '\n{"id": "b", "text": "beta"}\n'
+    )
+    conn = records(jsonl, id_field="id", text_fields=["text"], access=["public"])
+    assert [r.external_id for r in conn.list()] == ["a", "line-2", "b"]
+    with pytest.raises(MalformedDocument, match="nested too deep"):
+        conn.fetch("line-2")
+    assert conn.fetch("b").text == "beta"
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,body\n1,ok\n2," + "y" * 200_000 + "\n3,fine\n")
+    conn = records(csv_path, id_field="id", text_fields=["body"], access=["public"])
+    ids = [r.external_id for r in conn.list()]
+    assert "1" in ids and "3" in ids and len(ids) == 3
+    bad = next(i for i in ids if i.startswith("line-"))
+    with pytest.raises(MalformedDocument, match="field larger"):
+        conn.fetch(bad)

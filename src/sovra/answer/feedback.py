@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sovra.storage import open_sqlite
+from sovra.storage import open_sqlite, private_dir
 
 Rating = Literal["up", "down"]
 RATINGS: tuple[str, ...] = ("up", "down")
@@ -38,7 +38,7 @@ class FeedbackStore:
     """Thread-safe; one per workspace."""
 
     def __init__(self, path: Path, *, legacy: Path | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         fresh = not path.exists()
         self.path = path
         self._lock = threading.Lock()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sovra.audit.note import ALG_COSIGNATURE_V1, NoteError, NoteSigner, NoteVerifier
 from sovra.errors import Invalid
-from sovra.storage import atomic_write
+from sovra.storage import atomic_write, private_dir
 
 KEY_ENV = "SOVRA_AUDIT_KEY"
 
@@ -26,13 +26,13 @@ class KeyFileError(Invalid):
 
 def write_secret_file(path: Path, text: str) -> None:
     """Atomically write `text` to `path` with mode 0600 (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     atomic_write(path, text, mode=0o600)
 
 
 def create_secret_file(path: Path, text: str) -> bool:
     """Like write_secret_file, but never replaces an existing file; False if one exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         atomic_write(path, text, mode=0o600, exclusive=True)
     except FileExistsError:

@@ -15,14 +15,14 @@ import threading
 from pathlib import Path
 
 from sovra.audit.keys import write_secret_file
-from sovra.storage import open_sqlite
+from sovra.storage import open_sqlite, private_dir
 
 
 class SubjectKeys:
     """Subject → (pseudonym, AES-256 key); `destroy` makes a subject's records unreadable."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         index_path = directory / "subject-index.key"
         if not index_path.exists():
             write_secret_file(index_path, secrets.token_bytes(32).hex() + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +85,46 @@ def _probe(address: tuple[str, int], timeout: float) -> str | None:
         return None
 
 
+MODE_LIST_LIMIT = 20
+"""At most this many too-open paths are named; the count is always exact."""
+
+
+def file_mode_checks(home: Path) -> list[Check]:
+    """The data directory and everything in it must be owner-only (dirs 0700, files 0600).
+
+    Symbolic links are not followed (their own mode means nothing); a file others can read
+    is reported with the exact `chmod` that fixes it.
+    """
+    if not home.exists():
+        return [Check("data file modes", "ok", f"{home} does not exist yet")]
+    bad: list[str] = []
+    count = 0
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(home, follow_symlinks=False):
+        entries = [(Path(dirpath), os.fstat(dirfd))] if dirpath == str(home) else []
+        for name in [*dirnames, *filenames]:
+            try:
+                entries.append(
+                    (Path(dirpath) / name, os.stat(name, dir_fd=dirfd, follow_symlinks=False))
+                )
+            except OSError:
+                continue  # vanished while walking
+        for path, st in entries:
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            if not mode & 0o077:
+                continue
+            count += 1
+            if len(bad) < MODE_LIST_LIMIT:
+                want = "700" if stat.S_ISDIR(st.st_mode) else "600"
+                bad.append(f"{path} is {mode:o}: chmod {want} {path}")
+    if not bad:
+        return [Check("data file modes", "ok", f"{home} and everything in it are owner-only")]
+    more = f" (and {count - len(bad)} more)" if count > len(bad) else ""
+    detail = "; ".join(bad) + more + f"; or all at once: chmod -R go-rwx {home}"
+    return [Check("data file modes", "fail", f"{count} readable by other users: {detail}")]
+
+
 def run_checks(
     config: Config,
     home: Path,
@@ -100,6 +141,7 @@ def run_checks(
         checks.append(Check("offline switches", "fail" if airgap else "warn", f"not set: {fix}"))
     else:
         checks.append(Check("offline switches", "ok", ", ".join(OFFLINE_ENV) + " set"))
+    checks.extend(file_mode_checks(home))
     for var in OFFLINE_ENV:  # the components below start offline whatever the shell says
         os.environ.setdefault(var, "1")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from sovra.cli.kit import JsonOpt, console, emit_json, fail, out, progress_bar, state
 
@@ -96,6 +97,9 @@ def source_show(
         out.print("never synced; run `sovra source sync " + name + "`")
     for d in data["failed"]:
         out.print(f"  [red]failed[/] {d['id']}: {d['reason']}", highlight=False)
+    for key, what in (("labels_refused", "labels refused"), ("refused_links", "link refused")):
+        for eid, why in ((report or {}).get(key) or {}).items():
+            out.print(f"  [yellow]{what}[/] {escape(eid)}: {escape(why)}", highlight=False)
 
 
 @source_app.command("sync")

@@ -39,6 +39,7 @@ from sovra.flows.definition import (
     render,
 )
 from sovra.flows.store import FlowStore, Run
+from sovra.storage import open_private, private_files
 
 if TYPE_CHECKING:
     from sovra.config import Config
@@ -82,7 +83,7 @@ class Engine:
     def launch(self, *, wait_s: float = 60.0) -> None:
         global _ENGINE
         home = self.ws.home
-        lock = (home / "flows.lock").open("a+")
+        lock = open_private(home / "flows.lock")
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -102,15 +103,16 @@ class Engine:
         if _ENGINE is not None:
             DBOS.destroy()
         _ENGINE = self
-        DBOS(
-            config={
-                "name": "sovra-flows",
-                "system_database_url": url,
-                "application_version": APP_VERSION,
-                "log_level": os.environ.get("SOVRA_DBOS_LOG_LEVEL", "ERROR"),
-            }
-        )
-        DBOS.launch()
+        with private_files():  # DBOS creates its SQLite database (and sidecars) itself
+            DBOS(
+                config={
+                    "name": "sovra-flows",
+                    "system_database_url": url,
+                    "application_version": APP_VERSION,
+                    "log_level": os.environ.get("SOVRA_DBOS_LOG_LEVEL", "ERROR"),
+                }
+            )
+            DBOS.launch()
 
     def close(self) -> None:
         global _ENGINE

@@ -52,7 +52,14 @@ import numpy.typing as npt
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import analyze, normalize_language
 from sovra.index.base import IndexError_
-from sovra.storage import Synchronous, atomic_writer, open_sqlite, write_transaction
+from sovra.storage import (
+    Synchronous,
+    atomic_writer,
+    open_private,
+    open_sqlite,
+    private_dir,
+    write_transaction,
+)
 
 SCHEMA_VERSION = "1"
 DB_NAME = "index.sqlite"
@@ -430,10 +437,10 @@ class EmbeddedIndex:
         self._lock = threading.RLock()
         self._closed = False
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path)
         except OSError as exc:
             raise IndexError_(f"cannot create index directory {self.path}: {exc}") from exc
-        self._lockfile = (self.path / LOCK_NAME).open("a+")
+        self._lockfile = open_private(self.path / LOCK_NAME)
         try:
             fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -605,8 +612,7 @@ class EmbeddedIndex:
             "combos": json.dumps([dataclasses.astuple(c) for c in mem.combos], ensure_ascii=False),
         }
         # The snapshot is only a cache: when it cannot be written, opening rebuilds it.
-        # mode=None: it gets the umask's mode, like the database beside it.
-        with contextlib.suppress(OSError), atomic_writer(path, mode=None) as fh:
+        with contextlib.suppress(OSError), atomic_writer(path) as fh:
             arrays: dict[str, Any] = {
                 "rowid": mem.rowid[:n],
                 "combo": mem.combo[:n],

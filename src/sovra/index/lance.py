@@ -15,13 +15,18 @@ Mapping of the protocol onto LanceDB (0.40):
   chunks via `when_not_matched_by_source_delete`), which is ONE Lance commit: atomic, and a
   crash leaves the previous table version.
 
-Known differences from the embedded engine (see docs/benchmarks.md): BM25 statistics are
-global (over all chunks, not only the admitted ones), and new rows are searched unindexed
-until `optimize()` folds them into the FTS index.
+BM25 is scored by sovra, not by Lance: Lance's own scores use statistics over the whole
+table, so how many chunks a caller cannot read contain a term would shift the caller's scores
+(a side channel). Lance's FTS only finds the admitted candidates (prefiltered); document
+count, average length and document frequencies are computed over the admitted chunks, with
+the embedded engine's formula (Lucene idf, k1=1.2, b=0.75) — the two backends score alike.
+New rows are searched unindexed until `optimize()` folds them into the FTS index.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,15 +35,19 @@ from typing import Any, cast
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS
 from lancedb.query import MatchQuery
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import analyze, normalize_language
 from sovra.index.base import IndexError_
-from sovra.index.embedded import _to_us
+from sovra.index.embedded import BM25_B, BM25_K1, _to_us
+from sovra.storage import private_dir, private_files
 
 TABLE = "chunks"
+_STATS_CACHE = 64
+"""Per-filter (document count, average length) pairs kept per table version."""
 _COLUMNS = [
     "id",
     "document_id",
@@ -135,6 +144,8 @@ class LanceIndex:
         self.path = Path(path)
         self.dimension = dimension
         self._closed = False
+        self._stats: OrderedDict[tuple[int, str], tuple[int, float]] = OrderedDict()
+        private_dir(self.path)
         self._db = lancedb.connect(str(self.path))
         if TABLE in self._db.list_tables().tables:
             self._table = self._db.open_table(TABLE)
@@ -146,7 +157,8 @@ class LanceIndex:
                     "or rebuild the index"
                 )
         else:
-            self._table = self._db.create_table(TABLE, schema=_schema(dimension))
+            with private_files():
+                self._table = self._db.create_table(TABLE, schema=_schema(dimension))
         self._fts_ready = self._has_fts()
 
     def _has_fts(self) -> bool:
@@ -226,15 +238,17 @@ class LanceIndex:
                     "a chunk id already belongs to another document; chunk ids must be unique"
                 )
             data = pa.Table.from_pylist(rows, schema=self._table.schema)
-            (
-                self._table.merge_insert("id")
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(doc_pred)
-                .execute(data)
-            )
+            with private_files():  # Lance writes new fragment and manifest files
+                (
+                    self._table.merge_insert("id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(doc_pred)
+                    .execute(data)
+                )
         else:
-            self._table.delete(doc_pred)
+            with private_files():
+                self._table.delete(doc_pred)
 
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         self._check_open()
@@ -244,7 +258,8 @@ class LanceIndex:
         pred = _in("document_id", ids)
         n = int(self._table.count_rows(pred))
         if n:
-            self._table.delete(pred)
+            with private_files():
+                self._table.delete(pred)
         return n
 
     def optimize(self) -> None:
@@ -252,6 +267,10 @@ class LanceIndex:
         self._check_open()
         if self._table.count_rows() == 0:
             return
+        with private_files():
+            self._build_fts()
+
+    def _build_fts(self) -> None:
         if not self._fts_ready:
             self._table.create_index(
                 "terms",
@@ -311,13 +330,62 @@ class LanceIndex:
             return []
         if not self._fts_ready:
             self.optimize()
+        where = filter_sql(flt)
+        n_docs, avgdl = self._admitted_stats(where)
+        if n_docs == 0:
+            return []
+        qtf = Counter(terms)
+        # Every admitted chunk holding a query term (the limit is the admitted count, so
+        # Lance's own ranking, on global statistics, never decides which are candidates).
         q = (
-            self._table.search(cast(Any, MatchQuery)(" ".join(dict.fromkeys(terms)), "terms"))
-            .where(filter_sql(flt), prefilter=True)
-            .select(_COLUMNS)
-            .limit(k)
+            self._table.search(cast(Any, MatchQuery)(" ".join(qtf), "terms"))
+            .where(where, prefilter=True)
+            .select([*_COLUMNS, "terms"])
+            .limit(n_docs)
         )
-        return self._hits(q.to_arrow(), "text")
+        rows = q.to_arrow().to_pylist()
+        tfs = [Counter(str(r["terms"] or "").split()) for r in rows]
+        df = {t: sum(1 for tf in tfs if t in tf) for t in qtf}
+        scored: list[tuple[float, dict[str, Any]]] = []
+        for rec, tf in zip(rows, tfs, strict=True):
+            length = sum(tf.values())
+            norm = BM25_K1 * (1.0 - BM25_B + BM25_B * length / avgdl)
+            score = 0.0
+            for term, weight in qtf.items():
+                f = tf.get(term, 0)
+                if f:
+                    # Lucene's BM25 idf (always positive), over the admitted chunks only.
+                    idf = math.log(1.0 + (n_docs - df[term] + 0.5) / (df[term] + 0.5))
+                    score += idf * weight * f * (BM25_K1 + 1.0) / (f + norm)
+            if score > 0:
+                scored.append((score, rec))
+        scored.sort(key=lambda p: (-p[0], p[1]["id"]))
+        return [ScoredChunk(self._chunk(rec), score, "text") for score, rec in scored[:k]]
+
+    def _admitted_stats(self, where: str) -> tuple[int, float]:
+        """(number of admitted chunks, their average analysed length), cached per version."""
+        key = (int(self._table.version), where)
+        cached = self._stats.get(key)
+        if cached is not None:
+            self._stats.move_to_end(key)
+            return cached
+        col = (self._table.search().where(where).select(["terms"]).limit(None).to_arrow()).column(
+            "terms"
+        )
+        n_docs = len(col)
+        if n_docs:
+            filled = pc.fill_null(col, "")
+            spaces = pc.count_substring(filled, " ")
+            nonempty = pc.greater(pc.utf8_length(filled), 0)
+            lengths = pc.add(spaces, pc.cast(nonempty, pa.int64()))
+            avgdl = float(pc.sum(lengths).as_py() or 0) / n_docs
+        else:
+            avgdl = 1.0
+        stats = (n_docs, avgdl or 1.0)
+        self._stats[key] = stats
+        if len(self._stats) > _STATS_CACHE:
+            self._stats.popitem(last=False)
+        return stats
 
     def search_vector(
         self, vector: Sequence[float], k: int, flt: SearchFilter

@@ -43,7 +43,7 @@ from sovra.ingest.chunk import (
 from sovra.ingest.language import UNDETERMINED, detect_languages
 from sovra.ingest.state import STATUS_OK, StateStore
 from sovra.models.base import Embedder
-from sovra.sources.base import Connector, DocumentError, SourceUnavailable
+from sovra.sources.base import LABELS_REFUSED, Connector, DocumentError, SourceUnavailable
 
 ProgressCallback = Callable[[int, int, str | None], None]
 """progress(done, total, current external id): the CLI draws a bar, the API a status field.
@@ -86,6 +86,11 @@ class SyncReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    labels_refused: dict[str, str] = field(default_factory=dict)
+    """Documents whose own labels (front matter) tried to widen what sovra.toml grants: the
+    claim was not applied; the value says what was refused."""
+    refused_links: dict[str, str] = field(default_factory=dict)
+    """Symbolic links the connector did not follow (they leave the source root)."""
     chunks_written: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
@@ -115,12 +120,16 @@ class SyncReport:
                 "unchanged": self.unchanged,
                 "deleted": len(self.deleted),
                 "failed": len(self.failed),
+                "labels_refused": len(self.labels_refused),
+                "refused_links": len(self.refused_links),
                 "chunks_written": self.chunks_written,
             },
             "added": cap(self.added),
             "updated": cap(self.updated),
             "deleted": cap(self.deleted),
             "failed": dict(list(self.failed.items())[:REPORT_ID_LIMIT]),
+            "labels_refused": dict(list(self.labels_refused.items())[:REPORT_ID_LIMIT]),
+            "refused_links": dict(list(self.refused_links.items())[:REPORT_ID_LIMIT]),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -131,6 +140,7 @@ class _Prepared:
 
     docs: list[tuple[Document, list[Chunk]]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (ext id, version, why)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (ext id, refused labels)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -193,6 +203,9 @@ class _Syncer:
                 continue
             if doc.source != self.source:
                 doc.source = self.source
+            refused = doc.metadata.pop(LABELS_REFUSED, None)
+            if refused is not None:
+                out.refused.append((doc.external_id, refused))
             docs.append(doc)
         t2 = time.perf_counter()
         out.timings["fetch_parse"] = t2 - t
@@ -224,6 +237,7 @@ class _Syncer:
         report = self.report
         for name, secs in batch.timings.items():
             report._time(name, secs)
+        report.labels_refused.update(batch.refused)
         if self.embedder is not None and batch.docs:
             t = time.perf_counter()
             chunks = [c for _, cs in batch.docs for c in cs]
@@ -285,6 +299,8 @@ class _Syncer:
             t = time.perf_counter()
             refs = list(self.connector.list())
             report._time("list", time.perf_counter() - t)
+            # Optional part of the connector interface: links a folder listing did not follow.
+            report.refused_links.update(getattr(self.connector, "refused_links", None) or {})
             report.listed = len(refs)
 
             t = time.perf_counter()

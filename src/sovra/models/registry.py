@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovra.errors import NotFound
 from sovra.models.base import ModelError
-from sovra.storage import atomic_write
+from sovra.storage import atomic_write, open_private, private_dir
 
 if TYPE_CHECKING:
     from sovra.config import EndpointConfig
@@ -171,13 +171,13 @@ class ModelRegistry:
             ) from None
 
     def _write(self, data: _File) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         atomic_write(self.file, data.model_dump_json(indent=2) + "\n")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        with (self.home / (REGISTRY_FILENAME + ".lock")).open("a") as lock:
+        private_dir(self.home)
+        with open_private(self.home / (REGISTRY_FILENAME + ".lock")) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield

@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sovra.errors import Invalid, NotFound
-from sovra.storage import open_sqlite
+from sovra.storage import open_sqlite, private_dir
 
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
@@ -102,7 +102,7 @@ class AccountStore:
     """Thread-safe; one per process (the server) or per CLI command."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         self.path = path
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None

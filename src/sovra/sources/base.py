@@ -13,6 +13,10 @@ from typing import Protocol, runtime_checkable
 from sovra.domain import Document, DocumentRef
 from sovra.errors import Invalid, NotFound, Unavailable
 
+LABELS_REFUSED = "labels_refused"
+"""Document metadata key a connector sets when the item's own labels tried to widen what the
+config grants; the sync moves it into its report (and out of the indexed metadata)."""
+
 
 class SourceError(Invalid):
     """Base class of connector errors (itself: a source configured wrongly)."""

@@ -5,6 +5,13 @@ whose glob matches the item's path (in config order; `access` replaces, `add_acc
 then the item's own metadata (markdown front matter, a records access column). Anything that
 cannot be understood falls back to the strictest choice: admins-only access, the highest
 classification label. The principle is "unknown → deny" (docs/architecture.md).
+
+What `sovra.toml` grants is a ceiling for the item's own claims: whoever can write a file in
+a source folder must not be able to widen its audience. Unless the source trusts its items
+(`trust_front_matter = true`, or a records `access_field` the administrator named), front
+matter access is intersected with the granted access (no new principals; under a `public`
+grant any audience is narrower), classification can only go up and residency only narrow.
+What was refused is returned in `Labels.refused` for the sync report.
 """
 
 from __future__ import annotations
@@ -15,7 +22,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sovra.config import AccessRule
-from sovra.domain import ClassificationScale, DomainError, content_hash, validate_access
+from sovra.domain import (
+    PUBLIC,
+    ClassificationScale,
+    DomainError,
+    content_hash,
+    residency_contains,
+    validate_access,
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -68,6 +82,8 @@ class Labels:
     residency: str
     tags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    refused: tuple[str, ...] = field(default=(), compare=False)
+    """Claims of the item that would have widened what sovra.toml grants (not applied)."""
 
     def fingerprint(self) -> str:
         """Goes into the item's version so that a label change re-indexes it (revocation)."""
@@ -95,8 +111,10 @@ def resolve_labels(
     rules: Iterable[AccessRule],
     scale: ClassificationScale,
     overrides: Mapping[str, object] | None = None,
+    trusted: bool = False,
 ) -> Labels:
-    """Apply rules matching `path`, then `overrides` (front matter keys access/classification/residency)."""
+    """Apply rules matching `path`, then `overrides` (front matter keys access/classification/
+    residency): within what the config grants, or replacing it when `trusted`."""
     warnings: list[str] = []
     acc: list[str] = list(access)
     cls = classification
@@ -115,22 +133,36 @@ def resolve_labels(
         tags.extend(rule.tags)
 
     broken = False
+    refused: list[str] = []
     if overrides:
         raw = overrides.get("access")
         if raw is not None:
+            claimed: list[str] | None = None
             if isinstance(raw, str):
-                acc = [p for p in re.split(r"[,;\s]+", raw) if p]
+                claimed = [p for p in re.split(r"[,;\s]+", raw) if p]
             elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
-                acc = list(raw)
+                claimed = list(raw)
             else:
                 warnings.append("front matter access is not a list of strings; admins only")
                 broken = True
+            if claimed is not None and not trusted:
+                if _safe_access(claimed, f"front matter access of {path}", warnings) is None:
+                    broken = True  # a claim we cannot read must never widen: admins only
+                else:
+                    acc = _narrow_access(acc, claimed, refused)
+            elif claimed is not None:
+                acc = claimed
         raw_cls = overrides.get("classification")
         if raw_cls is not None:
-            cls = str(raw_cls)
+            claim_cls = str(raw_cls)
+            cls = claim_cls if trusted else _raise_classification(cls, claim_cls, scale, refused)
         raw_res = overrides.get("residency")
         if raw_res is not None:
-            res = str(raw_res).strip() or res
+            claim = str(raw_res).strip()
+            if claim and (trusted or residency_contains(res, claim)):
+                res = claim
+            elif claim:
+                refused.append(f"residency {claim!r} is wider than the granted {res!r}")
 
     normalised = None if broken else _safe_access(acc, f"access of {path}", warnings)
     try:
@@ -145,4 +177,36 @@ def resolve_labels(
         residency=res,
         tags=tuple(dict.fromkeys(tags)),
         warnings=tuple(warnings),
+        refused=tuple(refused),
     )
+
+
+def _narrow_access(granted: Sequence[str], claimed: Sequence[str], refused: list[str]) -> list[str]:
+    """The claimed audience within the granted one; an empty result means admins only."""
+    grant = {g.strip() for g in granted}
+    if PUBLIC in grant:
+        return list(claimed)  # everyone may read it already: any named audience is narrower
+    claim = [c.strip() for c in claimed]
+    # `public` contains every granted principal, so its intersection with the grant is the grant.
+    kept = sorted(grant) if PUBLIC in claim else [c for c in claim if c in grant]
+    extra = [c for c in claim if c not in grant]
+    if extra:
+        refused.append(
+            f"access {', '.join(extra)} not granted by sovra.toml"
+            f" (granted: {', '.join(sorted(grant)) or 'admins only'})"
+        )
+    return kept
+
+
+def _raise_classification(
+    granted: str, claimed: str, scale: ClassificationScale, refused: list[str]
+) -> str:
+    """The stricter of the granted and the claimed label; an unknown claim is checked later."""
+    try:
+        lower = scale.rank(claimed) < scale.rank(granted)
+    except DomainError:
+        return claimed  # unknown → the caller falls back to the strictest label
+    if lower:
+        refused.append(f"classification {claimed!r} is below the granted {granted!r}")
+        return granted
+    return claimed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,67 @@ MIME_TYPES: dict[str, str] = {
 
 class ParseError(Invalid, ValueError):
     """The bytes are not a readable instance of the format; the message says why."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Bounds on ZIP-based formats (DOCX), checked on the archive directory before parsing.
+
+    Python's zipfile never inflates an entry past the size its header declares, so the sum of
+    declared sizes bounds what a parser can unpack: a zip bomb is refused without inflating it.
+    """
+
+    max_unpacked_bytes: int = 200_000_000
+    max_entries: int = 10_000
+
+
+_DTD_MARKERS = tuple(
+    marker.encode(enc)
+    for marker in ("<!DOCTYPE", "<!ENTITY")
+    for enc in ("ascii", "utf-16-le", "utf-16-be")
+)
+
+
+def check_archive(data: bytes, limits: ArchiveLimits, kind: str) -> zipfile.ZipFile:
+    """The archive, once its entry count and declared unpacked size are within `limits`, and
+    no XML part declares a DTD (entity expansion bombs, external entities); else ParseError."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        raise ParseError(f"unreadable {kind}: not a valid ZIP archive ({exc})") from None
+    if len(infos) > limits.max_entries:
+        raise ParseError(
+            f"{kind} archive has {len(infos)} entries, above the limit of {limits.max_entries}"
+            " (max_archive_entries)"
+        )
+    unpacked = sum(i.file_size for i in infos)
+    if unpacked > limits.max_unpacked_bytes:
+        raise ParseError(
+            f"{kind} unpacks to {unpacked} bytes, above the limit of {limits.max_unpacked_bytes}"
+            " (max_unpacked_bytes); a zip bomb or an oversized embedded file"
+        )
+    for info in infos:
+        if info.filename.endswith((".xml", ".rels")) and _declares_dtd(archive, info):
+            raise ParseError(
+                f"{kind} part {info.filename} declares a DTD or entities; refused (XML entity"
+                " expansion and external entities are never processed)"
+            )
+    return archive
+
+
+def _declares_dtd(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    tail = b""
+    try:
+        with archive.open(info) as fh:
+            while block := fh.read(1 << 16):
+                window = tail + block
+                if any(m in window for m in _DTD_MARKERS):
+                    return True
+                tail = window[-32:]
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as exc:
+        raise ParseError(f"unreadable archive entry {info.filename}: {exc}") from None
+    return False
 
 
 @dataclass
@@ -283,11 +345,12 @@ def parse_pdf(data: bytes) -> ParsedText:
     )
 
 
-def parse_docx(data: bytes) -> ParsedText:
+def parse_docx(data: bytes, limits: ArchiveLimits | None = None) -> ParsedText:
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
+    check_archive(data, limits or ArchiveLimits(), "DOCX")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # BadZipFile, KeyError, lxml errors ...
@@ -356,10 +419,15 @@ _PARSERS = {
 }
 
 
-def parse_bytes(data: bytes, fmt: str) -> ParsedText:
-    """Parse `data` as `fmt` (a value of FORMATS); raises ParseError for unreadable input."""
+def parse_bytes(data: bytes, fmt: str, limits: ArchiveLimits | None = None) -> ParsedText:
+    """Parse `data` as `fmt` (a value of FORMATS); raises ParseError for unreadable input.
+    `limits` bound ZIP-based formats (default: `ArchiveLimits()`)."""
     try:
         parser = _PARSERS[fmt]
     except KeyError:
         raise ParseError(f"no parser for format {fmt!r}") from None
-    return parser(data)
+    try:
+        return parse_docx(data, limits) if fmt == "docx" else parser(data)
+    except RecursionError:
+        # Deeply nested HTML or YAML front matter: the tree builders recurse per level.
+        raise ParseError(f"{fmt} nested too deep to read") from None

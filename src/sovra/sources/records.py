@@ -34,6 +34,7 @@ from sovra.sources.labels import Labels, resolve_labels
 from sovra.sources.parse import PARSER_VERSION
 
 _TITLE_WORDS = 12
+_CSV_ERRORS_IN_A_ROW = 1000
 
 
 @dataclass(frozen=True)
@@ -114,21 +115,37 @@ class RecordsConnector:
             reader = csv.DictReader(io.StringIO(text, newline=""))
             if not reader.fieldnames:
                 return
-            try:
-                for row in reader:
-                    if None in row:
-                        yield reader.line_num, None, "more values than header columns"
-                    else:
-                        yield reader.line_num, row, ""
-            except csv.Error as exc:
-                raise SourceUnavailable(
-                    f"source {self.name!r}: {self.path} line {reader.line_num}: {exc}"
-                ) from None
+            errors = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    # One hostile row (a field above csv's limit) fails alone; each error
+                    # consumes input, but a file of nothing else is not a records file.
+                    errors += 1
+                    if errors > _CSV_ERRORS_IN_A_ROW:
+                        raise SourceUnavailable(
+                            f"source {self.name!r}: {self.path} line {reader.line_num}: {exc}"
+                        ) from None
+                    # line_num does not count the rows that failed since the last good one
+                    yield reader.line_num + errors, None, f"CSV error: {exc}"
+                    continue
+                errors = 0
+                if None in row:
+                    yield reader.line_num, None, "more values than header columns"
+                else:
+                    yield reader.line_num, row, ""
         elif fmt == "json":
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise SourceUnavailable(f"source {self.name!r}: {self.path}: {exc}") from None
+            except RecursionError:
+                raise SourceUnavailable(
+                    f"source {self.name!r}: {self.path}: JSON nested too deep to read"
+                ) from None
             if not isinstance(data, list):
                 raise SourceUnavailable(
                     f"source {self.name!r}: {self.path} must hold a JSON array of objects"
@@ -146,6 +163,9 @@ class RecordsConnector:
                     item = json.loads(line)
                 except json.JSONDecodeError as exc:
                     yield i, None, f"invalid JSON: {exc.msg}"
+                    continue
+                except RecursionError:
+                    yield i, None, "invalid JSON: nested too deep to read"
                     continue
                 if isinstance(item, dict):
                     yield i, item, ""
@@ -193,6 +213,8 @@ class RecordsConnector:
             rules=self.source.rules,
             scale=self.scale,
             overrides=overrides,
+            # The administrator named this column: its values are the intended access.
+            trusted=True,
         )
 
     def _version(self, rec: _Record) -> str:
