@@ -318,7 +318,7 @@ class Workspace:
             FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates),
         )
 
-    def answerer(self) -> Answerer:
+    def answerer(self, context: Sequence[Chunk] = ()) -> Answerer:
         a = self.config.answer
         settings = AnswerSettings(k=a.k, max_answer_tokens=a.max_answer_tokens)
         settings = replace(
@@ -336,6 +336,7 @@ class Workspace:
                 load_generator=self.generator,
                 pseudonymise=self.pseudonymise,
                 on_decision=self._log_decision,
+                context=context,
             ),
             settings,
         )
@@ -457,7 +458,7 @@ class Workspace:
         receipt), from the documents it may read narrowed by the options."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
-        for event in self.answerer().stream(
+        for event in self.answerer(options.context).stream(
             question,
             flt,
             principal=principal,

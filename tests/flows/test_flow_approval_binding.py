@@ -108,6 +108,7 @@ def test_override_while_waiting_discards_earlier_votes(site: Path) -> None:
         assert flows.approve(run.id, "bob").status == "completed"
     assert "Category access" in _mails(site)[0]["body"]
 
+
 def test_whoever_overrode_may_not_approve(site: Path) -> None:
     with _flows(site) as flows:
         run = flows.start("ticket", TICKET, "carol")

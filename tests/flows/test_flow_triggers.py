@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from sovra.domain import Chunk
 from sovra.flows.base import FlowError
 from sovra.flows.definition import DefinitionError, parse
 from sovra.flows.triggers import Cron
@@ -110,7 +110,23 @@ class FakeIndex:
         return list(self.docs)
 
     def chunks_of(self, doc_id: str) -> list[Any]:
-        return [SimpleNamespace(title=self.docs[doc_id], text="body")]
+        # Readable by the trigger's run_as (bob, it-support), as the source's access says.
+        return [
+            Chunk(
+                id=f"{doc_id}#0",
+                document_id=doc_id,
+                source=doc_id.partition(":")[0],
+                position=0,
+                text="body",
+                title=self.docs[doc_id],
+                uri="",
+                heading_path=(),
+                language="en",
+                access=("group:it-support",),
+                classification="internal",
+                residency="eu",
+            )
+        ]
 
 
 def test_new_document_starts_a_run_per_new_document(tmp_path: Path) -> None:

@@ -400,14 +400,16 @@ class Engine:
                     "max_classification": step.max_classification,
                 }
                 answer = None
+                asker = self._requester(run, "ask", question)
                 for event in self.ws.ask(
-                    self._requester(run, "ask", question),
+                    asker,
                     question,
                     QueryOptions(
                         endpoint=step.endpoint,
                         extractive=step.extractive,
                         sources=tuple(step.sources) if step.sources else None,
                         max_classification=step.max_classification,
+                        context=self._input_chunks(run, step, asker),
                     ),
                 ):
                     if event.answer is not None:
@@ -468,6 +470,28 @@ class Engine:
             return {"stop": "failed"}
         self._finish(run, step, inputs, output, chunks, endpoint)
         return {"next": index + 1}
+
+    def _input_chunks(self, run: Run, step: DraftStep, asker: Principal) -> tuple[Any, ...]:
+        """The chunks of the documents the run's inputs carry, read again as the requester
+        (access revoked since the trigger fired applies now). A draft capped below their
+        classification refuses: the prompt would hold what the cap keeps out."""
+        chunks: list[Any] = []
+        for doc in run.labels.get("documents", []):
+            view = self.ws.document(asker, str(doc["id"]))
+            if view is None:
+                raise FlowError(
+                    f"input document {doc['id']} is not readable by {asker.id} (any more)"
+                )
+            chunks.extend(view.chunks)
+        if chunks and step.max_classification is not None:
+            scale = self.config.scale
+            label = scale.strictest([c.classification for c in chunks])
+            if scale.rank(label) > scale.rank(step.max_classification):
+                raise FlowError(
+                    f"the inputs are {label}; this draft is capped at"
+                    f" max_classification = {step.max_classification}"
+                )
+        return tuple(chunks)
 
     def _finish(
         self,

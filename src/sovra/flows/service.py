@@ -118,14 +118,23 @@ class Flows:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def start(self, name: str, inputs: Mapping[str, Any], requester: str) -> Run:
-        """Start a run as `requester` and execute it until it completes, fails, pauses or waits."""
+    def start(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        requester: str,
+        *,
+        labels: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Start a run as `requester` and execute it until it completes, fails, pauses or waits.
+
+        `labels`: what the inputs carry (a trigger's documents); draft steps route on them."""
         wf = self.workflow(name)
         principal = self.ws.principal(requester)  # unknown users are refused, never a guest
         self._may_run(wf, principal)
         values = coerce_inputs(wf, inputs)
         run_id = "run-" + uuid.uuid4().hex[:12]
-        self.store.create_run(run_id, wf.name, wf.to_json(), requester, values)
+        self.store.create_run(run_id, wf.name, wf.to_json(), requester, values, dict(labels or {}))
         run = self.store.run(run_id)
         self.engine.audit(
             requester,
@@ -202,16 +211,36 @@ class Flows:
         if seen is None:  # first tick: remember what exists, start nothing
             return []
         runs = []
+        principal = self.ws.principal(run_as)
         for doc_id in sorted(set(ids) - set(json.loads(seen))):
-            chunks = self.ws.index.chunks_of(doc_id)
+            # Read through the permission path as the run's principal: a document it may not
+            # read never reaches the run (the same None whether missing or forbidden).
+            view = self.ws.document(principal, doc_id)
+            if view is None:
+                self.ws.record(
+                    principal.id,
+                    "flow.trigger",
+                    [],
+                    decision="deny",
+                    outcome="not_readable",
+                    details={"workflow": wf.name, "document_sha256": self.engine.sha(doc_id)},
+                )
+                continue
             offered = {
                 "document_id": doc_id,
                 "source": source,
-                "title": chunks[0].title if chunks else "",
-                "text": "\n\n".join(c.text for c in chunks),
+                "title": view.title,
+                "text": "\n\n".join(c.text for c in view.chunks),
+                "classification": view.classification,
             }
             inputs = {k: v for k, v in offered.items() if k in wf.inputs}
-            runs.append(self.start(wf.name, inputs, run_as))
+            label = self.config.scale.strictest([c.classification for c in view.chunks])
+            offered["classification"] = label
+            labels = {
+                "documents": [{"id": doc_id, "classification": label}],
+                "classification": label,
+            }
+            runs.append(self.start(wf.name, inputs, run_as, labels=labels))
         return runs
 
     def runs(

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     definition TEXT NOT NULL,
     requester TEXT NOT NULL,
     inputs TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL,
     step_index INTEGER NOT NULL DEFAULT 0,
     segment INTEGER NOT NULL DEFAULT 1,
@@ -121,6 +122,8 @@ class Run:
     error: str | None
     created: float
     updated: float
+    labels: dict[str, Any] = field(default_factory=dict)
+    """Governance labels of what the inputs carry (a trigger's documents: id, classification)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +131,7 @@ class Run:
             "workflow": self.workflow,
             "requester": self.requester,
             "inputs": self.inputs,
+            "labels": self.labels,
             "status": self.status,
             "step_index": self.step_index,
             "paused": self.paused,
@@ -201,6 +205,9 @@ class FlowStore:
     def _migrate(self) -> None:
         """Stores made before approvals were bound to a digest: add the round and digest
         columns (old votes are round 1, bound to nothing, so they count for no new round)."""
+        run_cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+        if run_cols and "labels" not in run_cols:
+            self._db.execute("ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(votes)")}
         if not cols or "round" in cols:
             return
@@ -239,14 +246,29 @@ class FlowStore:
     # -- runs ---------------------------------------------------------------------------------
 
     def create_run(
-        self, run_id: str, workflow: str, definition: str, requester: str, inputs: dict[str, Any]
+        self,
+        run_id: str,
+        workflow: str,
+        definition: str,
+        requester: str,
+        inputs: dict[str, Any],
+        labels: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO runs (id, workflow, definition, requester, inputs, status, created,"
-                " updated) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                (run_id, workflow, definition, requester, json.dumps(inputs), now, now),
+                "INSERT INTO runs (id, workflow, definition, requester, inputs, labels, status,"
+                " created, updated) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    run_id,
+                    workflow,
+                    definition,
+                    requester,
+                    json.dumps(inputs),
+                    json.dumps(labels or {}),
+                    now,
+                    now,
+                ),
             )
 
     def run(self, run_id: str) -> Run:
@@ -415,9 +437,7 @@ class FlowStore:
                 ),
             )
         except sqlite3.IntegrityError:
-            raise FlowConflict(
-                f"{user_id} has already decided on run {approval.run_id}"
-            ) from None
+            raise FlowConflict(f"{user_id} has already decided on run {approval.run_id}") from None
 
     def votes(self, run_id: str, step_id: str, round_: int | None = None) -> list[dict[str, Any]]:
         """The votes on a run's approval step (of one round, or of every round)."""
@@ -495,6 +515,7 @@ def _run(row: sqlite3.Row) -> Run:
         error=row["error"],
         created=row["created"],
         updated=row["updated"],
+        labels=json.loads(row["labels"]),
     )
 
 
