@@ -21,7 +21,6 @@ from pathlib import Path
 from sovra.audit.keys import create_secret_file, write_secret_file
 from sovra.storage import open_sqlite
 
-
 DIGEST_KEY = "digest.key"
 DIGEST_PREFIX = "hmac-sha256:"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sovra.flows.base import FlowConflict, FlowNotFound
-from sovra.storage import open_sqlite, write_transaction
+from sovra.storage import erasing, open_sqlite, write_transaction
 
 VOTES = """
 CREATE TABLE IF NOT EXISTS votes (
@@ -485,6 +485,67 @@ class FlowStore:
 
     def switches(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM switches ORDER BY scope")]
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def erase_subject(self, user_id: str, pseudonym: str) -> dict[str, Any]:
+        """Erasure of one person: the runs they requested lose their inputs and step outputs
+        (an unfinished one is cancelled) and name `pseudonym` instead; their votes, overrides
+        and kill switches keep their effect under `pseudonym`, without the reasons they typed.
+        Returns what changed: counts and the ids of the runs they requested."""
+        with erasing(self._db) as db:
+            own = [
+                str(r[0]) for r in db.execute("SELECT id FROM runs WHERE requester = ?", (user_id,))
+            ]
+            marks = ",".join("?" * len(own))
+            db.execute(
+                "UPDATE runs SET status = CASE WHEN status IN ('completed', 'rejected',"
+                " 'expired') THEN status ELSE 'cancelled' END, error = 'requester erased',"
+                f" requester = ?, inputs = '{{}}', paused = 0 WHERE id IN ({marks})",
+                (pseudonym, *own),
+            )
+            db.execute(
+                "UPDATE steps SET output = NULL, error = NULL, override_reason = NULL"
+                f" WHERE run_id IN ({marks})",
+                own,
+            )
+            db.execute(
+                "UPDATE approvals SET status = 'cancelled' WHERE status = 'open'"
+                f" AND run_id IN ({marks})",
+                own,
+            )
+            votes = db.execute(
+                "UPDATE votes SET user_id = ?, reason = '' WHERE user_id = ?", (pseudonym, user_id)
+            ).rowcount
+            overrides = db.execute(
+                "UPDATE steps SET override_by = ?, override_reason = '' WHERE override_by = ?",
+                (pseudonym, user_id),
+            ).rowcount
+            db.execute("UPDATE overrides SET user_id = ? WHERE user_id = ?", (pseudonym, user_id))
+            db.execute(
+                "UPDATE switches SET set_by = ?, reason = '' WHERE set_by = ?",
+                (pseudonym, user_id),
+            )
+            # Other runs name them as a value (an approval's `approvers`, an input).
+            quoted, masked = json.dumps(user_id), json.dumps(pseudonym)
+            db.execute(
+                "UPDATE steps SET output = replace(output, ?, ?) WHERE instr(output, ?) > 0",
+                (quoted, masked, quoted),
+            )
+            db.execute(
+                "UPDATE runs SET inputs = replace(inputs, ?, ?) WHERE instr(inputs, ?) > 0",
+                (quoted, masked, quoted),
+            )
+            # Errors name who rejected or could not read ("rejected by …").
+            db.execute(
+                "UPDATE runs SET error = replace(error, ?, ?) WHERE instr(error, ?) > 0",
+                (user_id, pseudonym, user_id),
+            )
+            db.execute(
+                "UPDATE steps SET error = replace(error, ?, ?) WHERE instr(error, ?) > 0",
+                (user_id, pseudonym, user_id),
+            )
+        return {"runs": own, "votes": votes, "overrides": overrides}
 
     # -- trigger bookkeeping ------------------------------------------------------------------
 
