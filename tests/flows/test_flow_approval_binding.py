@@ -121,3 +121,39 @@ def test_whoever_overrode_may_not_approve(site: Path) -> None:
         assert flows.approve(run.id, "bob").status == "completed"
     denied = [e for e in _events(site, "flow.approval.vote") if e["decision"] == "deny"]
     assert [e["details"]["why"] for e in denied] == ["separation_of_duties"] * 2
+
+
+def test_a_store_from_before_rounds_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sovra.flows.store import FlowStore
+
+    path = tmp_path / "flows-state.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE runs (id TEXT PRIMARY KEY, workflow TEXT NOT NULL, definition TEXT"
+            " NOT NULL, requester TEXT NOT NULL, inputs TEXT NOT NULL, status TEXT NOT NULL,"
+            " step_index INTEGER NOT NULL DEFAULT 0, segment INTEGER NOT NULL DEFAULT 1, paused"
+            " INTEGER NOT NULL DEFAULT 0, error TEXT, created REAL NOT NULL, updated REAL NOT"
+            " NULL);"
+            "CREATE TABLE approvals (run_id TEXT NOT NULL, step_id TEXT NOT NULL, grp TEXT NOT"
+            " NULL, groups TEXT NOT NULL, required INTEGER NOT NULL, escalate_to TEXT,"
+            " expiry_hours REAL NOT NULL, expires_at REAL NOT NULL, escalated INTEGER NOT NULL"
+            " DEFAULT 0, status TEXT NOT NULL, PRIMARY KEY (run_id, step_id));"
+            "CREATE TABLE votes (run_id TEXT NOT NULL, step_id TEXT NOT NULL, user_id TEXT NOT"
+            " NULL, decision TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL,"
+            " PRIMARY KEY (run_id, step_id, user_id));"
+            "INSERT INTO runs VALUES ('r1', 'w', '{}', 'carol', '{}', 'waiting_approval', 2, 1,"
+            " 0, NULL, 0, 0);"
+            "INSERT INTO approvals VALUES ('r1', 'a', 'g', '[\"g\"]', 2, NULL, 1, 9e9, 0, 'open');"
+            "INSERT INTO votes VALUES ('r1', 'a', 'bob', 'approve', 'ok', 1);"
+        )
+    store = FlowStore(path)
+    try:
+        approval = store.approval("r1")
+        assert approval is not None and approval.round == 1 and approval.outputs_sha256 is None
+        (vote,) = store.votes("r1", "a")
+        assert vote["user_id"] == "bob" and vote["round"] == 1 and vote["outputs_sha256"] is None
+        assert store.run("r1").labels == {}
+    finally:
+        store.close()

@@ -182,3 +182,24 @@ def test_routing_takes_the_strictest_label_of_everything_in_the_prompt(tmp_path:
         ws.close()
     assert refused.endpoint_config is None and "endpoint_refused" in refused.reason
     assert [d.classification for d in decisions] == ["internal", "confidential"]
+
+
+def test_a_capped_draft_refuses_inputs_classified_above_its_cap(tmp_path: Path) -> None:
+    make_site(tmp_path, SOURCE.replace('"internal"', '"confidential"'))
+    capped = ON_DOCUMENT.replace(
+        '    question: "${input.title}: ${input.text}"',
+        '    question: "${input.title}: ${input.text}"\n    max_classification: internal',
+    )
+    (tmp_path / "data/workflows/ondoc.yaml").write_text(capped, encoding="utf-8")
+    index = FakeIndex()
+    asked = Asked()
+    with open_flows(config(tmp_path), adapters=adapters(tmp_path)) as flows:
+        flows.ws._index = index  # type: ignore[assignment]
+        flows.ws.ask = asked  # type: ignore[method-assign]
+        flows.fire_triggers()
+        index.docs["tickets:c"] = chunk(
+            "tickets:c", "merger plan", "group:it-support", "confidential"
+        )
+        (run,), _ = flows.fire_triggers()
+    assert run.status == "failed" and "capped at max_classification = internal" in (run.error or "")
+    assert asked.options == []  # the confidential text never reached an answer
