@@ -14,7 +14,8 @@ from sovra.config import load_config
 from sovra.domain import Chunk, Principal, QueryOptions
 from sovra.workspace import Workspace, open_flows
 from tests.support.answer import hit
-from tests.support.flows import adapters, classifiers, config, make_site
+from tests.support.flows import FakeIndex, adapters, classifiers, config, make_site
+from tests.support.flows import doc_chunk as chunk
 
 SOURCE = """
 [[sources]]
@@ -44,37 +45,6 @@ steps:
     adapter: store
     params: {doc: "${input.document_id}", draft: "${steps.reply.text}"}
 """
-
-
-def chunk(doc: str, text: str, access: str, classification: str = "internal") -> Chunk:
-    return Chunk(
-        id=f"{doc}#0",
-        document_id=doc,
-        source="tickets",
-        position=0,
-        text=text,
-        title=doc,
-        uri=f"file:///{doc}",
-        heading_path=(),
-        language="en",
-        access=(access,),
-        classification=classification,
-        residency="eu",
-    )
-
-
-class FakeIndex:
-    def __init__(self) -> None:
-        self.docs: dict[str, Chunk] = {}
-
-    def close(self) -> None:
-        pass
-
-    def document_ids(self) -> list[str]:
-        return list(self.docs)
-
-    def chunks_of(self, doc_id: str) -> list[Chunk]:
-        return [self.docs[doc_id]] if doc_id in self.docs else []
 
 
 class Asked:

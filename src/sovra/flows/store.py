@@ -526,25 +526,20 @@ class FlowStore:
                 "UPDATE switches SET set_by = ?, reason = '' WHERE set_by = ?",
                 (pseudonym, user_id),
             )
-            # Other runs name them as a value (an approval's `approvers`, an input).
+            # Other runs name them as a value (an approval's `approvers`, an input), and
+            # errors name who rejected or could not read ("rejected by …").
             quoted, masked = json.dumps(user_id), json.dumps(pseudonym)
-            db.execute(
-                "UPDATE steps SET output = replace(output, ?, ?) WHERE instr(output, ?) > 0",
-                (quoted, masked, quoted),
-            )
-            db.execute(
-                "UPDATE runs SET inputs = replace(inputs, ?, ?) WHERE instr(inputs, ?) > 0",
-                (quoted, masked, quoted),
-            )
-            # Errors name who rejected or could not read ("rejected by …").
-            db.execute(
-                "UPDATE runs SET error = replace(error, ?, ?) WHERE instr(error, ?) > 0",
-                (user_id, pseudonym, user_id),
-            )
-            db.execute(
-                "UPDATE steps SET error = replace(error, ?, ?) WHERE instr(error, ?) > 0",
-                (user_id, pseudonym, user_id),
-            )
+            for table, column, old, new in (
+                ("steps", "output", quoted, masked),
+                ("runs", "inputs", quoted, masked),
+                ("runs", "error", user_id, pseudonym),
+                ("steps", "error", user_id, pseudonym),
+            ):
+                db.execute(
+                    f"UPDATE {table} SET {column} = replace({column}, ?, ?)"
+                    f" WHERE instr({column}, ?) > 0",
+                    (old, new, old),
+                )
         return {"runs": own, "votes": votes, "overrides": overrides}
 
     # -- trigger bookkeeping ------------------------------------------------------------------
