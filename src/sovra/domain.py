@@ -190,6 +190,9 @@ class QueryOptions:
     modified_before: datetime | None = None
     endpoint: str | None = None
     extractive: bool = False
+    context: tuple[Chunk, ...] = ()
+    """Chunks the question itself carries (a workflow's input document): routing takes their
+    labels with the retrieved ones', so the strictest label of the whole prompt decides."""
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,16 @@ def atomic_write(
     raw = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_writer(path, mode=mode, exclusive=exclusive) as fh:
         fh.write(raw)
+
+
+@contextlib.contextmanager
+def erasing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Erase rows for good: SQLite's secure_delete zeroes what the block frees, then VACUUM
+    rewrites the file and a TRUNCATE checkpoint empties the WAL, so no free page, journal or
+    WAL frame keeps the old bytes. The block's changes are one transaction."""
+    conn.execute("PRAGMA secure_delete=ON")
+    with write_transaction(conn):
+        yield conn
+    conn.execute("VACUUM")
+    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -33,6 +33,7 @@ from sovra.answer.routing import config_choice
 from sovra.audit import AuditError, AuditLog
 from sovra.audit.keys import KEY_ENV
 from sovra.audit.log import RETENTION_ENV, SCHEMA_ENV, URL_ENV
+from sovra.audit.subjects import Digests
 from sovra.config import Config, ConfigError, EndpointConfig, SourceConfig
 from sovra.directory import Directory, DirectoryError
 from sovra.domain import (
@@ -181,6 +182,7 @@ class Workspace:
         self._audit: AuditLog | None = None
         self._feedback: FeedbackStore | None = None
         self._generators: dict[str, Generator] = {}
+        self._digests: Digests | None = None
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
@@ -218,6 +220,13 @@ class Workspace:
         if self._audit is None:
             self._audit = open_audit_log(self.config)
         return self._audit
+
+    def digest(self, text: str) -> str:
+        """The installation's keyed digest of personal text (queries, answers) for the audit
+        log: it identifies the text without letting a guessed query be confirmed."""
+        if self._digests is None:
+            self._digests = Digests.in_home(self.home)
+        return self._digests.of(text)
 
     @property
     def feedback_store(self) -> FeedbackStore:
@@ -319,7 +328,7 @@ class Workspace:
             FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates),
         )
 
-    def answerer(self) -> Answerer:
+    def answerer(self, context: Sequence[Chunk] = ()) -> Answerer:
         a = self.config.answer
         settings = AnswerSettings(k=a.k, max_answer_tokens=a.max_answer_tokens)
         settings = replace(
@@ -337,6 +346,7 @@ class Workspace:
                 load_generator=self.generator,
                 pseudonymise=self.pseudonymise,
                 on_decision=self._log_decision,
+                context=context,
             ),
             settings,
         )
@@ -407,7 +417,7 @@ class Workspace:
                 [],
                 decision="deny",
                 outcome="unknown_principal",
-                details={"query_sha256": content_hash(text)},
+                details={"query_sha256": self.digest(text)},
             )
             raise
 
@@ -447,7 +457,7 @@ class Workspace:
             principal.id,
             "search",
             [h.chunk for h in result.hits],
-            details={"query_sha256": content_hash(query), "mode": result.mode, "k": k},
+            details={"query_sha256": self.digest(query), "mode": result.mode, "k": k},
             personal={"query": query},
         )
 
@@ -458,7 +468,7 @@ class Workspace:
         receipt), from the documents it may read narrowed by the options."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
-        for event in self.answerer().stream(
+        for event in self.answerer(options.context).stream(
             question,
             flt,
             principal=principal,
@@ -481,7 +491,7 @@ class Workspace:
             principal.id,
             "read",
             chunks,
-            details={"document_sha256": content_hash(document_id)},
+            details={"document_sha256": self.digest(document_id)},
         )
         first = chunks[0]
         return DocumentView(
@@ -551,8 +561,8 @@ class Workspace:
             endpoint=answer.endpoint,
             jurisdiction=answer.jurisdiction,
             details={
-                "question_sha256": content_hash(question),
-                "answer_sha256": content_hash(answer.text),
+                "question_sha256": self.digest(question),
+                "answer_sha256": self.digest(answer.text),
                 "generation": answer.generation,
                 "model": answer.model,
                 "hosting": answer.hosting,

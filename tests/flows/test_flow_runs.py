@@ -277,8 +277,8 @@ def test_audit_has_every_step_by_hash_only(site: Path, flows: Flows) -> None:
         # Raw ticket text never lands in the public record, only its hash.
         assert b"my laptop does not start" not in e.entry
     classify = next(e.view for e in events if e.view["action"] == "flow.classify")
-    assert classify["details"]["inputs_sha256"].startswith("sha256:")
-    assert classify["details"]["output_sha256"].startswith("sha256:")
+    assert classify["details"]["inputs_sha256"].startswith("hmac-sha256:")
+    assert classify["details"]["output_sha256"].startswith("hmac-sha256:")
     json.dumps([e.view for e in events], default=str)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
@@ -14,7 +12,7 @@ from sovra.flows.base import FlowError
 from sovra.flows.definition import DefinitionError, parse
 from sovra.flows.triggers import Cron
 from sovra.workspace import open_flows
-from tests.support.flows import adapters, classifiers, config, make_site
+from tests.support.flows import FakeIndex, adapters, classifiers, config, doc_chunk, make_site
 
 
 def at(text: str) -> float:
@@ -99,20 +97,6 @@ def test_schedule_fires_once_per_due_minute(tmp_path: Path) -> None:
         assert flows.fire_triggers()[0] == []
 
 
-class FakeIndex:
-    def __init__(self) -> None:
-        self.docs: dict[str, str] = {}
-
-    def close(self) -> None:
-        pass
-
-    def document_ids(self) -> list[str]:
-        return list(self.docs)
-
-    def chunks_of(self, doc_id: str) -> list[Any]:
-        return [SimpleNamespace(title=self.docs[doc_id], text="body")]
-
-
 def test_new_document_starts_a_run_per_new_document(tmp_path: Path) -> None:
     make_site(
         tmp_path,
@@ -120,14 +104,14 @@ def test_new_document_starts_a_run_per_new_document(tmp_path: Path) -> None:
     )
     (tmp_path / "data/workflows/ondoc.yaml").write_text(ON_DOCUMENT, encoding="utf-8")
     index = FakeIndex()
-    index.docs["tickets:1"] = "old"
+    index.docs["tickets:1"] = doc_chunk("tickets:1", title="old")
     with open_flows(
         config(tmp_path), adapters=adapters(tmp_path), classifiers=classifiers()
     ) as flows:
         flows.ws._index = index  # type: ignore[assignment]
         assert flows.fire_triggers() == ([], [])
-        index.docs["tickets:2"] = "printer on fire"
-        index.docs["handbook:x"] = "not this source"
+        index.docs["tickets:2"] = doc_chunk("tickets:2", title="printer on fire")
+        index.docs["handbook:x"] = doc_chunk("handbook:x", title="not this source")
         (run,), errors = flows.fire_triggers()
         assert errors == []
         assert run.inputs == {"document_id": "tickets:2", "title": "printer on fire"}

@@ -254,8 +254,8 @@ def test_ask_hands_the_principal_to_the_router(
     real = workspace.answerer
     seen: dict[str, object] = {}
 
-    def spying() -> object:
-        answerer = real()
+    def spying(*args: Any, **kwargs: Any) -> object:
+        answerer = real(*args, **kwargs)
         stream = answerer.stream
 
         def spy(question: str, flt: object, **kwargs: object) -> object:

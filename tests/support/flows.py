@@ -14,6 +14,7 @@ from typing import Any
 
 from sovra.config import Config, load_config
 from sovra.directory import Directory
+from sovra.domain import Chunk
 from sovra.flows.base import ActionError, ActionResult, Prediction
 
 WORKFLOW = """\
@@ -191,3 +192,44 @@ TICKET = {
     "impact": 3,
     "requester_email": "carol@example.org",
 }
+
+
+def doc_chunk(
+    doc: str,
+    text: str = "body",
+    access: str = "group:it-support",
+    classification: str = "internal",
+    *,
+    title: str | None = None,
+) -> Chunk:
+    """A one-chunk document of source `<doc prefix>` (readable by it-support by default)."""
+    return Chunk(
+        id=f"{doc}#0",
+        document_id=doc,
+        source=doc.partition(":")[0],
+        position=0,
+        text=text,
+        title=title if title is not None else doc,
+        uri=f"file:///{doc}",
+        heading_path=(),
+        language="en",
+        access=(access,),
+        classification=classification,
+        residency="eu",
+    )
+
+
+class FakeIndex:
+    """Just enough index for triggers: document ids and their chunks."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Chunk] = {}
+
+    def close(self) -> None:
+        pass
+
+    def document_ids(self) -> list[str]:
+        return list(self.docs)
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        return [self.docs[doc_id]] if doc_id in self.docs else []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sovra.storage import open_sqlite, private_dir
+from sovra.storage import erasing, open_sqlite, private_dir
 
 Rating = Literal["up", "down"]
 RATINGS: tuple[str, ...] = ("up", "down")
@@ -41,6 +41,7 @@ class FeedbackStore:
         private_dir(path.parent)
         fresh = not path.exists()
         self.path = path
+        self.legacy = legacy
         self._lock = threading.Lock()
         self._db = open_sqlite(path, timeout=30)
         self._db.executescript(_SCHEMA)
@@ -89,6 +90,31 @@ class FeedbackStore:
             {"id": r[0], "user_id": r[1], "rating": r[2], "comment": r[3], "created_at": r[4]}
             for r in rows
         ]
+
+    def erase_user(self, user_id: str, pseudonym: str) -> int:
+        """Erasure: the user's ratings stay (counted, by `pseudonym`), their comments go — here
+        and in the legacy table of the account store, whose rows were copied here once.
+        Returns the rows changed."""
+        with self._lock, erasing(self._db) as db:
+            changed = db.execute(
+                "UPDATE feedback SET user_id = ?, comment = '' WHERE user_id = ?",
+                (pseudonym, user_id),
+            ).rowcount
+        if self.legacy is not None and self.legacy.is_file():
+            legacy = open_sqlite(self.legacy, timeout=30)
+            try:
+                has = legacy.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='feedback'"
+                ).fetchone()
+                if has:
+                    with erasing(legacy) as db:
+                        changed += db.execute(
+                            "UPDATE feedback SET user_id = ?, comment = '' WHERE user_id = ?",
+                            (pseudonym, user_id),
+                        ).rowcount
+            finally:
+                legacy.close()
+        return changed
 
     def close(self) -> None:
         with self._lock:

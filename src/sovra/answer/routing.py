@@ -22,7 +22,7 @@ from sovra.answer.service import (
     Pseudonymise,
 )
 from sovra.config import Config, EndpointConfig
-from sovra.domain import Principal
+from sovra.domain import Chunk, Principal
 from sovra.models.generation import Generator
 from sovra.policy.router import Router
 from sovra.search.hybrid import SearchHit
@@ -38,11 +38,14 @@ def config_choice(
     load_generator: Callable[[EndpointConfig], Generator],
     pseudonymise: Pseudonymise,
     on_decision: OnDecision | None = None,
+    context: Sequence[Chunk] = (),
 ) -> ChooseGeneration:
     """The chooser for one answer, from the components the wiring module built: `router`
     makes the router (policies are read when an answer needs them, so an edited policy applies
     to the next answer), `load_generator` the endpoint's generator (with its egress guard),
-    `pseudonymise` the one PII detector's redaction that the router's scan agrees with."""
+    `pseudonymise` the one PII detector's redaction that the router's scan agrees with.
+    `context`: chunks the question carries besides the retrieved ones (a workflow's input
+    document); the router weighs their labels too, so the strictest label in the prompt wins."""
     built: Router | None = None
 
     def choose(
@@ -64,7 +67,7 @@ def config_choice(
             built = router()
         decision = built.decide(
             principal,
-            [h.chunk for h in hits],
+            [*context, *(h.chunk for h in hits)],
             requested=None if name == AUTO else name,
             question=question,
         )

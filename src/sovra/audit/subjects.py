@@ -4,6 +4,10 @@ The key store never holds a subject id in clear: rows are found by HMAC(index ke
 and carry a random pseudonym (the only thing the log stores). Erasing deletes the row with
 SQLite's secure_delete on and a rollback journal, so neither the key nor a way back from the
 pseudonym to the subject remains in any file.
+
+`Digests` is the installation's keyed hash for personal text (queries, answers, reasons, a
+workflow's inputs and outputs): HMAC-SHA256 under a random key kept owner-only in the data
+dir, so a digest in the audit log cannot confirm a guessed query the way a plain SHA-256 can.
 """
 
 from __future__ import annotations
@@ -14,8 +18,29 @@ import secrets
 import threading
 from pathlib import Path
 
-from sovra.audit.keys import write_secret_file
+from sovra.audit.keys import create_secret_file, write_secret_file
 from sovra.storage import open_sqlite, private_dir
+
+DIGEST_KEY = "digest.key"
+DIGEST_PREFIX = "hmac-sha256:"
+
+
+class Digests:
+    """Keyed digests of one installation (`<home>/digest.key`, 0600, made on first use)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    @classmethod
+    def in_home(cls, home: Path) -> Digests:
+        path = home / DIGEST_KEY
+        # Exclusive create: two processes starting at once agree on the one key written first.
+        create_secret_file(path, secrets.token_bytes(32).hex() + "\n")
+        return cls(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+
+    def of(self, text: str | bytes) -> str:
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        return DIGEST_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
 
 class SubjectKeys:

@@ -47,7 +47,7 @@ app.add_typer(directory.group_app, name="group")
 app.add_typer(sources.source_app, name="source")
 app.add_typer(evals.eval_app, name="eval")
 app.add_typer(audit.app, name="audit")
-app.command("erase", help="Crypto-shred a data subject's personal fields in the audit log.")(
+app.command("erase", help="Erase a data subject from every store of the data directory.")(
     audit.erase_command
 )
 app.add_typer(models.app, name="model")

@@ -394,14 +394,45 @@ def erase_command(
     subject: Annotated[str, typer.Option("--subject", help="The data subject (e.g. a user id).")],
     json: JsonOpt = False,
 ) -> None:
-    """Crypto-shred a data subject: destroy its key and log the erasure (GDPR Art. 17).
+    """Erase a data subject from every store: crypto-shred their audit fields (GDPR Art. 17).
 
-    Mount with `app.command("erase")(erase_command)`; the subject's events stay in the log
-    (proofs still verify) but their personal fields read as "erased" from then on.
+    Mount with `app.command("erase")(erase_command)`. The subject's events stay in the log
+    (proofs still verify) but their personal fields read as "erased" from then on; the other
+    stores of the data dir (directory, workflow runs and votes, action outcomes, feedback,
+    usage, credentials) are rewritten without them (docs/audit.md lists each).
     """
-    with _log(ctx) as log:
-        receipt = log.erase_subject(subject)
+    from sovra.audit.log import AuditNotFound
+    from sovra.cli.erasure import erase_stores
+
+    try:
+        config = state(ctx).config
+    except ConfigError as exc:
+        fail(str(exc))
+    stores = erase_stores(config, subject)
+    receipt: Receipt | None = None
+    remote = os.environ.get(URL_ENV) or config.audit.database_url_env
+    if remote or (config.home / "audit" / "log.sqlite").exists():
+        with _log(ctx) as log:
+            try:
+                receipt = log.erase_subject(subject)
+            except AuditNotFound:
+                if not stores:
+                    raise
+    elif not stores:
+        fail(f"nothing to erase for this subject in {config.home}")
     if json:
-        emit_json({"erased": True, "index": receipt.index, "receipt": receipt.to_dict()})
-    else:
+        emit_json(
+            {
+                "erased": True,
+                "index": receipt.index if receipt else None,
+                "receipt": receipt.to_dict() if receipt else None,
+                "stores": stores,
+            }
+        )
+        return
+    if receipt is not None:
         out.print(f"subject erased: its key is destroyed; erasure logged as entry {receipt.index}")
+    else:
+        out.print("subject erased: nothing of it was in the audit log")
+    for name, changed in stores.items():
+        out.print(f"  {name}: {changed}")

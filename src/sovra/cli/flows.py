@@ -275,9 +275,7 @@ def approve_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Approve a waiting run (never your own); the run continues once enough approve."""
-    with _flows(ctx) as flows:
-        run = flows.approve(run_id, as_user, reason)
-        _done(flows, run, json_out)
+    _decide(ctx, "approve", run_id, as_user, reason, json_out)
 
 
 @flow_app.command("reject")
@@ -289,9 +287,15 @@ def reject_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Reject a waiting run (a reason is required); the run ends without acting."""
+    _decide(ctx, "reject", run_id, as_user, reason, json_out)
+
+
+def _decide(
+    ctx: typer.Context, decision: str, run_id: str, as_user: str, reason: str, json_out: bool
+) -> None:
     with _flows(ctx) as flows:
-        run = flows.reject(run_id, as_user, reason)
-        _done(flows, run, json_out)
+        decide = flows.approve if decision == "approve" else flows.reject
+        _done(flows, decide(run_id, as_user, reason), json_out)
 
 
 def _scope(run_id: str | None, workflow: str | None, all_: bool) -> str | None:

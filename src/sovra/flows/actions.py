@@ -26,8 +26,9 @@ import logging
 import os
 import re
 import smtplib
+import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -40,7 +41,7 @@ import httpx
 from sovra.config import SmtpConfig
 from sovra.egress import EgressDenied, EgressGuard, guarded_client
 from sovra.flows.base import ActionError, ActionResult
-from sovra.storage import open_sqlite, write_transaction
+from sovra.storage import erasing, open_sqlite, write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,12 @@ class TicketStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def forget_runs(self, run_ids: Sequence[str]) -> int:
+        """Erasure: the outcomes recorded for these runs' keys are replaced. The tickets
+        themselves are the ticket system's records (this store stands in for one)."""
+        with self._lock:
+            return forget_outcomes(self._conn, "action_keys", run_ids)
 
     def execute(self, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult:
         key = _check_key(idempotency_key)
@@ -257,8 +264,26 @@ class DeliveryLedger:
                 (adapter, key, json.dumps(dict(outcome)), _now()),
             )
 
+    def forget_runs(self, run_ids: Sequence[str]) -> int:
+        """Erasure: the outcomes recorded for these runs' actions (recipients, replies) are
+        replaced; the keys stay, so a replay still sends nothing twice."""
+        with self._lock:
+            return forget_outcomes(self._conn, "delivered", run_ids)
+
     def close(self) -> None:
         self._conn.close()
+
+
+def forget_outcomes(conn: sqlite3.Connection, table: str, run_ids: Sequence[str]) -> int:
+    """Replace the recorded outcomes of idempotency keys `<run id>:<step>` of these runs."""
+    changed = 0
+    with erasing(conn) as db:
+        for run_id in run_ids:
+            changed += db.execute(
+                f"UPDATE {table} SET outcome = ? WHERE substr(idempotency_key, 1, ?) = ?",
+                (json.dumps({"erased": True}), len(run_id) + 1, run_id + ":"),
+            ).rowcount
+    return changed
 
 
 # -- webhook ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ whichever way the decision arrives.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sovra.domain import Principal
 from sovra.errors import Forbidden
@@ -22,11 +22,21 @@ class ApprovalRefused(NotAllowed):
     """This principal may not decide this approval; the message says why."""
 
 
-def check_approver(run: Run, approval: Approval, principal: Principal) -> None:
+def check_approver(
+    run: Run, approval: Approval, principal: Principal, overriders: Collection[str] = ()
+) -> None:
+    """Separation of duties: neither the requester nor anyone who replaced a step's outputs
+    (and so chose part of what is approved) may decide; then group membership."""
+    others = "; ask another member of " + " or ".join(approval.groups)
     if principal.id == run.requester:
         raise ApprovalRefused(
             f"separation of duties: {principal.id} started run {run.id} and cannot approve or"
-            " reject it; ask another member of " + " or ".join(approval.groups)
+            " reject it" + others
+        )
+    if principal.id in overriders:
+        raise ApprovalRefused(
+            f"separation of duties: {principal.id} overrode a step of run {run.id} and cannot"
+            " approve or reject it" + others
         )
     if not set(approval.groups) & principal.groups:
         raise ApprovalRefused(

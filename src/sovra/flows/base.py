@@ -85,6 +85,22 @@ class Classifier(Protocol):
     def predict(self, texts: Sequence[str]) -> list[Prediction]: ...
 
 
+class ReadableDocument(Protocol):
+    """The chunks of one document that a principal may read (the workspace's DocumentView)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def classification(self) -> str: ...
+
+    @property
+    def chunks(self) -> list[Chunk]: ...
+
+
 class Host(Protocol):
     """What workflows need from the workspace that runs them (the wiring module's `Workspace`).
 
@@ -111,6 +127,8 @@ class Host(Protocol):
     def ask(
         self, principal: Principal, question: str, options: QueryOptions | None = None
     ) -> Iterator[AnswerEvent]: ...
+
+    def document(self, principal: Principal, document_id: str) -> ReadableDocument | None: ...
 
     def record(
         self,

@@ -25,7 +25,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from dbos import DBOS, SetWorkflowID
 
-from sovra.domain import Principal, QueryOptions, content_hash
+from sovra.audit.subjects import Digests
+from sovra.domain import Principal, QueryOptions
 from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError, Host
 from sovra.flows.definition import (
     ActStep,
@@ -51,10 +52,6 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
 
-def sha(value: Any) -> str:
-    return content_hash(json.dumps(value, sort_keys=True, default=str))
-
-
 class Engine:
     """Executes steps for `Flows`; the DBOS functions below call the engine that is launched."""
 
@@ -77,6 +74,75 @@ class Engine:
         self._adapters = dict(adapters) if adapters is not None else None
         self._classifiers = dict(classifiers or {})
         self._lock: IO[str] | None = None
+        self._digests = Digests.in_home(host.home)
+
+    def sha(self, value: Any) -> str:
+        """The installation's keyed digest of a JSON value (inputs, outputs, reasons): it
+        identifies what was seen without letting a guess be confirmed from the audit log."""
+        return self._digests.of(json.dumps(value, sort_keys=True, default=str))
+
+    def approved_digest(self, run: Run, wf: Workflow, approval_index: int) -> str:
+        """The digest of what an approval step's approvers are shown: the run's inputs and
+        the outputs of every step before it (as overridden, if it was)."""
+        before = {s.id for s in wf.steps[:approval_index]}
+        outputs = {
+            sid: rec.output
+            for sid, rec in self.store.steps(run.id).items()
+            if sid in before and rec.status in ("done", "overridden")
+        }
+        return self.sha({"inputs": run.inputs, "steps": outputs})
+
+    def reopen_approval(self, run: Run, wf: Workflow, step: ApproveStep, why: str) -> None:
+        """Send the run back to `step` for a new round: votes of earlier rounds, cast on
+        other outputs, no longer count."""
+        approval = self.store.approval(run.id, step.id)
+        assert approval is not None
+        hours = approval.expiry_hours
+        digest = self.approved_digest(run, wf, wf.step_index(step.id))
+        with self.store.transaction():
+            self.store.update_approval(
+                run.id,
+                step.id,
+                status="open",
+                round=approval.round + 1,
+                outputs_sha256=digest,
+                expires_at=self.clock() + hours * 3600,
+            )
+            self.store.set_step(run.id, step.id, "waiting")
+            self.store.update_run(
+                run.id,
+                status="waiting_approval",
+                step_index=wf.step_index(step.id),
+                error=None,
+            )
+        self.audit(
+            run.requester,
+            "flow.approval.request",
+            run,
+            step.id,
+            outcome="reopened",
+            extra={
+                "why": why,
+                "round": approval.round + 1,
+                "outputs_sha256": digest,
+                "previous_sha256": approval.outputs_sha256,
+            },
+        )
+
+    def stale_approval(
+        self, run: Run, wf: Workflow, index: int, *, status: str = "approved"
+    ) -> ApproveStep | None:
+        """The first approval (given, or with `status="open"` being voted on) before step
+        `index` whose outputs have changed since it was asked for."""
+        for i, step in enumerate(wf.steps[:index]):
+            if not isinstance(step, ApproveStep):
+                continue
+            approval = self.store.approval(run.id, step.id)
+            if approval is None or approval.status != status:
+                continue
+            if approval.outputs_sha256 != self.approved_digest(run, wf, i):
+                return step
+        return None
 
     # -- process lifecycle --------------------------------------------------------------------
 
@@ -336,14 +402,16 @@ class Engine:
                     "max_classification": step.max_classification,
                 }
                 answer = None
+                asker = self._requester(run, "ask", question)
                 for event in self.ws.ask(
-                    self._requester(run, "ask", question),
+                    asker,
                     question,
                     QueryOptions(
                         endpoint=step.endpoint,
                         extractive=step.extractive,
                         sources=tuple(step.sources) if step.sources else None,
                         max_classification=step.max_classification,
+                        context=self._input_chunks(run, step, asker),
                     ),
                 ):
                     if event.answer is not None:
@@ -374,6 +442,10 @@ class Engine:
                 }
             else:
                 assert isinstance(step, ActStep)
+                stale = self.stale_approval(run, wf, index)
+                if stale is not None:  # an override changed what was approved: ask again
+                    self.reopen_approval(run, wf, stale, "outputs_changed")
+                    return {"stop": "waiting_approval"}
                 params = render(step.params, ctx)
                 inputs = params
                 output = self._act(run, step, params)
@@ -394,12 +466,34 @@ class Engine:
                 run,
                 step.id,
                 outcome="failed",
-                extra={"inputs_sha256": sha(inputs), "error": type(exc).__name__},
+                extra={"inputs_sha256": self.sha(inputs), "error": type(exc).__name__},
             )
             self.audit(run.requester, "flow.run", run, step.id, outcome="failed")
             return {"stop": "failed"}
         self._finish(run, step, inputs, output, chunks, endpoint)
         return {"next": index + 1}
+
+    def _input_chunks(self, run: Run, step: DraftStep, asker: Principal) -> tuple[Any, ...]:
+        """The chunks of the documents the run's inputs carry, read again as the requester
+        (access revoked since the trigger fired applies now). A draft capped below their
+        classification refuses: the prompt would hold what the cap keeps out."""
+        chunks: list[Any] = []
+        for doc in run.labels.get("documents", []):
+            view = self.ws.document(asker, str(doc["id"]))
+            if view is None:
+                raise FlowError(
+                    f"input document {doc['id']} is not readable by {asker.id} (any more)"
+                )
+            chunks.extend(view.chunks)
+        if chunks and step.max_classification is not None:
+            scale = self.config.scale
+            label = scale.strictest([c.classification for c in chunks])
+            if scale.rank(label) > scale.rank(step.max_classification):
+                raise FlowError(
+                    f"the inputs are {label}; this draft is capped at"
+                    f" max_classification = {step.max_classification}"
+                )
+        return tuple(chunks)
 
     def _finish(
         self,
@@ -418,11 +512,13 @@ class Engine:
             step.id,
             chunks=chunks,
             endpoint=endpoint,
-            extra={"inputs_sha256": sha(inputs), "output_sha256": sha(output)},
+            extra={"inputs_sha256": self.sha(inputs), "output_sha256": self.sha(output)},
         )
 
     def _open_approval(self, run: Run, step: ApproveStep) -> dict[str, Any]:
         hours = step.expiry_hours or self.config.flows.approval_expiry_hours
+        wf = Workflow.from_json(run.definition)
+        digest = self.approved_digest(run, wf, wf.step_index(step.id))
         self.store.open_approval(
             run.id,
             step.id,
@@ -431,6 +527,7 @@ class Engine:
             step.escalate_to,
             hours,
             self.clock() + hours * 3600,
+            digest,
         )
         self.store.set_step(run.id, step.id, "waiting")
         self.store.update_run(run.id, status="waiting_approval", error=None)
@@ -440,7 +537,12 @@ class Engine:
             run,
             step.id,
             outcome="waiting",
-            extra={"group": step.group, "required": step.required, "expiry_hours": hours},
+            extra={
+                "group": step.group,
+                "required": step.required,
+                "expiry_hours": hours,
+                "outputs_sha256": digest,
+            },
         )
         return {"stop": "waiting_approval"}
 

@@ -27,7 +27,7 @@ from sovra.flows.definition import (
     coerce_inputs,
     load_all,
 )
-from sovra.flows.runner import Clock, Engine, Sleep, sha
+from sovra.flows.runner import Clock, Engine, Sleep
 from sovra.flows.store import FINAL, GLOBAL, Approval, FlowStore, Run
 
 
@@ -118,14 +118,23 @@ class Flows:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def start(self, name: str, inputs: Mapping[str, Any], requester: str) -> Run:
-        """Start a run as `requester` and execute it until it completes, fails, pauses or waits."""
+    def start(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        requester: str,
+        *,
+        labels: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Start a run as `requester` and execute it until it completes, fails, pauses or waits.
+
+        `labels`: what the inputs carry (a trigger's documents); draft steps route on them."""
         wf = self.workflow(name)
         principal = self.ws.principal(requester)  # unknown users are refused, never a guest
         self._may_run(wf, principal)
         values = coerce_inputs(wf, inputs)
         run_id = "run-" + uuid.uuid4().hex[:12]
-        self.store.create_run(run_id, wf.name, wf.to_json(), requester, values)
+        self.store.create_run(run_id, wf.name, wf.to_json(), requester, values, dict(labels or {}))
         run = self.store.run(run_id)
         self.engine.audit(
             requester,
@@ -133,7 +142,7 @@ class Flows:
             run,
             None,
             outcome="started",
-            extra={"inputs_sha256": sha(values), "trigger": wf.trigger.kind},
+            extra={"inputs_sha256": self.engine.sha(values), "trigger": wf.trigger.kind},
         )
         self._engine().run_segment(run)
         return self.store.run(run_id)
@@ -202,16 +211,36 @@ class Flows:
         if seen is None:  # first tick: remember what exists, start nothing
             return []
         runs = []
+        principal = self.ws.principal(run_as)
         for doc_id in sorted(set(ids) - set(json.loads(seen))):
-            chunks = self.ws.index.chunks_of(doc_id)
+            # Read through the permission path as the run's principal: a document it may not
+            # read never reaches the run (the same None whether missing or forbidden).
+            view = self.ws.document(principal, doc_id)
+            if view is None:
+                self.ws.record(
+                    principal.id,
+                    "flow.trigger",
+                    [],
+                    decision="deny",
+                    outcome="not_readable",
+                    details={"workflow": wf.name, "document_sha256": self.engine.sha(doc_id)},
+                )
+                continue
             offered = {
                 "document_id": doc_id,
                 "source": source,
-                "title": chunks[0].title if chunks else "",
-                "text": "\n\n".join(c.text for c in chunks),
+                "title": view.title,
+                "text": "\n\n".join(c.text for c in view.chunks),
+                "classification": view.classification,
             }
             inputs = {k: v for k, v in offered.items() if k in wf.inputs}
-            runs.append(self.start(wf.name, inputs, run_as))
+            label = self.config.scale.strictest([c.classification for c in view.chunks])
+            offered["classification"] = label
+            labels = {
+                "documents": [{"id": doc_id, "classification": label}],
+                "classification": label,
+            }
+            runs.append(self.start(wf.name, inputs, run_as, labels=labels))
         return runs
 
     def runs(
@@ -244,7 +273,8 @@ class Flows:
             data["approval"] = {
                 **approval.to_dict(),
                 "expires": _iso(approval.expires_at),
-                "votes": self.store.votes(run_id, approval.step_id),
+                # This round's votes: earlier rounds were on outputs that have changed since.
+                "votes": self.store.votes(run_id, approval.step_id, approval.round),
             }
         data["kill_switch"] = self.store.switch(run.workflow)
         return data
@@ -256,11 +286,12 @@ class Flows:
         out = []
         for approval in self.store.open_approvals():
             run = self.store.run(approval.run_id)
-            if run.requester == principal.id or not set(approval.groups) & principal.groups:
+            try:
+                check_approver(run, approval, principal, self.store.overriders(run.id))
+            except ApprovalRefused:
                 continue
-            if any(
-                v["user_id"] == principal.id for v in self.store.votes(run.id, approval.step_id)
-            ):
+            votes = self.store.votes(run.id, approval.step_id, approval.round)
+            if any(v["user_id"] == principal.id for v in votes):
                 continue
             out.append({"run": run.to_dict(), "approval": approval.to_dict()})
         return out
@@ -319,16 +350,11 @@ class Flows:
         self._engine()
         self.tick()
         with self.store.transaction():
-            run, approval = self._open_approval(run_id)
-            principal = self.ws.principal(user_id)
-            self._check_approver(run, approval, principal)
-            self.store.add_vote(
-                run.id, approval.step_id, principal.id, "approve", reason, self.clock()
-            )
+            run, approval, principal = self._vote(run_id, user_id, "approve", reason)
             approvers = [
                 v["user_id"]
-                for v in self.store.votes(run.id, approval.step_id)
-                if v["decision"] == "approve"
+                for v in self.store.votes(run.id, approval.step_id, approval.round)
+                if v["decision"] == "approve" and v["outputs_sha256"] == approval.outputs_sha256
             ]
             complete = len(approvers) >= approval.required
             if complete:
@@ -339,18 +365,14 @@ class Flows:
                     run.id, approval.step_id, "done", {"approved": True, "approvers": approvers}
                 )
                 self.store.next_segment(run.id, index + 1)
-        self.engine.audit(
-            principal.id,
-            "flow.approval.vote",
+        self._audit_vote(
+            principal,
             run,
-            approval.step_id,
-            outcome="approved" if complete else "approve",
-            extra={
-                "votes": len(approvers),
-                "required": approval.required,
-                "reason_sha256": sha(reason),
-            },
-            personal={"reason": reason} if reason else None,
+            approval,
+            "approved" if complete else "approve",
+            reason,
+            votes=len(approvers),
+            required=approval.required,
         )
         if complete:
             self._engine().run_segment(self.store.run(run.id))
@@ -361,33 +383,58 @@ class Flows:
             raise FlowError("a reason is required to reject a run: add --reason '...'")
         self.tick()
         with self.store.transaction():
-            run, approval = self._open_approval(run_id)
-            principal = self.ws.principal(user_id)
-            self._check_approver(run, approval, principal)
-            self.store.add_vote(
-                run.id, approval.step_id, principal.id, "reject", reason, self.clock()
-            )
+            run, approval, principal = self._vote(run_id, user_id, "reject", reason)
             self.store.update_approval(run.id, approval.step_id, status="rejected")
             self.store.set_step(
                 run.id, approval.step_id, "rejected", {"approved": False, "approvers": []}
             )
             self.store.update_run(run.id, status="rejected", error=f"rejected by {principal.id}")
+        self._audit_vote(principal, run, approval, "rejected", reason)
+        return self.store.run(run.id)
+
+    def _vote(
+        self, run_id: str, user_id: str, decision: str, reason: str
+    ) -> tuple[Run, Approval, Principal]:
+        """Check and record one vote (inside the caller's transaction), bound to the digest
+        of the outputs the approval shows now."""
+        run, approval = self._open_approval(run_id)
+        principal = self.ws.principal(user_id)
+        self._check_approver(run, approval, principal)
+        self.store.add_vote(approval, principal.id, decision, reason, self.clock())
+        return run, approval, principal
+
+    def _audit_vote(
+        self,
+        principal: Principal,
+        run: Run,
+        approval: Approval,
+        outcome: str,
+        reason: str,
+        **extra: Any,
+    ) -> None:
         self.engine.audit(
             principal.id,
             "flow.approval.vote",
             run,
             approval.step_id,
-            outcome="rejected",
-            extra={"reason_sha256": sha(reason)},
-            personal={"reason": reason},
+            outcome=outcome,
+            extra={
+                **extra,
+                "round": approval.round,
+                "outputs_sha256": approval.outputs_sha256,
+                "reason_sha256": self.engine.sha(reason),
+            },
+            personal={"reason": reason} if reason else None,
         )
-        return self.store.run(run.id)
 
     def _check_approver(self, run: Run, approval: Approval, principal: Principal) -> None:
-        """Refusals (self-approval, wrong group) are logged as denials, then raised."""
+        """Refusals (self-approval, an overrider approving, wrong group) are logged as
+        denials, then raised."""
+        overriders = self.store.overriders(run.id)
         try:
-            check_approver(run, approval, principal)
+            check_approver(run, approval, principal, overriders)
         except ApprovalRefused as exc:
+            own = principal.id == run.requester or principal.id in overriders
             self.engine.audit(
                 principal.id,
                 "flow.approval.vote",
@@ -395,15 +442,11 @@ class Flows:
                 approval.step_id,
                 decision="deny",
                 outcome="refused",
-                extra={
-                    "why": "separation_of_duties"
-                    if run.requester == principal.id
-                    else "not_in_group"
-                },
+                extra={"why": "separation_of_duties" if own else "not_in_group"},
             )
             raise exc
 
-    def _open_approval(self, run_id: str) -> tuple[Run, Any]:
+    def _open_approval(self, run_id: str) -> tuple[Run, Approval]:
         run = self.store.run(run_id)
         approval = self.store.approval(run_id)
         if run.status != "waiting_approval" or approval is None or approval.status != "open":
@@ -424,7 +467,7 @@ class Flows:
             run,
             extra.pop("step_id", None),
             outcome=what,
-            extra={"reason_sha256": sha(reason), **extra},
+            extra={"reason_sha256": self.engine.sha(reason), **extra},
             personal={"reason": reason} if reason else None,
         )
 
@@ -471,7 +514,7 @@ class Flows:
             "flow.kill_switch",
             [],
             outcome="on" if on else "off",
-            details={"scope": scope, "reason_sha256": sha(reason)},
+            details={"scope": scope, "reason_sha256": self.engine.sha(reason)},
             personal={"reason": reason} if reason else None,
         )
         resumed: list[Run] = []
@@ -519,10 +562,19 @@ class Flows:
             )
         rec = self.store.steps(run_id).get(step_id)
         merged = {**(rec.output if rec and isinstance(rec.output, dict) else {}), **output}
-        self.store.set_step(
-            run_id, step_id, "overridden", merged, override_by=user, override_reason=reason
+        with self.store.transaction():
+            self.store.set_step(
+                run_id, step_id, "overridden", merged, override_by=user, override_reason=reason
+            )
+            self.store.add_override(run_id, step_id, user)
+        self._control(
+            user, run, "override", reason, step_id=step_id, output_sha256=self.engine.sha(merged)
         )
-        self._control(user, run, "override", reason, step_id=step_id, output_sha256=sha(merged))
+        # Votes cast so far were on other outputs: a waiting approval starts a new round.
+        # (An approval already given is checked again before the next action runs.)
+        stale = self.engine.stale_approval(run, wf, len(wf.steps), status="open")
+        if stale is not None:
+            self.engine.reopen_approval(self.store.run(run_id), wf, stale, "outputs_changed")
         if run.status == "failed" and index == run.step_index:
             self.store.next_segment(run_id, index + 1)
             self._engine().run_segment(self.store.run(run_id))

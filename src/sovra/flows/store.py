@@ -13,20 +13,36 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sovra.flows.base import FlowConflict, FlowNotFound
-from sovra.storage import open_sqlite, write_transaction
+from sovra.storage import erasing, open_sqlite, write_transaction
 
-SCHEMA = """
+VOTES = """
+CREATE TABLE IF NOT EXISTS votes (
+    run_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    round INTEGER NOT NULL DEFAULT 1,
+    user_id TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    outputs_sha256 TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (run_id, step_id, round, user_id)
+);
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
     definition TEXT NOT NULL,
     requester TEXT NOT NULL,
     inputs TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
     status TEXT NOT NULL,
     step_index INTEGER NOT NULL DEFAULT 0,
     segment INTEGER NOT NULL DEFAULT 1,
@@ -59,17 +75,19 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at REAL NOT NULL,
     escalated INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
+    round INTEGER NOT NULL DEFAULT 1,
+    outputs_sha256 TEXT,
     PRIMARY KEY (run_id, step_id)
 );
-CREATE TABLE IF NOT EXISTS votes (
+"""
+    + VOTES
+    + """CREATE TABLE IF NOT EXISTS overrides (
     run_id TEXT NOT NULL,
     step_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (run_id, step_id, user_id)
+    at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS overrides_run ON overrides(run_id);
 CREATE TABLE IF NOT EXISTS trigger_state (
     workflow TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -83,6 +101,7 @@ CREATE TABLE IF NOT EXISTS switches (
     at REAL NOT NULL
 );
 """
+)
 
 # Terminal statuses: nothing continues these runs (a failed run may be retried).
 FINAL = frozenset({"completed", "rejected", "expired", "cancelled"})
@@ -103,6 +122,8 @@ class Run:
     error: str | None
     created: float
     updated: float
+    labels: dict[str, Any] = field(default_factory=dict)
+    """Governance labels of what the inputs carry (a trigger's documents: id, classification)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +131,7 @@ class Run:
             "workflow": self.workflow,
             "requester": self.requester,
             "inputs": self.inputs,
+            "labels": self.labels,
             "status": self.status,
             "step_index": self.step_index,
             "paused": self.paused,
@@ -153,10 +175,14 @@ class Approval:
     expires_at: float
     escalated: bool
     status: str
+    round: int = 1
+    outputs_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "step_id": self.step_id,
+            "round": self.round,
+            "outputs_sha256": self.outputs_sha256,
             "group": self.group,
             "groups": list(self.groups),
             "required": self.required,
@@ -172,8 +198,29 @@ class FlowStore:
         self.path = path
         self._db = open_sqlite(path, timeout=30)
         self._db.row_factory = sqlite3.Row
+        self._migrate()
         self._db.executescript(SCHEMA)
         self._depth = 0
+
+    def _migrate(self) -> None:
+        """Stores made before approvals were bound to a digest: add the round and digest
+        columns (old votes are round 1, bound to nothing, so they count for no new round)."""
+        run_cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+        if run_cols and "labels" not in run_cols:
+            self._db.execute("ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(votes)")}
+        if not cols or "round" in cols:
+            return
+        with write_transaction(self._db) as db:
+            db.execute("ALTER TABLE approvals ADD COLUMN round INTEGER NOT NULL DEFAULT 1")
+            db.execute("ALTER TABLE approvals ADD COLUMN outputs_sha256 TEXT")
+            db.execute("ALTER TABLE votes RENAME TO votes_v1")
+            db.execute(VOTES)
+            db.execute(
+                "INSERT INTO votes (run_id, step_id, round, user_id, decision, reason, at)"
+                " SELECT run_id, step_id, 1, user_id, decision, reason, at FROM votes_v1"
+            )
+            db.execute("DROP TABLE votes_v1")
 
     def close(self) -> None:
         self._db.close()
@@ -199,14 +246,29 @@ class FlowStore:
     # -- runs ---------------------------------------------------------------------------------
 
     def create_run(
-        self, run_id: str, workflow: str, definition: str, requester: str, inputs: dict[str, Any]
+        self,
+        run_id: str,
+        workflow: str,
+        definition: str,
+        requester: str,
+        inputs: dict[str, Any],
+        labels: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO runs (id, workflow, definition, requester, inputs, status, created,"
-                " updated) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                (run_id, workflow, definition, requester, json.dumps(inputs), now, now),
+                "INSERT INTO runs (id, workflow, definition, requester, inputs, labels, status,"
+                " created, updated) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                (
+                    run_id,
+                    workflow,
+                    definition,
+                    requester,
+                    json.dumps(inputs),
+                    json.dumps(labels or {}),
+                    now,
+                    now,
+                ),
             )
 
     def run(self, run_id: str) -> Run:
@@ -307,11 +369,14 @@ class FlowStore:
         escalate_to: str | None,
         expiry_hours: float,
         expires_at: float,
+        outputs_sha256: str,
     ) -> None:
-        """Open (or keep, on a replay) the approval for this run's step."""
+        """Open (or keep, on a replay) the approval for this run's step, bound to the digest
+        of what its approvers are shown."""
         self._db.execute(
             "INSERT INTO approvals (run_id, step_id, grp, groups, required, escalate_to,"
-            " expiry_hours, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')"
+            " expiry_hours, expires_at, status, outputs_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)"
             " ON CONFLICT (run_id, step_id) DO NOTHING",
             (
                 run_id,
@@ -322,6 +387,7 @@ class FlowStore:
                 escalate_to,
                 expiry_hours,
                 expires_at,
+                outputs_sha256,
             ),
         )
 
@@ -352,24 +418,51 @@ class FlowStore:
         )
 
     def add_vote(
-        self, run_id: str, step_id: str, user_id: str, decision: str, reason: str, at: float
+        self, approval: Approval, user_id: str, decision: str, reason: str, at: float
     ) -> None:
+        """One vote in the approval's current round, bound to the digest its voter saw."""
         try:
             self._db.execute(
-                "INSERT INTO votes (run_id, step_id, user_id, decision, reason, at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, step_id, user_id, decision, reason, at),
+                "INSERT INTO votes (run_id, step_id, round, user_id, decision, reason,"
+                " outputs_sha256, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    approval.run_id,
+                    approval.step_id,
+                    approval.round,
+                    user_id,
+                    decision,
+                    reason,
+                    approval.outputs_sha256,
+                    at,
+                ),
             )
         except sqlite3.IntegrityError:
-            raise FlowConflict(f"{user_id} has already decided on run {run_id}") from None
+            raise FlowConflict(f"{user_id} has already decided on run {approval.run_id}") from None
 
-    def votes(self, run_id: str, step_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT user_id, decision, reason, at FROM votes WHERE run_id = ? AND step_id = ?"
-            " ORDER BY at",
-            (run_id, step_id),
-        ).fetchall()
+    def votes(self, run_id: str, step_id: str, round_: int | None = None) -> list[dict[str, Any]]:
+        """The votes on a run's approval step (of one round, or of every round)."""
+        sql = (
+            "SELECT round, user_id, decision, reason, outputs_sha256, at FROM votes"
+            " WHERE run_id = ? AND step_id = ?"
+        )
+        args: tuple[Any, ...] = (run_id, step_id)
+        if round_ is not None:
+            sql, args = sql + " AND round = ?", (*args, round_)
+        rows = self._db.execute(sql + " ORDER BY at", args).fetchall()
         return [dict(r) for r in rows]
+
+    # -- overrides ----------------------------------------------------------------------------
+
+    def add_override(self, run_id: str, step_id: str, user_id: str) -> None:
+        self._db.execute(
+            "INSERT INTO overrides (run_id, step_id, user_id, at) VALUES (?, ?, ?, ?)",
+            (run_id, step_id, user_id, time.time()),
+        )
+
+    def overriders(self, run_id: str) -> frozenset[str]:
+        """Everyone who ever replaced a step's outputs in this run (separation of duties)."""
+        rows = self._db.execute("SELECT user_id FROM overrides WHERE run_id = ?", (run_id,))
+        return frozenset(str(r[0]) for r in rows)
 
     # -- kill switches ------------------------------------------------------------------------
 
@@ -392,6 +485,62 @@ class FlowStore:
 
     def switches(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._db.execute("SELECT * FROM switches ORDER BY scope")]
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    def erase_subject(self, user_id: str, pseudonym: str) -> dict[str, Any]:
+        """Erasure of one person: the runs they requested lose their inputs and step outputs
+        (an unfinished one is cancelled) and name `pseudonym` instead; their votes, overrides
+        and kill switches keep their effect under `pseudonym`, without the reasons they typed.
+        Returns what changed: counts and the ids of the runs they requested."""
+        with erasing(self._db) as db:
+            own = [
+                str(r[0]) for r in db.execute("SELECT id FROM runs WHERE requester = ?", (user_id,))
+            ]
+            marks = ",".join("?" * len(own))
+            db.execute(
+                "UPDATE runs SET status = CASE WHEN status IN ('completed', 'rejected',"
+                " 'expired') THEN status ELSE 'cancelled' END, error = 'requester erased',"
+                f" requester = ?, inputs = '{{}}', paused = 0 WHERE id IN ({marks})",
+                (pseudonym, *own),
+            )
+            db.execute(
+                "UPDATE steps SET output = NULL, error = NULL, override_reason = NULL"
+                f" WHERE run_id IN ({marks})",
+                own,
+            )
+            db.execute(
+                "UPDATE approvals SET status = 'cancelled' WHERE status = 'open'"
+                f" AND run_id IN ({marks})",
+                own,
+            )
+            votes = db.execute(
+                "UPDATE votes SET user_id = ?, reason = '' WHERE user_id = ?", (pseudonym, user_id)
+            ).rowcount
+            overrides = db.execute(
+                "UPDATE steps SET override_by = ?, override_reason = '' WHERE override_by = ?",
+                (pseudonym, user_id),
+            ).rowcount
+            db.execute("UPDATE overrides SET user_id = ? WHERE user_id = ?", (pseudonym, user_id))
+            db.execute(
+                "UPDATE switches SET set_by = ?, reason = '' WHERE set_by = ?",
+                (pseudonym, user_id),
+            )
+            # Other runs name them as a value (an approval's `approvers`, an input), and
+            # errors name who rejected or could not read ("rejected by …").
+            quoted, masked = json.dumps(user_id), json.dumps(pseudonym)
+            for table, column, old, new in (
+                ("steps", "output", quoted, masked),
+                ("runs", "inputs", quoted, masked),
+                ("runs", "error", user_id, pseudonym),
+                ("steps", "error", user_id, pseudonym),
+            ):
+                db.execute(
+                    f"UPDATE {table} SET {column} = replace({column}, ?, ?)"
+                    f" WHERE instr({column}, ?) > 0",
+                    (old, new, old),
+                )
+        return {"runs": own, "votes": votes, "overrides": overrides}
 
     # -- trigger bookkeeping ------------------------------------------------------------------
 
@@ -422,6 +571,7 @@ def _run(row: sqlite3.Row) -> Run:
         error=row["error"],
         created=row["created"],
         updated=row["updated"],
+        labels=json.loads(row["labels"]),
     )
 
 
@@ -437,4 +587,6 @@ def _approval(row: sqlite3.Row) -> Approval:
         expires_at=row["expires_at"],
         escalated=bool(row["escalated"]),
         status=row["status"],
+        round=row["round"],
+        outputs_sha256=row["outputs_sha256"],
     )

@@ -51,6 +51,7 @@ def decision_event(
         outcome="routed" if chosen is not None else "refused",
         request_id=request_id,
         details=details,  # type: ignore[arg-type]
+        subject=principal.id,  # the actor is sealed under the person's key (erasable)
     )
 
 
@@ -73,4 +74,5 @@ def policy_event(
         outcome="allowed" if verdict.allowed else "denied",
         request_id=request_id,
         details={"policy_version": verdict.version, "errors": list(verdict.errors)},
+        subject=principal.id,
     )

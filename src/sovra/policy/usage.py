@@ -19,7 +19,7 @@ from typing import Literal
 
 from sovra.config import EndpointConfig
 from sovra.domain import Principal
-from sovra.storage import open_sqlite, write_transaction
+from sovra.storage import erasing, open_sqlite, write_transaction
 
 GroupBy = Literal["user", "group", "endpoint"]
 ERASED = "erased"
@@ -155,8 +155,9 @@ class UsageLedger:
         return [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     def erase_principal(self, principal_id: str) -> int:
-        """Replace a user's id in every row; returns how many rows changed."""
-        with self._tx() as db:
+        """Replace a user's id in every row (and rewrite the file, so the old bytes are gone
+        from its free pages and WAL too); returns how many rows changed."""
+        with self._lock, erasing(self._db) as db:
             cursor = db.execute(
                 "UPDATE usage SET principal = ?, request_id = NULL WHERE principal = ?",
                 (ERASED, principal_id),

@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sovra.errors import Invalid, NotFound
-from sovra.storage import open_sqlite, private_dir
+from sovra.storage import erasing, open_sqlite, private_dir
 
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
@@ -242,6 +242,15 @@ class AccountStore:
                 self._db.execute("UPDATE api_keys SET last_used_at=? WHERE id=?", (now, key_id))
             last_used = now
         return ApiKey(row[0], row[1], row[2], tuple(row[4].split()), row[5], last_used, None)
+
+    def erase_user(self, user_id: str) -> int:
+        """Erasure: the user's password, API keys and sessions are deleted for good (free
+        pages zeroed, file rewritten); returns the rows deleted."""
+        with self._lock, erasing(self._db) as db:
+            return sum(
+                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,)).rowcount
+                for table in ("passwords", "api_keys", "sessions")
+            )
 
     # ------------------------------------------------------------------ sessions
     def create_session(
