@@ -29,7 +29,8 @@ from sovra.errors import Invalid, NotFound
 from sovra.storage import open_sqlite
 
 KEY_PREFIX = "sovra_"
-SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
+SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows", "admin")
+"""`admin`: the administration pages and policy check (the key's user must also be an admin)."""
 DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
 _LAST_USED_EVERY_S = 60.0
 

@@ -30,7 +30,7 @@ from sovra.server.auth import (
     Authenticator,
     RateLimiter,
 )
-from sovra.server.deps import AppState
+from sovra.server.deps import AppState, LoginRequired
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
@@ -256,8 +256,8 @@ def create_app(
     app.router.routes.append(mcp_gate.route)
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
 
-    @app.exception_handler(ui.LoginRequired)
-    async def to_login(request: Request, exc: ui.LoginRequired) -> Response:
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse("/login?next=" + quote(exc.next_path, safe="/"), status_code=303)
 
     app.include_router(health.router)

@@ -21,7 +21,7 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from sovra.domain import Principal
+from sovra.domain import ADMIN_GROUP, Principal
 from sovra.server.settings import ServerSettings
 
 
@@ -149,12 +149,25 @@ class OidcVerifier:
         groups_raw = claims.get(s.oidc_groups_claim, [])
         if isinstance(groups_raw, str):
             groups_raw = groups_raw.split()
-        groups = frozenset(str(g) for g in groups_raw if isinstance(g, str | int))
+        groups = admin_mapped(
+            frozenset(str(g) for g in groups_raw if isinstance(g, str | int)),
+            s.oidc_admin_groups,
+        )
         name = claims.get("name")
         return TokenIdentity(
             Principal(id=user, groups=groups, display_name=name if isinstance(name, str) else ""),
             claims,
         )
+
+
+def admin_mapped(groups: frozenset[str], admin_groups: tuple[str, ...]) -> frozenset[str]:
+    """The IdP's groups with sovra's admins group only by explicit mapping: an IdP group
+    called `admins` (which anyone able to create groups in the IdP could make) means nothing
+    unless `oidc_admin_groups` names it."""
+    mapped = groups - {ADMIN_GROUP}
+    if groups & set(admin_groups):
+        mapped |= {ADMIN_GROUP}
+    return mapped
 
 
 # ---------------------------------------------------------------------- browser sign-in

@@ -17,16 +17,17 @@ import html
 import logging
 import secrets
 import time
+from typing import Annotated
 
 import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sovra.config import ConfigError
 from sovra.server.auth import ApiError, set_session_cookie
-from sovra.server.deps import AppState, app_state, client_address
+from sovra.server.deps import AppState, Public, app_state, client_address
 from sovra.server.oidc import (
     PENDING_TTL_S,
     OidcVerifier,
@@ -34,6 +35,7 @@ from sovra.server.oidc import (
     TokenError,
     TokenIdentity,
 )
+from sovra.server.text import safe_next_path
 
 log = logging.getLogger("sovra.server.oidc_login")
 
@@ -41,6 +43,10 @@ STATE_COOKIE = "sovra_oidc_state"
 CALLBACK_PATH = "/auth/callback"
 
 router = APIRouter(include_in_schema=False)
+Starting = Annotated[None, Depends(Public("starts a sign-in; rate-limited per client"))]
+Returning = Annotated[
+    None, Depends(Public("state = cookie = a pending sign-in, then PKCE and ID-token checks"))
+]
 
 
 class LoginFailed(Exception):
@@ -88,15 +94,8 @@ def _client(st: AppState, redirect_uri: str) -> AsyncOAuth2Client:
     )
 
 
-def _safe_next(value: str) -> str:
-    """Only local paths: never an open redirect."""
-    if len(value) > 500 or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
 @router.get("/login/oidc")
-async def start(request: Request, next: str = "/") -> Response:
+async def start(request: Request, _: Starting, next: str = "/") -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     # Each start holds server memory for 10 minutes: limited per client like password logins.
@@ -121,7 +120,7 @@ async def start(request: Request, next: str = "/") -> Response:
         )
     try:
         st.oidc_pending.add(
-            state, Pending(nonce, verifier, redirect_uri, _safe_next(next), time.monotonic())
+            state, Pending(nonce, verifier, redirect_uri, safe_next_path(next), time.monotonic())
         )
     except TokenError as exc:
         return _failed(request, st, str(exc))
@@ -140,7 +139,7 @@ async def start(request: Request, next: str = "/") -> Response:
 
 
 @router.get(CALLBACK_PATH)
-async def callback(request: Request) -> Response:
+async def callback(request: Request, _: Returning) -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     params = request.query_params
