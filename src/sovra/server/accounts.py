@@ -85,6 +85,7 @@ class Session:
     """None: a local user, resolved in the directory on every request. A tuple: an identity
     provider's user, with the groups its ID token carried at sign-in."""
     display_name: str = ""
+    created_at: float = 0.0
 
 
 def _sha256(text: str) -> str:
@@ -255,11 +256,10 @@ class AccountStore:
     ) -> tuple[str, Session]:
         """A new session; `groups` only for identity-provider users (see `Session.groups`)."""
         token = secrets.token_urlsafe(32)
-        session = Session(
-            user_id, secrets.token_urlsafe(24), time.time() + ttl_s, groups, display_name
-        )
+        now = time.time()
+        session = Session(user_id, secrets.token_urlsafe(24), now + ttl_s, groups, display_name, now)
         with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
+            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             self._db.execute(
                 "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at, "
                 "groups, display_name) VALUES (?,?,?,?,?,?,?)",
@@ -267,7 +267,7 @@ class AccountStore:
                     _sha256(token),
                     user_id,
                     session.csrf,
-                    time.time(),
+                    now,
                     session.expires_at,
                     None if groups is None else json.dumps(list(groups)),
                     display_name,
@@ -280,15 +280,30 @@ class AccountStore:
             return None
         with self._lock:
             row = self._db.execute(
-                "SELECT user_id, csrf, expires_at, groups, display_name FROM sessions "
-                "WHERE token_sha256=?",
+                "SELECT user_id, csrf, expires_at, groups, display_name, created_at "
+                "FROM sessions WHERE token_sha256=?",
                 (_sha256(token),),
             ).fetchone()
         if row is None or row[2] < time.time():
             return None
         groups = None if row[3] is None else tuple(str(g) for g in json.loads(row[3]))
-        return Session(row[0], row[1], row[2], groups, row[4] or "")
+        return Session(row[0], row[1], row[2], groups, row[4] or "", row[5])
 
     def end_session(self, token: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE token_sha256=?", (_sha256(token),))
+
+    # ------------------------------------------------------------------ users leaving
+    def revoke_user(self, user_id: str) -> tuple[int, int]:
+        """Revoke every API key of `user_id` and end their sessions (`user remove`/`disable`);
+        returns (keys revoked, sessions ended). The directory's `since` stamp also keeps them
+        dead should this store be restored from an older backup."""
+        with self._lock:
+            keys = self._db.execute(
+                "UPDATE api_keys SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
+                (time.time(), user_id),
+            ).rowcount
+            sessions = self._db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,)).rowcount
+            revoked = {k.id for k in self.keys(user_id)}
+            self._verified = {h: k for h, k in self._verified.items() if k not in revoked}
+        return keys, sessions

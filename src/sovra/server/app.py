@@ -172,7 +172,12 @@ def create_app(
         ws=ws,
         slots=slots,
         accounts=accounts,
-        auth=Authenticator(accounts, ws.principal, oidc),
+        auth=Authenticator(
+            accounts,
+            ws.directory.active_user,
+            oidc,
+            session_recheck_s=settings.session_recheck_s,
+        ),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         login_limiter=RateLimiter(
             settings.login_attempts_per_minute, settings.login_attempts_per_minute

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from starlette.responses import Response
 
-from sovra.directory import DirectoryError
+from sovra.directory import DirectoryError, User
 from sovra.domain import Principal
 from sovra.server.accounts import SCOPES, AccountStore
 from sovra.server.oidc import OidcVerifier, TokenError
@@ -103,18 +103,28 @@ class Authenticator:
     def __init__(
         self,
         accounts: AccountStore,
-        directory_principal: Callable[[str], Principal],
+        directory_user: Callable[[str], User],
         oidc: OidcVerifier | None,
+        *,
+        session_recheck_s: float = 300.0,
     ) -> None:
         self.accounts = accounts
-        self._principal = directory_principal
+        self._user = directory_user
         self.oidc = oidc
+        self.session_recheck_s = session_recheck_s
 
-    def local_principal(self, user_id: str) -> Principal | None:
+    def local_principal(self, user_id: str, issued_at: float | None = None) -> Principal | None:
+        """The directory's principal for `user_id`, or None when the user is unknown, disabled,
+        or — given the time a credential was `issued_at` — a later user of the same id (the
+        entry's `since` stamp is after the credential: removing and re-adding an id does not
+        revive the keys and sessions of the one removed)."""
         try:
-            return self._principal(user_id)
+            user = self._user(user_id)
         except DirectoryError:
             return None
+        if issued_at is not None and issued_at < user.since:
+            return None
+        return Principal(id=user.id, groups=frozenset(user.groups), display_name=user.display_name)
 
     def identify(self, request: Request) -> Identity | None:
         """The caller's identity, None when no credential was presented; raises 401 on a bad
@@ -127,7 +137,7 @@ class Authenticator:
                 raise unauthorized("use 'Authorization: Bearer <API key or token>'")
             if token.startswith("sovra_"):
                 key = self.accounts.authenticate_key(token)
-                principal = self.local_principal(key.user_id) if key else None
+                principal = self.local_principal(key.user_id, key.created_at) if key else None
                 if key is None or principal is None:
                     raise unauthorized("API key not valid")
                 return Identity(principal, "api_key", frozenset(key.scopes), key_id=key.id)
@@ -144,9 +154,14 @@ class Authenticator:
             if session is None:
                 return None
             if session.groups is None:
-                principal = self.local_principal(session.user_id)
+                principal = self.local_principal(session.user_id, session.created_at)
             elif self.oidc is None:
                 principal = None  # identity provider switched off: its sessions end
+            elif time.time() - session.created_at > self.session_recheck_s:
+                # The groups are the IdP's answer at sign-in; without a refresh token the IdP
+                # cannot be asked again, so the session ends rather than trust stale groups.
+                self.accounts.end_session(cookie)
+                principal = None
             else:
                 principal = Principal(
                     id=session.user_id,
