@@ -53,6 +53,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Site:
                 user, "tests", ("search", "ask", "documents", "audit", "feedback")
             )[0]
         out.keys["alice-search"] = accounts.create_key("alice", "search-only", ("search",))[0]
+        # Administration (policy check, admin pages) needs its own scope on a key.
+        out.keys["root-admin"] = accounts.create_key("root", "admin", ("admin",))[0]
     finally:
         accounts.close()
     return out

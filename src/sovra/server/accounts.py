@@ -257,7 +257,9 @@ class AccountStore:
         """A new session; `groups` only for identity-provider users (see `Session.groups`)."""
         token = secrets.token_urlsafe(32)
         now = time.time()
-        session = Session(user_id, secrets.token_urlsafe(24), now + ttl_s, groups, display_name, now)
+        session = Session(
+            user_id, secrets.token_urlsafe(24), now + ttl_s, groups, display_name, now
+        )
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             self._db.execute(

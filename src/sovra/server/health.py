@@ -23,13 +23,13 @@ Index = Annotated[None, Depends(Public("the static API index"))]
 
 
 @router.get("/healthz", tags=["health"])
-async def healthz(_: Probe) -> dict[str, str]:
+async def healthz(_rule: Probe) -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", tags=["health"], response_model=None)
-async def readyz(st: State, _: Probe) -> JSONResponse:
+async def readyz(st: State, _rule: Probe) -> JSONResponse:
     """Stores open and the embedding model loaded."""
     checks: dict[str, str] = {}
     ws = st.ws
@@ -57,7 +57,7 @@ async def readyz(st: State, _: Probe) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["health"], include_in_schema=False)
-async def prometheus(request: Request, st: State, _: Scrape) -> Response:
+async def prometheus(request: Request, st: State, _rule: Scrape) -> Response:
     """Prometheus metrics; with `metrics_token` set, only for `Bearer <metrics_token>`."""
     token = st.settings.metrics_token
     if token:
@@ -81,7 +81,7 @@ async def prometheus(request: Request, st: State, _: Scrape) -> Response:
 
 
 @router.get("/docs", include_in_schema=False)
-async def docs(request: Request, _: Index) -> HTMLResponse:
+async def docs(request: Request, _rule: Index) -> HTMLResponse:
     """A self-contained API index (no CDN scripts): every route, with /openapi.json."""
     rows = []
     for path, ops in sorted(request.app.openapi().get("paths", {}).items()):

@@ -27,7 +27,7 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/auth/login", tags=["auth"])
-async def login(body: LoginRequest, request: Request, st: State, _: JsonSignIn) -> JSONResponse:
+async def login(body: LoginRequest, request: Request, st: State, _rule: JsonSignIn) -> JSONResponse:
     """Local user login: sets an HttpOnly, SameSite=Strict session cookie and returns the
     CSRF token to send as `X-CSRF-Token` on state-changing requests."""
     return await _login(st, request, body.username, body.password)
@@ -51,7 +51,7 @@ async def _login(st: AppState, request: Request, username: str, password: str) -
 
 
 @router.post("/auth/logout", tags=["auth"])
-async def logout(request: Request, st: State, _: SignedIn) -> Response:
+async def logout(request: Request, st: State, _rule: SignedIn) -> Response:
     # The rule authenticates and CSRF-checks the session like any state-changing request.
     token = request.cookies.get(SESSION_COOKIE)
     if token:

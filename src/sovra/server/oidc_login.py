@@ -95,7 +95,7 @@ def _client(st: AppState, redirect_uri: str) -> AsyncOAuth2Client:
 
 
 @router.get("/login/oidc")
-async def start(request: Request, _: Starting, next: str = "/") -> Response:
+async def start(request: Request, _rule: Starting, next: str = "/") -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     # Each start holds server memory for 10 minutes: limited per client like password logins.
@@ -139,7 +139,7 @@ async def start(request: Request, _: Starting, next: str = "/") -> Response:
 
 
 @router.get(CALLBACK_PATH)
-async def callback(request: Request, _: Returning) -> Response:
+async def callback(request: Request, _rule: Returning) -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     params = request.query_params

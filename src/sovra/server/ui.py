@@ -98,7 +98,7 @@ async def home(request: Request, ident: Asker) -> Response:
 
 
 @router.get("/login")
-async def login_page(request: Request, _: SigningIn, next: str = "/") -> Response:
+async def login_page(request: Request, _rule: SigningIn, next: str = "/") -> Response:
     token = secrets.token_urlsafe(24)
     response = page(request, "login.html", None, login_csrf=token, next=safe_next_path(next))
     response.set_cookie(
@@ -116,7 +116,7 @@ async def login_page(request: Request, _: SigningIn, next: str = "/") -> Respons
 async def login_submit(
     request: Request,
     st: State,
-    _: SigningIn,
+    _rule: SigningIn,
     username: Annotated[str, Form(max_length=128)],
     password: Annotated[str, Form(max_length=1024)],
     csrf_token: Annotated[str, Form(max_length=100)] = "",
