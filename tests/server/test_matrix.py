@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import SCOPES, AccountStore
 from sovra.workspace import Workspace
-from tests.support.server import PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
+from tests.support.server import ISSUER_AUDIENCE, PEOPLE_PAGE, RUNBOOK, Issuer, Site, bearer
 
 QUESTION = "what should I do when etcd database quota is low?"
 RUNBOOK_MARKERS = ("etcdDatabaseQuotaLowSpace", "total existing DB size")
@@ -150,11 +150,9 @@ def expected(route: str, caller: str) -> int:
     return 200
 
 
-@pytest.fixture(scope="module")
-def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[str, str], Any]:
-    from tests.support.server import ISSUER_AUDIENCE
-
-    settings = ServerSettings(
+def matrix_settings(issuer: Issuer) -> ServerSettings:
+    """The issuer on, `idp-admins` mapped to sovra's admins, no rate limit in the way."""
+    return ServerSettings(
         oidc_issuer=issuer.url,
         oidc_audience=ISSUER_AUDIENCE,
         oidc_admin_groups=("idp-admins",),
@@ -162,6 +160,11 @@ def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[st
         rate_limit_per_minute=100_000,
         rate_limit_burst=10_000,
     )
+
+
+@pytest.fixture(scope="module")
+def responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[str, str], Any]:
+    settings = matrix_settings(issuer)
     out: dict[tuple[str, str], Any] = {}
     with TestClient(create_app(workspace.config, settings, workspace)) as client:
         for caller, make in CALLERS.items():
@@ -391,16 +394,7 @@ def scope_expected(route: str, caller: ScopeCaller) -> int:
 
 @pytest.fixture(scope="module")
 def scope_responses(workspace: Workspace, site: Site, issuer: Issuer) -> dict[tuple[str, str], Any]:
-    from tests.support.server import ISSUER_AUDIENCE
-
-    settings = ServerSettings(
-        oidc_issuer=issuer.url,
-        oidc_audience=ISSUER_AUDIENCE,
-        oidc_admin_groups=("idp-admins",),
-        secure_cookies=False,
-        rate_limit_per_minute=100_000,
-        rate_limit_burst=10_000,
-    )
+    settings = matrix_settings(issuer)
     accounts = AccountStore.in_home(site.root / "data")
     headers: dict[str, dict[str, str]] = {}
     try:
