@@ -439,3 +439,14 @@ def test_anonymous_pages_go_to_sign_in(scope_responses: dict[tuple[str, str], An
         if route.startswith("page-"):
             location = scope_responses[(route, "anonymous")].headers["location"]
             assert location.startswith("/login?next="), route
+
+
+def test_refused_pages_say_not_allowed(scope_responses: dict[tuple[str, str], Any]) -> None:
+    """A browser refused a page gets the readable "Not allowed" page (the browser test looks
+    for its heading), not a JSON body."""
+    refused = [
+        resp
+        for (route, _), resp in scope_responses.items()
+        if route.startswith("page-") and resp.status_code == 403
+    ]
+    assert refused and all("<h1>Not allowed</h1>" in r.text for r in refused)

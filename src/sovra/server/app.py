@@ -213,7 +213,7 @@ def create_app(
         if wants_html(request):
             response = ui.templates.TemplateResponse(
                 request,
-                "error.html",
+                "forbidden.html" if exc.status_code == 403 else "error.html",
                 {"user": None, "csrf": "", "status": exc.status_code, "message": exc.detail},
                 status_code=exc.status_code,
                 headers=exc.headers,
