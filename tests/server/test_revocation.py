@@ -21,7 +21,7 @@ from sovra.cli.directory import user_app
 from sovra.cli.kit import CliState
 from sovra.directory import Directory, UnknownUser
 from sovra.server.accounts import AccountStore
-from tests.support.server import Site, bearer
+from tests.support.server import RUNBOOK, Issuer, Site, bearer
 
 cli = typer.Typer()
 
@@ -100,13 +100,18 @@ def oidc_session(site: Site, age_s: float) -> str:
         token, _ = accounts.create_session("olivia", 3600, groups=("staff", "sre"))
     finally:
         accounts.close()
+    age(site, "olivia", age_s)
+    return token
+
+
+def age(site: Site, user: str, seconds: float) -> None:
+    """Make the user's recent sessions look `seconds` older (as if time had passed)."""
     with sqlite3.connect(site.root / "data" / "server" / "accounts.sqlite") as db:
         db.execute(
-            "UPDATE sessions SET created_at = created_at - ? WHERE user_id='olivia'"
-            " AND created_at > ?",
-            (age_s, time.time() - 5),
+            "UPDATE sessions SET created_at = created_at - ?, checked_at = checked_at - ? "
+            "WHERE user_id=? AND checked_at > ?",
+            (seconds, seconds, user, time.time() - 30),
         )
-    return token
 
 
 def test_identity_provider_sessions_end_after_the_recheck_interval(
@@ -127,3 +132,28 @@ def test_identity_provider_sessions_end_after_the_recheck_interval(
         assert accounts.session(stale) is None  # ended, not just refused once
     finally:
         accounts.close()
+
+
+def test_identity_provider_is_asked_again_for_the_groups(
+    live_url: str, site: Site, issuer: Issuer
+) -> None:
+    """Past `session_recheck_s` the IdP's userinfo decides: a group it no longer lists is gone
+    at once, and a token it refuses ends the session."""
+    from tests.server.test_oidc_login import authorize, browser, callback, start
+
+    issuer.login = {"sub": "olivia", "groups": ["staff", "sre"]}
+    try:
+        with browser(live_url) as http:
+            assert callback(http, authorize(start(http))).status_code == 200
+            access = next(reversed(issuer.userinfo))
+            assert http.get(f"/api/v1/documents/{RUNBOOK}").status_code == 200
+            issuer.userinfo[access]["groups"] = ["staff"]  # taken out of sre at the IdP
+            assert http.get(f"/api/v1/documents/{RUNBOOK}").status_code == 200  # not yet due
+            age(site, "olivia", 301)
+            assert http.get(f"/api/v1/documents/{RUNBOOK}").status_code == 404
+            assert http.get("/api/v1/sources").status_code == 200  # still signed in
+            del issuer.userinfo[access]  # the IdP ends the user's grant
+            age(site, "olivia", 301)
+            assert http.get("/api/v1/sources").status_code == 401
+    finally:
+        issuer.login = {}

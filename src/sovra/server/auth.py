@@ -1,8 +1,10 @@
 """Who is calling: session cookie, API key, or OIDC bearer token → an Identity with a Principal.
 
 Local logins and API keys resolve their user in the directory on every request (a removed user
-or a revoked group membership applies at once); OIDC principals take their groups from the
-token. Either way, what the principal may read is decided by the workspace's one permission path.
+or a revoked group membership applies at once) and must be newer than the user's directory
+entry; OIDC principals take their groups from the token, and browser sessions of theirs ask the
+IdP again every `session_recheck_s`. Either way, what the principal may read is decided by the
+workspace's one permission path.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from starlette.responses import Response
 
 from sovra.directory import DirectoryError, User
 from sovra.domain import Principal
-from sovra.server.accounts import SCOPES, AccountStore
+from sovra.server.accounts import SCOPES, AccountStore, Session
 from sovra.server.oidc import OidcVerifier, TokenError
 
 SESSION_COOKIE = "sovra_session"
@@ -126,6 +128,23 @@ class Authenticator:
             return None
         return Principal(id=user.id, groups=frozenset(user.groups), display_name=user.display_name)
 
+    def _recheck(self, cookie: str, session: Session, oidc: OidcVerifier) -> Principal | None:
+        """An identity-provider session past `session_recheck_s`: the IdP is asked again for
+        the user's groups (userinfo, with the access token kept sealed in the session); when
+        it cannot be asked or does not confirm the same user, the session ends."""
+        token = self.accounts.idp_token(cookie, session)
+        principal = None
+        if token is not None:
+            try:
+                principal = oidc.userinfo(token)
+            except TokenError:
+                principal = None
+        if principal is None or principal.id != session.user_id:
+            self.accounts.end_session(cookie)
+            return None
+        self.accounts.rechecked(cookie, tuple(sorted(principal.groups)))
+        return Principal(principal.id, principal.groups, session.display_name)
+
     def identify(self, request: Request) -> Identity | None:
         """The caller's identity, None when no credential was presented; raises 401 on a bad
         one (a bad credential never falls back to anonymous)."""
@@ -157,11 +176,8 @@ class Authenticator:
                 principal = self.local_principal(session.user_id, session.created_at)
             elif self.oidc is None:
                 principal = None  # identity provider switched off: its sessions end
-            elif time.time() - session.created_at > self.session_recheck_s:
-                # The groups are the IdP's answer at sign-in; without a refresh token the IdP
-                # cannot be asked again, so the session ends rather than trust stale groups.
-                self.accounts.end_session(cookie)
-                principal = None
+            elif time.time() - session.checked_at > self.session_recheck_s:
+                principal = self._recheck(cookie, session, self.oidc)
             else:
                 principal = Principal(
                     id=session.user_id,

@@ -156,7 +156,7 @@ async def callback(request: Request, _rule: Returning) -> Response:
     if not code or len(code) > 2048:
         return _failed(request, st, "the identity provider sent no authorization code")
     try:
-        claims = await _exchange(st, oidc, pending, code)
+        claims, access_token = await _exchange(st, oidc, pending, code)
     except LoginFailed as exc:
         return _failed(request, st, str(exc))
     principal = claims.principal
@@ -165,6 +165,7 @@ async def callback(request: Request, _rule: Returning) -> Response:
         st.settings.session_ttl_s,
         groups=tuple(sorted(principal.groups)),
         display_name=principal.display_name,
+        idp_token=access_token,
     )
     request.state.principal_id = principal.id
     # A page, not a redirect: the session cookie is SameSite=Strict, and a browser does not
@@ -182,7 +183,10 @@ async def callback(request: Request, _rule: Returning) -> Response:
     return response
 
 
-async def _exchange(st: AppState, oidc: OidcVerifier, pending: Pending, code: str) -> TokenIdentity:
+async def _exchange(
+    st: AppState, oidc: OidcVerifier, pending: Pending, code: str
+) -> tuple[TokenIdentity, str | None]:
+    """The verified ID token and the access token (kept to re-ask the IdP for groups)."""
     _, token_url = await run_in_threadpool(_endpoints, oidc)
     client = _client(st, pending.redirect_uri)
     try:
@@ -211,7 +215,8 @@ async def _exchange(st: AppState, oidc: OidcVerifier, pending: Pending, code: st
         nonce.encode(), pending.nonce.encode()
     ):
         raise LoginFailed("ID token rejected: nonce does not match this sign-in")
-    return verified
+    access = token.get("access_token")
+    return verified, access if isinstance(access, str) and len(access) <= 8192 else None
 
 
 def _failed(request: Request, st: AppState, reason: str) -> Response:
