@@ -163,6 +163,7 @@ def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
 async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | dict[str, Any]:
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
+    ident.require("ask")
     known = {e.name for e in st.ws.config.endpoints}
     if body.endpoint is not None and body.endpoint not in known:
         raise ApiError(400, "bad_request", f"unknown endpoint; known: {sorted(known)}")
