@@ -266,6 +266,12 @@ class ServerConfig(_Strict):
     oidc_client_secret_file: Path | None = None
     """Alternative to `oidc_client_secret_env`: a file holding the secret."""
     oidc_scopes: tuple[str, ...] = ("openid", "profile", "email")
+    oidc_admin_groups: tuple[str, ...] = ()
+    """Identity-provider groups whose members are sovra administrators. Empty = none: a group
+    the IdP happens to call `admins` is not sovra's admins group unless listed here."""
+    session_recheck_s: int = Field(default=300, ge=10)
+    """A sign-in through the identity provider is trusted this long; sovra keeps no refresh
+    token to re-ask the IdP for the user's groups, so the session then ends (sign in again)."""
 
     session_ttl_s: int = Field(default=8 * 3600, ge=60)
     secure_cookies: bool = True

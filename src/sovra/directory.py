@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,9 @@ class User:
     groups: set[str] = field(default_factory=set)
     display_name: str = ""
     disabled: bool = False
+    since: float = 0.0
+    """When this user entry came into being (or was last re-enabled): credentials issued before
+    it belong to an earlier user of the same id and are not accepted (0 = before stamps)."""
 
 
 class Directory:
@@ -64,6 +68,7 @@ class Directory:
                     groups=set(u.get("groups", [])),
                     display_name=u.get("display_name", ""),
                     disabled=bool(u.get("disabled", False)),
+                    since=float(u.get("since", 0.0)),
                 )
                 for u in raw.get("users", [])
             }
@@ -83,6 +88,7 @@ class Directory:
                     "groups": sorted(u.groups),
                     "display_name": u.display_name,
                     "disabled": u.disabled,
+                    "since": u.since,
                 }
                 for u in sorted(users.values(), key=lambda u: u.id)
             ],
@@ -109,7 +115,12 @@ class Directory:
         for g in groups or []:
             _check_name("group", g)
         users, declared = self._read()
-        user = users.get(user_id) or User(id=user_id)
+        user = users.get(user_id)
+        if user is None or user.disabled:
+            # A new (or re-enabled) user starts a new generation: keys and sessions of the
+            # removed or disabled one do not come back with the id.
+            user = user or User(id=user_id)
+            user.since = time.time()
         user.groups.update(groups or [])
         user.display_name = display_name or user.display_name
         user.disabled = False
@@ -123,6 +134,15 @@ class Directory:
             raise self._unknown(user_id, users)
         del users[user_id]
         self._write(users, declared)
+
+    def disable_user(self, user_id: str) -> User:
+        """Keep the entry (groups, name) but refuse the user everywhere until `add_user` again."""
+        users, declared = self._read()
+        if user_id not in users:
+            raise self._unknown(user_id, users)
+        users[user_id].disabled = True
+        self._write(users, declared)
+        return users[user_id]
 
     def add_group(self, name: str, description: str = "") -> None:
         _check_name("group", name)
@@ -150,10 +170,15 @@ class Directory:
             f" (known: {known})"
         )
 
-    def principal(self, user_id: str) -> Principal:
-        """The Principal for a user id; unknown or disabled users are an error (never a guest)."""
+    def active_user(self, user_id: str) -> User:
+        """The entry of an enabled user; unknown or disabled users are an error."""
         users, _ = self._read()
         user = users.get(user_id)
         if user is None or user.disabled:
             raise self._unknown(user_id, users)
+        return user
+
+    def principal(self, user_id: str) -> Principal:
+        """The Principal for a user id; unknown or disabled users are an error (never a guest)."""
+        user = self.active_user(user_id)
         return Principal(id=user.id, groups=frozenset(user.groups), display_name=user.display_name)

@@ -53,6 +53,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Site:
                 user, "tests", ("search", "ask", "documents", "audit", "feedback")
             )[0]
         out.keys["alice-search"] = accounts.create_key("alice", "search-only", ("search",))[0]
+        # Administration (policy check, admin pages) needs its own scope on a key.
+        out.keys["root-admin"] = accounts.create_key("root", "admin", ("admin",))[0]
     finally:
         accounts.close()
     return out
@@ -82,6 +84,7 @@ def issuer() -> Iterator[Issuer]:
                     "jwks_uri": iss.url + "/jwks.json",
                     "authorization_endpoint": iss.url + "/authorize",
                     "token_endpoint": iss.url + "/token",
+                    "userinfo_endpoint": iss.url + "/userinfo",
                     "response_types_supported": ["code"],
                     "code_challenge_methods_supported": ["S256"],
                 }
@@ -91,6 +94,13 @@ def issuer() -> Iterator[Issuer]:
             elif path == "/authorize":
                 self.authorize(iss, dict(parse_qsl(query)))
                 return
+            elif path == "/userinfo":
+                scheme, _, access = self.headers.get("Authorization", "").partition(" ")
+                claims = iss.userinfo.get(access) if scheme == "Bearer" else None
+                if claims is None:
+                    self.reply(401, {"error": "invalid_token"})
+                    return
+                body = claims
             else:
                 self.send_response(404)
                 self.end_headers()
@@ -157,9 +167,14 @@ def issuer() -> Iterator[Issuer]:
                 aud=login.get("aud", CLIENT_ID),
                 extra={"nonce": login.get("nonce", grant.get("nonce", "")), "name": "Olivia"},
             )
+            access = secrets.token_urlsafe(24)
+            iss.userinfo[access] = {
+                "sub": login.get("sub", "olivia"),
+                "groups": list(login.get("groups", ("staff", "sre"))),
+            }
             self.reply(
                 200,
-                {"access_token": "opaque", "token_type": "Bearer", "id_token": id_token},
+                {"access_token": access, "token_type": "Bearer", "id_token": id_token},
             )
 
         def reply(self, status: int, body: Any) -> None:

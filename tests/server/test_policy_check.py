@@ -25,7 +25,7 @@ def test_actions_are_the_engines() -> None:
 
 
 def test_rest_policy_check_explains_decisions(client: TestClient, site: Site) -> None:
-    root = site.keys["root"]
+    root = site.keys["root-admin"]
     status, allowed = check(client, root, user="alice", action="search", resource=DOC)
     assert status == 200, allowed
     assert allowed["decision"] == "allow" and allowed["policy_ids"] == ["read-by-access"]
@@ -54,7 +54,7 @@ def test_rest_policy_check_is_for_admins_only(client: TestClient, site: Site) ->
 
 
 def test_rest_policy_check_names_what_is_wrong(client: TestClient, site: Site) -> None:
-    root = site.keys["root"]
+    root = site.keys["root-admin"]
     status, body = check(client, root, user="nobody-here", action="search")
     assert status == 422 and "nobody-here" in str(body["detail"])
     status, body = check(client, root, user="alice", action="search", resource="document:x:y")

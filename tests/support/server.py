@@ -47,6 +47,9 @@ class Issuer:
     authorize_requests: list[dict[str, str]] = field(default_factory=list)
     token_requests: list[dict[str, str]] = field(default_factory=list)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    userinfo: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Access token issued at /token → the claims /userinfo answers with (edit to change a
+    user's groups at the IdP; delete to make the IdP refuse the token)."""
 
     def token(
         self,

@@ -87,14 +87,36 @@ def user_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @user_app.command("remove")
 def user_remove(ctx: typer.Context, user_id: str, json_out: JsonOpt = False) -> None:
-    """Remove a user; their access ends on the next query."""
+    """Remove a user; their access ends on the next query, their API keys are revoked and
+    their sessions ended (adding the id again does not bring them back)."""
     from sovra.workspace import directory_for
 
     directory_for(state(ctx).config).remove_user(user_id)
+    _revoke_credentials(ctx, user_id, "removed", json_out)
+
+
+@user_app.command("disable")
+def user_disable(ctx: typer.Context, user_id: str, json_out: JsonOpt = False) -> None:
+    """Disable a user (kept in the directory); revokes their API keys and ends their sessions.
+    `sovra user add` enables them again, with new credentials only."""
+    from sovra.workspace import directory_for
+
+    directory_for(state(ctx).config).disable_user(user_id)
+    _revoke_credentials(ctx, user_id, "disabled", json_out)
+
+
+def _revoke_credentials(ctx: typer.Context, user_id: str, what: str, json_out: bool) -> None:
+    from sovra.server.accounts import AccountStore
+
+    accounts = AccountStore.in_home(state(ctx).config.home)
+    try:
+        keys, sessions = accounts.revoke_user(user_id)
+    finally:
+        accounts.close()
     if json_out:
-        emit_json({"removed": user_id})
+        emit_json({what: user_id, "keys_revoked": keys, "sessions_ended": sessions})
     else:
-        out.print(f"removed {user_id}")
+        out.print(f"{what} {user_id}: {keys} API key(s) revoked, {sessions} session(s) ended")
 
 
 @group_app.command("add")

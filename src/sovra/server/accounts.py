@@ -24,12 +24,17 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sovra.errors import Invalid, NotFound
 from sovra.storage import erasing, open_sqlite, private_dir
 
 KEY_PREFIX = "sovra_"
-SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows")
+SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows", "admin")
+"""`admin`: the administration pages and policy check (the key's user must also be an admin)."""
 DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
 _LAST_USED_EVERY_S = 60.0
 
@@ -84,10 +89,34 @@ class Session:
     """None: a local user, resolved in the directory on every request. A tuple: an identity
     provider's user, with the groups its ID token carried at sign-in."""
     display_name: str = ""
+    created_at: float = 0.0
+    checked_at: float = 0.0
+    """Identity-provider sessions: when the IdP last vouched for the groups."""
+    sealed_idp_token: bytes | None = None
+    """The IdP access token, sealed with a key derived from the session cookie (which only
+    the browser holds): a copy of this database cannot call the IdP as the user."""
 
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _sealing_key(token: str) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"sovra session idp token").derive(
+        token.encode("utf-8")
+    )
+
+
+def _seal(token: str, secret: str) -> bytes:
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(_sealing_key(token)).encrypt(nonce, secret.encode("utf-8"), None)
+
+
+def _unseal(token: str, sealed: bytes) -> str | None:
+    try:
+        return AESGCM(_sealing_key(token)).decrypt(sealed[:12], sealed[12:], None).decode()
+    except (InvalidTag, ValueError):
+        return None
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
@@ -130,6 +159,10 @@ class AccountStore:
                     conn.execute("ALTER TABLE sessions ADD COLUMN groups TEXT")
                 if "display_name" not in columns:
                     conn.execute("ALTER TABLE sessions ADD COLUMN display_name TEXT")
+                if "checked_at" not in columns:
+                    conn.execute("ALTER TABLE sessions ADD COLUMN checked_at REAL")
+                if "idp_token" not in columns:
+                    conn.execute("ALTER TABLE sessions ADD COLUMN idp_token BLOB")
                 self._conn = conn
             return self._conn
 
@@ -260,25 +293,31 @@ class AccountStore:
         *,
         groups: tuple[str, ...] | None = None,
         display_name: str = "",
+        idp_token: str | None = None,
     ) -> tuple[str, Session]:
-        """A new session; `groups` only for identity-provider users (see `Session.groups`)."""
+        """A new session; `groups` (and the IdP's access token, to re-ask it for them) only
+        for identity-provider users (see `Session.groups`)."""
         token = secrets.token_urlsafe(32)
+        now = time.time()
+        sealed = _seal(token, idp_token) if idp_token else None
         session = Session(
-            user_id, secrets.token_urlsafe(24), time.time() + ttl_s, groups, display_name
+            user_id, secrets.token_urlsafe(24), now + ttl_s, groups, display_name, now, now, sealed
         )
         with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (time.time(),))
+            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             self._db.execute(
                 "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at, "
-                "groups, display_name) VALUES (?,?,?,?,?,?,?)",
+                "groups, display_name, checked_at, idp_token) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     _sha256(token),
                     user_id,
                     session.csrf,
-                    time.time(),
+                    now,
                     session.expires_at,
                     None if groups is None else json.dumps(list(groups)),
                     display_name,
+                    now,
+                    sealed,
                 ),
             )
         return token, session
@@ -288,15 +327,45 @@ class AccountStore:
             return None
         with self._lock:
             row = self._db.execute(
-                "SELECT user_id, csrf, expires_at, groups, display_name FROM sessions "
-                "WHERE token_sha256=?",
+                "SELECT user_id, csrf, expires_at, groups, display_name, created_at, "
+                "checked_at, idp_token FROM sessions WHERE token_sha256=?",
                 (_sha256(token),),
             ).fetchone()
         if row is None or row[2] < time.time():
             return None
         groups = None if row[3] is None else tuple(str(g) for g in json.loads(row[3]))
-        return Session(row[0], row[1], row[2], groups, row[4] or "")
+        checked = row[6] if row[6] is not None else row[5]
+        return Session(row[0], row[1], row[2], groups, row[4] or "", row[5], checked, row[7])
+
+    def idp_token(self, token: str, session: Session) -> str | None:
+        """The IdP access token of an identity-provider session, unsealed with its cookie."""
+        if session.sealed_idp_token is None:
+            return None
+        return _unseal(token, session.sealed_idp_token)
+
+    def rechecked(self, token: str, groups: tuple[str, ...]) -> None:
+        """The IdP vouched for the session's user again, with these groups."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET groups=?, checked_at=? WHERE token_sha256=?",
+                (json.dumps(list(groups)), time.time(), _sha256(token)),
+            )
 
     def end_session(self, token: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE token_sha256=?", (_sha256(token),))
+
+    # ------------------------------------------------------------------ users leaving
+    def revoke_user(self, user_id: str) -> tuple[int, int]:
+        """Revoke every API key of `user_id` and end their sessions (`user remove`/`disable`);
+        returns (keys revoked, sessions ended). The directory's `since` stamp also keeps them
+        dead should this store be restored from an older backup."""
+        with self._lock:
+            keys = self._db.execute(
+                "UPDATE api_keys SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
+                (time.time(), user_id),
+            ).rowcount
+            sessions = self._db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,)).rowcount
+            revoked = {k.id for k in self.keys(user_id)}
+            self._verified = {h: k for h, k in self._verified.items() if k not in revoked}
+        return keys, sessions

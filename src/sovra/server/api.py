@@ -20,7 +20,7 @@ from sovra.config import ConfigError
 from sovra.domain import QueryOptions, as_utc
 from sovra.search import SearchResult
 from sovra.server.auth import ApiError, Identity
-from sovra.server.deps import AppState, app_state, identity
+from sovra.server.deps import AppState, Needs, app_state
 from sovra.server.policy_check import PolicyCheckError, PolicyCheckRequest, check_policy
 from sovra.server.text import Text
 
@@ -28,8 +28,16 @@ router = APIRouter(prefix="/api/v1")
 
 NOT_FOUND = {"error": "not_found", "detail": "no such document"}
 
-Ident = Annotated[Identity, Depends(identity)]
 State = Annotated[AppState, Depends(app_state)]
+# One rule per route (see `sovra.server.deps.Needs`): the scope an API key must hold.
+AnyCaller = Annotated[Identity, Depends(Needs(None))]
+Searcher = Annotated[Identity, Depends(Needs("search"))]
+Asker = Annotated[Identity, Depends(Needs("ask"))]
+Reader = Annotated[Identity, Depends(Needs("documents"))]
+Auditor = Annotated[Identity, Depends(Needs("audit"))]
+AuditAdmin = Annotated[Identity, Depends(Needs("audit", admin=True))]
+FeedbackGiver = Annotated[Identity, Depends(Needs("feedback"))]
+Admin = Annotated[Identity, Depends(Needs("admin", admin=True))]
 
 
 class Narrowing(BaseModel):
@@ -110,7 +118,7 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
 
 
 @router.post("/search", tags=["search"])
-async def search(body: SearchRequest, ident: Ident, st: State) -> dict[str, Any]:
+async def search(body: SearchRequest, ident: Searcher, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
     result = await run_in_threadpool(run_search, st, ident, body)
     return result.to_dict()
@@ -152,7 +160,7 @@ def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
 
 
 @router.post("/ask", tags=["ask"], response_model=None)
-async def ask(body: AskRequest, ident: Ident, st: State) -> StreamingResponse | dict[str, Any]:
+async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | dict[str, Any]:
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
     ident.require("ask")
@@ -170,10 +178,9 @@ async def ask(body: AskRequest, ident: Ident, st: State) -> StreamingResponse | 
 
 
 @router.get("/documents/{document_id:path}", tags=["documents"], response_model=None)
-async def document(document_id: str, ident: Ident, st: State) -> JSONResponse | dict[str, Any]:
+async def document(document_id: str, ident: Reader, st: State) -> JSONResponse | dict[str, Any]:
     """A document's readable passages. A document the caller may not read is a 404,
     byte for byte the same as one that does not exist."""
-    ident.require("documents")
     if len(document_id) > 1000:
         return JSONResponse(NOT_FOUND, status_code=404)
     view = await run_in_threadpool(st.ws.document, ident.principal, document_id)
@@ -192,7 +199,7 @@ def sync_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 @router.get("/sources", tags=["sources"])
-async def sources(ident: Ident, st: State) -> dict[str, Any]:
+async def sources(ident: Searcher, st: State) -> dict[str, Any]:
     """Configured sources; document counts and sync reports for administrators only."""
     return {"sources": source_rows(st, ident)}
 
@@ -211,7 +218,7 @@ def source_rows(st: AppState, ident: Identity) -> list[dict[str, Any]]:
 
 
 @router.get("/endpoints", tags=["endpoints"])
-async def endpoints(ident: Ident, st: State) -> dict[str, Any]:
+async def endpoints(ident: AnyCaller, st: State) -> dict[str, Any]:
     """Registered model endpoints and where they run (no URLs or credentials)."""
     return {
         "endpoints": [
@@ -231,15 +238,13 @@ async def endpoints(ident: Ident, st: State) -> dict[str, Any]:
 
 @router.get("/audit/events", tags=["audit"])
 async def audit_events(
-    ident: Ident,
+    ident: AuditAdmin,
     st: State,
     action: Annotated[str | None, Query(max_length=40)] = None,
     start: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Logged events (personal fields decrypted or shown as erased); administrators only."""
-    ident.require("audit")
-    ident.require_admin()
 
     def read() -> list[dict[str, Any]]:
         rows = []
@@ -258,10 +263,9 @@ def own_event(st: AppState, ident: Identity, index: int) -> dict[str, Any] | Non
 
 
 @router.get("/audit/entries/{index}/receipt", tags=["audit"])
-async def audit_receipt(index: int, ident: Ident, st: State) -> dict[str, Any]:
+async def audit_receipt(index: int, ident: Auditor, st: State) -> dict[str, Any]:
     """A fresh receipt (inclusion proof against the latest checkpoint) for one of the
     caller's own entries; administrators may prove any entry."""
-    ident.require("audit")
     if index < 0 or await run_in_threadpool(own_event, st, ident, index) is None:
         raise ApiError(404, "not_found", "no such entry")
     receipt = await run_in_threadpool(st.ws.audit.prove, index)
@@ -269,13 +273,13 @@ async def audit_receipt(index: int, ident: Ident, st: State) -> dict[str, Any]:
 
 
 @router.get("/audit/public-key", tags=["audit"])
-async def audit_public_key(ident: Ident, st: State) -> dict[str, Any]:
+async def audit_public_key(ident: AnyCaller, st: State) -> dict[str, Any]:
     """The log's verifier key: receipts verify offline against it."""
     return {"public_key": st.ws.audit.public_key}
 
 
 @router.post("/audit/verify-receipt", tags=["audit"])
-async def audit_verify_receipt(body: ReceiptRequest, ident: Ident, st: State) -> dict[str, Any]:
+async def audit_verify_receipt(body: ReceiptRequest, ident: AnyCaller, st: State) -> dict[str, Any]:
     """Check a receipt against this log's public key (the same check `sovra audit
     verify-receipt` does offline)."""
     try:
@@ -292,9 +296,8 @@ async def audit_verify_receipt(body: ReceiptRequest, ident: Ident, st: State) ->
 
 
 @router.post("/feedback", tags=["feedback"], status_code=201)
-async def feedback(body: FeedbackRequest, ident: Ident, st: State) -> dict[str, Any]:
+async def feedback(body: FeedbackRequest, ident: FeedbackGiver, st: State) -> dict[str, Any]:
     """Thumbs up/down and a comment on one of the caller's own answers (stored and logged)."""
-    ident.require("feedback")
     stored = await run_in_threadpool(
         st.ws.feedback, ident.principal, body.answer_index, body.rating, body.comment
     )
@@ -304,10 +307,9 @@ async def feedback(body: FeedbackRequest, ident: Ident, st: State) -> dict[str, 
 
 
 @router.post("/policy/check", tags=["policy"])
-async def policy_check(body: PolicyCheckRequest, ident: Ident, st: State) -> dict[str, Any]:
+async def policy_check(body: PolicyCheckRequest, ident: Admin, st: State) -> dict[str, Any]:
     """Administrators: the Cedar decision for a user, action and resource, with the deciding
     policies and what would allow it (as `sovra policy check`)."""
-    ident.require_admin()
     try:
         return await run_in_threadpool(check_policy, st.ws.config, body)
     except PolicyCheckError as exc:

@@ -30,7 +30,7 @@ from sovra.server.auth import (
     Authenticator,
     RateLimiter,
 )
-from sovra.server.deps import AppState
+from sovra.server.deps import AppState, LoginRequired
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier
@@ -172,7 +172,12 @@ def create_app(
         ws=ws,
         slots=slots,
         accounts=accounts,
-        auth=Authenticator(accounts, ws.principal, oidc),
+        auth=Authenticator(
+            accounts,
+            ws.directory.active_user,
+            oidc,
+            session_recheck_s=settings.session_recheck_s,
+        ),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         login_limiter=RateLimiter(
             settings.login_attempts_per_minute, settings.login_attempts_per_minute
@@ -208,7 +213,7 @@ def create_app(
         if wants_html(request):
             response = ui.templates.TemplateResponse(
                 request,
-                "error.html",
+                "forbidden.html" if exc.status_code == 403 else "error.html",
                 {"user": None, "csrf": "", "status": exc.status_code, "message": exc.detail},
                 status_code=exc.status_code,
                 headers=exc.headers,
@@ -256,8 +261,8 @@ def create_app(
     app.router.routes.append(mcp_gate.route)
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
 
-    @app.exception_handler(ui.LoginRequired)
-    async def to_login(request: Request, exc: ui.LoginRequired) -> Response:
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse("/login?next=" + quote(exc.next_path, safe="/"), status_code=303)
 
     app.include_router(health.router)

@@ -1,8 +1,10 @@
 """Who is calling: session cookie, API key, or OIDC bearer token → an Identity with a Principal.
 
 Local logins and API keys resolve their user in the directory on every request (a removed user
-or a revoked group membership applies at once); OIDC principals take their groups from the
-token. Either way, what the principal may read is decided by the workspace's one permission path.
+or a revoked group membership applies at once) and must be newer than the user's directory
+entry; OIDC principals take their groups from the token, and browser sessions of theirs ask the
+IdP again every `session_recheck_s`. Either way, what the principal may read is decided by the
+workspace's one permission path.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from dataclasses import dataclass, field
 from fastapi import HTTPException, Request
 from starlette.responses import Response
 
-from sovra.directory import DirectoryError
+from sovra.directory import DirectoryError, User
 from sovra.domain import Principal
-from sovra.server.accounts import SCOPES, AccountStore
+from sovra.server.accounts import SCOPES, AccountStore, Session
 from sovra.server.oidc import OidcVerifier, TokenError
 
 SESSION_COOKIE = "sovra_session"
@@ -103,18 +105,45 @@ class Authenticator:
     def __init__(
         self,
         accounts: AccountStore,
-        directory_principal: Callable[[str], Principal],
+        directory_user: Callable[[str], User],
         oidc: OidcVerifier | None,
+        *,
+        session_recheck_s: float = 300.0,
     ) -> None:
         self.accounts = accounts
-        self._principal = directory_principal
+        self._user = directory_user
         self.oidc = oidc
+        self.session_recheck_s = session_recheck_s
 
-    def local_principal(self, user_id: str) -> Principal | None:
+    def local_principal(self, user_id: str, issued_at: float | None = None) -> Principal | None:
+        """The directory's principal for `user_id`, or None when the user is unknown, disabled,
+        or — given the time a credential was `issued_at` — a later user of the same id (the
+        entry's `since` stamp is after the credential: removing and re-adding an id does not
+        revive the keys and sessions of the one removed)."""
         try:
-            return self._principal(user_id)
+            user = self._user(user_id)
         except DirectoryError:
             return None
+        if issued_at is not None and issued_at < user.since:
+            return None
+        return Principal(id=user.id, groups=frozenset(user.groups), display_name=user.display_name)
+
+    def _recheck(self, cookie: str, session: Session, oidc: OidcVerifier) -> Principal | None:
+        """An identity-provider session past `session_recheck_s`: the IdP is asked again for
+        the user's groups (userinfo, with the access token kept sealed in the session); when
+        it cannot be asked or does not confirm the same user, the session ends."""
+        token = self.accounts.idp_token(cookie, session)
+        principal = None
+        if token is not None:
+            try:
+                principal = oidc.userinfo(token)
+            except TokenError:
+                principal = None
+        if principal is None or principal.id != session.user_id:
+            self.accounts.end_session(cookie)
+            return None
+        self.accounts.rechecked(cookie, tuple(sorted(principal.groups)))
+        return Principal(principal.id, principal.groups, session.display_name)
 
     def identify(self, request: Request) -> Identity | None:
         """The caller's identity, None when no credential was presented; raises 401 on a bad
@@ -127,7 +156,7 @@ class Authenticator:
                 raise unauthorized("use 'Authorization: Bearer <API key or token>'")
             if token.startswith("sovra_"):
                 key = self.accounts.authenticate_key(token)
-                principal = self.local_principal(key.user_id) if key else None
+                principal = self.local_principal(key.user_id, key.created_at) if key else None
                 if key is None or principal is None:
                     raise unauthorized("API key not valid")
                 return Identity(principal, "api_key", frozenset(key.scopes), key_id=key.id)
@@ -144,9 +173,11 @@ class Authenticator:
             if session is None:
                 return None
             if session.groups is None:
-                principal = self.local_principal(session.user_id)
+                principal = self.local_principal(session.user_id, session.created_at)
             elif self.oidc is None:
                 principal = None  # identity provider switched off: its sessions end
+            elif time.time() - session.checked_at > self.session_recheck_s:
+                principal = self._recheck(cookie, session, self.oidc)
             else:
                 principal = Principal(
                     id=session.user_id,

@@ -1,4 +1,8 @@
-"""Per-app state and the request dependencies every protected route uses."""
+"""Per-app state and the request dependencies every route uses.
+
+Every route declares who may call it with exactly one rule dependency (`Needs`, `Public`,
+`MaybeSignedIn`); `tests/server/test_routes_declared.py` fails on a route without one, so a new
+page cannot forget its scope."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from sovra.server.auth import (
     Authenticator,
     Identity,
     RateLimiter,
+    forbidden,
     unauthorized,
 )
 from sovra.server.metrics import Metrics
@@ -85,3 +90,74 @@ async def identity(request: Request) -> Identity:
         app_state(request).metrics.denials.labels("authentication").inc()
         raise unauthorized()
     return ident
+
+
+class LoginRequired(Exception):
+    """Raised for web pages that need a signed-in user; answered with a redirect to /login."""
+
+    def __init__(self, next_path: str) -> None:
+        self.next_path = next_path
+
+
+class AuthRule:
+    """Marker base of the per-route rule dependencies (what the route enumeration test looks
+    for); `describe()` names the rule for docs and tests."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Needs(AuthRule):
+    """The route needs a caller holding `scope` (None: any valid credential), and with `admin`
+    a principal in the admins group. Web pages (`page`) send an anonymous browser to sign in
+    instead of answering 401. Sessions and OIDC tokens hold every scope; API keys only theirs."""
+
+    scope: str | None
+    admin: bool = False
+    page: bool = False
+
+    async def __call__(self, request: Request) -> Identity:
+        ident = await optional_identity(request)
+        if ident is None:
+            if self.page:
+                raise LoginRequired(request.url.path)
+            app_state(request).metrics.denials.labels("authentication").inc()
+            raise unauthorized()
+        if self.scope is not None and self.scope not in ident.scopes:
+            app_state(request).metrics.denials.labels("scope").inc()
+            raise forbidden(f"this credential lacks the {self.scope!r} scope")
+        if self.admin and not ident.principal.is_admin:
+            raise forbidden("administrators only")
+        return ident
+
+    def describe(self) -> str:
+        who = "admins" if self.admin else "any principal"
+        return f"scope {self.scope or '(any)'}, {who}"
+
+
+@dataclass(frozen=True)
+class Public(AuthRule):
+    """Open to anyone; `why` says what protects it instead (shown in the route table)."""
+
+    why: str
+
+    async def __call__(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"public: {self.why}"
+
+
+@dataclass(frozen=True)
+class MaybeSignedIn(AuthRule):
+    """The caller if any (a bad credential is still a 401, a session POST still needs CSRF);
+    for routes that behave the same for everyone, such as signing out."""
+
+    why: str
+
+    async def __call__(self, request: Request) -> Identity | None:
+        return await optional_identity(request)
+
+    def describe(self) -> str:
+        return f"optional identity: {self.why}"

@@ -22,13 +22,13 @@ from sovra.errors import NotFound, SovraError
 from sovra.flows.base import FlowNotFound
 from sovra.flows.service import Flows
 from sovra.server.auth import ApiError, Identity, forbidden
-from sovra.server.deps import AppState, app_state, identity, optional_identity
+from sovra.server.deps import AppState, Needs, app_state
 
 api_router = APIRouter(prefix="/api/v1/flows", tags=["flows"])
 ui_router = APIRouter(include_in_schema=False)
 
-Ident = Annotated[Identity, Depends(identity)]
-MaybeIdent = Annotated[Identity | None, Depends(optional_identity)]
+Ident = Annotated[Identity, Depends(Needs("flows"))]
+PageIdent = Annotated[Identity, Depends(Needs("flows", page=True))]
 State = Annotated[AppState, Depends(app_state)]
 T = TypeVar("T")
 
@@ -86,7 +86,6 @@ def _may_see(flows: Flows, ident: Identity, run_id: str) -> dict[str, Any]:
 @api_router.get("")
 async def list_workflows(ident: Ident, st: State) -> dict[str, Any]:
     """The workflows this server knows, with their inputs and steps."""
-    ident.require("flows")
 
     def go(flows: Flows) -> dict[str, Any]:
         return {
@@ -108,7 +107,6 @@ async def list_workflows(ident: Ident, st: State) -> dict[str, Any]:
 @api_router.post("/{name}/runs", status_code=201)
 async def start_run(name: str, body: StartRequest, ident: Ident, st: State) -> dict[str, Any]:
     """Start a run as the caller; returns it once it completes, fails, pauses or waits."""
-    ident.require("flows")
 
     def go(flows: Flows) -> dict[str, Any]:
         run = flows.start(name, body.inputs, ident.principal.id)
@@ -122,7 +120,6 @@ async def list_runs(
     ident: Ident, st: State, status: str | None = None, workflow: str | None = None
 ) -> list[dict[str, Any]]:
     """Runs the caller requested, may decide, or (operators) all runs."""
-    ident.require("flows")
 
     def go(flows: Flows) -> list[dict[str, Any]]:
         flows.tick()
@@ -141,7 +138,6 @@ async def list_runs(
 @api_router.get("/inbox")
 async def inbox(ident: Ident, st: State) -> list[dict[str, Any]]:
     """Runs waiting for the caller's approval (never the caller's own)."""
-    ident.require("flows")
     return await run_in_threadpool(
         with_flows, st, lambda f: f.pending_approvals(ident.principal.id)
     )
@@ -150,7 +146,6 @@ async def inbox(ident: Ident, st: State) -> list[dict[str, Any]]:
 @api_router.get("/runs/{run_id}")
 async def show_run(run_id: str, ident: Ident, st: State) -> dict[str, Any]:
     """A run: inputs, each step's output (draft, sources, model), approval and votes."""
-    ident.require("flows")
     return await run_in_threadpool(with_flows, st, lambda f: _may_see(f, ident, run_id))
 
 
@@ -217,10 +212,8 @@ async def override(run_id: str, body: OverrideRequest, ident: Ident, st: State) 
 
 
 @ui_router.get("/flows")
-async def inbox_page(request: Request, st: State, ident: MaybeIdent) -> Response:
-    from sovra.server.ui import page, signed_in
-
-    who = signed_in(request, ident)
+async def inbox_page(request: Request, st: State, who: PageIdent) -> Response:
+    from sovra.server.ui import page
 
     def go(flows: Flows) -> dict[str, Any]:
         return {
@@ -234,11 +227,10 @@ async def inbox_page(request: Request, st: State, ident: MaybeIdent) -> Response
 
 @ui_router.get("/flows/runs/{run_id}")
 async def run_page(
-    request: Request, run_id: str, st: State, ident: MaybeIdent, message: str = ""
+    request: Request, run_id: str, st: State, who: PageIdent, message: str = ""
 ) -> Response:
-    from sovra.server.ui import page, signed_in
+    from sovra.server.ui import page
 
-    who = signed_in(request, ident)
     run = await run_in_threadpool(with_flows, st, lambda f: _may_see(f, who, run_id))
     may_decide = (
         run["status"] == "waiting_approval"
@@ -256,16 +248,13 @@ async def decide(
     request: Request,
     run_id: str,
     st: State,
-    ident: MaybeIdent,
+    who: PageIdent,
     decision: Annotated[str, Form(max_length=10)],
     reason: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
     """The inbox's approve/reject form (CSRF-checked like every session POST)."""
     from urllib.parse import quote
 
-    from sovra.server.ui import signed_in
-
-    who = signed_in(request, ident)
     _human(who)
     user = who.principal.id
     if decision not in ("approve", "reject"):

@@ -13,20 +13,23 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sovra.server.auth import unauthorized
-from sovra.server.deps import AppState, app_state
+from sovra.server.deps import AppState, Public, app_state
 
 router = APIRouter()
 State = Annotated[AppState, Depends(app_state)]
+Probe = Annotated[None, Depends(Public("liveness/readiness: no data, for load balancers"))]
+Scrape = Annotated[None, Depends(Public("with metrics_token set, the handler requires it"))]
+Index = Annotated[None, Depends(Public("the static API index"))]
 
 
 @router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
+async def healthz(_rule: Probe) -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", tags=["health"], response_model=None)
-async def readyz(st: State) -> JSONResponse:
+async def readyz(st: State, _rule: Probe) -> JSONResponse:
     """Stores open and the embedding model loaded."""
     checks: dict[str, str] = {}
     ws = st.ws
@@ -54,7 +57,7 @@ async def readyz(st: State) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["health"], include_in_schema=False)
-async def prometheus(request: Request, st: State) -> Response:
+async def prometheus(request: Request, st: State, _rule: Scrape) -> Response:
     """Prometheus metrics; with `metrics_token` set, only for `Bearer <metrics_token>`."""
     token = st.settings.metrics_token
     if token:
@@ -78,7 +81,7 @@ async def prometheus(request: Request, st: State) -> Response:
 
 
 @router.get("/docs", include_in_schema=False)
-async def docs(request: Request) -> HTMLResponse:
+async def docs(request: Request, _rule: Index) -> HTMLResponse:
     """A self-contained API index (no CDN scripts): every route, with /openapi.json."""
     rows = []
     for path, ops in sorted(request.app.openapi().get("paths", {}).items()):

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from sovra.server.auth import SESSION_COOKIE, ApiError, set_session_cookie
-from sovra.server.deps import AppState, app_state, client_address, identity
+from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
+from sovra.server.deps import AppState, Needs, Public, app_state, client_address
 
 router = APIRouter()
 State = Annotated[AppState, Depends(app_state)]
+# A JSON body cannot be sent cross-site without a CORS preflight (which this app never grants),
+# so this sign-in is not open to login CSRF; the form sign-in is `POST /login` with its token.
+JsonSignIn = Annotated[None, Depends(Public("JSON only (no cross-site form); rate-limited"))]
+SignedIn = Annotated[Identity, Depends(Needs(None))]
 
 
 class LoginRequest(BaseModel):
@@ -23,20 +27,10 @@ class LoginRequest(BaseModel):
 
 
 @router.post("/auth/login", tags=["auth"])
-async def login(body: LoginRequest, request: Request, st: State) -> JSONResponse:
+async def login(body: LoginRequest, request: Request, st: State, _rule: JsonSignIn) -> JSONResponse:
     """Local user login: sets an HttpOnly, SameSite=Strict session cookie and returns the
     CSRF token to send as `X-CSRF-Token` on state-changing requests."""
     return await _login(st, request, body.username, body.password)
-
-
-@router.post("/auth/login-form", tags=["auth"], include_in_schema=False)
-async def login_form(
-    request: Request,
-    st: State,
-    username: Annotated[str, Form(max_length=128)],
-    password: Annotated[str, Form(max_length=1024)],
-) -> JSONResponse:
-    return await _login(st, request, username, password)
 
 
 async def _login(st: AppState, request: Request, username: str, password: str) -> JSONResponse:
@@ -57,8 +51,8 @@ async def _login(st: AppState, request: Request, username: str, password: str) -
 
 
 @router.post("/auth/logout", tags=["auth"])
-async def logout(request: Request, st: State) -> Response:
-    await identity(request)  # CSRF-checked like any state-changing request
+async def logout(request: Request, st: State, _rule: SignedIn) -> Response:
+    # The rule authenticates and CSRF-checks the session like any state-changing request.
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         st.accounts.end_session(token)

@@ -21,7 +21,7 @@ import httpx
 import jwt
 from jwt import PyJWK
 
-from sovra.domain import Principal
+from sovra.domain import ADMIN_GROUP, Principal
 from sovra.server.settings import ServerSettings
 
 
@@ -143,18 +143,52 @@ class OidcVerifier:
             raise TokenError("token issuer not accepted") from None
         except jwt.PyJWTError:
             raise TokenError("token signature or claims invalid") from None
+        return TokenIdentity(self.principal_of(claims), claims)
+
+    def principal_of(self, claims: dict[str, Any]) -> Principal:
+        """The principal a token's (or the userinfo endpoint's) claims name."""
+        s = self.settings
         user = claims.get(s.oidc_user_claim)
         if not isinstance(user, str) or not user or len(user) > 256:
             raise TokenError(f"token claim {s.oidc_user_claim!r} missing")
         groups_raw = claims.get(s.oidc_groups_claim, [])
         if isinstance(groups_raw, str):
             groups_raw = groups_raw.split()
-        groups = frozenset(str(g) for g in groups_raw if isinstance(g, str | int))
-        name = claims.get("name")
-        return TokenIdentity(
-            Principal(id=user, groups=groups, display_name=name if isinstance(name, str) else ""),
-            claims,
+        if not isinstance(groups_raw, list):
+            groups_raw = []
+        groups = admin_mapped(
+            frozenset(str(g) for g in groups_raw if isinstance(g, str | int)),
+            s.oidc_admin_groups,
         )
+        name = claims.get("name")
+        return Principal(id=user, groups=groups, display_name=name if isinstance(name, str) else "")
+
+    def userinfo(self, access_token: str) -> Principal:
+        """Ask the IdP again who the access token's user is and in which groups (its
+        `userinfo_endpoint`); TokenError when it cannot or will not say."""
+        try:
+            url = self.jwks.discovery().get("userinfo_endpoint")
+            if not isinstance(url, str):
+                raise TokenError("the identity provider has no userinfo endpoint")
+            with httpx.Client(timeout=5.0, follow_redirects=False) as client:
+                resp = client.get(url, headers={"Authorization": f"Bearer {access_token}"})
+            resp.raise_for_status()
+            claims = resp.json()
+        except (httpx.HTTPError, ValueError):
+            raise TokenError("the identity provider did not confirm the user") from None
+        if not isinstance(claims, dict):
+            raise TokenError("the identity provider's userinfo is not a JSON object")
+        return self.principal_of(claims)
+
+
+def admin_mapped(groups: frozenset[str], admin_groups: tuple[str, ...]) -> frozenset[str]:
+    """The IdP's groups with sovra's admins group only by explicit mapping: an IdP group
+    called `admins` (which anyone able to create groups in the IdP could make) means nothing
+    unless `oidc_admin_groups` names it."""
+    mapped = groups - {ADMIN_GROUP}
+    if groups & set(admin_groups):
+        mapped |= {ADMIN_GROUP}
+    return mapped
 
 
 # ---------------------------------------------------------------------- browser sign-in

@@ -17,16 +17,17 @@ import html
 import logging
 import secrets
 import time
+from typing import Annotated
 
 import httpx
 from authlib.integrations.httpx_client import AsyncOAuth2Client  # type: ignore[import-untyped]
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sovra.config import ConfigError
 from sovra.server.auth import ApiError, set_session_cookie
-from sovra.server.deps import AppState, app_state, client_address
+from sovra.server.deps import AppState, Public, app_state, client_address
 from sovra.server.oidc import (
     PENDING_TTL_S,
     OidcVerifier,
@@ -34,6 +35,7 @@ from sovra.server.oidc import (
     TokenError,
     TokenIdentity,
 )
+from sovra.server.text import safe_next_path
 
 log = logging.getLogger("sovra.server.oidc_login")
 
@@ -41,6 +43,10 @@ STATE_COOKIE = "sovra_oidc_state"
 CALLBACK_PATH = "/auth/callback"
 
 router = APIRouter(include_in_schema=False)
+Starting = Annotated[None, Depends(Public("starts a sign-in; rate-limited per client"))]
+Returning = Annotated[
+    None, Depends(Public("state = cookie = a pending sign-in, then PKCE and ID-token checks"))
+]
 
 
 class LoginFailed(Exception):
@@ -88,15 +94,8 @@ def _client(st: AppState, redirect_uri: str) -> AsyncOAuth2Client:
     )
 
 
-def _safe_next(value: str) -> str:
-    """Only local paths: never an open redirect."""
-    if len(value) > 500 or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
 @router.get("/login/oidc")
-async def start(request: Request, next: str = "/") -> Response:
+async def start(request: Request, _rule: Starting, next: str = "/") -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     # Each start holds server memory for 10 minutes: limited per client like password logins.
@@ -121,7 +120,7 @@ async def start(request: Request, next: str = "/") -> Response:
         )
     try:
         st.oidc_pending.add(
-            state, Pending(nonce, verifier, redirect_uri, _safe_next(next), time.monotonic())
+            state, Pending(nonce, verifier, redirect_uri, safe_next_path(next), time.monotonic())
         )
     except TokenError as exc:
         return _failed(request, st, str(exc))
@@ -140,7 +139,7 @@ async def start(request: Request, next: str = "/") -> Response:
 
 
 @router.get(CALLBACK_PATH)
-async def callback(request: Request) -> Response:
+async def callback(request: Request, _rule: Returning) -> Response:
     st = app_state(request)
     oidc = _verifier(st)
     params = request.query_params
@@ -157,7 +156,7 @@ async def callback(request: Request) -> Response:
     if not code or len(code) > 2048:
         return _failed(request, st, "the identity provider sent no authorization code")
     try:
-        claims = await _exchange(st, oidc, pending, code)
+        claims, access_token = await _exchange(st, oidc, pending, code)
     except LoginFailed as exc:
         return _failed(request, st, str(exc))
     principal = claims.principal
@@ -166,6 +165,7 @@ async def callback(request: Request) -> Response:
         st.settings.session_ttl_s,
         groups=tuple(sorted(principal.groups)),
         display_name=principal.display_name,
+        idp_token=access_token,
     )
     request.state.principal_id = principal.id
     # A page, not a redirect: the session cookie is SameSite=Strict, and a browser does not
@@ -183,7 +183,10 @@ async def callback(request: Request) -> Response:
     return response
 
 
-async def _exchange(st: AppState, oidc: OidcVerifier, pending: Pending, code: str) -> TokenIdentity:
+async def _exchange(
+    st: AppState, oidc: OidcVerifier, pending: Pending, code: str
+) -> tuple[TokenIdentity, str | None]:
+    """The verified ID token and the access token (kept to re-ask the IdP for groups)."""
     _, token_url = await run_in_threadpool(_endpoints, oidc)
     client = _client(st, pending.redirect_uri)
     try:
@@ -212,7 +215,8 @@ async def _exchange(st: AppState, oidc: OidcVerifier, pending: Pending, code: st
         nonce.encode(), pending.nonce.encode()
     ):
         raise LoginFailed("ID token rejected: nonce does not match this sign-in")
-    return verified
+    access = token.get("access_token")
+    return verified, access if isinstance(access, str) and len(access) <= 8192 else None
 
 
 def _failed(request: Request, st: AppState, reason: str) -> Response:

@@ -28,12 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sovra.answer import Answer
 from sovra.server.api import AskRequest, ask_once, count_answer
 from sovra.server.auth import ApiError, Identity
-from sovra.server.deps import AppState, app_state, identity
+from sovra.server.deps import AppState, Needs, app_state
 from sovra.server.text import Text
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-Ident = Annotated[Identity, Depends(identity)]
+AnyCaller = Annotated[Identity, Depends(Needs(None))]
+Asker = Annotated[Identity, Depends(Needs("ask"))]
 State = Annotated[AppState, Depends(app_state)]
 
 
@@ -63,7 +64,7 @@ def assistants(st: AppState) -> list[str]:
 
 
 @router.get("/models")
-async def models(ident: Ident, st: State) -> dict[str, Any]:
+async def models(ident: AnyCaller, st: State) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
@@ -114,7 +115,7 @@ def sovra_extra(answer: Answer) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, ident: Ident, st: State
+    body: ChatRequest, ident: Asker, st: State
 ) -> StreamingResponse | dict[str, Any]:
     ident.require("ask")
     req = ask_request(st, body, body.stream)

@@ -23,7 +23,14 @@ from sovra.config import ConfigError
 from sovra.domain import QueryOptions
 from sovra.server.api import AskRequest, ask_once, source_rows
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
-from sovra.server.deps import AppState, app_state, client_address, optional_identity
+from sovra.server.deps import (
+    AppState,
+    MaybeSignedIn,
+    Needs,
+    Public,
+    app_state,
+    client_address,
+)
 from sovra.server.policy_check import (
     ACTIONS,
     PolicyCheckError,
@@ -31,7 +38,7 @@ from sovra.server.policy_check import (
     active_policies,
     check_policy,
 )
-from sovra.server.text import is_clean
+from sovra.server.text import is_clean, safe_next_path
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -43,14 +50,17 @@ LOGIN_CSRF_COOKIE = "sovra_login_csrf"
 
 router = APIRouter(include_in_schema=False)
 State = Annotated[AppState, Depends(app_state)]
-MaybeIdent = Annotated[Identity | None, Depends(optional_identity)]
-
-
-class LoginRequired(Exception):
-    """Raised by pages that need a signed-in user; answered with a redirect to /login."""
-
-    def __init__(self, next_path: str) -> None:
-        self.next_path = next_path
+# One rule per page (see `sovra.server.deps.Needs`); anonymous browsers are sent to sign in.
+Asker = Annotated[Identity, Depends(Needs("ask", page=True))]
+Searcher = Annotated[Identity, Depends(Needs("search", page=True))]
+Reader = Annotated[Identity, Depends(Needs("documents", page=True))]
+Auditor = Annotated[Identity, Depends(Needs("audit", page=True))]
+AuditAdmin = Annotated[Identity, Depends(Needs("audit", admin=True, page=True))]
+Admin = Annotated[Identity, Depends(Needs("admin", admin=True, page=True))]
+SigningIn = Annotated[None, Depends(Public("the sign-in form; its POST has a double-submit token"))]
+MaybeIdent = Annotated[
+    Identity | None, Depends(MaybeSignedIn("signing out ends the caller's session, if any"))
+]
 
 
 def page(
@@ -74,19 +84,6 @@ def page(
     return response
 
 
-def signed_in(request: Request, ident: Identity | None) -> Identity:
-    if ident is None:
-        raise LoginRequired(request.url.path)
-    return ident
-
-
-def safe_next(value: str) -> str:
-    """Only local paths: never an open redirect."""
-    if not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
 def fragment(chunk_id: str) -> str:
     return "p" + chunk_id.rpartition("#")[2]
 
@@ -96,15 +93,14 @@ templates.env.filters["urlpath"] = lambda s: quote(str(s), safe="/:")
 
 
 @router.get("/")
-async def home(request: Request, ident: MaybeIdent) -> Response:
-    signed_in(request, ident)
+async def home(request: Request, ident: Asker) -> Response:
     return page(request, "ask.html", ident, answer=None, question="", extractive=False)
 
 
 @router.get("/login")
-async def login_page(request: Request, ident: MaybeIdent, next: str = "/") -> Response:
+async def login_page(request: Request, _rule: SigningIn, next: str = "/") -> Response:
     token = secrets.token_urlsafe(24)
-    response = page(request, "login.html", None, login_csrf=token, next=safe_next(next))
+    response = page(request, "login.html", None, login_csrf=token, next=safe_next_path(next))
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
@@ -120,6 +116,7 @@ async def login_page(request: Request, ident: MaybeIdent, next: str = "/") -> Re
 async def login_submit(
     request: Request,
     st: State,
+    _rule: SigningIn,
     username: Annotated[str, Form(max_length=128)],
     password: Annotated[str, Form(max_length=1024)],
     csrf_token: Annotated[str, Form(max_length=100)] = "",
@@ -143,7 +140,7 @@ async def login_submit(
             status=401,
             error="Wrong user name or password.",
             login_csrf=token,
-            next=safe_next(next),
+            next=safe_next_path(next),
         )
         response.set_cookie(
             LOGIN_CSRF_COOKIE,
@@ -155,7 +152,7 @@ async def login_submit(
         )
         return response
     token, _ = st.accounts.create_session(username, st.settings.session_ttl_s)
-    redirect = RedirectResponse(safe_next(next), status_code=303)
+    redirect = RedirectResponse(safe_next_path(next), status_code=303)
     set_session_cookie(
         redirect, token, max_age=st.settings.session_ttl_s, secure=st.settings.secure_cookies
     )
@@ -177,13 +174,11 @@ async def logout_submit(request: Request, st: State, ident: MaybeIdent) -> Respo
 async def ask_submit(
     request: Request,
     st: State,
-    ident: MaybeIdent,
+    who: Asker,
     question: Annotated[str, Form(min_length=1, max_length=4000)],
     extractive: Annotated[bool, Form()] = False,
 ) -> Response:
     """The no-JavaScript path: the whole answer rendered server-side."""
-    who = signed_in(request, ident)
-    who.require("ask")
     if not is_clean(question):
         raise ApiError(422, "invalid_request", "the question is not valid text")
     body = AskRequest(question=question, extractive=extractive)
@@ -195,15 +190,13 @@ async def ask_submit(
 async def search_page(
     request: Request,
     st: State,
-    ident: MaybeIdent,
+    who: Searcher,
     q: Annotated[str, Query(max_length=2000)] = "",
     source: Annotated[str, Query(max_length=100)] = "",
     language: Annotated[str, Query(max_length=8)] = "",
     modified_from: Annotated[str, Query(max_length=10)] = "",
     modified_to: Annotated[str, Query(max_length=10)] = "",
 ) -> Response:
-    who = signed_in(request, ident)
-    who.require("search")
     result = None
     error = ""
     if not all(is_clean(v) for v in (q, source, language)):
@@ -261,11 +254,7 @@ def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:
 
 
 @router.get("/documents/{document_id:path}")
-async def document_page(
-    document_id: str, request: Request, st: State, ident: MaybeIdent
-) -> Response:
-    who = signed_in(request, ident)
-    who.require("documents")
+async def document_page(document_id: str, request: Request, st: State, who: Reader) -> Response:
     view = None
     if len(document_id) <= 1000:
         view = await run_in_threadpool(st.ws.document, who.principal, document_id)
@@ -275,12 +264,11 @@ async def document_page(
 
 
 @router.get("/receipts/{index}")
-async def receipt_page(index: int, request: Request, st: State, ident: MaybeIdent) -> Response:
+async def receipt_page(index: int, request: Request, st: State, who: Auditor) -> Response:
     """Proves the caller's own entry against the latest checkpoint and verifies the receipt
     with the log's public key (the same check anyone can run offline)."""
     from sovra.server.api import own_event
 
-    who = signed_in(request, ident)
     event = None if index < 0 else await run_in_threadpool(own_event, st, who, index)
     if event is None:
         return page(request, "not_found.html", who, status=404)
@@ -307,18 +295,14 @@ async def receipt_page(index: int, request: Request, st: State, ident: MaybeIden
 
 
 @router.get("/sources")
-async def sources_page(request: Request, st: State, ident: MaybeIdent) -> Response:
-    who = signed_in(request, ident)
+async def sources_page(request: Request, st: State, who: Searcher) -> Response:
     return page(request, "sources.html", who, sources=source_rows(st, who))
 
 
 @router.get("/admin/audit")
 async def audit_page(
-    request: Request, st: State, ident: MaybeIdent, verify: bool = False
+    request: Request, st: State, who: AuditAdmin, verify: bool = False
 ) -> Response:
-    who = signed_in(request, ident)
-    if not who.principal.is_admin:
-        return page(request, "forbidden.html", who, status=403)
     audit = st.ws.audit
 
     def read() -> tuple[list[dict[str, Any]], Any]:
@@ -331,10 +315,7 @@ async def audit_page(
 
 
 @router.get("/admin/users")
-async def users_page(request: Request, st: State, ident: MaybeIdent) -> Response:
-    who = signed_in(request, ident)
-    if not who.principal.is_admin:
-        return page(request, "forbidden.html", who, status=403)
+async def users_page(request: Request, st: State, who: Admin) -> Response:
     directory = st.ws.directory
     return page(
         request,
@@ -347,15 +328,15 @@ async def users_page(request: Request, st: State, ident: MaybeIdent) -> Response
 
 
 @router.get("/admin/policies")
-async def policies_page(request: Request, st: State, ident: MaybeIdent) -> Response:
-    return await _policies(request, st, ident, None, None)
+async def policies_page(request: Request, st: State, who: Admin) -> Response:
+    return await _policies(request, st, who, None, None)
 
 
 @router.post("/admin/policies")
 async def policies_check(
     request: Request,
     st: State,
-    ident: MaybeIdent,
+    who: Admin,
     user: Annotated[str, Form(max_length=200)],
     action: Annotated[str, Form(max_length=40)],
     resource: Annotated[str, Form(max_length=1000)] = "workspace",
@@ -377,20 +358,17 @@ async def policies_check(
         body = PolicyCheckRequest.model_validate({**form, "groups": group_list or None})
     except ValidationError as exc:
         fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")}))
-        return await _policies(request, st, ident, form, {"error": f"check the fields: {fields}"})
-    return await _policies(request, st, ident, form, body)
+        return await _policies(request, st, who, form, {"error": f"check the fields: {fields}"})
+    return await _policies(request, st, who, form, body)
 
 
 async def _policies(
     request: Request,
     st: State,
-    ident: Identity | None,
+    who: Identity,
     form: dict[str, Any] | None,
     body: PolicyCheckRequest | dict[str, str] | None,
 ) -> Response:
-    who = signed_in(request, ident)
-    if not who.principal.is_admin:
-        return page(request, "forbidden.html", who, status=403)
     config = st.ws.config
     error = ""
     result = None
