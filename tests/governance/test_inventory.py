@@ -98,7 +98,10 @@ def test_set_fields_are_stored_owner_only_audited_and_close_gaps(ws: Workspace) 
     assert json.loads(path.read_text())["systems"]["workflow:triage"]["owners"] == ["erin", "root"]
     event = list(ws.audit.events(start=size))[-1].view
     assert event["action"] == "inventory.set"
-    assert event["details"] == {"system": "workflow:triage", "fields": ["owners", "purpose", "risk_class"]}
+    assert event["details"] == {
+        "system": "workflow:triage",
+        "fields": ["owners", "purpose", "risk_class"],
+    }
     with pytest.raises(InventoryError, match="not an AI Act category"):
         set_fields(ws, "workflow:triage", {"risk_class": "spicy"})
     with pytest.raises(UnknownSystem, match="known: "):
@@ -137,7 +140,16 @@ def test_cli_list_show_set(ws: Workspace) -> None:
     assert "endpoint:eu-cloud" in ids and "model:mystery" in ids
     set_ = runner.invoke(
         app,
-        ["--config", str(cfg), "inventory", "set", "endpoint:eu-cloud", "--owner", "root", "--json"],
+        [
+            "--config",
+            str(cfg),
+            "inventory",
+            "set",
+            "endpoint:eu-cloud",
+            "--owner",
+            "root",
+            "--json",
+        ],
     )
     assert set_.exit_code == 0, set_.output
     assert json.loads(set_.stdout)["owners"] == ["root"]

@@ -64,7 +64,9 @@ def test_figures_equal_what_the_log_holds(ws: Workspace) -> None:
         assert [e.index for e in logged if e.view["action"] == action] == fig["leaves"]
     # Each figure's leaves are entries that really are what it counts.
     views = {e.index: e.view for e in logged}
-    assert all(views[i]["action"] == "flow.approval.vote" for i in f["oversight.approved"]["leaves"])
+    assert all(
+        views[i]["action"] == "flow.approval.vote" for i in f["oversight.approved"]["leaves"]
+    )
     assert [views[i]["outcome"] for i in f["oversight.rejected"]["leaves"]] == ["rejected"]
 
 
@@ -93,7 +95,9 @@ def test_a_tampered_log_makes_the_report_say_verification_failed(tmp_path: Path)
     ws.audit.close()
     db = sqlite3.connect(tmp_path / "site" / "data" / "audit" / "log.sqlite")
     data = db.execute("SELECT data FROM entries WHERE idx = 4").fetchone()[0]
-    db.execute("UPDATE entries SET data = ? WHERE idx = 4", (data.replace(b"local-llm", b"eu-cloud!"),))
+    db.execute(
+        "UPDATE entries SET data = ? WHERE idx = 4", (data.replace(b"local-llm", b"eu-cloud!"),)
+    )
     db.commit()
     db.close()
     ws._audit = None
@@ -124,7 +128,9 @@ def test_pdf_renders_and_its_text_holds_the_figures(
     (tmp_path / "report.pdf").write_bytes(pdf)
     reader = PdfReader(tmp_path / "report.pdf")
     record_property("pages", len(reader.pages))
-    print(f"report: build {built - started:.2f} s, pdf {done - built:.2f} s, {len(reader.pages)} pages")
+    print(
+        f"report: build {built - started:.2f} s, pdf {done - built:.2f} s, {len(reader.pages)} pages"
+    )
     text = " ".join(page.extract_text() for page in reader.pages)
     flat = " ".join(text.split())
     assert "Audit log verified" in flat
@@ -209,7 +215,9 @@ def test_the_cli_exits_1_when_the_log_fails_verification(tmp_path: Path) -> None
     db.commit()
     db.close()
     out = tmp_path / "r.pdf"
-    result = _cli(tmp_path / "site" / "sovra.toml", "report", "compliance", "--format", "pdf", "-o", str(out))
+    result = _cli(
+        tmp_path / "site" / "sovra.toml", "report", "compliance", "--format", "pdf", "-o", str(out)
+    )
     assert result.exit_code == 1
     text = " ".join(p.extract_text() for p in PdfReader(out).pages)
     assert "verification FAILED" in " ".join(text.split())

@@ -81,8 +81,15 @@ def _ref(cid: str) -> ResourceRef:
 def known_events() -> list[AuditEvent]:
     t = [T0 + timedelta(minutes=i) for i in range(40)]
 
-    def send(i: int, endpoint: str, chunks: list[str], *, allow: bool = True, pii: bool = False,
-             policies: tuple[str, ...] = ("send-within-policy",)) -> AuditEvent:
+    def send(
+        i: int,
+        endpoint: str,
+        chunks: list[str],
+        *,
+        allow: bool = True,
+        pii: bool = False,
+        policies: tuple[str, ...] = ("send-within-policy",),
+    ) -> AuditEvent:
         return AuditEvent(
             actor="user:alice",
             time=t[i],
@@ -93,7 +100,11 @@ def known_events() -> list[AuditEvent]:
             endpoint=endpoint if allow else None,
             jurisdiction={"eu-cloud": "eu-fr", "local-llm": "local"}[endpoint] if allow else None,
             outcome="routed" if allow else "refused",
-            details={"policy_version": "sha256:aaaa", "contains_pii": pii, "classification": "internal"},
+            details={
+                "policy_version": "sha256:aaaa",
+                "contains_pii": pii,
+                "classification": "internal",
+            },
         )
 
     def ask(i: int, endpoint: str, chunks: list[str], tokens: int) -> AuditEvent:
@@ -115,8 +126,15 @@ def known_events() -> list[AuditEvent]:
             personal={"question": "what is the notice period?"},
         )
 
-    def flow(i: int, action: str, outcome: str, run: str, *, decision: str = "allow",
-             actor: str = "user:erin") -> AuditEvent:
+    def flow(
+        i: int,
+        action: str,
+        outcome: str,
+        run: str,
+        *,
+        decision: str = "allow",
+        actor: str = "user:erin",
+    ) -> AuditEvent:
         return AuditEvent(
             actor=actor,
             time=t[i],

@@ -97,13 +97,17 @@ def set_command(
     purpose: Annotated[str | None, typer.Option(help="Intended purpose, in plain words.")] = None,
     risk_class: Annotated[
         str | None,
-        typer.Option("--risk-class", help="AI Act risk class: unacceptable, high, limited, minimal."),
+        typer.Option(
+            "--risk-class", help="AI Act risk class: unacceptable, high, limited, minimal."
+        ),
     ] = None,
     owner: Annotated[
         list[str] | None, typer.Option("--owner", help="An owner (repeat for several).")
     ] = None,
     origin: Annotated[str | None, typer.Option(help="Where the model comes from.")] = None,
-    licence: Annotated[str | None, typer.Option(help="Licence, when the registry lacks it.")] = None,
+    licence: Annotated[
+        str | None, typer.Option(help="Licence, when the registry lacks it.")
+    ] = None,
     notes: Annotated[str | None, typer.Option(help="Free notes for the register.")] = None,
     eval_suite: Annotated[
         list[str] | None,

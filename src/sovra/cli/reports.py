@@ -88,7 +88,7 @@ def report_compliance_command(
     """The compliance report (GDPR Art. 30/17, AI Act Art. 12-15, inventory), every figure backed
     by audit entries; `--format json` is the evidence bundle `sovra audit verify-report` checks.
     Exit 1 when the audit log fails verification (the report then says so, with no figures)."""
-    from sovra.governance.report import bundle_json, build_report, render_html, render_pdf
+    from sovra.governance.report import build_report, bundle_json, render_html, render_pdf
     from sovra.workspace import Workspace
 
     if format not in FORMATS:

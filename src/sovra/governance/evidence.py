@@ -132,7 +132,10 @@ def _measure(measure: str, records: Sequence[tuple[int, Record]]) -> tuple[float
     if measure.startswith("resources_of:"):
         prefix = measure.removeprefix("resources_of:") + ":"
         total = sum(
-            1 for _, r in records for res in _resources(r) if str(res.get("id", "")).startswith(prefix)
+            1
+            for _, r in records
+            for res in _resources(r)
+            if str(res.get("id", "")).startswith(prefix)
         )
         return total, leaves
     if measure.startswith("sum:"):
@@ -268,7 +271,9 @@ def _prove(item: object, size: int, root: bytes, check: BundleCheck) -> ProvenEn
     return ProvenEntry(index, record)
 
 
-def verify_bundle(bundle: object, public_keys: Sequence[str] | Sequence[NoteVerifier]) -> BundleCheck:
+def verify_bundle(
+    bundle: object, public_keys: Sequence[str] | Sequence[NoteVerifier]
+) -> BundleCheck:
     """Check a report's evidence offline: the checkpoint's signature by a trusted key, every
     entry's inclusion proof, that the entries cover the whole period, and that every figure's
     value and backing leaves are what its definition gives on the proven entries."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from sovra.audit import AuditEvent
 from sovra.config import Config
@@ -379,12 +379,13 @@ def set_fields(
     merged = before.model_copy(update={**changes, "updated_at": now})
     current[system_id] = OperatorFields.model_validate(merged.model_dump())
     store.write(current)
+    fields: list[JsonValue] = [*sorted(changes)]
     ws.audit.append(
         AuditEvent(
             actor=actor,
             action="inventory.set",
             resources=(),
-            details={"system": system_id, "fields": sorted(changes)},
+            details={"system": system_id, "fields": fields},
         )
     )
     return find_system(build_inventory(ws), system_id)

@@ -110,7 +110,7 @@ def _chunk_bytes(ws: Workspace, chunk_ids: Iterable[str]) -> dict[str, int]:
             for chunk in index.chunks_of(doc):
                 if chunk.id in wanted:
                     sizes[chunk.id] = len(chunk.text.encode("utf-8"))
-    except Exception:  # noqa: BLE001 - no index (or no model to open it): bytes stay unknown
+    except Exception:
         return {}
     return sizes
 
@@ -251,7 +251,7 @@ def _runs(ws: Workspace, runs: Sequence[Any] | None) -> list[Any] | None:
         _RUNS_CACHE.clear()
         try:
             _RUNS_CACHE[key] = tracked_runs(ws.config)
-        except Exception:  # noqa: BLE001 - a broken tracking store must not stop the report
+        except Exception:
             _RUNS_CACHE[key] = None
     return _RUNS_CACHE[key]
 
@@ -346,7 +346,15 @@ def _processing(ws: Workspace, figs: _Figures) -> dict[str, Any]:
         for src in sorted(extractive)
     ]
     tokens = []
-    for ep in sorted({e for _, e in sent} | {str(r.get("endpoint")) for _, r in figs.records if r.get("action") == "ask" and (r.get("details") or {}).get("generation") == "generative"}):
+    for ep in sorted(
+        {e for _, e in sent}
+        | {
+            str(r.get("endpoint"))
+            for _, r in figs.records
+            if r.get("action") == "ask"
+            and (r.get("details") or {}).get("generation") == "generative"
+        }
+    ):
         select = {"action": "ask", "endpoint": ep, "generation": "generative"}
         tokens.append(
             {
@@ -356,27 +364,34 @@ def _processing(ws: Workspace, figs: _Figures) -> dict[str, Any]:
                     f"tokens.{ep}.in", f"Tokens sent to {ep}", select, "sum:details.tokens_in"
                 ),
                 "tokens_out": figs.add(
-                    f"tokens.{ep}.out", f"Tokens received from {ep}", select, "sum:details.tokens_out"
+                    f"tokens.{ep}.out",
+                    f"Tokens received from {ep}",
+                    select,
+                    "sum:details.tokens_out",
                 ),
             }
         )
     records = []
-    for src in config.sources:
-        rule_labels = sorted({r.classification for r in src.rules if r.classification})
+    for source in config.sources:
+        rule_labels = sorted({r.classification for r in source.rules if r.classification})
         categories = sorted(
-            {cat for pattern, cat in config.routing.categories.items() if pattern.startswith(f"{src.name}:") or pattern == src.name}
+            {
+                cat
+                for pattern, cat in config.routing.categories.items()
+                if pattern.startswith(f"{source.name}:") or pattern == source.name
+            }
         )
         records.append(
             {
-                "source": src.name,
-                "kind": src.kind,
-                "classification": src.classification,
+                "source": source.name,
+                "kind": source.kind,
+                "classification": source.classification,
                 "rule_classifications": rule_labels,
-                "residency": src.residency,
-                "access": list(src.access),
+                "residency": source.residency,
+                "access": list(source.access),
                 "categories": categories,
-                "endpoints": [e for e in edges if e["source"] == src.name],
-                "extractive": next((x for x in local if x["source"] == src.name), None),
+                "endpoints": [e for e in edges if e["source"] == source.name],
+                "extractive": next((x for x in local if x["source"] == source.name), None),
             }
         )
     return {
@@ -480,14 +495,18 @@ def _oversight(figs: _Figures) -> dict[str, Any]:
     }
 
 
-def _logging(figs: _Figures, log: Mapping[str, Any], verification: Mapping[str, Any]) -> dict[str, Any]:
+def _logging(
+    figs: _Figures, log: Mapping[str, Any], verification: Mapping[str, Any]
+) -> dict[str, Any]:
     actions = sorted({str(r.get("action")) for _, r in figs.records})
     return {
         "entries": figs.add("logging.entries", "Audit entries in the period", {}),
         "by_action": [
             {
                 "action": a,
-                "figure": figs.add(f"logging.action.{a}", f"Entries with action {a}", {"action": a}),
+                "figure": figs.add(
+                    f"logging.action.{a}", f"Entries with action {a}", {"action": a}
+                ),
             }
             for a in actions
         ],
@@ -503,7 +522,11 @@ def _accuracy(runs: Sequence[Any] | None) -> dict[str, Any]:
         return {"available": False, "latest": [], "trend": {}}
     trend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        started = run.started_at.isoformat() if hasattr(run.started_at, "isoformat") else str(run.started_at)
+        started = (
+            run.started_at.isoformat()
+            if hasattr(run.started_at, "isoformat")
+            else str(run.started_at)
+        )
         trend[str(run.suite)].append(
             {
                 "run_id": str(run.run_id),
@@ -578,7 +601,7 @@ def _svg(fig: Any, label: str) -> Markup:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = _SVG_STYLE.sub("", _SVG_HEAD.sub("", buf.getvalue(), count=1))
     text = text.replace("<svg ", f'<svg role="img" aria-label="{Markup.escape(label)}" ', 1)
-    return Markup(text)  # noqa: S704 - matplotlib's own output, labels escaped by matplotlib
+    return Markup(text)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -621,7 +644,13 @@ def _charts(bundle: Mapping[str, Any]) -> dict[str, Markup]:
 
 def _dataflow_chart(flow: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
     edges = [
-        (e["source"], f"{e['endpoint']}\n{e['jurisdiction'] or '?'} · {e['hosting'] or '?'}", values[e["sends"]], values[e["chunks"]], e.get("bytes"))
+        (
+            e["source"],
+            f"{e['endpoint']}\n{e['jurisdiction'] or '?'} · {e['hosting'] or '?'}",
+            values[e["sends"]],
+            values[e["chunks"]],
+            e.get("bytes"),
+        )
         for e in flow.get("edges", [])
     ]
     edges += [
@@ -638,13 +667,17 @@ def _dataflow_chart(flow: Mapping[str, Any], values: Mapping[str, Any]) -> Any:
     yt = {t: 1 - (i + 0.5) / len(targets) for i, t in enumerate(targets)}
     top = max(e[2] for e in edges) or 1
     for src, tgt, sends, chunks, size in edges:
-        ax.plot([0.22, 0.72], [ys[src], yt[tgt]], color="#2b6cb0", alpha=0.6, lw=1 + 5 * sends / top)
+        ax.plot(
+            [0.22, 0.72], [ys[src], yt[tgt]], color="#2b6cb0", alpha=0.6, lw=1 + 5 * sends / top
+        )
         label = f"{sends:,} sends" if chunks is not None else f"{sends:,} answers"
         if chunks is not None:
             label += f" · {chunks:,} passages"
         if size:
             label += f" · {size / 1024:,.1f} KiB"
-        ax.text(0.47, (ys[src] + yt[tgt]) / 2 + 0.02, label, ha="center", fontsize=7, color="#1a365d")
+        ax.text(
+            0.47, (ys[src] + yt[tgt]) / 2 + 0.02, label, ha="center", fontsize=7, color="#1a365d"
+        )
     for s, y in ys.items():
         ax.text(0.2, y, s, ha="right", va="center", fontsize=9, weight="bold")
     for t, y in yt.items():
@@ -715,7 +748,7 @@ def render_html(bundle: Mapping[str, Any], *, standalone: bool = True, link_base
     body = env.get_template("_sections.html").render(**_context(bundle), link_base=link_base)
     if not standalone:
         return body
-    return env.get_template("report.html").render(b=bundle, body=Markup(body))  # noqa: S704
+    return env.get_template("report.html").render(b=bundle, body=Markup(body))
 
 
 def _no_fetch(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
