@@ -210,13 +210,14 @@ def build_report(
         stored.append((ev.index, parsed if isinstance(parsed, dict) else {}, ev.entry))
     period = [(i, r) for i, r, _ in stored if in_period(r, since_t, until_t)]
     figs = _Figures(period)
-    inventory = [s.to_dict() for s in build_inventory(ws, runs=_runs(ws, runs))]
+    runs = _runs(ws, runs)
+    inventory = [s.to_dict() for s in build_inventory(ws, runs=runs or [])]
     sections = {
         **_processing(ws, figs),
         "policies": _policies(ws, figs),
         "oversight": _oversight(figs),
         "logging": _logging(figs, bundle["log"], bundle["verification"]),
-        "accuracy": _accuracy(_runs(ws, runs)),
+        "accuracy": _accuracy(runs),
         "erasures": _erasures(log, figs),
         "inventory": {"systems": inventory, "gaps": sum(len(s["gaps"]) for s in inventory)},
     }
@@ -240,20 +241,13 @@ def build_report(
     return bundle
 
 
-_RUNS_CACHE: dict[int, list[Any] | None] = {}
-
-
 def _runs(ws: Workspace, runs: Sequence[Any] | None) -> list[Any] | None:
     if runs is not None:
         return list(runs)
-    key = id(ws)
-    if key not in _RUNS_CACHE:
-        _RUNS_CACHE.clear()
-        try:
-            _RUNS_CACHE[key] = tracked_runs(ws.config)
-        except Exception:
-            _RUNS_CACHE[key] = None
-    return _RUNS_CACHE[key]
+    try:
+        return tracked_runs(ws.config)
+    except Exception:  # noqa: BLE001 - a broken tracking store must not stop the report
+        return None
 
 
 def _evidence(
