@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from sovra.policy.pii import PiiDetector
     from sovra.policy.redact import Pseudonyms
     from sovra.policy.router import Router
+    from sovra.policy.usage import UsageLedger
+    from sovra.search.query_log import QueryVectorLog
 
 from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
 from sovra.answer.feedback import Feedback, FeedbackStore
@@ -179,6 +181,8 @@ class Workspace:
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None
         self._feedback: FeedbackStore | None = None
+        self._usage: UsageLedger | None = None
+        self._queries: QueryVectorLog | None = None
         self._generators: dict[str, Generator] = {}
 
     @classmethod
@@ -223,6 +227,39 @@ class Workspace:
         if self._feedback is None:
             self._feedback = FeedbackStore.in_home(self.home)
         return self._feedback
+
+    @property
+    def usage_ledger(self) -> UsageLedger:
+        if self._usage is None:
+            from sovra.policy.usage import UsageLedger
+
+            self._usage = UsageLedger.in_home(self.home)
+        return self._usage
+
+    @property
+    def query_log(self) -> QueryVectorLog:
+        """Query embeddings (no text, no user) for drift monitoring (`sovra monitor`)."""
+        if self._queries is None:
+            from sovra.search.query_log import QueryVectorLog
+
+            g = self.config.govern
+            self._queries = QueryVectorLog.in_home(
+                self.home, retention_days=g.reference_days + g.current_days
+            )
+        return self._queries
+
+    def _log_query_vector(self, operation: str, text: str) -> None:
+        """Keep the question's embedding for drift monitoring; a failure here never fails the
+        question it belongs to (the monitor reports a short window instead)."""
+        if not self.config.govern.log_query_vectors:
+            return
+        import sqlite3
+
+        try:
+            vector = self.embedder.embed([text])[0]
+            self.query_log.add(operation, self.embedder.name, vector)
+        except (OSError, sqlite3.Error):
+            return
 
     def record(
         self,
@@ -436,6 +473,7 @@ class Workspace:
             query, flt, k=options.k, mode=options.mode, language=options.language
         )
         self.record_search(principal, query, result, k=options.k)
+        self._log_query_vector("search", query)
         return result
 
     def record_search(
@@ -466,6 +504,7 @@ class Workspace:
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
+                self._log_query_vector("ask", question)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:
@@ -563,9 +602,7 @@ class Workspace:
         )
 
     def _record_usage(self, principal: Principal, answer: Answer) -> None:
-        from sovra.policy.usage import UsageLedger
-
-        UsageLedger.in_home(self.home).record(
+        self.usage_ledger.record(
             principal,
             self.config.endpoint(answer.endpoint),
             tokens_in=answer.tokens_in,
@@ -593,3 +630,9 @@ class Workspace:
         if self._feedback is not None:
             self._feedback.close()
             self._feedback = None
+        if self._usage is not None:
+            self._usage.close()
+            self._usage = None
+        if self._queries is not None:
+            self._queries.close()
+            self._queries = None
