@@ -221,3 +221,35 @@ def test_the_cli_exits_1_when_the_log_fails_verification(tmp_path: Path) -> None
     assert result.exit_code == 1
     text = " ".join(p.extract_text() for p in PdfReader(out).pages)
     assert "verification FAILED" in " ".join(text.split())
+
+
+def test_accuracy_comes_from_tracked_mlflow_runs(ws: Workspace) -> None:
+    from sovra.evals.tracking import record_run, tracking_uri
+
+    uri = tracking_uri(ws.config)
+    params = {"sovra_version": "test"}
+    record_run(uri, "retrieval", params=params, metrics={"handbook.hybrid.ndcg_at_10": 0.61})
+    time.sleep(0.01)  # distinct start times: MLflow orders by millisecond
+    latest = record_run(
+        uri, "retrieval", params=params, metrics={"handbook.hybrid.ndcg_at_10": 0.67}
+    )
+    bundle = build_report(ws, record=False)
+    acc = bundle["sections"]["accuracy"]
+    assert acc["available"] is True
+    assert [(r["suite"], r["run_id"]) for r in acc["latest"]] == [("retrieval", latest.run_id)]
+    assert acc["latest"][0]["metrics"] == {"handbook.hybrid.ndcg_at_10": 0.67}
+    assert [r["metrics"]["handbook.hybrid.ndcg_at_10"] for r in acc["trend"]["retrieval"]] == [
+        0.61,
+        0.67,
+    ]
+    ask = next(s for s in bundle["sections"]["inventory"]["systems"] if s["id"] == "assistant:ask")
+    assert [e["run_id"] for e in ask["evaluations"]] == [latest.run_id]
+    html = render_html(bundle)
+    assert 'aria-label="Evaluation metrics over runs"' in html
+    assert "handbook.hybrid.ndcg_at_10 = 0.670" in html
+
+
+def test_report_usage_is_a_command(ws: Workspace) -> None:
+    result = _cli(ws.config.base_dir / "sovra.toml", "report", "usage", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rows"] == []

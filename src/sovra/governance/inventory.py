@@ -12,7 +12,6 @@ change is an audit event. A field nobody set is listed as a gap, never filled in
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from sovra.audit import AuditEvent
 from sovra.config import Config
 from sovra.errors import Invalid, NotFound
+from sovra.evals.tracking import TrackedRun, list_runs, tracking_uri
 from sovra.flows.definition import ApproveStep, ClassifyStep, DefinitionError, load_all
 from sovra.models.registry import ModelRegistry, RegistryError
 from sovra.storage import atomic_write
@@ -155,15 +155,13 @@ class InventoryStore:
 # -- evaluation runs (tracked by sovra.evals.tracking) ---------------------------------------
 
 
-def tracked_runs(config: Config, limit: int = 200) -> list[Any] | None:
+def tracked_runs(config: Config, limit: int = 200) -> list[TrackedRun] | None:
     """Tracked evaluation runs, newest first; None when evaluation tracking is not installed
-    (the MLflow extra missing) — the report then says so instead of showing no results."""
+    (mlflow-skinny missing) — the report then says so instead of showing no results."""
     try:
-        tracking: Any = importlib.import_module("sovra.evals.tracking")
+        return list_runs(tracking_uri(config), limit=limit)
     except ImportError:
         return None
-    runs: list[Any] = list(tracking.list_runs(tracking.tracking_uri(config), limit=limit))
-    return runs
 
 
 def _started(run: Any) -> str:
