@@ -27,6 +27,11 @@ from sovra.cli.kit import JsonOpt, console, emit_json, fail, out, progress_bar, 
 from sovra.config import ConfigError
 from sovra.workspace import open_audit_log
 
+PublicKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--public-key", help="File with the log's verifier key(s), one per line."),
+]
+
 app = typer.Typer(
     help="The signed, tamper-evident audit log: verify, show, export, prove.",
     no_args_is_help=True,
@@ -295,10 +300,7 @@ def prove(
 def verify_receipt_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Receipt JSON file.")],
-    public_key: Annotated[
-        Path | None,
-        typer.Option("--public-key", help="File with the log's verifier key(s), one per line."),
-    ] = None,
+    public_key: PublicKeyOpt = None,
     origin: Annotated[str | None, typer.Option(help="Require this log origin.")] = None,
     json: JsonOpt = False,
 ) -> None:
@@ -346,10 +348,7 @@ def _trusted_keys(ctx: typer.Context, public_key: Path | None) -> list[NoteVerif
 def verify_report_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="The report's JSON evidence bundle.")],
-    public_key: Annotated[
-        Path | None,
-        typer.Option("--public-key", help="File with the log's verifier key(s), one per line."),
-    ] = None,
+    public_key: PublicKeyOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Check a compliance report offline: the checkpoint's signature, every entry's inclusion

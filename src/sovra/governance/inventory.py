@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,12 +85,7 @@ class Evaluation:
     metrics: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "suite": self.suite,
-            "run_id": self.run_id,
-            "started_at": self.started_at,
-            "metrics": self.metrics,
-        }
+        return asdict(self)
 
 
 @dataclass

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 TRACE_LEAVES = 12
 """Leaf indexes shown next to a figure; the rest are in the appendix and the JSON."""
+APPENDIX_ENTRIES = 1000
+"""Entries printed with their proofs in the HTML/PDF appendix; all of them are in the JSON."""
 OVERSIGHT = (
     ("runs_started", "Workflow runs started", {"action": "flow.run", "outcome": "started"}),
     ("approval_requests", "Approvals requested", {"action": "flow.approval.request"}),
@@ -246,7 +248,7 @@ def _runs(ws: Workspace, runs: Sequence[Any] | None) -> list[Any] | None:
         return list(runs)
     try:
         return tracked_runs(ws.config)
-    except Exception:  # noqa: BLE001 - a broken tracking store must not stop the report
+    except Exception:
         return None
 
 
@@ -717,7 +719,8 @@ def _context(bundle: Mapping[str, Any]) -> dict[str, Any]:
     figures = {f["id"]: f for f in bundle.get("figures", [])}
     entries = []
     evidence = bundle.get("evidence") or {}
-    for item in evidence.get("entries", []):
+    items = evidence.get("entries", [])
+    for item in items[:APPENDIX_ENTRIES]:
         try:
             import base64
 
@@ -731,6 +734,7 @@ def _context(bundle: Mapping[str, Any]) -> dict[str, Any]:
         "figures": figures,
         "charts": _charts(bundle) if bundle.get("verification", {}).get("ok") else {},
         "entries": entries,
+        "omitted": max(0, len(items) - APPENDIX_ENTRIES),
         "trace": TRACE_LEAVES,
     }
 
