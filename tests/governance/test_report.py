@@ -253,3 +253,15 @@ def test_report_usage_is_a_command(ws: Workspace) -> None:
     result = _cli(ws.config.base_dir / "sovra.toml", "report", "usage", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["rows"] == []
+
+
+def test_an_empty_period_between_entries_still_verifies(ws: Workspace) -> None:
+    from datetime import timedelta
+
+    # Between the kill switch (T0 + 33 min) and the erasure (now): no entries.
+    bundle = build_report(ws, T0 + timedelta(hours=1), T0 + timedelta(hours=2), runs=[])
+    ev = bundle["evidence"]
+    assert ev["entries"] == [] and ev["before"] is not None and ev["after"] is not None
+    assert figures(bundle)["logging.entries"]["value"] == 0
+    check = verify_bundle(bundle, ws.audit.public_keys())
+    assert check.ok, check.problems

@@ -225,7 +225,7 @@ def build_report(
     }
     bundle["sections"] = sections
     bundle["figures"] = [f.to_dict() for f in figs.items.values()]
-    bundle["evidence"] = _evidence(log, stored, period, size)
+    bundle["evidence"] = _evidence(log, stored, period, size, since_t)
     bundle["generation_seconds"] = round(time.perf_counter() - started, 3)
     if record:
         log.append(
@@ -257,12 +257,14 @@ def _evidence(
     stored: Sequence[tuple[int, dict[str, Any], bytes]],
     period: Sequence[tuple[int, Record]],
     size: int,
+    since: str,
 ) -> dict[str, Any]:
     """The entries from the period's first to its last, with proofs, and their neighbours."""
     if period:
         first, end = period[0][0], period[-1][0] + 1
     else:
-        first = end = size
+        # An empty period: an empty range where it would start, between its two neighbours.
+        first = end = next((i for i, r, _ in stored if str(r.get("time", "")) >= since), size)
     wanted = list(range(first, end))
     extra = ([first - 1] if first > 0 else []) + ([end] if end < size else [])
     receipts = {r.index: r for r in log.prove_many(wanted + extra, size)} if size else {}
