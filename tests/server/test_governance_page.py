@@ -90,3 +90,18 @@ def test_governance_page_in_chromium(browser: Browser, live_url: str) -> None:  
             expect(page.get_by_role("link", name="Governance")).to_have_count(0)
         assert not problems, problems
         page.context.close()
+
+
+def test_monitor_alerts_show_as_a_banner(
+    app_client: TestClient,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sovra.server import governance
+
+    monkeypatch.setattr(governance, "monitor_alerts", lambda st: ["query drift: PSI 0.41 > 0.25"])
+    sign_in(app_client, "root")
+    page = app_client.get("/governance").text
+    assert (
+        '<p class="alert" role="alert">Monitoring alert: query drift: PSI 0.41 &gt; 0.25</p>'
+        in page
+    )
