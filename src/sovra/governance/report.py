@@ -32,6 +32,7 @@ from markupsafe import Markup
 
 from sovra import __version__
 from sovra.audit import AuditEvent
+from sovra.errors import SovraError
 from sovra.governance.evidence import (
     FORMAT,
     Figure,
@@ -212,14 +213,14 @@ def build_report(
         stored.append((ev.index, parsed if isinstance(parsed, dict) else {}, ev.entry))
     period = [(i, r) for i, r, _ in stored if in_period(r, since_t, until_t)]
     figs = _Figures(period)
-    runs = _runs(ws, runs)
+    runs, runs_problem = _runs(ws, runs)
     inventory = [s.to_dict() for s in build_inventory(ws, runs=runs or [])]
     sections = {
         **_processing(ws, figs),
         "policies": _policies(ws, figs),
         "oversight": _oversight(figs),
         "logging": _logging(figs, bundle["log"], bundle["verification"]),
-        "accuracy": _accuracy(runs),
+        "accuracy": {**_accuracy(runs), "problem": runs_problem},
         "erasures": _erasures(log, figs),
         "inventory": {"systems": inventory, "gaps": sum(len(s["gaps"]) for s in inventory)},
     }
@@ -243,13 +244,14 @@ def build_report(
     return bundle
 
 
-def _runs(ws: Workspace, runs: Sequence[Any] | None) -> list[Any] | None:
+def _runs(ws: Workspace, runs: Sequence[Any] | None) -> tuple[list[Any] | None, str]:
+    """The tracked runs (None: tracking not installed) and why they could not be read."""
     if runs is not None:
-        return list(runs)
+        return list(runs), ""
     try:
-        return tracked_runs(ws.config)
-    except Exception:
-        return None
+        return tracked_runs(ws.config), ""
+    except SovraError as exc:  # a broken tracking store must not stop the report
+        return [], exc.message
 
 
 def _evidence(
