@@ -22,6 +22,7 @@ from sovra.cli import (
     evals,
     flows,
     models,
+    monitor,
     policy,
     questions,
     reports,
@@ -60,6 +61,7 @@ app.command("mcp")(serve.mcp_command)
 directory.user_app.command("set-password")(serve.set_password_command)
 app.add_typer(serve.apikey_app, name="apikey")
 app.add_typer(flows.flow_app, name="flow")
+app.add_typer(monitor.monitor_app, name="monitor")
 
 
 @app.callback()
