@@ -138,7 +138,7 @@ def test_query_vector_log_keeps_no_text_and_prunes_old_rows(tmp_path: Path) -> N
 
 
 def test_alert_webhook_must_be_an_allowed_host(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="govern.alert_webhook"):
+    with pytest.raises(ConfigError, match=r"govern\.alert_webhook"):
         parse_config({"govern": {"alert_webhook": "https://hooks.example.eu/x"}}, tmp_path)
     cfg = parse_config(
         {
