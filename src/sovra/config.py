@@ -331,8 +331,8 @@ class GovernConfig(_Strict):
     max_citation_failure_rate: float = Field(default=0.05, ge=0, le=1)
     max_refusal_rate: float = Field(default=0.2, ge=0, le=1)
     max_negative_feedback_rate: float = Field(default=0.3, ge=0, le=1)
-    max_latency_p95_ms: float = Field(default=20000.0, gt=0)
-    """Per endpoint, from the usage ledger."""
+    max_latency_ms_avg: float = Field(default=20000.0, gt=0)
+    """Mean latency per endpoint over the current window, from the usage ledger."""
     max_cost_per_day: float | None = Field(default=None, ge=0)
     """Per endpoint, in the unit of `cost_per_1k_tokens`; empty = no cost alert."""
     max_approval_hours_p95: float = Field(default=24.0, gt=0)

@@ -52,6 +52,13 @@ from sovra.models.embedding import SentenceTransformerEmbedder
 from sovra.search import FusionSettings, Searcher, SearchResult
 
 
+@dataclass(frozen=True)
+class _Hit:
+    """A chunk in the shape `_log_decision` reads (a search hit's `.chunk`)."""
+
+    chunk: Chunk
+
+
 def directory_for(config: Config) -> Directory:
     config.home.mkdir(parents=True, exist_ok=True)
     return Directory.in_home(config.home)
@@ -464,16 +471,23 @@ class Workspace:
         return flt
 
     def search(
-        self, principal: Principal, query: str, options: QueryOptions | None = None
+        self,
+        principal: Principal,
+        query: str,
+        options: QueryOptions | None = None,
+        *,
+        monitored: bool = True,
     ) -> SearchResult:
-        """The chunks `principal` may read that match `query`, logged with a receipt."""
+        """The chunks `principal` may read that match `query`, logged with a receipt.
+        `monitored=False` (evaluation runs) keeps the query out of the drift monitor's log."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
         result = self.searcher().search(
             query, flt, k=options.k, mode=options.mode, language=options.language
         )
         self.record_search(principal, query, result, k=options.k)
-        self._log_query_vector("search", query)
+        if monitored:
+            self._log_query_vector("search", query)
         return result
 
     def record_search(
@@ -489,7 +503,12 @@ class Workspace:
         )
 
     def ask(
-        self, principal: Principal, question: str, options: QueryOptions | None = None
+        self,
+        principal: Principal,
+        question: str,
+        options: QueryOptions | None = None,
+        *,
+        monitored: bool = True,
     ) -> Iterator[AnswerEvent]:
         """Stream an answer for `principal` (text deltas, then the final Answer with its
         receipt), from the documents it may read narrowed by the options."""
@@ -504,7 +523,8 @@ class Workspace:
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
-                self._log_query_vector("ask", question)
+                if monitored:
+                    self._log_query_vector("ask", question)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:
@@ -531,6 +551,39 @@ class Workspace:
             first.classification,
             chunks,
         )
+
+    def sample_passages(
+        self, principal: Principal, source: str, n: int, *, seed: int = 0
+    ) -> list[Chunk]:
+        """Up to `n` chunks of `source` that `principal` may read, sampled one per document
+        (seeded) for evaluation test sets; the sample is audited like a read."""
+        import random
+
+        self.config.source(source)  # unknown source → clear error
+        flt = self.filter_for(principal, [source])
+        prefix = source + ":"
+        ids = sorted(d for d in self.index.document_ids() if d.startswith(prefix))
+        random.Random(seed).shuffle(ids)
+        picked: list[Chunk] = []
+        for document_id in ids:
+            readable = [c for c in self.index.chunks_of(document_id) if flt.admits(c)]
+            if readable:
+                picked.append(random.Random(f"{seed}:{document_id}").choice(readable))
+            if len(picked) >= n:
+                break
+        self.record(
+            principal.id,
+            "testset.sample",
+            picked,
+            details={"source": source, "requested": n, "sampled": len(picked)},
+        )
+        return picked
+
+    def route(self, principal: Principal, chunks: Sequence[Chunk], endpoint: str) -> Any:
+        """The router's decision (logged) on sending `chunks` to `endpoint` for `principal`."""
+        decision = self.router().decide(principal, chunks, requested=endpoint)
+        self._log_decision(principal, decision, [_Hit(c) for c in chunks])
+        return decision
 
     def own_event(self, principal: Principal, index: int) -> dict[str, Any] | None:
         """The audit entry at `index` if `principal` may see it (its actor, or an admin)."""

@@ -23,6 +23,7 @@ from sovra.cli import (
     flows,
     inventory,
     models,
+    monitor,
     policy,
     questions,
     reports,
@@ -62,6 +63,7 @@ directory.user_app.command("set-password")(serve.set_password_command)
 app.add_typer(serve.apikey_app, name="apikey")
 app.add_typer(flows.flow_app, name="flow")
 app.add_typer(inventory.inventory_app, name="inventory")
+app.add_typer(monitor.monitor_app, name="monitor")
 
 
 @app.callback()

@@ -70,9 +70,7 @@ class QueryVectorLog:
                 cutoff = when - timedelta(days=self.retention_days)
                 db.execute("DELETE FROM query_vector WHERE time < ?", (_time(cutoff),))
 
-    def vectors(
-        self, since: datetime, until: datetime, *, model: str | None = None
-    ) -> np.ndarray:
+    def vectors(self, since: datetime, until: datetime, *, model: str | None = None) -> np.ndarray:
         """The vectors logged in [since, until) (of one model, if named), as an (n, d) array;
         rows of another dimension than the first are left out (the model was changed)."""
         sql = "SELECT vector FROM query_vector WHERE time >= ? AND time < ?"
