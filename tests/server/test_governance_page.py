@@ -92,16 +92,26 @@ def test_governance_page_in_chromium(browser: Browser, live_url: str) -> None:  
         page.context.close()
 
 
-def test_monitor_alerts_show_as_a_banner(
-    app_client: TestClient,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from sovra.server import governance
+def test_monitor_alerts_show_as_a_banner(app_client: TestClient, workspace: Workspace) -> None:  # noqa: F811
+    from datetime import UTC, datetime
 
-    monkeypatch.setattr(governance, "monitor_alerts", lambda st: ["query drift: PSI 0.41 > 0.25"])
-    sign_in(app_client, "root")
-    page = app_client.get("/governance").text
-    assert (
-        '<p class="alert" role="alert">Monitoring alert: query drift: PSI 0.41 &gt; 0.25</p>'
-        in page
+    from sovra.governance.monitor import STATE_FILE, Alert, MonitorState, Window
+
+    now = datetime.now(UTC)
+    state = MonitorState(
+        checked_at=now,
+        reference=Window(now, now),
+        current=Window(now, now),
+        alerts=[Alert("drift.psi", 0.41, 0.25, "current", "query drift: PSI 0.41 > 0.25")],
     )
+    path = workspace.home / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state.to_dict()), encoding="utf-8")
+    try:
+        sign_in(app_client, "root")
+        page = app_client.get("/governance").text
+    finally:
+        path.unlink()
+    banner = '<p class="alert" role="alert">Monitoring alert: query drift: PSI 0.41 &gt; 0.25</p>'
+    assert banner in page
+    assert "Monitoring alert" not in app_client.get("/governance").text

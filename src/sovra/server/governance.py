@@ -1,7 +1,7 @@
 """The governance page: the compliance report's sections and downloads, for admins and auditors.
 
 `/governance` shows the same sections as `sovra report compliance` (rendered from the same
-evidence bundle), with any monitoring alerts as a banner; `/governance/report.{html,pdf,json}`
+evidence bundle), with the alerts of the last `sovra monitor check` as a banner; `/governance/report.{html,pdf,json}`
 downloads the report for a period. Administrators and members of the `auditors` group only;
 everyone else gets the 403 page (downloads: 403 JSON). The report is computed in a worker
 thread: it verifies the whole audit log first.
@@ -9,15 +9,15 @@ thread: it verifies the whole audit log first.
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from markupsafe import Markup
 
+from sovra.governance.monitor import latest_state
 from sovra.governance.report import build_report, bundle_json, render_html, render_pdf
 from sovra.server.auth import Identity, forbidden
 from sovra.server.deps import AppState, app_state, optional_identity
@@ -42,19 +42,12 @@ def _bounds(since: date | None, until: date | None) -> tuple[datetime | None, da
 
 
 def monitor_alerts(st: AppState) -> list[str]:
-    """Current monitoring alerts as lines, when the monitor is installed; else none."""
+    """The alerts of the last recorded `sovra monitor check`, as lines for the banner."""
     try:
-        monitor: Any = importlib.import_module("sovra.governance.monitor")
-    except ImportError:
-        return []
-    show = getattr(monitor, "current_state", None)
-    if show is None:
-        return []
-    try:
-        state = show(st.ws)
-    except Exception:
-        return ["the monitoring state could not be read; run `sovra monitor check`"]
-    return [str(getattr(a, "message", a)) for a in getattr(state, "alerts", ()) or ()]
+        state = latest_state(st.ws)
+    except (OSError, ValueError, KeyError, TypeError):
+        return ["the monitoring state could not be read; run `sovra monitor check` again"]
+    return [] if state is None else [a.message for a in state.alerts]
 
 
 @router.get("/governance")
