@@ -78,6 +78,10 @@ def test_every_model_and_endpoint_is_listed_with_its_gaps(ws: Workspace) -> None
     triage = systems["workflow:triage"]
     for field in ("purpose", "risk_class", "owners", "evaluation"):
         assert any(g.startswith(field) for g in triage.gaps), (field, triage.gaps)
+    assert (
+        "risk_class: not set (sovra inventory set workflow:triage --risk-class ...)" in triage.gaps
+    )
+    assert "owners: not set (sovra inventory set workflow:triage --owner ...)" in triage.gaps
     assert any("approval step 'approval'" in m and "it-support" in m for m in triage.oversight)
     # Nothing invented: unset operator fields stay empty.
     d = triage.to_dict()

@@ -324,7 +324,7 @@ def gaps_of(system: AISystem) -> list[str]:
                 gaps.append("evaluation: no tracked evaluation run (run `sovra eval run`)")
         elif name == "licence":
             if not (system.facts.get("licence") or op.licence):
-                gaps.append("licence: unknown (set --licence)")
+                gaps.append(f"licence: unknown (sovra inventory set {system.id} --licence ...)")
         elif name == "legal_basis":
             if system.facts.get("hosting") != "on_prem" and not system.facts.get("legal_basis"):
                 gaps.append(
@@ -332,8 +332,8 @@ def gaps_of(system: AISystem) -> list[str]:
                     " (set legal_basis on the endpoint in sovra.toml)"
                 )
         elif not getattr(op, name):
-            flag = name.replace("_", "-").removesuffix("s")
-            gaps.append(f"{name}: not set (sovra inventory set {system.id} --{flag} ...)")
+            flag = "--owner" if name == "owners" else "--" + name.replace("_", "-")
+            gaps.append(f"{name}: not set (sovra inventory set {system.id} {flag} ...)")
     if system.kind == "model" and not system.facts.get("sha256"):
         gaps.append("sha256: the model is not in the registry (register it with `sovra model add`)")
     return gaps
