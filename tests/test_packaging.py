@@ -29,7 +29,13 @@ RUNTIME_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 
 # Files the product reads at run time from inside the package, not from the source tree.
-PACKAGE_DATA = ["server/templates", "server/static", "policy/defaults", "flows/defaults"]
+PACKAGE_DATA = [
+    "server/templates",
+    "server/static",
+    "policy/defaults",
+    "flows/defaults",
+    "governance/templates",
+]
 
 SITE_CONFIG = """
 [workspace]

@@ -320,6 +320,51 @@ class AuditConfig(_Strict):
     key_path: Path | None = None
 
 
+class GovernConfig(_Strict):
+    """`[govern]`: evaluation tracking, the regression gate, and the monitor's thresholds
+    (docs/governance.md). Rates are fractions (0–1) of the current window's events."""
+
+    mlflow_uri: str = ""
+    """Empty = `sqlite:///<data dir>/mlflow.db` (artefacts in `<data dir>/mlflow-artifacts`)."""
+    regression_threshold: float = Field(default=0.01, ge=0, le=1)
+    """`sovra eval compare` fails when a quality metric drops by more than this (absolute)."""
+    reference_days: float = Field(default=28.0, gt=0, le=3650)
+    """The reference window: this many days before the current window."""
+    current_days: float = Field(default=7.0, gt=0, le=365)
+    """The current window: the last this many days."""
+    min_queries: int = Field(default=30, ge=5)
+    """Drift is computed only when both windows hold at least this many queries."""
+    drift_clusters: int = Field(default=8, ge=2, le=100)
+    """Topic clusters (KMeans on the reference window's query embeddings) for the PSI."""
+    drift_psi: float = Field(default=0.25, gt=0)
+    """Alert when the PSI of the topic clusters exceeds this (0.1 moderate, 0.25 large)."""
+    drift_p_value: float = Field(default=0.01, gt=0, lt=1)
+    """Alert when the classifier two-sample test's permutation p-value is below this."""
+    drift_permutations: int = Field(default=200, ge=20, le=10000)
+    max_not_found_rate: float = Field(default=0.5, ge=0, le=1)
+    max_citation_failure_rate: float = Field(default=0.05, ge=0, le=1)
+    max_refusal_rate: float = Field(default=0.2, ge=0, le=1)
+    max_negative_feedback_rate: float = Field(default=0.3, ge=0, le=1)
+    max_latency_ms_avg: float = Field(default=20000.0, gt=0)
+    """Mean latency per endpoint over the current window, from the usage ledger."""
+    max_cost_per_day: float | None = Field(default=None, ge=0)
+    """Per endpoint, in the unit of `cost_per_1k_tokens`; empty = no cost alert."""
+    max_approval_hours_p95: float = Field(default=24.0, gt=0)
+    log_query_vectors: bool = True
+    """Keep each search/ask question's embedding (never its text) for drift monitoring, in
+    `<data dir>/monitor/queries.sqlite`, for reference_days + current_days."""
+    alert_webhook: str = ""
+    """POST alerts as JSON here; its host must be listed in `[flows] webhook_hosts` (the egress
+    guard refuses every other host; in air-gap mode it must resolve to a local address)."""
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"alert_webhook {value!r} must be an http(s) URL")
+        return value
+
+
 class WorkspaceConfig(_Strict):
     home: Path = Path("sovra-data")
     region: str = "eu"
@@ -346,6 +391,7 @@ class Config(_Strict):
     flows: FlowsConfig = FlowsConfig()
     audit: AuditConfig = AuditConfig()
     server: ServerConfig = ServerConfig()
+    govern: GovernConfig = GovernConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     sources: tuple[SourceConfig, ...] = ()
     base_dir: Path = Path(".")
@@ -382,6 +428,22 @@ class Config(_Strict):
                 f" (known: {', '.join(endpoint_names) or 'none'}); add an [[endpoints]] entry,"
                 ' or use "auto" to let the router choose, or "" for extractive answers'
             )
+        return self
+
+    @model_validator(mode="after")
+    def _alert_webhook_allowed(self) -> Config:
+        url = self.govern.alert_webhook
+        if url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            allowed = {h.strip().lower() for h in self.flows.webhook_hosts}
+            if host not in allowed and f"{host}:{parts.port}" not in allowed:
+                raise ValueError(
+                    f"govern.alert_webhook: host {host!r} is not in [flows] webhook_hosts;"
+                    " add it there (the egress guard refuses every other host)"
+                )
         return self
 
     def endpoint(self, name: str) -> EndpointConfig:

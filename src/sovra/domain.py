@@ -16,6 +16,9 @@ PUBLIC = "public"
 ADMIN_GROUP = "admins"
 """Members of this group may read documents whose access could not be determined."""
 
+AUDITOR_GROUP = "auditors"
+"""Members read the governance page and its compliance reports (no other admin page)."""
+
 ADMIN_ONLY = "group:" + ADMIN_GROUP
 """Access string given to a document with no access information (deny by default)."""
 
@@ -88,6 +91,10 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return ADMIN_GROUP in self.groups
+
+    @property
+    def is_auditor(self) -> bool:
+        return AUDITOR_GROUP in self.groups
 
     def access_tokens(self) -> frozenset[str]:
         """Access strings this principal holds: its user, its groups, and `public`."""

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from sovra.policy.pii import PiiDetector
     from sovra.policy.redact import Pseudonyms
     from sovra.policy.router import Router
+    from sovra.policy.usage import UsageLedger
+    from sovra.search.query_log import QueryVectorLog
 
 from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
 from sovra.answer.feedback import Feedback, FeedbackStore
@@ -50,6 +52,13 @@ from sovra.models.base import Embedder
 from sovra.models.embedding import SentenceTransformerEmbedder
 from sovra.search import FusionSettings, Searcher, SearchResult
 from sovra.storage import private_dir
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """A chunk in the shape `_log_decision` reads (a search hit's `.chunk`)."""
+
+    chunk: Chunk
 
 
 def directory_for(config: Config) -> Directory:
@@ -181,6 +190,8 @@ class Workspace:
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None
         self._feedback: FeedbackStore | None = None
+        self._usage: UsageLedger | None = None
+        self._queries: QueryVectorLog | None = None
         self._generators: dict[str, Generator] = {}
         self._digests: Digests | None = None
 
@@ -233,6 +244,39 @@ class Workspace:
         if self._feedback is None:
             self._feedback = FeedbackStore.in_home(self.home)
         return self._feedback
+
+    @property
+    def usage_ledger(self) -> UsageLedger:
+        if self._usage is None:
+            from sovra.policy.usage import UsageLedger
+
+            self._usage = UsageLedger.in_home(self.home)
+        return self._usage
+
+    @property
+    def query_log(self) -> QueryVectorLog:
+        """Query embeddings (no text, no user) for drift monitoring (`sovra monitor`)."""
+        if self._queries is None:
+            from sovra.search.query_log import QueryVectorLog
+
+            g = self.config.govern
+            self._queries = QueryVectorLog.in_home(
+                self.home, retention_days=g.reference_days + g.current_days
+            )
+        return self._queries
+
+    def _log_query_vector(self, operation: str, text: str) -> None:
+        """Keep the question's embedding for drift monitoring; a failure here never fails the
+        question it belongs to (the monitor reports a short window instead)."""
+        if not self.config.govern.log_query_vectors:
+            return
+        import sqlite3
+
+        try:
+            vector = self.embedder.embed([text])[0]
+            self.query_log.add(operation, self.embedder.name, vector)
+        except (OSError, sqlite3.Error):
+            return
 
     def record(
         self,
@@ -438,15 +482,23 @@ class Workspace:
         return flt
 
     def search(
-        self, principal: Principal, query: str, options: QueryOptions | None = None
+        self,
+        principal: Principal,
+        query: str,
+        options: QueryOptions | None = None,
+        *,
+        monitored: bool = True,
     ) -> SearchResult:
-        """The chunks `principal` may read that match `query`, logged with a receipt."""
+        """The chunks `principal` may read that match `query`, logged with a receipt.
+        `monitored=False` (evaluation runs) keeps the query out of the drift monitor's log."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
         result = self.searcher().search(
             query, flt, k=options.k, mode=options.mode, language=options.language
         )
         self.record_search(principal, query, result, k=options.k)
+        if monitored:
+            self._log_query_vector("search", query)
         return result
 
     def record_search(
@@ -462,7 +514,12 @@ class Workspace:
         )
 
     def ask(
-        self, principal: Principal, question: str, options: QueryOptions | None = None
+        self,
+        principal: Principal,
+        question: str,
+        options: QueryOptions | None = None,
+        *,
+        monitored: bool = True,
     ) -> Iterator[AnswerEvent]:
         """Stream an answer for `principal` (text deltas, then the final Answer with its
         receipt), from the documents it may read narrowed by the options."""
@@ -477,6 +534,8 @@ class Workspace:
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
+                if monitored:
+                    self._log_query_vector("ask", question)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:
@@ -503,6 +562,39 @@ class Workspace:
             first.classification,
             chunks,
         )
+
+    def sample_passages(
+        self, principal: Principal, source: str, n: int, *, seed: int = 0
+    ) -> list[Chunk]:
+        """Up to `n` chunks of `source` that `principal` may read, sampled one per document
+        (seeded) for evaluation test sets; the sample is audited like a read."""
+        import random
+
+        self.config.source(source)  # unknown source → clear error
+        flt = self.filter_for(principal, [source])
+        prefix = source + ":"
+        ids = sorted(d for d in self.index.document_ids() if d.startswith(prefix))
+        random.Random(seed).shuffle(ids)
+        picked: list[Chunk] = []
+        for document_id in ids:
+            readable = [c for c in self.index.chunks_of(document_id) if flt.admits(c)]
+            if readable:
+                picked.append(random.Random(f"{seed}:{document_id}").choice(readable))
+            if len(picked) >= n:
+                break
+        self.record(
+            principal.id,
+            "testset.sample",
+            picked,
+            details={"source": source, "requested": n, "sampled": len(picked)},
+        )
+        return picked
+
+    def route(self, principal: Principal, chunks: Sequence[Chunk], endpoint: str) -> Any:
+        """The router's decision (logged) on sending `chunks` to `endpoint` for `principal`."""
+        decision = self.router().decide(principal, chunks, requested=endpoint)
+        self._log_decision(principal, decision, [_Hit(c) for c in chunks])
+        return decision
 
     def own_event(self, principal: Principal, index: int) -> dict[str, Any] | None:
         """The audit entry at `index` if `principal` may see it (its actor, or an admin)."""
@@ -574,9 +666,7 @@ class Workspace:
         )
 
     def _record_usage(self, principal: Principal, answer: Answer) -> None:
-        from sovra.policy.usage import UsageLedger
-
-        UsageLedger.in_home(self.home).record(
+        self.usage_ledger.record(
             principal,
             self.config.endpoint(answer.endpoint),
             tokens_in=answer.tokens_in,
@@ -604,3 +694,9 @@ class Workspace:
         if self._feedback is not None:
             self._feedback.close()
             self._feedback = None
+        if self._usage is not None:
+            self._usage.close()
+            self._usage = None
+        if self._queries is not None:
+            self._queries.close()
+            self._queries = None

@@ -21,7 +21,9 @@ from sovra.cli import (
     endpoints,
     evals,
     flows,
+    inventory,
     models,
+    monitor,
     policy,
     questions,
     reports,
@@ -60,6 +62,8 @@ app.command("mcp")(serve.mcp_command)
 directory.user_app.command("set-password")(serve.set_password_command)
 app.add_typer(serve.apikey_app, name="apikey")
 app.add_typer(flows.flow_app, name="flow")
+app.add_typer(inventory.inventory_app, name="inventory")
+app.add_typer(monitor.monitor_app, name="monitor")
 
 
 @app.callback()

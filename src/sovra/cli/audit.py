@@ -21,11 +21,16 @@ import typer
 
 from sovra.audit.keys import KeyFileError, read_vkeys
 from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent
-from sovra.audit.note import NoteError
+from sovra.audit.note import NoteError, NoteVerifier
 from sovra.audit.receipt import Receipt, ReceiptError, verify_receipt
-from sovra.cli.kit import JsonOpt, emit_json, fail, out, progress_bar, state
+from sovra.cli.kit import JsonOpt, console, emit_json, fail, out, progress_bar, state
 from sovra.config import ConfigError
 from sovra.workspace import open_audit_log
+
+PublicKeyOpt = Annotated[
+    Path | None,
+    typer.Option("--public-key", help="File with the log's verifier key(s), one per line."),
+]
 
 app = typer.Typer(
     help="The signed, tamper-evident audit log: verify, show, export, prove.",
@@ -295,25 +300,14 @@ def prove(
 def verify_receipt_command(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Receipt JSON file.")],
-    public_key: Annotated[
-        Path | None,
-        typer.Option("--public-key", help="File with the log's verifier key(s), one per line."),
-    ] = None,
+    public_key: PublicKeyOpt = None,
     origin: Annotated[str | None, typer.Option(help="Require this log origin.")] = None,
     json: JsonOpt = False,
 ) -> None:
     """Check a receipt offline with only the log's public key."""
     if not file.is_file():
         fail(f"receipt file {file} not found")
-    key_file = public_key or _home(ctx) / "audit" / "keys" / "trusted.vkeys"
-    if not key_file.is_file():
-        fail(f"public key file {key_file} not found; pass --public-key FILE")
-    try:
-        keys = read_vkeys(key_file)
-    except KeyFileError as exc:
-        fail(str(exc))
-    if not keys:
-        fail(f"{key_file} holds no verifier key")
+    keys = _trusted_keys(ctx, public_key)
     try:
         result = verify_receipt(file.read_bytes(), keys, origin=origin)
     except ReceiptError as exc:
@@ -334,6 +328,54 @@ def verify_receipt_command(
             f"receipt valid: entry {result.index} is in {result.origin} "
             f"at tree size {result.tree_size}"
         )
+
+
+def _trusted_keys(ctx: typer.Context, public_key: Path | None) -> list[NoteVerifier]:
+    """The verifier keys from --public-key, else from <home>/audit/keys/trusted.vkeys."""
+    key_file = public_key or _home(ctx) / "audit" / "keys" / "trusted.vkeys"
+    if not key_file.is_file():
+        fail(f"public key file {key_file} not found; pass --public-key FILE")
+    try:
+        keys = read_vkeys(key_file)
+    except KeyFileError as exc:
+        fail(str(exc))
+    if not keys:
+        fail(f"{key_file} holds no verifier key")
+    return keys
+
+
+@app.command("verify-report")
+def verify_report_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The report's JSON evidence bundle.")],
+    public_key: PublicKeyOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check a compliance report offline: the checkpoint's signature, every entry's inclusion
+    proof, and that every figure follows from the entries it lists. Exit 1 if anything fails."""
+    from sovra.governance.evidence import verify_bundle
+
+    if not file.is_file():
+        fail(f"report file {file} not found")
+    keys = _trusted_keys(ctx, public_key)
+    try:
+        bundle = jsonlib.loads(file.read_text(encoding="utf-8"))
+    except (jsonlib.JSONDecodeError, UnicodeDecodeError) as exc:
+        fail(f"{file} is not a JSON evidence bundle (use --format json): {exc}")
+    result = verify_bundle(bundle, keys)
+    if json:
+        emit_json(result.to_dict())
+    elif result.ok:
+        out.print(
+            f"report verified: {result.figures} figures follow from {result.entries} entries, all"
+            f" in {result.origin} at tree size {result.tree_size}"
+        )
+    else:
+        console.print("[bold red]report verification FAILED:[/]", highlight=False)
+        for problem in result.problems:
+            console.print(f"  - {problem}", highlight=False, markup=False)
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

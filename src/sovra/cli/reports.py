@@ -1,19 +1,25 @@
-"""`sovra report usage`: model usage per user, group or endpoint, from the usage ledger."""
+"""`sovra report usage` (model usage from the usage ledger) and `sovra report compliance` (the
+GDPR / AI Act report backed by audit evidence, as HTML, PDF or its JSON evidence bundle)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sovra.cli.kit import JsonOpt, emit_json, out
+from sovra.cli.kit import JsonOpt, console, emit_json, out
 from sovra.cli.policy import _config, _fail
 
-report_app = typer.Typer(help="Reports: usage of model endpoints.", no_args_is_help=True)
+report_app = typer.Typer(
+    help="Reports: usage of model endpoints, and the compliance report.", no_args_is_help=True
+)
+FORMATS = ("html", "pdf", "json")
 
 
-def parse_since(value: str, now: datetime | None = None) -> datetime:
+def parse_since(value: str, now: datetime | None = None, *, option: str = "--since") -> datetime:
     """`7d`, `24h`, `30m`, or an ISO date/time (UTC when no zone is given)."""
     now = now or datetime.now(UTC)
     units = {"d": "days", "h": "hours", "m": "minutes"}
@@ -22,10 +28,11 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        _fail(f"--since {value!r} is not understood; write 7d, 24h, 30m or 2026-11-01")
+        _fail(f"{option} {value!r} is not understood; write 7d, 24h, 30m or 2026-11-01")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@report_app.command("usage")
 def report_usage_command(
     ctx: typer.Context,
     by: Annotated[
@@ -60,3 +67,78 @@ def report_usage_command(
             f" {r.cost:>10.4f} {r.latency_ms_avg:>8.1f}",
             highlight=False,
         )
+
+
+@report_app.command("compliance")
+def report_compliance_command(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Period start: 30d, 24h or an ISO date.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Period end (exclusive): an ISO date or 7d.")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="html, pdf or json.")] = "html",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="File to write (default compliance-report.<format>)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The compliance report (GDPR Art. 30/17, AI Act Art. 12-15, inventory), every figure backed
+    by audit entries; `--format json` is the evidence bundle `sovra audit verify-report` checks.
+    Exit 1 when the audit log fails verification (the report then says so, with no figures)."""
+    from sovra.governance.report import build_report, bundle_json, render_html, render_pdf
+    from sovra.workspace import Workspace
+
+    if format not in FORMATS:
+        _fail(f"--format {format!r} is not supported; use {', '.join(FORMATS)}")
+    config = _config(ctx)
+    start = parse_since(since) if since else None
+    end = parse_since(until, option="--until") if until else None
+    if start and end and end <= start:
+        _fail(f"--until {until} is not after --since {since}")
+    target = output or Path(f"compliance-report.{format}")
+    began = time.perf_counter()
+    ws = Workspace.open(config)
+    try:
+        with console.status("verifying the audit log and computing the report"):
+            bundle = build_report(ws, start, end)
+            if format == "pdf":
+                data: bytes | str = render_pdf(bundle)
+            elif format == "html":
+                data = render_html(bundle)
+            else:
+                data = bundle_json(bundle)
+    finally:
+        ws.close()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        target.write_bytes(data)
+    else:
+        target.write_text(data, encoding="utf-8")
+    ok = bool(bundle["verification"]["ok"])
+    summary = {
+        "path": str(target),
+        "format": format,
+        "verified": ok,
+        "problem": bundle["verification"]["problem"],
+        "figures": len(bundle["figures"]),
+        "checkpoint_size": bundle["log"].get("checkpoint_size"),
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+    if json_out:
+        emit_json(summary)
+    elif ok:
+        out.print(
+            f"compliance report written to {target}: {summary['figures']} figures backed by the"
+            f" audit log at checkpoint {summary['checkpoint_size']} ({summary['seconds']} s)"
+        )
+    else:
+        console.print(
+            f"[bold red]audit log verification FAILED[/]: {bundle['verification']['problem']};"
+            f" the report in {target} says so and shows no figures",
+            highlight=False,
+        )
+    if not ok:
+        raise typer.Exit(1)

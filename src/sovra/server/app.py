@@ -24,6 +24,7 @@ from sovra.config import Config
 from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
 from sovra.server import api, health, login, oidc_login, openai_api, ui
 from sovra.server import flows as flows_http
+from sovra.server import governance as governance_http
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
     ApiError,
@@ -257,6 +258,7 @@ def create_app(
     app.include_router(oidc_login.router)
     app.include_router(flows_http.api_router)
     app.include_router(flows_http.ui_router)
+    app.include_router(governance_http.router)
     # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
     app.router.routes.append(mcp_gate.route)
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
