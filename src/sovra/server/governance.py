@@ -20,12 +20,14 @@ from markupsafe import Markup
 from sovra.governance.monitor import latest_state
 from sovra.governance.report import build_report, bundle_json, render_html, render_pdf
 from sovra.server.auth import Identity, forbidden
-from sovra.server.deps import AppState, app_state, optional_identity
-from sovra.server.ui import page, signed_in
+from sovra.server.deps import AppState, Needs, app_state
+from sovra.server.ui import page
 
 router = APIRouter(include_in_schema=False)
 State = Annotated[AppState, Depends(app_state)]
-MaybeIdent = Annotated[Identity | None, Depends(optional_identity)]
+# The `audit` scope for API keys; who may govern (admins, auditors) is checked in the route.
+GovernPage = Annotated[Identity, Depends(Needs("audit", page=True))]
+GovernDownload = Annotated[Identity, Depends(Needs("audit"))]
 DateArg = Annotated[date | None, Query(description="A day, YYYY-MM-DD (UTC).")]
 MEDIA = {"html": "text/html; charset=utf-8", "pdf": "application/pdf", "json": "application/json"}
 
@@ -52,9 +54,8 @@ def monitor_alerts(st: AppState) -> list[str]:
 
 @router.get("/governance")
 async def governance_page(
-    request: Request, st: State, ident: MaybeIdent, since: DateArg = None, until: DateArg = None
+    request: Request, st: State, who: GovernPage, since: DateArg = None, until: DateArg = None
 ) -> Response:
-    who = signed_in(request, ident)
     if not may_govern(who):
         return page(request, "forbidden.html", who, status=403)
     start, end = _bounds(since, until)
@@ -82,12 +83,10 @@ async def governance_download(
     request: Request,
     fmt: str,
     st: State,
-    ident: MaybeIdent,
+    who: GovernDownload,
     since: DateArg = None,
     until: DateArg = None,
 ) -> Response:
-    who = signed_in(request, ident)
-    who.require("audit")
     if not may_govern(who):
         raise forbidden("administrators and auditors only")
     if fmt not in MEDIA:
