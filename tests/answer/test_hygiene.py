@@ -8,8 +8,7 @@ to the final answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,9 +17,8 @@ from hypothesis import strategies as st
 from sovra.answer import Answerer, EndpointInfo, GenerationChoice, verify
 from sovra.answer.verify import sanitize, verify_output
 from sovra.domain import SearchFilter
-from sovra.models.generation import GenerationStats, Message, StreamedGeneration, stream_generation
 from sovra.search.hybrid import SearchResult
-from tests.support.answer import hit
+from tests.support.answer import ScriptedGenerator, hit
 from tests.support.injection_render import external_fetches
 
 DOCS = "docs.internal.example"
@@ -162,36 +160,6 @@ def test_fuzzed_stream_sends_only_checked_text_adding_up_to_the_answer(
 
 # -- streaming through the Answerer (§1.1) ----------------------------------------------------
 @dataclass
-class OneShot:
-    """A generator streaming a fixed reply in small pieces (as a backend does)."""
-
-    reply: str
-    seen: list[list[Message]] = field(default_factory=list)
-    model_id: str = "scripted"
-    context_length: int = 4096
-    instruction_tuned: bool = True
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-    ) -> StreamedGeneration:
-        self.seen.append(list(messages))
-
-        def pieces() -> Iterator[str]:
-            for i in range(0, len(self.reply), 7):
-                yield self.reply[i : i + 7]
-
-        return stream_generation(pieces(), GenerationStats("scripted"), stop)
-
-
-@dataclass
 class OneHitSearcher:
     hits: list
 
@@ -200,7 +168,7 @@ class OneHitSearcher:
 
 
 def answerer(reply: str) -> Answerer:
-    gen = OneShot(reply)
+    gen = ScriptedGenerator(reply)
 
     def choose(*_: object) -> GenerationChoice:
         return GenerationChoice(EndpointInfo("scripted"), gen)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from sovra.answer.extractive import (
     ExtractiveSettings,
@@ -68,6 +68,14 @@ class AnswerSettings:
     extractive: ExtractiveSettings = field(default_factory=ExtractiveSettings)
 
 
+class HowToAnswer(TypedDict, total=False):
+    """`Answerer.stream`'s keyword options, shared by `Answerer.ask`."""
+
+    principal: Principal | None
+    endpoint: str | None
+    extractive: bool
+
+
 @dataclass
 class AnswerEvent:
     """Streaming: `delta` text pieces, then one event carrying the final Answer."""
@@ -101,19 +109,10 @@ class Answerer:
         self.choose = choose
         self.settings = settings or AnswerSettings()
 
-    def ask(
-        self,
-        question: str,
-        flt: SearchFilter,
-        *,
-        principal: Principal | None = None,
-        endpoint: str | None = None,
-        extractive: bool = False,
-    ) -> Answer:
+    def ask(self, question: str, flt: SearchFilter, **how: Unpack[HowToAnswer]) -> Answer:
+        """The final answer of `stream`."""
         final: Answer | None = None
-        for event in self.stream(
-            question, flt, principal=principal, endpoint=endpoint, extractive=extractive
-        ):
+        for event in self.stream(question, flt, **how):
             if event.answer is not None:
                 final = event.answer
         assert final is not None
