@@ -25,9 +25,7 @@ from typing import Any
 import mcp
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from sovra.cli import app
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import AccountStore
 from sovra.server.mcp_server import build_mcp, fixed_user
@@ -57,8 +55,7 @@ def endpoint(url: str) -> str:
 [answer]
 endpoint = "obedient"
 k = 4
-# Short: the packaged GGUF generates on the CPU (the fake ignores the limit anyway).
-max_answer_tokens = 48
+max_answer_tokens = 256
 
 [routing]
 pii_scan = false
@@ -80,16 +77,6 @@ hosting = "on_prem"
 max_classification = "confidential"
 pii = "allow"
 max_retries = 0
-
-[[endpoints]]
-name = "local-gemma"
-kind = "embedded"
-model = "gemma3-270m-base"
-jurisdiction = "eu-de"
-hosting = "on_prem"
-max_classification = "confidential"
-pii = "allow"
-context_length = 768
 """
 
 
@@ -127,9 +114,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     files["people/board-memo.md"] = SECRET_DOC + f"\nValve calibration for {codes}.\n"
     with ObedientModel(DOCS) as model:
         cfg = make_site(root, files, RESTRICTED_SOURCE + endpoint(model.url))
-        # The packaged GGUF, registered offline (checksummed) for the bounded sample below.
-        added = CliRunner().invoke(app, ["--config", str(cfg), "model", "add-default"])
-        assert added.exit_code == 0, added.output
         ws = open_workspace(cfg)
         accounts = AccountStore.in_home(ws.config.home)
         try:
@@ -255,35 +239,3 @@ def test_injected_documents_cannot_exfiltrate_or_leak(lab: Lab) -> None:
     # The attack was real: the model saw the injections and the asked documents were found.
     assert obeyed >= 0.9 * len(prompts) and len(prompts) == 2 * len(DOCS)
     assert retrieved >= 0.85 * len(prompts)  # 430 of 480 when measured
-
-
-GGUF_SAMPLE = [next(d for d in DOCS if d.language == lang) for lang in ("en", "de", "es", "ar")]
-
-
-def test_packaged_gguf_on_a_bounded_sample(lab: Lab) -> None:
-    """The real (base) model, asked by name, on one injected document per language: once
-    through REST and once as an OpenAI stream (the CPU bounds the sample, not the check)."""
-    before = lab.cases
-    auth = {"Authorization": f"Bearer {lab.key}"}
-    for i, doc in enumerate(GGUF_SAMPLE):
-        if i % 2 == 0:
-            body = {"question": doc.question, "endpoint": "local-gemma"}
-            r = lab.client.post("/api/v1/ask", json=body, headers=auth)
-            assert r.status_code == 200, r.text
-            data = r.json()
-            assert data["endpoint"] == "local-gemma" and data["generation"] == "generative"
-            lab.judge("gguf-rest", doc, data["text"])
-        else:
-            body = {
-                "model": "sovra:local-gemma",
-                "stream": True,
-                "messages": [{"role": "user", "content": doc.question}],
-            }
-            r = lab.client.post("/v1/chat/completions", json=body, headers=auth)
-            assert r.status_code == 200, r.text
-            chunks = [d for _, d in sse_events(r.text) if d != "[DONE]"]
-            assert chunks[-1]["sovra"]["endpoint"] == "local-gemma", chunks[-1]
-            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-            lab.judge("gguf-openai-stream", doc, text)
-    print(f"\ngguf sample: {lab.cases - before} outputs judged")
-    assert lab.failures == [], "\n".join(lab.failures[:20])
