@@ -10,8 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,6 @@ from sovra.domain import QueryOptions
 from sovra.models.base import ModelError
 from sovra.models.generation import (
     GenerationError,
-    GenerationStats,
-    Message,
-    StreamedGeneration,
-    stream_generation,
 )
 from sovra.models.registry import ModelRegistry
 from sovra.workspace import Workspace
@@ -33,6 +28,7 @@ from tests.support.answer import (
     CERT_EXPIRY,
     DISK_PRESSURE,
     RESTRICTED_SOURCE,
+    ScriptedGenerator,
     make_site,
     open_workspace,
 )
@@ -161,49 +157,6 @@ def test_injection_document_quoted_extractively_cannot_leak_or_render(
     assert "sixteen weeks" not in answer.text  # alice is not in the people group
     assert "evil.example" not in answer.text and "<img" not in answer.text
     assert {c.source for c in answer.citations} <= {"runbooks", "handbook"}
-
-
-def scripted(text: str) -> Iterator[str]:
-    """The reply word by word, as a backend streams it."""
-    yield from text.split(" ")[:1]
-    for piece in text.split(" ")[1:]:
-        yield " " + piece
-
-
-@dataclass
-class ScriptedGenerator:
-    """A generator that does whatever the documents tell it; records what it was sent."""
-
-    reply: str
-    context: int = 4096
-    seen: list[list[Message]] = field(default_factory=list)
-
-    @property
-    def model_id(self) -> str:
-        return "scripted"
-
-    @property
-    def context_length(self) -> int:
-        return self.context
-
-    @property
-    def instruction_tuned(self) -> bool:
-        return True
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-    ) -> StreamedGeneration:
-        self.seen.append(list(messages))
-        stats = GenerationStats("scripted")
-        return stream_generation(scripted(self.reply), stats, stop)
 
 
 def generative(ws: Workspace, gen: ScriptedGenerator, **settings: Any) -> Answerer:

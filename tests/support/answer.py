@@ -1,12 +1,15 @@
-"""Answer test helpers: search hits built by hand, and a tiny synced workspace (realistic
-runbooks, demo users, the real model)."""
+"""Answer test helpers: search hits built by hand, a generator that does what it is told, and a
+tiny synced workspace (realistic runbooks, demo users, the real model)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovra.config import load_config
 from sovra.domain import Chunk
+from sovra.models.generation import GenerationStats, Message, StreamedGeneration, stream_generation
 from sovra.search.hybrid import SearchHit
 from sovra.workspace import Workspace
 from tests.support.demo_site import sync_site
@@ -121,3 +124,46 @@ def make_site(root: Path, files: dict[str, str], extra_config: str = "") -> Path
 
 def open_workspace(cfg: Path) -> Workspace:
     return Workspace.open(load_config(cfg))
+
+
+def scripted(text: str) -> Iterator[str]:
+    """The reply word by word, as a backend streams it."""
+    yield from text.split(" ")[:1]
+    for piece in text.split(" ")[1:]:
+        yield " " + piece
+
+
+@dataclass
+class ScriptedGenerator:
+    """A generator that does whatever the documents tell it; records what it was sent."""
+
+    reply: str
+    context: int = 4096
+    seen: list[list[Message]] = field(default_factory=list)
+
+    @property
+    def model_id(self) -> str:
+        return "scripted"
+
+    @property
+    def context_length(self) -> int:
+        return self.context
+
+    @property
+    def instruction_tuned(self) -> bool:
+        return True
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> StreamedGeneration:
+        self.seen.append(list(messages))
+        stats = GenerationStats("scripted")
+        return stream_generation(scripted(self.reply), stats, stop)

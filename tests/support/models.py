@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -167,10 +167,12 @@ def chunk_json(text: str | None, finish: str | None = None) -> str:
 
 
 class ScriptedServer:
-    """Answers POSTs with `replies` in order (the last one repeats); records every request."""
+    """Answers POSTs with `replies` in order (the last one repeats), or with what `respond`
+    makes of each request when set; records every request."""
 
     def __init__(self, replies: list[Reply]) -> None:
         self.replies = replies
+        self.respond: Callable[[dict[str, Any]], Reply] | None = None
         self.requests: list[dict[str, Any]] = []
         owner = self
 
@@ -188,6 +190,8 @@ class ScriptedServer:
                 )
                 n = len(owner.requests) - 1
                 reply = owner.replies[min(n, len(owner.replies) - 1)]
+                if owner.respond is not None:
+                    reply = owner.respond(owner.requests[-1]["json"])
                 time.sleep(reply.delay_s)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self._send(reply)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from sovra.answer.extractive import (
     ExtractiveSettings,
@@ -19,7 +20,7 @@ from sovra.answer.extractive import (
 )
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
 from sovra.answer.types import NOT_FOUND, Answer, Citation
-from sovra.answer.verify import allowed_hosts, allowed_urls, sanitize, verify_output
+from sovra.answer.verify import CheckedStream, allowed_hosts, allowed_urls, sanitize
 from sovra.domain import Principal, SearchFilter
 from sovra.models.base import Embedder
 from sovra.models.generation import Generator
@@ -52,6 +53,7 @@ class GenerationChoice:
 
 
 EXTRACTIVE = EndpointInfo("extractive")
+_MARKER_WINDOW = 40  # a refusal starts with the not-found marker within this many characters
 Pseudonymise = Callable[[Sequence[str]], tuple[list[str], "Pseudonyms"]]
 """Texts sent together → their pseudonymised form and the mapping back (kept in process)."""
 ChooseGeneration = Callable[
@@ -64,6 +66,14 @@ class AnswerSettings:
     k: int = 8
     max_answer_tokens: int = 384
     extractive: ExtractiveSettings = field(default_factory=ExtractiveSettings)
+
+
+class HowToAnswer(TypedDict, total=False):
+    """`Answerer.stream`'s keyword options, shared by `Answerer.ask`."""
+
+    principal: Principal | None
+    endpoint: str | None
+    extractive: bool
 
 
 @dataclass
@@ -99,19 +109,10 @@ class Answerer:
         self.choose = choose
         self.settings = settings or AnswerSettings()
 
-    def ask(
-        self,
-        question: str,
-        flt: SearchFilter,
-        *,
-        principal: Principal | None = None,
-        endpoint: str | None = None,
-        extractive: bool = False,
-    ) -> Answer:
+    def ask(self, question: str, flt: SearchFilter, **how: Unpack[HowToAnswer]) -> Answer:
+        """The final answer of `stream`."""
         final: Answer | None = None
-        for event in self.stream(
-            question, flt, principal=principal, endpoint=endpoint, extractive=extractive
-        ):
+        for event in self.stream(question, flt, **how):
             if event.answer is not None:
                 final = event.answer
         assert final is not None
@@ -234,15 +235,44 @@ class Answerer:
         stream = gen.stream(
             prompt.messages, max_tokens=self.settings.max_answer_tokens, stop=("</source>",)
         )
+        restore = None
+        if mapping is not None:
+            from sovra.policy.redact import Redactor
+
+            restore = partial(Redactor.restore, mapping=mapping)
+        # Only checked text leaves: the model's deltas go through the same hygiene and
+        # citation checks as the final answer, block by block, and the deltas sent add up to
+        # exactly the answer's text.
+        checker = CheckedStream(prompt.sources, language, restore=restore)
         pieces: list[str] = []
+        refused = False
         for piece in stream:
             pieces.append(piece)
-            yield AnswerEvent(delta=piece)
+            if refused:
+                continue
+            head = "".join(pieces).lstrip()
+            if len(head) < _MARKER_WINDOW:
+                continue  # the not-found marker may still be coming
+            if len(head) - len(piece) < _MARKER_WINDOW:
+                if NOT_FOUND_MARKER in head[:_MARKER_WINDOW]:
+                    refused = True
+                    continue
+                piece = head  # what was held back, now decided
+            if out := checker.feed(piece):
+                yield AnswerEvent(delta=out)
         raw = "".join(pieces).strip()
+        if raw and not refused and NOT_FOUND_MARKER not in raw[:_MARKER_WINDOW]:
+            if len(raw) < _MARKER_WINDOW:
+                checker.feed(raw)
+            if out := checker.close():
+                yield AnswerEvent(delta=out)
+        checked = checker.result()
+        if not checked.text:
+            yield AnswerEvent(delta=NOT_FOUND)
         answer = Answer(
             question=question,
-            text=NOT_FOUND,
-            found=False,
+            text=checked.text or NOT_FOUND,
+            found=bool(checked.text),
             generation="generative",
             endpoint=choice.endpoint.name,
             model=gen.model_id,
@@ -254,16 +284,9 @@ class Answerer:
         )
         if prompt.truncated:
             answer.flags.append("context_truncated")
-        if raw and NOT_FOUND_MARKER not in raw[:40]:
-            checked = verify_output(raw, prompt.sources, language)
-            text = checked.text.strip()
+        if checked.text:
             if mapping is not None:
-                from sovra.policy.redact import Redactor
-
-                text = Redactor.restore(text, mapping)
                 answer.flags.append("pii_pseudonymised")
-            answer.text = text or NOT_FOUND
-            answer.found = bool(checked.text.strip())
             answer.citations = _citations(prompt.sources, checked.cited)
             answer.flags.extend(checked.flags)
             answer.flagged = bool(checked.flags)
