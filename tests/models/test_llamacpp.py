@@ -10,7 +10,12 @@ import pytest
 
 from sovra.models.base import ModelError
 from sovra.models.generation import GenerationError, Generator, StopFilter
-from sovra.models.llamacpp import LlamaCppGenerator, default_threads, resolve_gguf
+from sovra.models.llamacpp import (
+    LlamaCppGenerator,
+    amx_advertised,
+    default_threads,
+    resolve_gguf,
+)
 from sovra.models.openai_compat import estimate_tokens
 from tests.support.models import with_string_kv
 
@@ -206,3 +211,13 @@ def test_defaults(gguf: Path) -> None:
         assert str(gguf) in repr(gen)
     finally:
         gen.close()
+
+
+def test_amx_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    with_amx = tmp_path / "amx"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    without = tmp_path / "plain"
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\nbugs\t\t: amx_tile\n")
+    assert amx_advertised(with_amx)
+    assert not amx_advertised(without)
+    assert not amx_advertised(tmp_path / "missing")

@@ -10,6 +10,8 @@ the weights.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import importlib
 import mmap
 import os
 import struct
@@ -264,6 +266,55 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+def amx_advertised(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when the CPU advertises Intel AMX tiles.
+
+    llama.cpp's CPU build picks its AMX matrix kernels on such a CPU, and in virtual machines
+    that advertise AMX without granting the tile state those kernels crash the process
+    (SIGSEGV in ggml_backend_amx_mul_mat, seen on this project's Xeon VMs). Weights then stay
+    in llama.cpp's plain buffers: slower on bare-metal Sapphire Rapids, never a crash.
+    """
+    try:
+        text = cpuinfo.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_tile" in line.split() for line in text.splitlines()
+    )
+
+
+@contextlib.contextmanager
+def _extra_buffers(enabled: bool) -> Iterator[None]:
+    """Load with llama.cpp's extra buffer types (repacked / AMX weights) on or off.
+
+    llama-cpp-python does not expose `use_extra_bufts`; it reads the defaults from
+    `llama_model_default_params` while constructing, so that function is wrapped for the
+    duration of one load (under a lock: other threads may load models at the same time).
+    """
+    if enabled:
+        yield
+        return
+    # The ctypes bindings module, as `llama_cpp.llama` sees it (it ships no type information).
+    bindings: Any = importlib.import_module("llama_cpp.llama").llama_cpp
+
+    with _PARAMS_LOCK:
+        original = bindings.llama_model_default_params
+
+        def without_extra_buffers() -> Any:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        bindings.llama_model_default_params = without_extra_buffers
+        try:
+            yield
+        finally:
+            bindings.llama_model_default_params = original
+
+
 class LlamaCppGenerator:
     """A GGUF model run in-process by llama.cpp, prompted with the GGUF's own chat template
     (see `chat_template` for files that lack one).
@@ -303,14 +354,15 @@ class LlamaCppGenerator:
         self.load_s = 0.0
         started = time.perf_counter()
         try:
-            self._llm: Llama = Llama(
-                model_path=str(self._path),
-                n_ctx=n_ctx,
-                n_threads=self._threads,
-                n_threads_batch=self._threads,
-                n_batch=batch_size,
-                verbose=False,
-            )
+            with _extra_buffers(not amx_advertised()):
+                self._llm: Llama = Llama(
+                    model_path=str(self._path),
+                    n_ctx=n_ctx,
+                    n_threads=self._threads,
+                    n_threads_batch=self._threads,
+                    n_batch=batch_size,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BadGenerationRequest(
                 f"llama.cpp cannot load model file {self._path}: {exc}; "
