@@ -7,7 +7,7 @@ another user's audit entry, are fed into the generated path parameters.
 Every response must be: no 5xx; no 2xx where the route's declared rule (scope, admins) does
 not admit the caller; no 2xx carrying text or ids of a document the caller may not read; no
 2xx receipt for someone else's audit entry. Bounded: `EXAMPLES` cases per operation and caller
-(the figures are in docs/security-parts/auth.md)."""
+(the figures are in docs/security.md)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from tests.support.hostile_files import SECRET, config, generate
 WORKER = Path(__file__).with_name("hostile_worker.py")
 RSS_BOUND_MIB = 2048
 """Peak resident memory of the syncing process (measured 899-1,178 MiB over three runs;
-docs/security-parts/ingest.md)."""
+docs/security.md)."""
 CPU_BOUND_S = 150
 """CPU seconds of the syncing process (measured about 55-63 s): load-independent, unlike wall
 time, which on a shared box under load varied from 114 to 177 s."""
