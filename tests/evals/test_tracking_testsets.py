@@ -76,38 +76,22 @@ def sovra(cfg: Path, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def generate(site: Path, source: str, name: str, user: str, *extra: str) -> tuple[int, str]:
+    return sovra(
+        site, "eval", "testset", "generate", "--source", source, "--name", name, "--as", user,
+        *extra,
+    )  # fmt: skip
+
+
 def test_a_principal_cannot_sample_what_it_cannot_read(site: Path) -> None:
-    code, output = sovra(
-        site,
-        "eval",
-        "testset",
-        "generate",
-        "--source",
-        "salaries",
-        "--name",
-        "eve-salaries",
-        "--as",
-        "eve",
-    )
+    code, output = generate(site, "salaries", "eve-salaries", "eve")
     assert code == 1, output
     assert "can read no indexed passage" in output
     assert not (site.parent / "data" / "testsets" / "eve-salaries.jsonl").exists()
 
 
 def test_a_restricted_source_passes_its_classification_to_the_test_set(site: Path) -> None:
-    code, output = sovra(
-        site,
-        "eval",
-        "testset",
-        "generate",
-        "--source",
-        "salaries",
-        "--name",
-        "hr-salaries",
-        "--as",
-        "hanna",
-        "--json",
-    )
+    code, output = generate(site, "salaries", "hr-salaries", "hanna", "--json")
     assert code == 0, output
     header = json.loads(output)
     assert header["classification"] == "confidential"

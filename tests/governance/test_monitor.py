@@ -162,3 +162,28 @@ def test_alert_webhook_must_be_an_allowed_host(tmp_path: Path) -> None:
     assert cfg.govern.alert_webhook.endswith("/x")
     with pytest.raises(ConfigError, match="regression_threshold"):
         parse_config({"govern": {"regression_threshold": -1}}, tmp_path)
+
+
+def test_monitor_check_exit_code_is_for_cron(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sovra.cli import app
+
+    cfg = tmp_path / "sovra.toml"
+    cfg.write_text('[workspace]\nhome = "home"\n[govern]\nmax_not_found_rate = 0.1\n')
+    ws = workspace(tmp_path)
+    ws.audit.append(ev("ask", NOW - timedelta(hours=2), outcome="answered", details={"flags": []}))
+    ws.close()
+    runner = CliRunner()
+    at = ["--at", NOW.strftime("%Y-%m-%dT%H:%M:%S")]
+    quiet = runner.invoke(app, ["--config", str(cfg), "monitor", "check", *at])
+    assert quiet.exit_code == 0, quiet.output
+    assert "no alerts" in quiet.output and "[govern] min_queries" in quiet.output
+    ws = workspace(tmp_path)
+    ws.audit.append(ev("ask", NOW - timedelta(hours=1), outcome="not_found"))
+    ws.close()
+    loud = runner.invoke(app, ["--config", str(cfg), "monitor", "check", *at])
+    assert loud.exit_code == 1, loud.output
+    assert "ALERT not_found_rate" in loud.output
+    last = runner.invoke(app, ["--config", str(cfg), "monitor", "show", "--last", "--json"])
+    assert last.exit_code == 0 and '"not_found_rate"' in last.output
