@@ -165,3 +165,50 @@ def test_the_cloze_heuristic_blanks_the_key_term() -> None:
     assert made is not None
     question, answer = made
     assert answer == "BitLocker" and "_____" in question and "BitLocker" not in question
+
+
+def test_the_generator_gets_only_passages_the_router_allows(site: Path) -> None:
+    """A generator endpoint cleared for `internal` writes the handbook's questions; the
+    confidential salaries never reach it (router refusal, logged) and get the heuristic."""
+    from tests.support.models import Reply, ScriptedServer, chunk_json
+
+    reply = Reply(
+        sse=[chunk_json("Q: How many days of paid leave do employees get?\nA: 30 days"),
+             chunk_json(None, "stop"), "[DONE]"]
+    )  # fmt: skip
+    with ScriptedServer([reply]) as server:
+        gen = site.parent / "gen.toml"
+        gen.write_text(
+            CONFIG
+            + f"""
+[[endpoints]]
+name = "qgen"
+kind = "openai"
+base_url = "{server.url}"
+model = "m"
+hosting = "on_prem"
+max_classification = "internal"
+pii = "allow"
+max_retries = 0
+""",
+            encoding="utf-8",
+        )
+        code, output = generate(gen, "salaries", "gen-salaries", "hanna", "--endpoint", "qgen")
+        assert code == 0, output
+        assert server.requests == []
+        ws = Workspace.open(load_config(gen))
+        routed = [e.view for e in ws.audit.events(action="send_to_endpoint")]
+        ws.close()
+        assert [v["decision"] for v in routed] == ["deny", "deny"]  # one per salaries passage
+        salaries = load(site.parent / "data", "gen-salaries")
+        assert {i.method for i in salaries.items} == {"heuristic"}
+
+        code, output = generate(gen, "handbook", "gen-handbook", "eve", "--endpoint", "qgen")
+        assert code == 0, output
+        assert len(server.requests) == 3
+        sent = json.dumps([r["json"] for r in server.requests])
+        assert "Salary" not in sent and "Band C" not in sent
+    handbook = load(site.parent / "data", "gen-handbook")
+    assert {i.method for i in handbook.items} == {"generator:qgen"}
+    assert handbook.items[0].question == "How many days of paid leave do employees get?"
+    assert handbook.items[0].answer == "30 days"
