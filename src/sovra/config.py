@@ -332,9 +332,10 @@ class GovernConfig(_Strict):
     """The reference window: this many days before the current window."""
     current_days: float = Field(default=7.0, gt=0, le=365)
     """The current window: the last this many days."""
-    min_queries: int = Field(default=30, ge=5)
-    """Drift is computed only when both windows hold at least this many queries."""
-    drift_clusters: int = Field(default=8, ge=2, le=100)
+    min_queries: int = Field(default=100, ge=5)
+    """Drift is computed only when both windows hold at least this many queries (the PSI's
+    noise floor is about (clusters − 1) · (1/n_reference + 1/n_current))."""
+    drift_clusters: int = Field(default=5, ge=2, le=100)
     """Topic clusters (KMeans on the reference window's query embeddings) for the PSI."""
     drift_psi: float = Field(default=0.25, gt=0)
     """Alert when the PSI of the topic clusters exceeds this (0.1 moderate, 0.25 large)."""

@@ -14,6 +14,7 @@ from sovra.audit import AuditEvent
 from sovra.config import ConfigError, parse_config
 from sovra.governance.monitor import check, latest_state
 from sovra.workspace import Workspace
+from tests.support.ingest import FakeEmbedder
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -130,11 +131,22 @@ def test_drift_alert_from_the_query_vector_log(tmp_path: Path) -> None:
 
 def test_query_vector_log_keeps_no_text_and_prunes_old_rows(tmp_path: Path) -> None:
     ws = workspace(tmp_path, reference_days=2, current_days=1)
+    ws._embedder = FakeEmbedder()  # type: ignore[assignment]  # no model load for this
+    ws.directory.add_user("ann", ["staff"])
+    ann = ws.principal("ann")
+    ws.search(ann, "quarterly zebra migration budget")
+    list(ws.ask(ann, "where do the zebras migrate"))
+    ws.search(ann, "not for the monitor", monitored=False)
     log = ws.query_log
+    assert log.count() == 2
     log.add("search", "m", np.ones(4), time=NOW - timedelta(days=5))
     log.add("search", "m", np.ones(4), time=NOW)
-    assert log.count() == 1  # the 5-day-old row is past reference + current
+    # The write at NOW prunes what is older than reference + current (3 days) before it: the
+    # 5-day-old row; the two questions (logged at the real time, later than NOW) stay.
+    assert log.count() == 3
     ws.close()
+    stored = b"".join(p.read_bytes() for p in (ws.home / "monitor").glob("queries.sqlite*"))
+    assert b"zebra" not in stored and b"monitor" not in stored and b"ann" not in stored
 
 
 def test_alert_webhook_must_be_an_allowed_host(tmp_path: Path) -> None:
@@ -150,3 +162,28 @@ def test_alert_webhook_must_be_an_allowed_host(tmp_path: Path) -> None:
     assert cfg.govern.alert_webhook.endswith("/x")
     with pytest.raises(ConfigError, match="regression_threshold"):
         parse_config({"govern": {"regression_threshold": -1}}, tmp_path)
+
+
+def test_monitor_check_exit_code_is_for_cron(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sovra.cli import app
+
+    cfg = tmp_path / "sovra.toml"
+    cfg.write_text('[workspace]\nhome = "home"\n[govern]\nmax_not_found_rate = 0.1\n')
+    ws = workspace(tmp_path)
+    ws.audit.append(ev("ask", NOW - timedelta(hours=2), outcome="answered", details={"flags": []}))
+    ws.close()
+    runner = CliRunner()
+    at = ["--at", NOW.strftime("%Y-%m-%dT%H:%M:%S")]
+    quiet = runner.invoke(app, ["--config", str(cfg), "monitor", "check", *at])
+    assert quiet.exit_code == 0, quiet.output
+    assert "no alerts" in quiet.output and "[govern] min_queries" in quiet.output
+    ws = workspace(tmp_path)
+    ws.audit.append(ev("ask", NOW - timedelta(hours=1), outcome="not_found"))
+    ws.close()
+    loud = runner.invoke(app, ["--config", str(cfg), "monitor", "check", *at])
+    assert loud.exit_code == 1, loud.output
+    assert "ALERT not_found_rate" in loud.output
+    last = runner.invoke(app, ["--config", str(cfg), "monitor", "show", "--last", "--json"])
+    assert last.exit_code == 0 and '"not_found_rate"' in last.output

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, progress_bar, state
@@ -488,10 +489,10 @@ def eval_run(
         )
         return
     for note in notes:
-        out.print(f"[dim]skipped:[/] {note}", highlight=False)
+        out.print(f"[dim]skipped:[/] {escape(note)}", highlight=False)
     table = Table("metric", "value", show_edge=False)
     for k, v in sorted(run.metrics.items()):
-        table.add_row(k, f"{v:.4f}")
+        table.add_row(escape(k), f"{v:.4f}")
     out.print(table)
     out.print(f"tracked run {run.run_id} in {tracking_uri(cfg)}", highlight=False)
 
@@ -677,18 +678,13 @@ def _generated_question(ws: Any, principal: Any, endpoint: str) -> Any:
 @testset_app.command("list")
 def testset_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """Test sets in the data directory with their review status."""
-    from collections import Counter
-
     from sovra.evals.testset import list_testsets, load
 
     home = state(ctx).config.home
     rows = []
     for n in list_testsets(home):
         ts = load(home, n)
-        counts = Counter(i.status for i in ts.items)
-        rows.append(
-            {**ts.header(), **{k: counts.get(k, 0) for k in ("pending", "accepted", "rejected")}}
-        )
+        rows.append({**ts.header(), **ts.counts()})
     if json_out:
         emit_json(rows)
         return
@@ -755,9 +751,7 @@ def testset_review(
     if not scripted:
         _review_interactively(ts)
     save(home, ts)
-    counts = {
-        s: sum(1 for i in ts.items if i.status == s) for s in ("pending", "accepted", "rejected")
-    }
+    counts = ts.counts()
     if json_out:
         emit_json({**ts.header(), **counts})
     else:

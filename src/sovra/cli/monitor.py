@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sovra.cli.kit import JsonOpt, emit_json, out, state
@@ -38,16 +39,19 @@ def _print(st: object) -> None:
     table = Table("metric", "current", "reference", show_edge=False)
     for name, value in sorted(st.values.items()):
         ref = st.reference_values.get(name)
-        table.add_row(name, f"{value:.4g}", "" if ref is None else f"{ref:.4g}")
+        table.add_row(escape(name), f"{value:.4g}", "" if ref is None else f"{ref:.4g}")
     out.print(table)
     for note in st.notes:
-        out.print(f"[dim]note:[/] {note}", highlight=False)
+        out.print(f"[dim]note:[/] {escape(note)}", highlight=False)
     if not st.alerts:
         out.print("[green]no alerts[/]")
     for a in st.alerts:
-        out.print(f"[bold red]ALERT[/] {a.metric}: {a.message}  [{a.window}]", highlight=False)
+        out.print(
+            f"[bold red]ALERT[/] {escape(a.metric)}: {escape(a.message)}  ({escape(a.window)})",
+            highlight=False,
+        )
     if st.webhook:
-        out.print(f"webhook: {st.webhook}", highlight=False)
+        out.print(f"webhook: {escape(st.webhook)}", highlight=False)
 
 
 def _run(ctx: typer.Context, at: datetime | None, *, record: bool, json_out: bool) -> int:

@@ -78,6 +78,10 @@ class Testset:
             "items": len(self.items),
         }
 
+    def counts(self) -> dict[str, int]:
+        """Items per review status."""
+        return {s: sum(1 for i in self.items if i.status == s) for s in STATUSES}
+
     def accepted(self) -> list[TestItem]:
         return [i for i in self.items if i.status == "accepted"]
 

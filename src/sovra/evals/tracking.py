@@ -66,6 +66,10 @@ UNGATED = frozenset(
         "rows",
         "test_size",
         "passages",
+        "tp",
+        "fp",
+        "fn",
+        "support",
     }
 )
 LOWER_IS_BETTER = frozenset({"ece"})
