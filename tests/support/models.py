@@ -240,8 +240,11 @@ def llama_server(model: Path, log: Path, *, startup_s: float = 120.0) -> Iterato
     port = free_port()
     cmd = [
         sys.executable,
-        "-m",
-        "llama_cpp.server",
+        "-c",
+        # The server loads through the same AMX guard as sovra's own llama.cpp generator.
+        "import runpy; from sovra.models.llamacpp import amx_advertised, llama_extra_buffers\n"
+        "with llama_extra_buffers(not amx_advertised()):\n"
+        "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)",
         "--model",
         str(model),
         "--model_alias",

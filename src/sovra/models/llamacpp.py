@@ -287,7 +287,7 @@ def amx_advertised(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 @contextlib.contextmanager
-def _extra_buffers(enabled: bool) -> Iterator[None]:
+def llama_extra_buffers(enabled: bool) -> Iterator[None]:
     """Load with llama.cpp's extra buffer types (repacked / AMX weights) on or off.
 
     llama-cpp-python does not expose `use_extra_bufts`; it reads the defaults from
@@ -354,7 +354,7 @@ class LlamaCppGenerator:
         self.load_s = 0.0
         started = time.perf_counter()
         try:
-            with _extra_buffers(not amx_advertised()):
+            with llama_extra_buffers(not amx_advertised()):
                 self._llm: Llama = Llama(
                     model_path=str(self._path),
                     n_ctx=n_ctx,
