@@ -265,3 +265,15 @@ def test_an_empty_period_between_entries_still_verifies(ws: Workspace) -> None:
     assert figures(bundle)["logging.entries"]["value"] == 0
     check = verify_bundle(bundle, ws.audit.public_keys())
     assert check.ok, check.problems
+
+
+def test_charts_carry_no_inline_style() -> None:
+    """The governance page's CSP (style-src 'self') blocks style attributes and <style>."""
+    from sovra.governance import report
+
+    fig = report._figure(3, 2)
+    fig.add_subplot().bar(["a", "b"], [1, 2])
+    svg = str(report._svg(fig, "a chart"))
+    assert "<svg" in svg and "<path" in svg
+    assert "style=" not in svg and "<style" not in svg
+    assert 'fill="' in svg  # the colours survive as presentation attributes

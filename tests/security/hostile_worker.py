@@ -2,7 +2,7 @@
 
 usage: python hostile_worker.py SOVRA_TOML OUT_JSON
 Writes the sync reports, the searches for every valid marker and for the secret outside the
-sources, wall and CPU time and peak RSS (`resource.getrusage`) as JSON. BM25-only: no model loaded.
+sources, wall and CPU time and peak RSS (VmHWM) as JSON. BM25-only: no model loaded.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def main() -> None:
         index.close()
         state.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak_kib = usage.ru_maxrss  # KiB on Linux
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it reports the pytest parent's size
+    # (the forked child shares it until exec) whenever the parent is the bigger of the two.
+    status = Path("/proc/self/status").read_text(encoding="ascii")
+    peak_kib = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
     out_path.write_text(
         json.dumps(
             {
