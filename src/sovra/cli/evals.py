@@ -62,6 +62,11 @@ def eval_retrieval(
     for n in names:
         if n not in collections:
             fail(f"unknown collection {n!r}; choose from {', '.join(collections)}")
+    if reference:
+        try:
+            import bm25s  # noqa: F401
+        except ImportError:
+            fail("the BM25 reference needs bm25s: pip install 'sovra[bench]', or --no-reference")
     embedder = embedder_for(cfg)
     s = cfg.search
     settings = FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates)

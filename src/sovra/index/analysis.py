@@ -114,7 +114,7 @@ _LATIN_MARKS = regex.compile("[\u0300-\u036f]")
 def _strip_accents(text: str) -> str:
     if text.isascii():
         return text
-    return _LATIN_MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return str(_LATIN_MARKS.sub("", unicodedata.normalize("NFKD", text)))
 
 
 def _fold(text: str) -> str:
@@ -123,7 +123,7 @@ def _fold(text: str) -> str:
     Unified before stemming too (but teh marbuta), so variants reach the stemmer as one word."""
     if text.isascii():
         return text.lower()
-    folded = _ARABIC_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold())
+    folded = str(_ARABIC_MARKS.sub("", unicodedata.normalize("NFKC", text).casefold()))
     return folded.translate(_ARABIC_BEFORE_STEM)
 
 

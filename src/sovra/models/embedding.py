@@ -277,6 +277,20 @@ def channels_of(embedder: Embedder) -> tuple[Channel, ...]:
     return (Channel(embedder.name, embedder.languages, 0, embedder.dimension),)
 
 
+def part_for_language(embedder: Embedder, language: str) -> Embedder:
+    """The model of a fused embedder that reads `language` (the first listed), else itself."""
+    if isinstance(embedder, FusedEmbedder):
+        # An unsure (short) question is most often English, as fusion assumes too.
+        wanted = "en" if language == "und" else language
+        for part in embedder.parts:
+            if wanted in part.languages:
+                return part
+        for part in embedder.parts:
+            if len(part.languages) > 1:
+                return part
+    return embedder
+
+
 def build_embedder(emb: EmbeddingConfig, resolve: Callable[[Path], Path]) -> Embedder:
     """The embedder `[embedding]` describes: the primary model, with or without USE."""
     primary = SentenceTransformerEmbedder(
