@@ -11,7 +11,8 @@ The machine the figures in docs/benchmarks.md come from was shared with other jo
 average is recorded with every run; re-run on a quiet machine for clean timings.
 
 Usage (from the repository root):
-    .venv/bin/python -m bench.bench_embed_options [--source runbooks] [--options off only fused]
+    .venv/bin/python -m bench.bench_embed_options [--source runbooks] [--sample 60]
+        [--options off only fused]
 Writes bench/results/embed-options.json.
 """
 
@@ -42,9 +43,31 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_option(option: str, source: str) -> dict[str, Any]:
+def sample_connector(source: str, sample: int, tmp: Path) -> Any:
+    """A folder connector over the first `sample` markdown files of `source` (0: all of them)."""
+    import shutil
+
+    from bench.bench_ingest import COMPANY
+    from sovra.config import FolderSource
+    from sovra.sources import FolderConnector
+
+    files = sorted((COMPANY / source).rglob("*.md"))
+    if sample:
+        files = files[:sample]
+    root = tmp / source
+    for f in files:
+        target = root / f.relative_to(COMPANY / source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, target)
+    fsrc = FolderSource(
+        name=source, kind="folder", path=root, include=("**/*.md",), access=("group:staff",),
+        classification="internal", residency="eu",
+    )  # fmt: skip
+    return FolderConnector(fsrc, root)
+
+
+def run_option(option: str, source: str, sample: int) -> dict[str, Any]:
     """One option, in this process: warm the embedder, sync `source`, measure."""
-    from bench.bench_ingest import connector
     from sovra.config import EmbeddingConfig
     from sovra.index import open_index
     from sovra.ingest import StateStore, sync_source
@@ -59,8 +82,9 @@ def run_option(option: str, source: str) -> dict[str, Any]:
         index = open_index(index_dir, dimension=embedder.dimension)
         state = StateStore(Path(tmp) / "state.sqlite")
         load1 = os.getloadavg()[0]
+        conn = sample_connector(source, sample, Path(tmp))
         t = time.perf_counter()
-        report = sync_source(connector(source), source, index, embedder, state)
+        report = sync_source(conn, source, index, embedder, state)
         wall = time.perf_counter() - t
         chunks = index.count()
         index.close()
@@ -71,6 +95,7 @@ def run_option(option: str, source: str) -> dict[str, Any]:
         "embedder": embedder.name,
         "dimension": embedder.dimension,
         "source": source,
+        "sample_files": sample,
         "model_load_s": round(load_s, 2),
         "docs": docs,
         "chunks": chunks,
@@ -87,19 +112,21 @@ def run_option(option: str, source: str) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--source", default="runbooks", choices=("runbooks", "handbook", "tickets"))
+    ap.add_argument("--source", default="runbooks", choices=("runbooks", "handbook"))
+    ap.add_argument("--sample", type=int, default=60, help="first N files (0: all)")
     ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=OPTIONS)
     ap.add_argument("--one", help=argparse.SUPPRESS)  # child mode: run one option, print JSON
     ap.add_argument("--out", type=Path, default=RESULTS / "embed-options.json")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_option(args.one, args.source)))
+        print(json.dumps(run_option(args.one, args.source, args.sample)))
         return
+    load_before = os.getloadavg()
     runs = []
     for option in args.options:
         proc = subprocess.run(
             [sys.executable, "-m", "bench.bench_embed_options", "--one", option,
-             "--source", args.source],
+             "--source", args.source, "--sample", str(args.sample)],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -111,7 +138,7 @@ def main() -> None:
     result = {
         "command": "python -m bench.bench_embed_options " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "uptime_before": os.getloadavg(),
+        "load_avg_before": load_before,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

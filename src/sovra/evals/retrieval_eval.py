@@ -25,6 +25,7 @@ from sovra.domain import PUBLIC, Chunk, SearchFilter
 from sovra.evals.collections import Collection
 from sovra.index.base import Index
 from sovra.models.base import Embedder, Vectors
+from sovra.models.embedding import FusedEmbedder
 from sovra.search import FusionSettings, Searcher
 from sovra.search.hybrid import Mode
 
@@ -91,6 +92,46 @@ def embed_cached(
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
     return vectors
+
+
+class _QueryMemo:
+    """An embedder answering from vectors computed in one batch (queries embedded one by one in
+    the loop cost several times more and would make the eval a model benchmark)."""
+
+    def __init__(self, inner: Embedder, memo: dict[str, Vectors]) -> None:
+        self.inner = inner
+        self.memo = memo
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return self.inner.languages
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if all(t in self.memo for t in texts):
+            return np.vstack([self.memo[t] for t in texts]).astype(np.float32)
+        return self.inner.embed(texts)
+
+
+def with_query_vectors(
+    embedder: Embedder, queries: list[str], cache_dir: Path | None, key: str
+) -> Embedder:
+    """`embedder` with the vectors of `queries` precomputed (per model of a fused embedder)."""
+
+    def memo(part: Embedder) -> Embedder:
+        vectors = embed_cached(part, queries, cache_dir, f"{key}-queries", None)
+        return _QueryMemo(part, dict(zip(queries, vectors, strict=True)))
+
+    if isinstance(embedder, FusedEmbedder):
+        return FusedEmbedder([memo(p) for p in embedder.parts], routed=embedder.routed)
+    return memo(embedder)
 
 
 def build_eval_index(
@@ -221,11 +262,14 @@ def evaluate_collection(
             progress,
         )
         try:
-            searcher = Searcher(index, embedder, settings)
             flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
             qids = [q for q in collection.queries if collection.qrels.get(q)]
             if max_queries:
                 qids = qids[:max_queries]
+            queries = [collection.queries[q] for q in qids]
+            searcher = Searcher(
+                index, with_query_vectors(embedder, queries, cache_dir, collection.name), settings
+            )
             report.queries = len(qids)
             for method in methods:
                 ndcg = rec = mrr = 0.0

@@ -89,13 +89,16 @@ class FusionSettings:
     text_weight: float = 1.0
     vector_weight_covered: float = 1.0
     vector_weight_uncovered: float = 0.5
-    same_language_multilingual: float = 0.5
+    same_language_multilingual: float = 0.2
     """Factor on a multilingual channel's vote for a chunk in the query's own language.
 
-    Within one language a proper full-text analyser beats a 16-language model (XQuAD zh: BM25
-    0.98, USE 0.91), so there the model only breaks ties; across languages, where full text
+    Within one language a proper full-text analyser beats a 16-language model (XQuAD ar: BM25
+    0.96, USE 0.78), so there the model only breaks ties; across languages, where full text
     cannot match, its vote counts fully (docs/benchmarks.md).
     """
+    text_weight_other_language: float = 0.5
+    """Factor on full text's vote for a chunk in another language than the query's (both
+    detected): such matches are names and numbers, not the question's words."""
     """Weight of the vector channel for a question in a language the model does not cover.
 
     The channel then only ranks chunks written in a covered language (cross-lingual: a German
@@ -179,7 +182,7 @@ class Searcher:
             return result
         depth = max(k, self.settings.candidates)
         text_hits: list[ScoredChunk] = []
-        vector_lists: list[tuple[list[ScoredChunk], float, float]] = []
+        vector_lists: list[tuple[list[ScoredChunk], float, float, float]] = []
         if mode in ("hybrid", "text"):
             text_hits = self.index.search_text(query, lang, depth if mode == "hybrid" else k, flt)
         if mode in ("vector", "hybrid") and weights:
@@ -205,9 +208,9 @@ class Searcher:
         weights: list[tuple[Channel, float, bool]],
         depth: int,
         flt: SearchFilter,
-    ) -> list[tuple[list[ScoredChunk], float, float]]:
+    ) -> list[tuple[list[ScoredChunk], float, float, float]]:
         assert self.embedder is not None
-        out: list[tuple[list[ScoredChunk], float, float]] = []
+        out: list[tuple[list[ScoredChunk], float, float, float]] = []
         multi = self.settings.same_language_multilingual
         for channel, weight, restricted in weights:
             if isinstance(self.embedder, FusedEmbedder):
@@ -219,14 +222,13 @@ class Searcher:
                 # An unsure or unsupported chunk language counts as covered only for a model
                 # that reads English (most short untagged text), as before.
                 hits = [h for h in hits if _reads(channel, h.chunk.language)]
-            same = weight * multi if len(channel.languages) > 1 else weight
-            out.append((hits, weight, same))
+            out.append((hits, weight, multi if len(channel.languages) > 1 else 1.0, 1.0))
         return out
 
     def _fuse(
         self,
         text_hits: list[ScoredChunk],
-        vector_lists: list[tuple[list[ScoredChunk], float, float]],
+        vector_lists: list[tuple[list[ScoredChunk], float, float, float]],
         k: int,
         language: str,
     ) -> list[SearchHit]:
@@ -234,23 +236,29 @@ class Searcher:
         chunks: dict[str, Chunk] = {}
         text_rank: dict[str, int] = {}
         vector_rank: dict[str, int] = {}
-        lists = [(text_hits, s.text_weight, s.text_weight), *vector_lists]
+        # (hits, weight, factor for chunks in the query's language, factor for other languages)
+        lists = [(text_hits, s.text_weight, 1.0, s.text_weight_other_language), *vector_lists]
         for i, h in enumerate(text_hits):
             chunks[h.chunk.id] = h.chunk
             text_rank[h.chunk.id] = i
-        for hits, _, _ in vector_lists:
+        for hits, *_ in vector_lists:
             for i, h in enumerate(hits):
                 chunks.setdefault(h.chunk.id, h.chunk)
                 vector_rank[h.chunk.id] = min(i, vector_rank.get(h.chunk.id, i))
         scores: dict[str, float] = {}
-        for hits, weight, same in lists:
+        known = language != UNDETERMINED
+        for hits, weight, same, other in lists:
             if not hits or weight == 0:
                 continue
             top = hits[0].score
             low = hits[-1].score
             span = (top - low) or 1.0
             for i, h in enumerate(hits):
-                w = same if language != UNDETERMINED and h.chunk.language == language else weight
+                w = weight
+                if known and h.chunk.language == language:
+                    w *= same
+                elif known and h.chunk.language != UNDETERMINED:
+                    w *= other
                 vote = 1 / (s.rrf_k + i + 1) if s.fusion == "rrf" else (h.score - low) / span
                 scores[h.chunk.id] = scores.get(h.chunk.id, 0.0) + w * vote
         ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
