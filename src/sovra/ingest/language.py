@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sovra.index.detect import UNDETERMINED, detect, detect_many
+from sovra.index.detect import UNDETERMINED as UNDETERMINED
+from sovra.index.detect import detect, detect_many
 
 
 def _languages() -> set[str]:
