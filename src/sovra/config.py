@@ -112,6 +112,11 @@ class EmbeddingConfig(_Strict):
     languages: tuple[str, ...] = ("en",)
     batch_size: int = Field(default=64, ge=1, le=4096)
     threads: int | None = Field(default=None, ge=1)
+    multilingual: Literal["fused", "routed", "only", "off"] = "routed"
+    """The bundled multilingual model (USE v3, 16 languages) beside the model above: `fused`
+    searches both as two vector channels, `routed` uses the first model for the languages it
+    covers and USE for the rest, `only` uses USE alone, `off` the model above alone. Changing
+    it changes the index's vectors: re-sync (docs/benchmarks.md has the measurements)."""
 
 
 class IndexConfig(_Strict):

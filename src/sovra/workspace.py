@@ -49,7 +49,7 @@ from sovra.domain import (
 )
 from sovra.index.base import Index
 from sovra.models.base import Embedder
-from sovra.models.embedding import SentenceTransformerEmbedder
+from sovra.models.embedding import build_embedder
 from sovra.search import FusionSettings, Searcher, SearchResult
 from sovra.storage import private_dir
 
@@ -66,15 +66,8 @@ def directory_for(config: Config) -> Directory:
     return Directory.in_home(config.home)
 
 
-def embedder_for(config: Config) -> SentenceTransformerEmbedder:
-    emb = config.embedding
-    return SentenceTransformerEmbedder(
-        config.resolve(emb.path) if emb.path else None,
-        name=emb.name,
-        languages=emb.languages,
-        batch_size=emb.batch_size,
-        threads=emb.threads,
-    )
+def embedder_for(config: Config) -> Embedder:
+    return build_embedder(config.embedding, config.resolve)
 
 
 @dataclass(frozen=True)
@@ -185,7 +178,7 @@ class Workspace:
         self.config = config
         self.home: Path = config.home
         self.directory = Directory.in_home(self.home)
-        self._embedder: SentenceTransformerEmbedder | None = None
+        self._embedder: Embedder | None = None
         self._index: Index | None = None
         self._state: StateStore | None = None
         self._audit: AuditLog | None = None

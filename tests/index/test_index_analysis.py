@@ -38,13 +38,19 @@ def test_inflections_meet(language: str, a: str, b: str) -> None:
     ],
 )
 def test_stop_words_removed(language: str, text: str) -> None:
-    assert analyze(text, language) == []
+    content = {"en": "engine", "de": "Motor", "es": "motor", "fr": "moteur", "ar": "محرك"}
+    assert analyze(f"{text} {content[language]}", language) == analyze(content[language], language)
+
+
+def test_a_text_of_stop_words_only_keeps_them() -> None:
+    # "to be or not to be" must still be findable: nothing would be left to search for.
+    assert analyze("to be or not to be", "en") != []
 
 
 def test_stop_words_are_per_language() -> None:
     # "die" is a German article but an English content word.
-    assert analyze("die", "de") == []
-    assert analyze("die", "en") == ["die"]
+    assert analyze("die Katze", "de") == analyze("Katze", "de")
+    assert analyze("die cat", "en") == ["die", "cat"]
 
 
 def test_accents_stripped_after_stemming() -> None:
@@ -57,7 +63,7 @@ def test_arabic_diacritics_removed() -> None:
 
 
 def test_neutral_fallback_keeps_words_in_any_script() -> None:
-    assert analyze("東京 Ünïcode foo_bar 42", "und") == ["東京", "unicode", "foo_bar", "42"]
+    assert analyze("東京 Ünïcode foo_bar 42", "und") == ["unicode", "foo_bar", "42", "東京"]
     assert analyze("Running", "xx") == ["running"]  # unknown language: no stemming
 
 

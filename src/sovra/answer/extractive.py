@@ -13,6 +13,12 @@ sentences in procedural passages (under a Mitigation/Resolution/Steps heading, n
 imperative instructions) are preferred when they are nearly as relevant, and the answer quotes
 that passage whole — list items complete and in document order, with the short command that
 follows an instruction — instead of loose sentences.
+
+Languages: the answer quotes sentences in the question's language when a good passage in that
+language exists (`same_language_bonus`); a cross-lingual hit (an Arabic question answered from an
+English page) is quoted in its own language, never translated, and the answer says so first.
+Semantic similarity uses the embedding model that reads the question's language (the
+multilingual channel of a fused embedder for a question MiniLM cannot read).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import numpy as np
 
 from sovra.answer.sentences import Block, Sentence, clean_inline, sentences_of, split_blocks
 from sovra.answer.types import NOT_FOUND, Citation
-from sovra.index.analysis import analyze
+from sovra.index.analysis import analyze, analyze_document
+from sovra.index.detect import UNDETERMINED
 from sovra.models.base import Embedder
+from sovra.models.embedding import part_for_language
 from sovra.search.hybrid import SearchHit
 
 
@@ -51,6 +59,7 @@ class ExtractiveSettings:
     context_weight: float = 0.15  # ...and from a document whose title/headings match the question
     max_passages: int = 2
     max_passage_words: int = 130
+    same_language_bonus: float = 0.05  # a sentence in the question's own language, when known
 
 
 # Questions asking what to do. "How many/much/long…" and "how did…" are factual, so "how" only
@@ -176,7 +185,7 @@ def score_sentences(
                 path = _heading_path(c.heading_path, block)
                 procedural.append(procedural_score(c.heading_path, block, s.text))
                 words = _CAMEL.sub(" ", " ".join([c.title, *path]))
-                context_terms.append(set(analyze(words, c.language)))
+                context_terms.append(set(analyze_document(words, c.language)))
             else:
                 procedural.append(0.0)
                 context_terms.append(set())
@@ -185,13 +194,16 @@ def score_sentences(
     if not candidates:
         return []
     q_terms = analyze(question, language)
-    s_terms = [set(analyze(s.text, hits[i].chunk.language)) for i, s in candidates]
+    # Index-style terms (stem and word) meet the question's terms whether or not its language
+    # was detected (an unsure question is not stemmed).
+    s_terms = [set(analyze_document(s.text, hits[i].chunk.language)) for i, s in candidates]
     lexical = _lexical_scores(q_terms, s_terms)
     # Where a sentence stands counts for procedural questions: a step under a heading or in a
     # document named like the problem ("etcdDatabaseQuotaLowSpace") answers it.
     context = _lexical_scores(q_terms, context_terms) if procedural_q else [0.0] * len(lexical)
     semantic = [0.0] * len(candidates)
     if use_semantic and embedder is not None:
+        embedder = part_for_language(embedder, language)
         # Embedding every sentence of every chunk dominates the cost of an answer; the
         # sentences worth comparing semantically are the lexically plausible ones.
         pre = sorted(
@@ -220,6 +232,8 @@ def score_sentences(
     ):
         prior = 1.0 / (1 + i)
         score = w_sem * sem + w_lex * lex + settings.rank_weight * prior
+        if language != UNDETERMINED and hits[i].chunk.language == language:
+            score += settings.same_language_bonus
         rank = score + settings.procedural_weight * proc + settings.context_weight * ctx
         out.append(ScoredSentence(i, s, score, sem, lex, proc, rank))
     out.sort(key=lambda x: -x.score)
@@ -256,6 +270,11 @@ def extract_answer(
         passage = _procedural_answer(scored, hits, settings)
         if passage is not None:
             passage.top = scored[0]
+            note = cross_lingual_note(
+                language, [hits[c.hit_index].chunk.language for c in passage.sentences]
+            )
+            if note:
+                passage.text = f"{note}\n\n{passage.text}"
             return passage
     best = scored[0]
     chosen = [best]
@@ -296,7 +315,30 @@ def extract_answer(
                 )
             )
         parts.append(f"{c.sentence.text} [{numbers[c.hit_index]}]")
-    return Extract(" ".join(parts), True, citations, best.score, chosen, best)
+    note = cross_lingual_note(language, [hits[c.hit_index].chunk.language for c in chosen])
+    text = " ".join(parts)
+    return Extract(f"{note}\n\n{text}" if note else text, True, citations, best.score, chosen, best)
+
+
+def _language_name(code: str) -> str:
+    from lingua import IsoCode639_1, Language
+
+    try:
+        return str(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())).name).title()
+    except (AttributeError, ValueError):
+        return code
+
+
+def cross_lingual_note(question_language: str, passage_languages: Sequence[str]) -> str:
+    """A line saying the quotes are in another language than the question, or ""."""
+    others = sorted({p for p in passage_languages if p not in (UNDETERMINED, question_language)})
+    if question_language == UNDETERMINED or not others:
+        return ""
+    names = ", ".join(_language_name(p) for p in others)
+    return (
+        f"(Quoted in {names}, the language of the source; the question was in "
+        f"{_language_name(question_language)}. Not translated.)"
+    )
 
 
 @dataclass

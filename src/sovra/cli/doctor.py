@@ -163,7 +163,8 @@ def run_checks(
 
         embedder = embedder_for(config)
         vectors = embedder.embed(["offline check"])
-        return f"{embedder.name} from {embedder.path} ({vectors.shape[1]} dimensions)"
+        where = getattr(embedder, "path", "its package")
+        return f"{embedder.name} from {where} ({vectors.shape[1]} dimensions)"
 
     checks.append(_component("policy engine", policies))
     checks.append(_component("PII detector", pii))

@@ -45,10 +45,17 @@ def eval_retrieval(
         list[str] | None, typer.Option("--collection", help="Repeatable; default all.")
     ] = None,
     max_queries: Annotated[int | None, typer.Option(help="Cap queries per collection.")] = None,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference/--no-reference",
+            help="Also score plain BM25 (bm25s + Snowball / bigrams) on each collection.",
+        ),
+    ] = True,
     data: EvalDataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """nDCG@10, Recall@100 and MRR per collection for full text, vector and hybrid."""
+    """nDCG@10, Recall@100 and MRR per collection: full text, vector, hybrid, BM25 reference."""
     from dataclasses import asdict
 
     from sovra.evals.collections import standard_collections
@@ -62,6 +69,11 @@ def eval_retrieval(
     for n in names:
         if n not in collections:
             fail(f"unknown collection {n!r}; choose from {', '.join(collections)}")
+    if reference:
+        try:
+            import bm25s  # noqa: F401
+        except ImportError:
+            fail("the BM25 reference needs bm25s: pip install 'sovra[bench]', or --no-reference")
     embedder = embedder_for(cfg)
     s = cfg.search
     settings = FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates)
@@ -77,12 +89,13 @@ def eval_retrieval(
                 progress=lambda done, total, what: advance(
                     total=total, completed=done, description=what
                 ),
+                reference=reference,
             )
         reports.append(report)
         if not json_out:
             for method, m in report.methods.items():
                 out.print(
-                    f"{n:<14} {method:<7} nDCG@10 {m.ndcg10:.3f}  R@100 {m.recall100:.3f}"
+                    f"{n:<14} {method:<8} nDCG@10 {m.ndcg10:.3f}  R@100 {m.recall100:.3f}"
                     f"  MRR {m.mrr:.3f}  ({m.queries} queries, {m.ms_per_query:.1f} ms/query)"
                 )
     if json_out:

@@ -87,7 +87,15 @@ def standard_collections(eval_root: Path) -> dict[str, Collection]:
     out: dict[str, Collection] = {}
     out["cranfield"] = load_cranfield(eval_root / "cranfield")
     out["nfcorpus"] = load_nfcorpus(eval_root / "nfcorpus")
-    for q, d in (("en", "en"), ("de", "de"), ("es", "es"), ("de", "en"), ("es", "en")):
-        c = load_xquad(eval_root / "xquad", q, d)
+    root = eval_root / "xquad"
+    # Every XQuAD language present: alone (monolingual) and as questions over English paragraphs.
+    # Files added to the folder join the run without a code change.
+    langs = sorted(p.name.split(".")[1] for p in root.glob("xquad.*.json"))
+    langs = ["en", *[lang for lang in langs if lang != "en"]] if "en" in langs else langs
+    pairs = [(lang, lang) for lang in langs]
+    if "en" in langs:
+        pairs += [(lang, "en") for lang in langs if lang != "en"]
+    for q, d in pairs:
+        c = load_xquad(root, q, d)
         out[c.name] = c
     return out

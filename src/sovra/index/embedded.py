@@ -50,7 +50,12 @@ import numpy as np
 import numpy.typing as npt
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
-from sovra.index.analysis import analyze, normalize_language
+from sovra.index.analysis import (
+    ANALYSIS_VERSION,
+    analyze,
+    analyze_document,
+    normalize_language,
+)
 from sovra.index.base import IndexError_
 from sovra.storage import (
     Synchronous,
@@ -484,6 +489,7 @@ class EmbeddedIndex:
                     [
                         ("schema_version", SCHEMA_VERSION),
                         ("dimension", str(self.dimension)),
+                        ("analysis", ANALYSIS_VERSION),
                         ("generation", "0"),
                         ("db_id", uuid.uuid4().hex),
                     ],
@@ -494,10 +500,22 @@ class EmbeddedIndex:
                 f"index {self.path} has schema version {version}, this sovra reads "
                 f"{SCHEMA_VERSION}; delete {self.path} and sync again (sovra source sync --all)"
             )
+        rebuild = f"delete {self.path} and sync again (sovra source sync --all)"
         if dim is not None and int(dim) != self.dimension:
+            # Typically an upgrade that added the multilingual channel ([embedding] multilingual):
+            # old vectors cannot be searched with the new model, so refuse instead of guessing.
             raise IndexError_(
                 f"index {self.path} holds {dim}-dimensional embeddings but the embedding model "
-                f"gives {self.dimension}; use the model it was built with or rebuild the index"
+                f"gives {self.dimension}; set [embedding] back to the model it was built with, "
+                f"or {rebuild} to re-embed with the current one"
+            )
+        # Indexes from before the script-aware analyser have no entry: their terms (one token per
+        # run of Chinese characters, no NFKC) would silently miss this version's queries.
+        analysis = self._meta("analysis") or "1"
+        if analysis != ANALYSIS_VERSION:
+            raise IndexError_(
+                f"index {self.path} was analysed by text analysis version {analysis}, this sovra "
+                f"uses {ANALYSIS_VERSION}; {rebuild}"
             )
 
     def _load(self) -> None:
@@ -715,7 +733,7 @@ class EmbeddedIndex:
                 seen.add(chunk.id)
                 # Title and heading path are searchable text too.
                 text = " ".join((chunk.title, " ".join(chunk.heading_path), chunk.text))
-                terms = Counter(analyze(text, normalize_language(chunk.language)))
+                terms = Counter(analyze_document(text, normalize_language(chunk.language)))
                 items.append((chunk, terms, self._vector(chunk)))
             prepared.append((document_id, items))
         with self._lock:

@@ -40,7 +40,7 @@ from lancedb.index import FTS
 from lancedb.query import MatchQuery
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
-from sovra.index.analysis import analyze, normalize_language
+from sovra.index.analysis import analyze, analyze_document, normalize_language
 from sovra.index.base import IndexError_
 from sovra.index.embedded import BM25_B, BM25_K1, _to_us
 from sovra.storage import private_dir, private_files
@@ -205,7 +205,7 @@ class LanceIndex:
             "end": c.end,
             "modified_at": c.modified_at.isoformat() if c.modified_at else None,
             "modified_us": None if c.modified_at is None else _to_us(c.modified_at),
-            "terms": " ".join(analyze(text, normalize_language(c.language))),
+            "terms": " ".join(analyze_document(text, normalize_language(c.language))),
             "vector": vec.tolist(),
             "has_vec": has,
         }

@@ -1,37 +1,34 @@
-"""Language detection with lingua, built once and restricted to the languages sovra expects.
+"""Document language detection: lingua over all its languages (sovra.index.detect), on prose.
 
-Restricting the candidate set makes detection faster and more accurate on short text; only a
-bounded prefix of prose is inspected because a couple of hundred characters decide the language
-as well as the whole document does, at a fraction of the cost (ingest must stay near-free next
-to the embedding model). Low-accuracy mode (trigrams only) is used for everything: on the
-sample tickets it agreed with high-accuracy mode on 99% of documents while being 4-10x faster
-on short text, and it avoids the high-accuracy models' ~3 s load on first use.
+Only a bounded prefix of prose is inspected because a couple of hundred characters decide the
+language as well as the whole document does, at a fraction of the cost (ingest must stay
+near-free next to the embedding model). A detection below the confidence floor comes out as
+`und`, which the analyser treats with script-aware tokenisation and no stemmer.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
-from typing import Any
 
-SUPPORTED: tuple[str, ...] = ("en", "de", "es", "fr", "ar", "it", "nl", "pl", "pt")
-"""ISO 639-1 codes the detector chooses among; anything else comes out as the closest one."""
+from sovra.index.detect import UNDETERMINED as UNDETERMINED
+from sovra.index.detect import detect, detect_many
 
-UNDETERMINED = "und"
+
+def _languages() -> set[str]:
+    from lingua import Language
+
+    return {str(lang.iso_code_639_1.name).lower() for lang in Language.all()}
+
+
+SUPPORTED: tuple[str, ...] = tuple(sorted(_languages()))
+"""ISO 639-1 codes the detector can return (every language lingua knows)."""
+
 PREFIX_CHARS = 256
 _MIN_LETTERS = 12
 
 _CODE_FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _NOISE = re.compile(r"https?://\S+|[`*_#>|\[\]()<>{}=\\/]+|\b\w*\d\w*\b")
-
-
-@functools.lru_cache(maxsize=1)
-def _detector() -> Any:
-    from lingua import IsoCode639_1, LanguageDetectorBuilder
-
-    codes = [getattr(IsoCode639_1, code.upper()) for code in SUPPORTED]
-    return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_low_accuracy_mode().build()
 
 
 def prose_sample(text: str, limit: int = PREFIX_CHARS) -> str:
@@ -54,10 +51,6 @@ def prose_sample(text: str, limit: int = PREFIX_CHARS) -> str:
     return " ".join(out)[:limit]
 
 
-def _code(lang: Any) -> str:
-    return str(lang.iso_code_639_1.name).lower() if lang is not None else UNDETERMINED
-
-
 _LETTERS = re.compile(r"[^\W\d_]")
 
 
@@ -66,11 +59,11 @@ def _enough(sample: str) -> bool:
 
 
 def detect_language(text: str) -> str:
-    """ISO 639-1 code of `text`'s language among SUPPORTED, or `und` if too little prose."""
+    """ISO 639-1 code of `text`'s language, or `und` if too little prose or unsure."""
     sample = prose_sample(text)
     if not _enough(sample):
         return UNDETERMINED
-    return _code(_detector().detect_language_of(sample))
+    return detect(sample).language
 
 
 def detect_languages(texts: Sequence[str]) -> list[str]:
@@ -78,8 +71,6 @@ def detect_languages(texts: Sequence[str]) -> list[str]:
     samples = [prose_sample(t) for t in texts]
     todo = [i for i, s in enumerate(samples) if _enough(s)]
     result = [UNDETERMINED] * len(texts)
-    if todo:
-        found = _detector().detect_languages_in_parallel_of([samples[i] for i in todo])
-        for i, lang in zip(todo, found, strict=True):
-            result[i] = _code(lang)
+    for i, found in zip(todo, detect_many([samples[i] for i in todo]), strict=True):
+        result[i] = found.language
     return result

