@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -47,7 +48,6 @@ class AccessRule(_Strict):
 
 class _SourceBase(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
-    path: Path
     access: tuple[str, ...] = ()
     classification: str = "internal"
     residency: str = "*"
@@ -64,18 +64,25 @@ class _SourceBase(_Strict):
         return value
 
 
-class FolderSource(_SourceBase):
+class _PathSource(_SourceBase):
+    path: Path
+
+
+_FILE_GLOBS = (
+    "**/*.md",
+    "**/*.txt",
+    "**/*.html",
+    "**/*.htm",
+    "**/*.pdf",
+    "**/*.docx",
+)
+
+
+class FolderSource(_PathSource):
     """A folder of files: md, txt, html, pdf, docx."""
 
     kind: Literal["folder"]
-    include: tuple[str, ...] = (
-        "**/*.md",
-        "**/*.txt",
-        "**/*.html",
-        "**/*.htm",
-        "**/*.pdf",
-        "**/*.docx",
-    )
+    include: tuple[str, ...] = _FILE_GLOBS
     exclude: tuple[str, ...] = ()
     max_file_bytes: int = 50_000_000
     max_unpacked_bytes: int = Field(default=200_000_000, ge=1)
@@ -88,7 +95,7 @@ class FolderSource(_SourceBase):
     then decides who may read it)."""
 
 
-class RecordsSource(_SourceBase):
+class RecordsSource(_PathSource):
     """A CSV, JSON or JSONL file where one record is one document."""
 
     kind: Literal["records"]
@@ -101,7 +108,219 @@ class RecordsSource(_SourceBase):
     encoding: str = "utf-8"
 
 
-SourceConfig = Annotated[FolderSource | RecordsSource, Field(discriminator="kind")]
+# -- sql and git sources (docs/connectors.md) ----------------------------------------------
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]*"
+_SQL_WRITE_WORDS = frozenset(
+    [
+        "insert",
+        "update",
+        "delete",
+        "merge",
+        "upsert",
+        "drop",
+        "alter",
+        "create",
+        "truncate",
+        "grant",
+        "revoke",
+        "copy",
+        "call",
+        "exec",
+        "execute",
+        "do",
+        "lock",
+        "set",
+        "into",
+        "load",
+        "handler",
+        "vacuum",
+        "cluster",
+        "reindex",
+        "refresh",
+        "listen",
+        "notify",
+        "prepare",
+        "deallocate",
+        "begin",
+        "commit",
+        "rollback",
+        "savepoint",
+        "attach",
+        "detach",
+        "pragma",
+    ]
+)
+_SQL_STRIPPED = re.compile(
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/""", re.S
+)
+
+
+def check_read_only_query(query: str) -> str:
+    """The query when it is one SELECT (or WITH … SELECT) and names no writing keyword.
+
+    Conservative by design: literals, quoted names and comments are blanked out, then any
+    statement separator or any keyword that writes, locks, changes the session or selects
+    INTO a table refuses the query — a false refusal costs a rewrite, a false pass a write.
+    """
+    bare = _SQL_STRIPPED.sub(" ", query).strip().rstrip(";").strip()
+    if not bare:
+        raise ValueError("query is empty")
+    if ";" in bare:
+        raise ValueError("query must be a single statement (no `;` inside)")
+    words = re.findall(r"[A-Za-z_]+", bare.lower())
+    if not words or words[0] not in ("select", "with"):
+        raise ValueError("query must be a SELECT (or WITH … SELECT); sovra only reads")
+    bad = sorted({w for w in words if w in _SQL_WRITE_WORDS})
+    if bad:
+        raise ValueError(f"query must only read; it contains {', '.join(w.upper() for w in bad)}")
+    return query
+
+
+def is_secret_reference(value: str) -> bool:
+    """`env:NAME` or `file:/path`: where a credential-bearing value is read from."""
+    return bool(re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+", value))
+
+
+class SqlSource(_SourceBase):
+    """Rows of a table or a read-only query in any SQLAlchemy database; one row, one document."""
+
+    kind: Literal["sql"]
+    url: str
+    """`env:NAME` or `file:/path` holding the SQLAlchemy URL; an inline URL only without a
+    password (e.g. `sqlite:///catalogue.db`)."""
+    table: str | None = None
+    query: str | None = None
+    id_column: str
+    title_column: str | None = None
+    text_columns: tuple[str, ...] = ()
+    metadata_columns: tuple[str, ...] = ()
+    updated_at_column: str | None = None
+    """Listing reads only id, this and the access column; a row whose value is unchanged is
+    not read again. Without it every row is read and hashed on each sync."""
+    access_column: str | None = None
+    access_map: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """Access column value → access (`"sales" = ["group:sales"]`); an unmapped value keeps
+    the source/rule access. Empty: the column's values are the access entries themselves."""
+    max_rows: int = Field(default=1_000_000, ge=1)
+    """A sync refuses (changing nothing) when the source holds more rows: a truncated listing
+    would look like deleted rows."""
+    batch_rows: int = Field(default=1000, ge=1, le=100_000)
+    statement_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url_by_reference(cls, value: str) -> str:
+        if is_secret_reference(value):
+            return value
+        # The value may be a credential: the message never repeats it.
+        if re.search(r"://[^/@]*:[^/@]*@", value) or re.search(r"(?i)password=", value):
+            raise ValueError(
+                "holds a password inline; put the URL in an environment variable or a file"
+                ' and write url = "env:NAME" or url = "file:/path"'
+            )
+        if "://" not in value:
+            raise ValueError('must be "env:NAME", "file:/path" or a SQLAlchemy URL')
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _read_only(cls, value: str | None) -> str | None:
+        return None if value is None else check_read_only_query(value)
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(rf"{_IDENTIFIER}(\.{_IDENTIFIER})?", value):
+            raise ValueError(f"{value!r} is not a table name (schema.table, letters/digits/_)")
+        return value
+
+    @field_validator(
+        "id_column",
+        "title_column",
+        "updated_at_column",
+        "access_column",
+        "text_columns",
+        "metadata_columns",
+    )
+    @classmethod
+    def _column_names(cls, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        names = (value,) if isinstance(value, str) else value or ()
+        for name in names:
+            if not re.fullmatch(_IDENTIFIER, name):
+                raise ValueError(f"{name!r} is not a column name (letters, digits, _)")
+        return value
+
+    @field_validator("access_map")
+    @classmethod
+    def _mapped_access(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, entries in value.items():
+            try:
+                validate_access(entries)
+            except DomainError as exc:
+                raise ValueError(f"{key!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError(f"source {self.name!r}: set exactly one of `table` or `query`")
+        if self.access_map and not self.access_column:
+            raise ValueError(f"source {self.name!r}: access_map needs access_column")
+        return self
+
+
+class GitSource(_SourceBase):
+    """Files at the head of a branch of a git repository (local path or remote URL)."""
+
+    kind: Literal["git"]
+    path: Path | None = None
+    """A local repository (work tree or bare); read in place, never written."""
+    url: str | None = None
+    """A remote (file://, ssh://, https://) mirrored into the data directory on each sync."""
+    branch: str = "main"
+    include: tuple[str, ...] = _FILE_GLOBS
+    exclude: tuple[str, ...] = ()
+    max_file_bytes: int = Field(default=50_000_000, ge=1)
+    max_unpacked_bytes: int = Field(default=200_000_000, ge=1)
+    max_archive_entries: int = Field(default=10_000, ge=1)
+    codeowners: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """CODEOWNERS owner → access (`"@org/sre" = ["group:sre"]`): the owners of a file narrow
+    its access within what this source grants (they never widen it)."""
+    citation_name: str | None = None
+    """`<name>@<commit>:<path>#L<line>` in citations; default: the url or path."""
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_secret(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if re.search(r"://[^/@]*:[^/@]*@", value):
+            raise ValueError("holds a password inline; use an ssh key or a credential helper")
+        if not re.match(r"(file|ssh|https?|git)://|[\w.-]+@[\w.-]+:", value):
+            raise ValueError("must be a file://, ssh://, https:// or user@host:path URL")
+        return value
+
+    @field_validator("codeowners")
+    @classmethod
+    def _owner_access(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for key, entries in value.items():
+            try:
+                validate_access(entries)
+            except DomainError as exc:
+                raise ValueError(f"{key!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _path_or_url(self) -> GitSource:
+        if (self.path is None) == (self.url is None):
+            raise ValueError(f"source {self.name!r}: set exactly one of `path` or `url`")
+        return self
+
+
+SourceConfig = Annotated[
+    FolderSource | RecordsSource | SqlSource | GitSource, Field(discriminator="kind")
+]
 
 
 class EmbeddingConfig(_Strict):
@@ -472,6 +691,17 @@ class Config(_Strict):
     def home(self) -> Path:
         override = os.environ.get("SOVRA_HOME")
         return Path(override).resolve() if override else self.resolve(self.workspace.home)
+
+    def source_location(self, source: SourceConfig) -> str:
+        """Where a source reads from, safe to show: a path, a URL without credentials, or
+        the reference (`env:NAME`) a database URL is read from."""
+        if isinstance(source, SqlSource):
+            return source.url  # a reference, or an inline URL the validator saw without password
+        if isinstance(source, GitSource):
+            return (
+                source.url if source.url is not None else str(self.resolve(source.path or Path()))
+            )
+        return str(self.resolve(source.path))
 
     def source(self, name: str) -> SourceConfig:
         for src in self.sources:

@@ -28,7 +28,7 @@ def source_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                 {
                     "name": src.name,
                     "kind": src.kind,
-                    "path": str(cfg.resolve(src.path)),
+                    "path": cfg.source_location(src),
                     "access": list(src.access),
                     "classification": src.classification,
                     "residency": src.residency,

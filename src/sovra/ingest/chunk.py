@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sovra.domain import Chunk, Document
+from sovra.sources.base import LINE_BASE
 
 TokenCounter = Callable[[str], int]
 
@@ -307,6 +308,7 @@ def chunk_document(
         count_tokens=count_tokens,
     )
     doc_id = doc.id
+    line_base = doc.metadata.get(LINE_BASE)
     return [
         Chunk(
             id=f"{doc_id}#{i}",
@@ -315,7 +317,9 @@ def chunk_document(
             position=i,
             text=doc.text[span.start : span.end],
             title=doc.title,
-            uri=doc.uri,
+            uri=doc.uri
+            if line_base is None
+            else f"{doc.uri}#L{int(line_base) + doc.text.count(chr(10), 0, span.start) + 1}",
             heading_path=span.heading_path,
             language=doc.language,
             access=doc.access,

@@ -2,7 +2,10 @@
 
 The shape follows Onyx-style connectors: `list()` is cheap and yields (external id, version)
 pairs so the pipeline can skip unchanged items; `fetch()` does the real work for one item;
-`permissions()` answers who may read one item without fetching its text.
+`permissions()` answers who may read one item without fetching its text. The incremental
+cursor is the version: the pipeline keeps the last indexed version of each item and fetches
+only items whose listed version differs (docs/connectors.md has the whole contract, and
+tests/sources/test_conformance.py checks every connector against it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from sovra.errors import Invalid, NotFound, Unavailable
 LABELS_REFUSED = "labels_refused"
 """Document metadata key a connector sets when the item's own labels tried to widen what the
 config grants; the sync moves it into its report (and out of the indexed metadata)."""
+
+
+LINE_BASE = "line_base"
+"""Document metadata key of a connector whose text is a file's lines (git): the number of
+file lines before `text` starts (front matter); chunk uris then end in `#L<line>`."""
 
 
 class SourceError(Invalid):

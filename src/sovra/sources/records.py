@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,29 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool | int | float):
         return json.dumps(value)
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def record_text(
+    fields: Mapping[str, Any], text_fields: Sequence[str], skip: Collection[str | None]
+) -> str:
+    """The text of one record: the named fields as paragraphs, or else every field not in
+    `skip` as `name: value` lines (shared by the records and sql connectors)."""
+    if text_fields:
+        parts = [_scalar(fields.get(f)).strip() for f in text_fields]
+        return "\n\n".join(p for p in parts if p)
+    lines = [f"{k}: {_scalar(v).strip()}" for k, v in fields.items() if k not in skip]
+    return "\n".join(ln for ln in lines if not ln.endswith(": "))
+
+
+def record_title(fields: Mapping[str, Any], title_field: str | None, text: str) -> str:
+    """The title field on one line, or the first words of the text when it is empty."""
+    title = ""
+    if title_field:
+        title = re.sub(r"\s+", " ", _scalar(fields.get(title_field))).strip()
+    if not title:
+        words = text.split()
+        title = " ".join(words[:_TITLE_WORDS]) + (" …" if len(words) > _TITLE_WORDS else "")
+    return title
 
 
 class RecordsConnector:
@@ -244,13 +267,9 @@ class RecordsConnector:
         return rec
 
     def _text(self, fields: Mapping[str, Any]) -> str:
-        if self.source.text_fields:
-            parts = [_scalar(fields.get(f)).strip() for f in self.source.text_fields]
-            return "\n\n".join(p for p in parts if p)
-        skip = {self.source.id_field, self.source.title_field, self.source.access_field}
-        skip.update(self.source.metadata_fields)
-        lines = [f"{k}: {_scalar(v).strip()}" for k, v in fields.items() if k not in skip]
-        return "\n".join(ln for ln in lines if not ln.endswith(": "))
+        src = self.source
+        skip = {src.id_field, src.title_field, src.access_field, *src.metadata_fields}
+        return record_text(fields, src.text_fields, skip)
 
     def fetch(self, external_id: str) -> Document:
         rec = self._get(external_id)
@@ -260,12 +279,7 @@ class RecordsConnector:
         text = self._text(fields)
         if not text.strip():
             raise EmptyDocument(external_id, f"line {rec.line}: no text in the text fields")
-        title = ""
-        if self.source.title_field:
-            title = re.sub(r"\s+", " ", _scalar(fields.get(self.source.title_field))).strip()
-        if not title:
-            words = text.split()
-            title = " ".join(words[:_TITLE_WORDS]) + (" …" if len(words) > _TITLE_WORDS else "")
+        title = record_title(fields, self.source.title_field, text)
         labels = self._labels(rec)
         metadata = {f: _scalar(fields.get(f)) for f in self.source.metadata_fields if f in fields}
         metadata["line"] = str(rec.line)
