@@ -18,7 +18,8 @@ import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,11 @@ def _scalar(value: Any) -> str:
         return value
     if isinstance(value, bool | int | float):
         return json.dumps(value)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if isinstance(value, date | time):  # database columns (sql connector)
+        return value.isoformat()
+    if isinstance(value, Decimal | bytes | memoryview):
+        return value.hex() if isinstance(value, bytes | memoryview) else str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def record_text(
