@@ -135,9 +135,7 @@ def git_world(tmp_path: Path) -> World:
         src = GitSource(name="conf", kind="git", path=repo.path, access=access)
         return GitConnector(src, repo.path)
 
-    return World(
-        make, lambda key: f"{key}.md", change, delete, lambda: shutil.rmtree(repo.path)
-    )
+    return World(make, lambda key: f"{key}.md", change, delete, lambda: shutil.rmtree(repo.path))
 
 
 @pytest.fixture(params=["folder", "records", "sql", "git"])

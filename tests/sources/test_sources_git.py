@@ -169,9 +169,7 @@ def test_codeowners_patterns() -> None:
 
 def test_links_are_refused_and_missing_branch_is_unavailable(tmp_path: Path) -> None:
     repo = Repo(tmp_path / "work")
-    repo.commit(
-        {"ok.md": b"# Ok\n\nfine\n", "leak.md": ("/etc/passwd", pygit2.GIT_FILEMODE_LINK)}
-    )
+    repo.commit({"ok.md": b"# Ok\n\nfine\n", "leak.md": ("/etc/passwd", pygit2.GIT_FILEMODE_LINK)})
     conn = connector(repo, tmp_path)
     assert [r.external_id for r in conn.list()] == ["ok.md"]
     assert "leak.md" in conn.refused_links
