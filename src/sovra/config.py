@@ -177,6 +177,16 @@ def check_read_only_query(query: str) -> str:
     return query
 
 
+def _access_map(value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """A mapping of names (column values, CODEOWNERS owners) to valid access lists."""
+    for key, entries in value.items():
+        try:
+            validate_access(entries)
+        except DomainError as exc:
+            raise ValueError(f"{key!r}: {exc}") from None
+    return value
+
+
 def is_secret_reference(value: str) -> bool:
     """`env:NAME` or `file:/path`: where a credential-bearing value is read from."""
     return bool(re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*|file:.+", value))
@@ -254,12 +264,7 @@ class SqlSource(_SourceBase):
     @field_validator("access_map")
     @classmethod
     def _mapped_access(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for key, entries in value.items():
-            try:
-                validate_access(entries)
-            except DomainError as exc:
-                raise ValueError(f"{key!r}: {exc}") from None
-        return value
+        return _access_map(value)
 
     @model_validator(mode="after")
     def _table_or_query(self) -> SqlSource:
@@ -304,12 +309,7 @@ class GitSource(_SourceBase):
     @field_validator("codeowners")
     @classmethod
     def _owner_access(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-        for key, entries in value.items():
-            try:
-                validate_access(entries)
-            except DomainError as exc:
-                raise ValueError(f"{key!r}: {exc}") from None
-        return value
+        return _access_map(value)
 
     @model_validator(mode="after")
     def _path_or_url(self) -> GitSource:

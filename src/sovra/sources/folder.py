@@ -281,12 +281,7 @@ class FolderConnector:
         if not parsed.text.strip():
             raise EmptyDocument(external_id, "no text in file")
         labels = self._config_labels(external_id, parsed.front_matter)
-        metadata = {
-            k: str(v)
-            for k, v in parsed.front_matter.items()
-            if k not in ("access", "classification", "residency", "title")
-            and isinstance(v, str | int | float | bool)
-        }
+        metadata = front_matter_metadata(parsed.front_matter)
         if labels.tags:
             metadata["tags"] = ",".join(labels.tags)
         if labels.warnings:
@@ -315,6 +310,16 @@ class FolderConnector:
             data, _ = self._read(external_id)
             front = self._parse(external_id, data).front_matter
         return self._config_labels(external_id, front).access
+
+
+def front_matter_metadata(front_matter: dict[str, Any]) -> dict[str, str]:
+    """The scalar front matter keys that are not labels or the title, as document metadata."""
+    return {
+        k: str(v)
+        for k, v in front_matter.items()
+        if k not in ("access", "classification", "residency", "title")
+        and isinstance(v, str | int | float | bool)
+    }
 
 
 def _title_from_path(rel: str) -> str:

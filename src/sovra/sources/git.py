@@ -41,8 +41,14 @@ from sovra.sources.base import (
     SourceUnavailable,
     UnsupportedFormat,
 )
-from sovra.sources.folder import _title_from_path
-from sovra.sources.labels import Labels, glob_match, resolve_labels
+from sovra.sources.folder import _title_from_path, front_matter_metadata
+from sovra.sources.labels import (
+    Labels,
+    glob_match,
+    label_metadata,
+    resolve_labels,
+    source_labels,
+)
 from sovra.sources.parse import (
     PARSER_VERSION,
     ArchiveLimits,
@@ -246,16 +252,8 @@ class GitConnector:
             mapped = [a for o in owners for a in src.codeowners.get(o, ())]
             if mapped:
                 overrides = {"access": list(dict.fromkeys(mapped))}
-        return resolve_labels(
-            path=path,
-            access=src.access,
-            classification=src.classification,
-            residency=src.residency,
-            rules=src.rules,
-            scale=self.scale,
-            overrides=overrides,
-            trusted=False,  # CODEOWNERS is written by whoever pushes: narrow only
-        )
+        # CODEOWNERS is written by whoever pushes: it may only narrow (trusted=False).
+        return source_labels(src, path, self.scale, overrides)
 
     def _labels(self, path: str, front_matter: dict[str, Any] | None) -> Labels:
         base = self._config_labels(path)
@@ -333,24 +331,14 @@ class GitConnector:
         labels = self._labels(external_id, parsed.front_matter)
         commit = self._commit
         assert commit is not None  # set by _ensure_listed
-        metadata = {
-            k: str(v)
-            for k, v in parsed.front_matter.items()
-            if k not in ("access", "classification", "residency", "title")
-            and isinstance(v, str | int | float | bool)
-        }
+        metadata = front_matter_metadata(parsed.front_matter)
         metadata["commit"] = str(commit.id)
         metadata["blob"] = blob_id
         if fmt in ("markdown", "text"):
             whole = decode_text(data)
             if whole.endswith(parsed.text):
                 metadata[LINE_BASE] = str(whole[: len(whole) - len(parsed.text)].count("\n"))
-        if labels.tags:
-            metadata["tags"] = ",".join(labels.tags)
-        if labels.warnings:
-            metadata["label_warnings"] = "; ".join(labels.warnings)
-        if labels.refused:
-            metadata[LABELS_REFUSED] = "; ".join(labels.refused)
+        metadata.update(label_metadata(labels, LABELS_REFUSED))
         return Document(
             source=self.name,
             external_id=external_id,

@@ -20,6 +20,7 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sovra.config import AccessRule
 from sovra.domain import (
@@ -210,3 +211,49 @@ def _raise_classification(
         refused.append(f"classification {claimed!r} is below the granted {granted!r}")
         return granted
     return claimed
+
+
+class LabelledSource(Protocol):
+    """What every source config grants: the fields `source_labels` reads."""
+
+    @property
+    def access(self) -> tuple[str, ...]: ...
+    @property
+    def classification(self) -> str: ...
+    @property
+    def residency(self) -> str: ...
+    @property
+    def rules(self) -> tuple[AccessRule, ...]: ...
+
+
+def source_labels(
+    source: LabelledSource,
+    path: str,
+    scale: ClassificationScale,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    trusted: bool = False,
+) -> Labels:
+    """`resolve_labels` with the grant of one configured source."""
+    return resolve_labels(
+        path=path,
+        access=source.access,
+        classification=source.classification,
+        residency=source.residency,
+        rules=source.rules,
+        scale=scale,
+        overrides=overrides,
+        trusted=trusted,
+    )
+
+
+def label_metadata(labels: Labels, refused_key: str | None = None) -> dict[str, str]:
+    """The document metadata that reports labels: rule tags, warnings, refused claims."""
+    out: dict[str, str] = {}
+    if labels.tags:
+        out["tags"] = ",".join(labels.tags)
+    if labels.warnings:
+        out["label_warnings"] = "; ".join(labels.warnings)
+    if labels.refused and refused_key is not None:
+        out[refused_key] = "; ".join(labels.refused)
+    return out

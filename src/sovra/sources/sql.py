@@ -35,7 +35,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sovra.config import SqlSource
 from sovra.domain import ClassificationScale, Document, DocumentRef, content_hash
 from sovra.sources.base import DocumentNotFound, EmptyDocument, SourceUnavailable
-from sovra.sources.labels import Labels, resolve_labels
+from sovra.sources.labels import Labels, label_metadata, source_labels
 from sovra.sources.parse import PARSER_VERSION
 from sovra.sources.records import _scalar, record_text, record_title
 
@@ -192,17 +192,8 @@ class SqlConnector:
                     overrides["access"] = list(src.access_map[raw])
             elif raw:
                 overrides["access"] = raw
-        return resolve_labels(
-            path=external_id,
-            access=src.access,
-            classification=src.classification,
-            residency=src.residency,
-            rules=src.rules,
-            scale=self.scale,
-            overrides=overrides,
-            # The administrator named the column and its mapping: its values are the access.
-            trusted=True,
-        )
+        # The administrator named the column and its mapping: its values are the access.
+        return source_labels(src, external_id, self.scale, overrides, trusted=True)
 
     def _version(self, external_id: str, fields: Mapping[str, Any]) -> str:
         canon = json.dumps(
@@ -284,10 +275,7 @@ class SqlConnector:
             raise EmptyDocument(external_id, "no text in the text columns")
         labels = self._labels(external_id, fields)
         metadata = {c: _scalar(fields.get(c)) for c in src.metadata_columns if c in fields}
-        if labels.tags:
-            metadata["tags"] = ",".join(labels.tags)
-        if labels.warnings:
-            metadata["label_warnings"] = "; ".join(labels.warnings)
+        metadata.update(label_metadata(labels))
         modified = fields.get(src.updated_at_column) if src.updated_at_column else None
         version = self._versions.get(external_id) or self._version(external_id, fields)
         return Document(
