@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine
 
 from sovra.config import FolderSource, GitSource, RecordsSource, SqlSource
 from sovra.domain import ClassificationScale, validate_access
@@ -138,7 +139,7 @@ def git_world(tmp_path: Path) -> World:
     return World(make, lambda key: f"{key}.md", change, delete, lambda: shutil.rmtree(repo.path))
 
 
-@pytest.fixture(params=["folder", "records", "sql", "git"])
+@pytest.fixture(params=["folder", "records", "sql", "sqlite", "git"])
 def world(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[World]:
@@ -148,6 +149,11 @@ def world(
         yield records_world(tmp_path)
     elif request.param == "sql":
         yield sql_world(request.getfixturevalue("postgres_database"), monkeypatch)
+    elif request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'conf.db'}"
+        engine = create_engine(url)
+        yield sql_world(Database("sqlite", url, engine), monkeypatch)
+        engine.dispose()
     else:
         yield git_world(tmp_path)
 
