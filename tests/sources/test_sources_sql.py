@@ -239,3 +239,20 @@ def test_missing_environment_variable_names_it(db_url_env: str) -> None:
     conn = SqlConnector(sql_source(db_url_env, table="products"))
     with pytest.raises(SourceUnavailable, match=db_url_env):
         list(conn.list())
+
+
+def test_url_from_a_file_and_sqlite_relative_to_the_config(tmp_path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        db.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, description TEXT)")
+        db.execute("INSERT INTO products VALUES (7, 'Gizmo', 'A small gizmo')")
+    secret = tmp_path / "db-url"
+    secret.write_text("sqlite:///shop.db\n")
+    src = sql_source("UNUSED", url=f"file:{secret}", table="products", access_column=None,
+                     access_map={}, metadata_columns=[])  # fmt: skip
+    conn = SqlConnector(src, base_dir=tmp_path)
+    assert [r.external_id for r in conn.list()] == ["7"]
+    doc = conn.fetch("7")
+    assert (doc.title, doc.text, doc.access) == ("Gizmo", "A small gizmo", ("group:staff",))
+    conn.close()

@@ -8,7 +8,7 @@ errors are scrubbed of it and of its password.
 Every statement runs in a read-only transaction with a statement timeout, set per dialect:
 PostgreSQL `SET TRANSACTION READ ONLY` + `SET LOCAL statement_timeout`, MariaDB/MySQL
 `SET TRANSACTION READ ONLY` + `max_statement_time`/`max_execution_time`, SQLite
-`PRAGMA query_only`. The configured query was already refused unless it is one SELECT
+`PRAGMA query_only`, Oracle `SET TRANSACTION READ ONLY` (untested here: no server). The configured query was already refused unless it is one SELECT
 (`config.check_read_only_query`); the database account should be read-only too.
 
 Versions: with `updated_at_column` the listing reads only the id, that column and the access
@@ -145,6 +145,8 @@ class SqlConnector:
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 elif dialect == "sqlite":
                     conn.exec_driver_sql("PRAGMA query_only = ON")
+                elif dialect == "oracle":
+                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 try:
                     yield conn
                 finally:
