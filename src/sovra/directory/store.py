@@ -599,11 +599,15 @@ class Directory:
         with self.engine.begin() as conn:
             row = self._group_row(conn, name)
             if row is None:
+                # A group so far only named by local memberships stays local when declared.
+                implied = conn.execute(
+                    select(members_t.c.user_id).where(members_t.c.group_name == name).limit(1)
+                ).first()
                 conn.execute(
                     insert(groups_t).values(
                         name=name,
                         description=description,
-                        origin=origin,
+                        origin="local" if implied else origin,
                         external_id=external_id,
                         display_name=display_name,
                     )
@@ -623,8 +627,8 @@ class Directory:
                     values["external_id"] = external_id
                 if display_name and display_name != row.display_name:
                     values["display_name"] = display_name
-                if origin != "local" and row.origin != origin:
-                    values["origin"] = origin
+                # A group keeps its origin: an IdP joining a local group by mapping does not
+                # come to own it (nor may it delete it).
                 if values:
                     conn.execute(update(groups_t).where(groups_t.c.name == name).values(**values))
         self._notify(changes)
