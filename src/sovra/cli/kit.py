@@ -69,8 +69,7 @@ def state(ctx: typer.Context) -> CliState:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """One clear line on stderr and a non-zero exit: the CLI's answer to a user mistake."""
-    # escape: messages name config tables (`[directory.group_map]`), which are not markup.
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -99,7 +98,8 @@ class SovraGroup(TyperGroup):
         except SovraError as exc:
             if isinstance(ctx.obj, CliState) and ctx.obj.debug:
                 raise
-            fail(exc.message, exit_code(exc))
+            # Error messages are plain text; they name config tables like `[directory.ldap]`.
+            fail(escape(exc.message), exit_code(exc))
 
 
 def emit_json(value: Any) -> None:
