@@ -63,9 +63,7 @@ class _Hit:
     chunk: Chunk
 
 
-def directory_for(
-    config: Config, audit: Callable[[], AuditLog] | None = None
-) -> Directory:
+def directory_for(config: Config, audit: Callable[[], AuditLog] | None = None) -> Directory:
     """The directory with the config's explicit mappings; every change it makes goes to the
     audit log (the open log `audit` returns, or the configured one opened for each change)."""
     private_dir(config.home)

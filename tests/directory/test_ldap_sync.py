@@ -63,9 +63,7 @@ def test_active_directory_disabled_flag_is_bit_two() -> None:
     assert not is_disabled("employeeType", ["contractor"])
 
 
-def test_a_group_removal_in_ldap_reaches_search_on_the_next_query(
-    site: Path, slapd: Slapd
-) -> None:
+def test_a_group_removal_in_ldap_reaches_search_on_the_next_query(site: Path, slapd: Slapd) -> None:
     ann = slapd.add_user("ann", "Ann Lee")
     oncall = slapd.add_group("oncall", [ann])
     sre = slapd.add_group("sre", [oncall])  # nested: ann is in sre through oncall
@@ -83,7 +81,9 @@ def test_a_group_removal_in_ldap_reaches_search_on_the_next_query(
     assert ("member.remove", "sre") in actions
     ws = Workspace.open(load_config(site / "sovra.toml"))
     try:
-        audited = [e.view for e in ws.audit.events() if e.view["action"] == "directory.member.remove"]
+        audited = [
+            e.view for e in ws.audit.events() if e.view["action"] == "directory.member.remove"
+        ]
     finally:
         ws.close()
     assert any(v["details"]["group"] == "sre" and v["actor"] == "directory:ldap" for v in audited)
@@ -118,9 +118,7 @@ def test_disabled_and_deleted_accounts_lose_access_and_credentials(
     slapd.delete(team)
 
 
-def test_role_group_and_two_origin_user_are_refused_unless_mapped(
-    site: Path, slapd: Slapd
-) -> None:
+def test_role_group_and_two_origin_user_are_refused_unless_mapped(site: Path, slapd: Slapd) -> None:
     dee = slapd.add_user("dee", "Dee Ode")
     admins = slapd.add_group("admins", [dee])
     result = sovra(site, "directory", "sync", code=2)

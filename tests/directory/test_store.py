@@ -23,10 +23,20 @@ def test_directory_json_is_migrated_once_and_losslessly(
 ) -> None:
     legacy = {
         "users": [
-            {"id": "alice", "groups": ["sre", "staff"], "display_name": "Alice A",
-             "disabled": False, "since": 1700000000.5},
-            {"id": "bob", "groups": ["staff"], "display_name": "", "disabled": True,
-             "since": 1600000000.0},
+            {
+                "id": "alice",
+                "groups": ["sre", "staff"],
+                "display_name": "Alice A",
+                "disabled": False,
+                "since": 1700000000.5,
+            },
+            {
+                "id": "bob",
+                "groups": ["staff"],
+                "display_name": "",
+                "disabled": True,
+                "since": 1600000000.0,
+            },
         ],
         "groups": {"sre": "site reliability", "empty": ""},
     }
@@ -39,7 +49,11 @@ def test_directory_json_is_migrated_once_and_losslessly(
     assert (tmp_path / DIRECTORY_FILENAME).exists()
     alice, bob = d.users()
     assert (alice.id, alice.groups, alice.display_name, alice.since, alice.disabled) == (
-        "alice", {"sre", "staff"}, "Alice A", 1700000000.5, False
+        "alice",
+        {"sre", "staff"},
+        "Alice A",
+        1700000000.5,
+        False,
     )
     assert (bob.disabled, bob.since) == (True, 1600000000.0)
     assert d.groups() == {"empty": [], "sre": ["alice"], "staff": ["alice", "bob"]}
@@ -62,8 +76,12 @@ def test_every_change_is_history_and_reaches_the_listener(tmp_path: Path) -> Non
     d.remove_user("alice")
     got = [(c.action, c.group) for c in heard]
     assert got == [
-        ("user.add", None), ("member.add", "sre"), ("member.add", "staff"),
-        ("member.remove", "sre"), ("user.disable", None), ("user.enable", None),
+        ("user.add", None),
+        ("member.add", "sre"),
+        ("member.add", "staff"),
+        ("member.remove", "sre"),
+        ("user.disable", None),
+        ("user.enable", None),
         ("user.remove", None),
     ]
     assert [c.seq for c in d.history()] == [c.seq for c in heard]
@@ -99,7 +117,9 @@ def test_cli_changes_are_audit_events(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
     history = runner.invoke(app, ["--config", str(cfg), "directory", "history", "--json"])
     assert [c["action"] for c in json.loads(history.output)] == [
-        "user.add", "member.add", "member.remove"
+        "user.add",
+        "member.add",
+        "member.remove",
     ]
     ws = Workspace.open(load_config(cfg))
     try:
@@ -143,8 +163,19 @@ def test_the_same_store_on_postgresql(tmp_path: Path, postgres_url: str) -> None
     assert other.principal("alice").groups == frozenset()
     token, _ = d.create_scim_token("okta")
     assert other.scim_token_valid(token) and not other.scim_token_valid(token + "x")
-    assert [c.action for c in other.history()] == [
-        "migrate", "member.remove", "scim_token.create"
-    ]
+    assert [c.action for c in other.history()] == ["migrate", "member.remove", "scim_token.create"]
     d.close()
     other.close()
+
+
+def test_erasure_removes_the_subject_from_history_and_the_old_json(tmp_path: Path) -> None:
+    (tmp_path / "directory.json").write_text(
+        json.dumps({"users": [{"id": "zoe", "groups": ["hr"]}, {"id": "yan", "groups": []}]}),
+        encoding="utf-8",
+    )
+    d = Directory.in_home(tmp_path)
+    d.set_membership("zoe", "staff", True)
+    assert d.erase_subject("zoe") >= 4
+    assert d.user("zoe") is None and d.history(user_id="zoe") == []
+    assert b"zoe" not in (tmp_path / "directory.json.migrated").read_bytes()
+    assert d.user("yan") is not None

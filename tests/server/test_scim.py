@@ -51,8 +51,11 @@ def entra_user(user_name: str) -> dict[str, Any]:
         "displayName": "Test User",
         "emails": [{"primary": True, "type": "work", "value": user_name}],
         "meta": {"resourceType": "User"},
-        "name": {"formatted": "givenName familyName", "familyName": "familyName",
-                 "givenName": "givenName"},
+        "name": {
+            "formatted": "givenName familyName",
+            "familyName": "familyName",
+            "givenName": "givenName",
+        },
         "roles": [],
         ENTERPRISE: {"department": "SRE"},
     }
@@ -118,32 +121,61 @@ def test_entra_id_provisioning_flow(
         client, token, "GET", '/Users?filter=externalId eq "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef"'
     ).json()
     assert uid in [r["id"] for r in by_ext["Resources"]]
-    renamed = scim(client, token, "PATCH", f"/Users/{uid}", patch(
-        [{"op": "Replace", "path": "displayName", "value": "Pat Doe"},
-         {"op": "Add", "path": "emails[type eq \"work\"].value", "value": user}]
-    ))
+    renamed = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Users/{uid}",
+        patch(
+            [
+                {"op": "Replace", "path": "displayName", "value": "Pat Doe"},
+                {"op": "Add", "path": 'emails[type eq "work"].value', "value": user},
+            ]
+        ),
+    )
     assert renamed.status_code == 200 and renamed.json()["displayName"] == "Pat Doe"
 
     # 2. A group, looked up without members, created empty, then members added. The
     # runbooks are for `sre`; Entra's "SRE Team" becomes sre only by the explicit mapping.
     monkeypatch.setattr(workspace.directory, "mapping", IdentityMapping({"SRE Team": "sre"}))
-    none = scim(client, token, "GET",
-                '/Groups?excludedAttributes=members&filter=displayName eq "SRE Team"')
+    none = scim(
+        client, token, "GET", '/Groups?excludedAttributes=members&filter=displayName eq "SRE Team"'
+    )
     assert none.json()["totalResults"] == 0
-    group = scim(client, token, "POST", "/Groups", {
-        "schemas": [CORE_GROUP], "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
-        "displayName": "SRE Team", "members": [], "meta": {"resourceType": "Group"}})
+    group = scim(
+        client,
+        token,
+        "POST",
+        "/Groups",
+        {
+            "schemas": [CORE_GROUP],
+            "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+            "displayName": "SRE Team",
+            "members": [],
+            "meta": {"resourceType": "Group"},
+        },
+    )
     assert group.status_code == 201, group.text
     gid = group.json()["id"]
     assert gid == "sre"
     key, _ = credentials(site, uid)
     assert can_search(client, key) == (200, False)
-    add = scim(client, token, "PATCH", f"/Groups/{gid}", patch(
-        [{"op": "Add", "path": "members", "value": [{"$ref": None, "value": uid}]}]))
+    add = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Groups/{gid}",
+        patch([{"op": "Add", "path": "members", "value": [{"$ref": None, "value": uid}]}]),
+    )
     assert add.status_code == 200 and uid in [m["value"] for m in add.json()["members"]]
     assert can_search(client, key) == (200, True)  # the next query sees the membership
-    remove = scim(client, token, "PATCH", f"/Groups/{gid}", patch(
-        [{"op": "Remove", "path": "members", "value": [{"$ref": None, "value": uid}]}]))
+    remove = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Groups/{gid}",
+        patch([{"op": "Remove", "path": "members", "value": [{"$ref": None, "value": uid}]}]),
+    )
     assert remove.status_code == 200
     assert uid not in [m["value"] for m in remove.json().get("members", [])]
     assert "alice" in [m["value"] for m in remove.json()["members"]]  # local members stay
@@ -151,8 +183,13 @@ def test_entra_id_provisioning_flow(
 
     # 3. Disable (Entra sends the boolean as the string "False"): access ends at once.
     key, session = credentials(site, uid)
-    off = scim(client, token, "PATCH", f"/Users/{uid}", patch(
-        [{"op": "Replace", "path": "active", "value": "False"}]))
+    off = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Users/{uid}",
+        patch([{"op": "Replace", "path": "active", "value": "False"}]),
+    )
     assert off.status_code == 200 and off.json()["active"] is False
     assert can_search(client, key)[0] == 401
     client.cookies.clear()
@@ -160,8 +197,13 @@ def test_entra_id_provisioning_flow(
     assert by_session.status_code == 401
     assert set(key_revoked(site, uid)) == {True}
     # Re-enabling gives the id back, never the old credentials.
-    on = scim(client, token, "PATCH", f"/Users/{uid}", patch(
-        [{"op": "Replace", "path": "active", "value": True}]))
+    on = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Users/{uid}",
+        patch([{"op": "Replace", "path": "active", "value": True}]),
+    )
     assert on.json()["active"] is True
     assert can_search(client, key)[0] == 401
 
@@ -181,23 +223,47 @@ def test_entra_id_provisioning_flow(
 
 def test_okta_put_and_pathless_patch(client: TestClient, site: Site, token: str) -> None:
     user = f"okta{time.monotonic_ns()}"
-    body = {"schemas": [CORE_USER], "userName": user, "active": True,
-            "name": {"givenName": "O", "familyName": "K"}, "displayName": "O K"}
+    body = {
+        "schemas": [CORE_USER],
+        "userName": user,
+        "active": True,
+        "name": {"givenName": "O", "familyName": "K"},
+        "displayName": "O K",
+    }
     uid = scim(client, token, "POST", "/Users", body).json()["id"]
-    group = scim(client, token, "POST", "/Groups", {
-        "schemas": [CORE_GROUP], "displayName": f"okta-{user}", "members": [{"value": uid}]})
+    group = scim(
+        client,
+        token,
+        "POST",
+        "/Groups",
+        {"schemas": [CORE_GROUP], "displayName": f"okta-{user}", "members": [{"value": uid}]},
+    )
     gid = group.json()["id"]
     assert [m["value"] for m in group.json()["members"]] == [uid]
     # Okta removes one member by a value filter in the path, and renames by value object.
-    gone = scim(client, token, "PATCH", f"/Groups/{gid}", patch(
-        [{"op": "remove", "path": f'members[value eq "{uid}"]'}]))
+    gone = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Groups/{gid}",
+        patch([{"op": "remove", "path": f'members[value eq "{uid}"]'}]),
+    )
     assert gone.status_code == 200 and "members" not in gone.json()
-    same = scim(client, token, "PATCH", f"/Groups/{gid}", patch(
-        [{"op": "replace", "value": {"id": gid, "displayName": f"okta-{user}"}}]))
+    same = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Groups/{gid}",
+        patch([{"op": "replace", "value": {"id": gid, "displayName": f"okta-{user}"}}]),
+    )
     assert same.status_code == 200
-    back = scim(client, token, "PUT", f"/Groups/{gid}",
-                {"schemas": [CORE_GROUP], "displayName": f"okta-{user}",
-                 "members": [{"value": uid}]})
+    back = scim(
+        client,
+        token,
+        "PUT",
+        f"/Groups/{gid}",
+        {"schemas": [CORE_GROUP], "displayName": f"okta-{user}", "members": [{"value": uid}]},
+    )
     assert [m["value"] for m in back.json()["members"]] == [uid]
     member = scim(client, token, "GET", f'/Groups?filter=members eq "{uid}"').json()
     assert [g["id"] for g in member["Resources"]] == [gid]
@@ -206,8 +272,13 @@ def test_okta_put_and_pathless_patch(client: TestClient, site: Site, token: str)
     assert put.status_code == 200 and put.json()["active"] is False
     assert can_search(client, key)[0] == 401
     assert key_revoked(site, uid) == [True]
-    okta_off = scim(client, token, "PATCH", f"/Users/{uid}", patch(
-        [{"op": "replace", "value": {"active": False}}]))
+    okta_off = scim(
+        client,
+        token,
+        "PATCH",
+        f"/Users/{uid}",
+        patch([{"op": "replace", "value": {"active": False}}]),
+    )
     assert okta_off.json()["active"] is False
     scim(client, token, "DELETE", f"/Users/{uid}")
     scim(client, token, "DELETE", f"/Groups/{gid}")
@@ -218,8 +289,9 @@ def test_conflicts_need_an_explicit_mapping(client: TestClient, token: str) -> N
     taken = scim(client, token, "POST", "/Users", {"schemas": [CORE_USER], "userName": "alice"})
     assert taken.status_code == 409 and "adopt_users" in taken.json()["detail"]
     # An IdP group called like a role group is refused, with the mapping that would allow it.
-    role = scim(client, token, "POST", "/Groups", {"schemas": [CORE_GROUP],
-                                                    "displayName": "Admins"})
+    role = scim(
+        client, token, "POST", "/Groups", {"schemas": [CORE_GROUP], "displayName": "Admins"}
+    )
     assert role.status_code == 409
     assert "collides with sovra's role group 'admins'" in role.json()["detail"]
     assert "[directory.group_map]" in role.json()["detail"]

@@ -66,9 +66,9 @@ class Slapd:
 
     def set_disabled(self, uid: str, disabled: bool) -> None:
         with self.connection() as conn:
-            change = [(ldap3.MODIFY_REPLACE, ["disabled"])] if disabled else [
-                (ldap3.MODIFY_DELETE, [])
-            ]
+            change = (
+                [(ldap3.MODIFY_REPLACE, ["disabled"])] if disabled else [(ldap3.MODIFY_DELETE, [])]
+            )
             conn.modify(f"uid={uid},{PEOPLE}", {"employeeType": change})
             assert conn.result["result"] == 0, conn.result
 
@@ -145,7 +145,9 @@ def start_slapd(root: Path) -> Slapd:
         except ldap3.core.exceptions.LDAPException:
             if time.monotonic() > deadline:
                 server.stop()
-                raise RuntimeError(f"slapd did not answer on {url} within {START_TIMEOUT_S} s")
+                raise RuntimeError(
+                    f"slapd did not answer on {url} within {START_TIMEOUT_S} s"
+                ) from None
             time.sleep(0.1)
     server._add(SUFFIX, ["dcObject", "organization"], {"dc": "example", "o": "Example"})
     server._add(PEOPLE, ["organizationalUnit"], {"ou": "people"})

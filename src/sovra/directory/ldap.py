@@ -93,9 +93,7 @@ def is_disabled(attribute: str, values: Iterable[Any]) -> bool:
     return False
 
 
-def transitive_members(
-    direct: dict[str, set[str]], user_dns: set[str]
-) -> dict[str, set[str]]:
+def transitive_members(direct: dict[str, set[str]], user_dns: set[str]) -> dict[str, set[str]]:
     """Group DN → the user DNs in it, through nested groups (cycles are cut)."""
     resolved: dict[str, set[str]] = {}
     for group in direct:
@@ -126,7 +124,9 @@ def read_tree(settings: LdapSettings) -> tuple[list[LdapUser], dict[str, tuple[s
     from ldap3.core.exceptions import LDAPException
 
     try:
-        server = ldap3.Server(settings.url, connect_timeout=max(1, int(settings.timeout_s)), get_info=ldap3.NONE)
+        server = ldap3.Server(
+            settings.url, connect_timeout=max(1, int(settings.timeout_s)), get_info=ldap3.NONE
+        )
         conn = ldap3.Connection(
             server,
             user=settings.bind_dn or None,
@@ -220,24 +220,26 @@ def apply_tree(
         if existing is not None and existing.origin not in ("ldap", "local"):
             problems.append(
                 f"group {name!r} already comes from {existing.origin}; map the LDAP group"
-                f' {idp_name!r} to another name in [directory.group_map]'
+                f" {idp_name!r} to another name in [directory.group_map]"
             )
-        elif existing is not None and existing.origin == "local" and existing.members:
-            if idp_name not in mapping.group_map:
-                problems.append(
-                    f"group {name!r} already exists locally; LDAP group {dn!r} joins it only"
-                    f' when sovra.toml maps it: [directory.group_map] "{idp_name}" = "{name}"'
-                )
+        elif (
+            existing is not None
+            and existing.origin == "local"
+            and existing.members
+            and idp_name not in mapping.group_map
+        ):
+            problems.append(
+                f"group {name!r} already exists locally; LDAP group {dn!r} joins it only"
+                f' when sovra.toml maps it: [directory.group_map] "{idp_name}" = "{name}"'
+            )
         named.setdefault(name, set()).update(by_dn[m].id for m in members[dn])
         sovra_names[name] = idp_name
     for user in users:
         current = directory.user(user.id)
-        if current is not None and current.origin != "ldap":
-            if user.id not in mapping.adopt_users:
-                problems.append(
-                    f"user {user.id!r} already exists from origin {current.origin!r};"
-                    f' to let LDAP take it over add it to [directory] adopt_users = ["{user.id}"]'
-                )
+        if current is not None and (
+            problem := directory.claim_problem(user.id, current.origin, "ldap")
+        ):
+            problems.append(problem)
     if problems:
         raise DirectoryConflict(
             "LDAP sync refused, nothing was changed:\n- " + "\n- ".join(problems)

@@ -48,7 +48,7 @@ from sqlalchemy.pool import NullPool
 
 from sovra.domain import ADMIN_GROUP, AUDITOR_GROUP, Principal
 from sovra.errors import Conflict, Invalid, NotFound
-from sovra.storage import private_dir
+from sovra.storage import atomic_write, private_dir
 
 DIRECTORY_FILENAME = "directory.db"
 LEGACY_FILENAME = "directory.json"
@@ -248,6 +248,8 @@ class Directory:
         self.engine = engine_for(target)
         self.on_change = on_change
         self.mapping = mapping or IdentityMapping()
+        self.legacy_backup: Path | None = None
+        """The migrated `directory.json`, kept beside the database (erasure scrubs it too)."""
         try:
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
@@ -272,6 +274,7 @@ class Directory:
             mapping=mapping,
         )
         legacy = home / LEGACY_FILENAME
+        directory.legacy_backup = home / (LEGACY_FILENAME + ".migrated")
         if legacy.exists():
             directory.migrate_json(legacy)
         return directory
@@ -346,9 +349,7 @@ class Directory:
     @staticmethod
     def _memberships(conn: Connection, user_id: str) -> dict[str, str]:
         rows = conn.execute(
-            select(members_t.c.group_name, members_t.c.origin).where(
-                members_t.c.user_id == user_id
-            )
+            select(members_t.c.group_name, members_t.c.origin).where(members_t.c.user_id == user_id)
         )
         return {r.group_name: r.origin for r in rows}
 
@@ -405,15 +406,20 @@ class Directory:
     def _claim(self, conn: Connection, user_id: str, origin: str) -> Any:
         """The user's row, after refusing a claim by a second origin unless it is mapped."""
         row = self._user_row(conn, user_id)
-        if row is not None and row.origin != origin and origin != "local":
-            if user_id not in self.mapping.adopt_users:
-                raise DirectoryConflict(
-                    f"user {user_id!r} already exists from origin {row.origin!r}; {origin} may"
-                    " not take it over implicitly. To let it, add the id to sovra.toml"
-                    f' [directory] adopt_users = ["{user_id}"]; or remove the {row.origin}'
-                    " user first"
-                )
+        if row is not None and (problem := self.claim_problem(user_id, row.origin, origin)):
+            raise DirectoryConflict(problem)
         return row
+
+    def claim_problem(self, user_id: str, have: str, want: str) -> str | None:
+        """Why origin `want` may not take over a user that origin `have` holds (None: it may);
+        the local CLI may always add groups to any user."""
+        if have == want or want == "local" or user_id in self.mapping.adopt_users:
+            return None
+        return (
+            f"user {user_id!r} already exists from origin {have!r}; {want} may not take it"
+            " over implicitly. To let it, add the id to sovra.toml"
+            f' [directory] adopt_users = ["{user_id}"]; or remove the {have} user first'
+        )
 
     # ------------------------------------------------------------------ reads
     def users(self) -> list[User]:
@@ -517,9 +523,7 @@ class Directory:
                 if row.origin != origin and origin != "local":
                     values["origin"] = origin
                     changes.append(
-                        self._log(
-                            conn, origin, "user.adopt", user_id, None, {"from": row.origin}
-                        )
+                        self._log(conn, origin, "user.adopt", user_id, None, {"from": row.origin})
                     )
                 if external_id is not None and external_id != row.external_id:
                     values["external_id"] = external_id
@@ -578,7 +582,9 @@ class Directory:
                 raise self._unknown_in(conn, user_id)
             if not row.disabled:
                 conn.execute(update(users_t).where(users_t.c.id == user_id).values(disabled=True))
-                changes.append(self._log(conn, _check_origin(origin), "user.disable", user_id, None))
+                changes.append(
+                    self._log(conn, _check_origin(origin), "user.disable", user_id, None)
+                )
             user = self._user(conn, user_id)
         self._notify(changes)
         assert user is not None
@@ -717,6 +723,24 @@ class Directory:
         self._notify(changes)
         return changes
 
+    def erase_subject(self, user_id: str) -> int:
+        """Right to erasure: the user, its memberships, its history rows and its entry in the
+        migrated `directory.json` backup go; returns the rows removed. Not a history event
+        (that would name the subject again): the erasure is audited by its caller."""
+        with self.engine.begin() as conn:
+            removed = conn.execute(delete(members_t).where(members_t.c.user_id == user_id))
+            gone = removed.rowcount
+            gone += conn.execute(delete(users_t).where(users_t.c.id == user_id)).rowcount
+            gone += conn.execute(delete(history_t).where(history_t.c.user_id == user_id)).rowcount
+        backup = self.legacy_backup
+        if backup is not None and backup.exists():
+            raw = json.loads(backup.read_text(encoding="utf-8"))
+            kept = [u for u in raw.get("users", []) if u.get("id") != user_id]
+            if len(kept) != len(raw.get("users", [])):
+                atomic_write(backup, json.dumps({**raw, "users": kept}, indent=2))
+                gone += 1
+        return gone
+
     # ------------------------------------------------------------------ SCIM tokens
     def create_scim_token(self, name: str) -> tuple[str, str]:
         """A bearer token for an identity provider's SCIM client: (token shown once, id).
@@ -738,9 +762,7 @@ class Directory:
         if not presented.startswith(SCIM_TOKEN_PREFIX) or len(parts) != 2 or len(presented) > 200:
             return False
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(scim_tokens_t).where(scim_tokens_t.c.id == parts[0])
-            ).first()
+            row = conn.execute(select(scim_tokens_t).where(scim_tokens_t.c.id == parts[0])).first()
         return bool(
             row is not None
             and row.revoked_at is None

@@ -22,10 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovra.config import Config
 from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
-from sovra.server import api, health, login, oidc_login, openai_api, ui
+from sovra.server import api, health, login, oidc_login, openai_api, scim, ui
 from sovra.server import flows as flows_http
 from sovra.server import governance as governance_http
-from sovra.server import scim
 from sovra.server.accounts import AccountStore
 from sovra.server.auth import (
     ApiError,

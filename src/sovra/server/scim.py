@@ -130,7 +130,10 @@ def user_resource(request: Request, user: DirUser) -> dict[str, Any]:
         external_id=user.external_id,
         display_name=user.display_name or None,
         active=not user.disabled,
-        groups=[GroupMembership(value=g, display=g, ref=None, type=None) for g in sorted(user.groups)] or None,
+        groups=[
+            GroupMembership(value=g, display=g, ref=None, type=None) for g in sorted(user.groups)
+        ]
+        or None,
         meta=Meta(resource_type="User", location=_location(request, "Users", user.id)),
     )
     return resource.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
@@ -163,7 +166,7 @@ def parse_filter(text: str | None) -> list[tuple[str, str]]:
         if match is None:
             raise ScimFail(
                 400,
-                f"unsupported filter {text!r}; use attribute eq \"value\" clauses joined by and"
+                f'unsupported filter {text!r}; use attribute eq "value" clauses joined by and'
                 " (userName, externalId, displayName, id, members)",
                 "invalidFilter",
             )
@@ -294,11 +297,20 @@ async def get_user(request: Request, user_id: str, st: State, _: Provisioner) ->
     return scim_json(user_resource(request, _scim_user(st.ws.directory, user_id)))
 
 
-def _parse_user(body: dict[str, Any], ctx: Context) -> Any:
+def _parse(model: Any, body: dict[str, Any], ctx: Context) -> Any:
+    """The body as a scim2-models resource; a bad one is a 400 naming the first problem."""
     try:
-        return ScimUser.model_validate(body, scim_ctx=ctx)
+        return model.model_validate(body, scim_ctx=ctx)
     except ValidationError as exc:
-        raise ScimFail(400, f"not a valid SCIM User: {exc.errors()[0]['msg']}", "invalidValue")
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ScimFail(
+            400, f"not a valid SCIM {model.__name__}: {where}: {first['msg']}", "invalidValue"
+        ) from None
+
+
+def _parse_user(body: dict[str, Any], ctx: Context) -> Any:
+    return _parse(ScimUser, body, ctx)
 
 
 def _apply_user(st: AppState, user_id: str, parsed: Any) -> DirUser:
@@ -432,10 +444,7 @@ async def get_group(request: Request, group_id: str, st: State, _: Provisioner) 
 @router.post("/Groups")
 async def create_group(request: Request, st: State, _: Provisioner) -> JSONResponse:
     body = await body_of(request)
-    try:
-        parsed = Group.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
-    except ValidationError as exc:
-        raise ScimFail(400, f"not a valid SCIM Group: {exc.errors()[0]['msg']}", "invalidValue")
+    parsed = _parse(Group, body, Context.RESOURCE_CREATION_REQUEST)
     directory = st.ws.directory
     idp_name = parsed.display_name or ""
     with directory_errors():
@@ -458,9 +467,7 @@ async def create_group(request: Request, st: State, _: Provisioner) -> JSONRespo
 
 
 @router.put("/Groups/{group_id}")
-async def replace_group(
-    request: Request, group_id: str, st: State, _: Provisioner
-) -> JSONResponse:
+async def replace_group(request: Request, group_id: str, st: State, _: Provisioner) -> JSONResponse:
     body = await body_of(request)
     directory = st.ws.directory
     group = _scim_group(directory, group_id)
