@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from sovra.audit import AuditEvent
     from sovra.directory.ldap import LdapSettings
     from sovra.flows.base import ActionAdapter
@@ -63,9 +65,12 @@ class _Hit:
     chunk: Chunk
 
 
-def directory_for(config: Config, audit: Callable[[], AuditLog] | None = None) -> Directory:
+def directory_for(
+    config: Config, audit: Callable[[], AuditLog] | None = None, engine: Engine | str | None = None
+) -> Directory:
     """The directory with the config's explicit mappings; every change it makes goes to the
-    audit log (the open log `audit` returns, or the configured one opened for each change)."""
+    audit log (the open log `audit` returns, or the configured one opened for each change).
+    `engine` (a SQLAlchemy engine or URL): the shared database instead of `<home>/directory.db`."""
     private_dir(config.home)
     mapping = IdentityMapping(
         group_map=dict(config.directory.group_map),
@@ -82,7 +87,7 @@ def directory_for(config: Config, audit: Callable[[], AuditLog] | None = None) -
         finally:
             log.close()
 
-    return Directory.in_home(config.home, on_change=on_change, mapping=mapping)
+    return Directory.in_home(config.home, engine=engine, on_change=on_change, mapping=mapping)
 
 
 def ldap_settings(config: Config) -> LdapSettings:
@@ -104,21 +109,8 @@ def ldap_settings(config: Config) -> LdapSettings:
             )
     elif ldap.password_file:
         password = config.resolve(ldap.password_file).read_text(encoding="utf-8").strip()
-    return LdapSettings(
-        url=ldap.url,
-        bind_dn=ldap.bind_dn,
-        password=password,
-        user_base=ldap.user_base,
-        group_base=ldap.group_base,
-        user_filter=ldap.user_filter,
-        group_filter=ldap.group_filter,
-        user_id_attribute=ldap.user_id_attribute,
-        display_name_attribute=ldap.display_name_attribute,
-        group_name_attribute=ldap.group_name_attribute,
-        member_attribute=ldap.member_attribute,
-        disabled_attribute=ldap.disabled_attribute,
-        timeout_s=ldap.timeout_s,
-    )
+    fields = ldap.model_dump(exclude={"password_env", "password_file", "interval_s"})
+    return LdapSettings(**fields, password=password)
 
 
 def directory_event(change: Change) -> AuditEvent:

@@ -432,15 +432,6 @@ class Directory:
         with self.engine.connect() as conn:
             return self._user(conn, user_id)
 
-    def user_by_external_id(self, origin: str, external_id: str) -> User | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(users_t.c.id).where(
-                    users_t.c.origin == origin, users_t.c.external_id == external_id
-                )
-            ).first()
-            return self._user(conn, row.id) if row else None
-
     def groups(self) -> dict[str, list[str]]:
         """Group name → member list (groups named by memberships or declared)."""
         return {g.name: list(g.members) for g in self.group_list()}
@@ -641,15 +632,6 @@ class Directory:
         group = self.group(name)
         assert group is not None
         return group
-
-    def group_by_external_id(self, origin: str, external_id: str) -> Group | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(groups_t.c.name).where(
-                    groups_t.c.origin == origin, groups_t.c.external_id == external_id
-                )
-            ).first()
-        return self.group(row.name) if row else None
 
     def remove_group(self, name: str, *, origin: str = "local") -> None:
         """Delete a group and every membership in it (effective on the next query)."""
