@@ -32,4 +32,5 @@ def test_bad_names_and_corrupt_file(tmp_path: Path) -> None:
         d.add_user("a b")
     (tmp_path / "directory.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(DirectoryError, match="unreadable"):
-        d.principal("alice")
+        Directory.in_home(tmp_path)
+    assert (tmp_path / "directory.json").read_text(encoding="utf-8") == "{not json"

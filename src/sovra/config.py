@@ -605,6 +605,48 @@ class WorkspaceConfig(_Strict):
         return value
 
 
+class LdapConfig(_Strict):
+    """`[directory.ldap]`: pull users and groups from LDAP/Active Directory (`sovra directory
+    sync`). The bind password is read by reference (`password_env` or `password_file`)."""
+
+    url: str
+    bind_dn: str = ""
+    password_env: str | None = None
+    password_file: Path | None = None
+    user_base: str
+    group_base: str
+    user_filter: str = "(objectClass=inetOrgPerson)"
+    group_filter: str = "(|(objectClass=groupOfNames)(objectClass=group))"
+    user_id_attribute: str = "uid"
+    display_name_attribute: str = "cn"
+    group_name_attribute: str = "cn"
+    member_attribute: str = "member"
+    disabled_attribute: str = ""
+    """An attribute whose value TRUE/1/yes marks a disabled account; `userAccountControl`
+    is read as Active Directory's flags (bit 2 = ACCOUNTDISABLE)."""
+    interval_s: float = Field(default=900.0, ge=30)
+    """How often `sovra directory sync --every` (and `sovra serve` when asked) pulls."""
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> LdapConfig:
+        if self.password_env and self.password_file:
+            raise ValueError("set password_env or password_file, not both")
+        return self
+
+
+class DirectoryConfig(_Strict):
+    """`[directory]`: how identity-provider users and groups enter the directory. Conflicts
+    are resolved only by these explicit mappings."""
+
+    group_map: dict[str, str] = {}
+    """IdP group name → sovra group (needed for a name that collides with a role group such
+    as `admins`, or that sovra does not accept)."""
+    adopt_users: tuple[str, ...] = ()
+    """User ids an identity provider (SCIM, LDAP) may take over from another origin."""
+    ldap: LdapConfig | None = None
+
+
 class Config(_Strict):
     workspace: WorkspaceConfig = WorkspaceConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
@@ -615,6 +657,7 @@ class Config(_Strict):
     egress: EgressConfig = EgressConfig()
     flows: FlowsConfig = FlowsConfig()
     audit: AuditConfig = AuditConfig()
+    directory: DirectoryConfig = DirectoryConfig()
     server: ServerConfig = ServerConfig()
     govern: GovernConfig = GovernConfig()
     endpoints: tuple[EndpointConfig, ...] = ()

@@ -2,7 +2,7 @@
 offers the one permission path every surface uses.
 
 Everything stateful lives under `config.home` (default `./sovra-data`, or `SOVRA_HOME`):
-`directory.json` (users/groups), `index/` (search index), `state.db` (sync state), the audit
+`directory.db` (users/groups and their history), `index/` (search index), `state.db` (sync state), the audit
 log, `feedback.sqlite`, the workflow stores. The principal-taking operations (`search`, `ask`,
 `document`, `feedback`, `flows`) are the only way a question reaches the index: the CLI, the
 server's REST/OpenAI/MCP/web routes and workflow steps all call them with a Principal and one
@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from sovra.audit import AuditEvent
+    from sovra.directory.ldap import LdapSettings
     from sovra.flows.base import ActionAdapter
     from sovra.flows.service import Flows
     from sovra.ingest import ProgressCallback, StateStore, SyncReport
@@ -37,7 +41,7 @@ from sovra.audit.keys import KEY_ENV
 from sovra.audit.log import RETENTION_ENV, SCHEMA_ENV, URL_ENV
 from sovra.audit.subjects import Digests
 from sovra.config import Config, ConfigError, EndpointConfig, SourceConfig
-from sovra.directory import Directory, DirectoryError
+from sovra.directory import Change, Directory, DirectoryError, IdentityMapping
 from sovra.domain import (
     Chunk,
     DomainError,
@@ -61,9 +65,68 @@ class _Hit:
     chunk: Chunk
 
 
-def directory_for(config: Config) -> Directory:
+def directory_for(
+    config: Config, audit: Callable[[], AuditLog] | None = None, engine: Engine | str | None = None
+) -> Directory:
+    """The directory with the config's explicit mappings; every change it makes goes to the
+    audit log (the open log `audit` returns, or the configured one opened for each change).
+    `engine` (a SQLAlchemy engine or URL): the shared database instead of `<home>/directory.db`."""
     private_dir(config.home)
-    return Directory.in_home(config.home)
+    mapping = IdentityMapping(
+        group_map=dict(config.directory.group_map),
+        adopt_users=frozenset(config.directory.adopt_users),
+    )
+
+    def on_change(change: Change) -> None:
+        if audit is not None:
+            audit().append(directory_event(change))
+            return
+        log = open_audit_log(config)
+        try:
+            log.append(directory_event(change))
+        finally:
+            log.close()
+
+    return Directory.in_home(config.home, engine=engine, on_change=on_change, mapping=mapping)
+
+
+def ldap_settings(config: Config) -> LdapSettings:
+    """`[directory.ldap]` with its bind password read from the env var or file it names."""
+    from sovra.directory.ldap import LdapSettings
+
+    ldap = config.directory.ldap
+    if ldap is None:
+        raise ConfigError(
+            "no [directory.ldap] section in sovra.toml; add url, bind_dn, password_env,"
+            " user_base and group_base (docs/identity.md)"
+        )
+    password = ""
+    if ldap.password_env:
+        password = os.environ.get(ldap.password_env, "")
+        if not password:
+            raise ConfigError(
+                f"directory.ldap.password_env names ${ldap.password_env}, which is not set"
+            )
+    elif ldap.password_file:
+        password = config.resolve(ldap.password_file).read_text(encoding="utf-8").strip()
+    fields = ldap.model_dump(exclude={"password_env", "password_file", "interval_s"})
+    return LdapSettings(**fields, password=password)
+
+
+def directory_event(change: Change) -> AuditEvent:
+    """The audit event of one directory change; the user id is personal data (encrypted under
+    the user's subject key), the group and the change's sequence number are not."""
+    from sovra.audit import AuditEvent
+
+    return AuditEvent(
+        actor=f"directory:{change.origin}",
+        action=f"directory.{change.action}",
+        decision="allow",
+        request_id=uuid.uuid4().hex,
+        details={"seq": change.seq, "group": change.group, **change.detail},
+        subject=change.user_id,
+        personal={"user": change.user_id} if change.user_id else {},
+    )
 
 
 def embedder_for(config: Config) -> Embedder:
@@ -177,7 +240,7 @@ class Workspace:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.home: Path = config.home
-        self.directory = Directory.in_home(self.home)
+        self.directory = directory_for(config, lambda: self.audit)
         self._embedder: Embedder | None = None
         self._index: Index | None = None
         self._state: StateStore | None = None

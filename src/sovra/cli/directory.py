@@ -1,4 +1,5 @@
-"""`sovra init`, `sovra user …` and `sovra group …`: the data directory and its local directory of users and groups."""
+"""`sovra init`, `sovra user …`, `sovra group …` and `sovra directory …`: the data directory,
+its directory of users and groups, and the identity-provider feeds into it."""
 
 from __future__ import annotations
 
@@ -105,7 +106,9 @@ def user_disable(ctx: typer.Context, user_id: str, json_out: JsonOpt = False) ->
     _revoke_credentials(ctx, user_id, "disabled", json_out)
 
 
-def _revoke_credentials(ctx: typer.Context, user_id: str, what: str, json_out: bool) -> None:
+def _revoke_credentials(
+    ctx: typer.Context, user_id: str, what: str, json_out: bool, *, quiet: bool = False
+) -> None:
     from sovra.server.accounts import AccountStore
 
     accounts = AccountStore.in_home(state(ctx).config.home)
@@ -113,6 +116,8 @@ def _revoke_credentials(ctx: typer.Context, user_id: str, what: str, json_out: b
         keys, sessions = accounts.revoke_user(user_id)
     finally:
         accounts.close()
+    if quiet:
+        return
     if json_out:
         emit_json({what: user_id, "keys_revoked": keys, "sessions_ended": sessions})
     else:
@@ -161,3 +166,108 @@ def group_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         return
     for g, members in groups.items():
         out.print(f"{g}\t{', '.join(members)}")
+
+
+directory_app = typer.Typer(
+    help="The directory's identity-provider feeds (LDAP sync, SCIM tokens) and its history.",
+    no_args_is_help=True,
+)
+scim_token_app = typer.Typer(help="Bearer tokens for SCIM provisioning.", no_args_is_help=True)
+directory_app.add_typer(scim_token_app, name="scim-token")
+
+
+@directory_app.command("sync")
+def directory_sync(
+    ctx: typer.Context,
+    every: Annotated[
+        bool,
+        typer.Option("--every", help="Keep syncing every [directory.ldap] interval_s seconds."),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pull users and groups from LDAP / Active Directory ([directory.ldap] in sovra.toml).
+    Users disabled or removed there lose their API keys and sessions at once."""
+    import time
+
+    from sovra.directory.ldap import sync_ldap
+    from sovra.workspace import directory_for, ldap_settings
+
+    config = state(ctx).config
+    settings = ldap_settings(config)
+    while True:
+        with out.status(f"syncing the directory from {settings.url}…"):
+            report = sync_ldap(directory_for(config), settings)
+        for user_id in report.disabled + report.removed:
+            _revoke_credentials(ctx, user_id, "deprovisioned", json_out=False, quiet=True)
+        if json_out:
+            emit_json(report.to_dict())
+        else:
+            out.print(
+                f"{report.users} user(s), {report.groups} group(s): {len(report.added)} added,"
+                f" {len(report.disabled)} disabled, {len(report.removed)} removed,"
+                f" {report.memberships_added} membership(s) added,"
+                f" {report.memberships_removed} removed"
+            )
+        if not every:
+            return
+        assert config.directory.ldap is not None
+        time.sleep(config.directory.ldap.interval_s)
+
+
+@directory_app.command("history")
+def directory_history(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option(help="Only this user's changes.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 50,
+    json_out: JsonOpt = False,
+) -> None:
+    """The latest directory changes (each is also an audit event)."""
+    import datetime as dt
+
+    from sovra.workspace import directory_for
+
+    changes = directory_for(state(ctx).config).history(limit, user)
+    if json_out:
+        emit_json([vars(c) for c in changes])
+        return
+    for c in changes:
+        when = dt.datetime.fromtimestamp(c.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        out.print(f"{c.seq}\t{when}\t{c.origin}\t{c.action}\t{c.user_id or ''}\t{c.group or ''}")
+
+
+@scim_token_app.command("create")
+def scim_token_create(ctx: typer.Context, name: str, json_out: JsonOpt = False) -> None:
+    """Create a SCIM bearer token for an identity provider (shown once; stored hashed)."""
+    from sovra.workspace import directory_for
+
+    token, token_id = directory_for(state(ctx).config).create_scim_token(name)
+    if json_out:
+        emit_json({"id": token_id, "name": name, "token": token})
+    else:
+        out.print(f"SCIM token {token_id} ({name}) — shown once, paste it into the IdP:")
+        out.print(token, soft_wrap=True)
+
+
+@scim_token_app.command("list")
+def scim_token_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List SCIM tokens (never their secrets)."""
+    from sovra.workspace import directory_for
+
+    tokens = directory_for(state(ctx).config).scim_tokens()
+    if json_out:
+        emit_json(tokens)
+        return
+    for t in tokens:
+        out.print(f"{t['id']}\t{t['name']}\t{'revoked' if t['revoked'] else 'live'}")
+
+
+@scim_token_app.command("revoke")
+def scim_token_revoke(ctx: typer.Context, token_id: str, json_out: JsonOpt = False) -> None:
+    """Revoke a SCIM token; the identity provider's next request is refused."""
+    from sovra.workspace import directory_for
+
+    directory_for(state(ctx).config).revoke_scim_token(token_id)
+    if json_out:
+        emit_json({"revoked": token_id})
+    else:
+        out.print(f"SCIM token {token_id} revoked")

@@ -24,8 +24,7 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
     pseudonym = "erased:" + secrets.token_hex(6)
     report: dict[str, Any] = {}
     directory = Directory.in_home(home)
-    if directory.path.exists() and any(u.id == subject for u in directory.users()):
-        directory.remove_user(subject)  # the file is replaced whole (atomic write)
+    if directory.erase_subject(subject):  # user, memberships, history rows, old JSON backup
         report["directory"] = 1
     runs: list[str] = []
     if (home / "flows-state.db").exists():

@@ -22,6 +22,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -97,7 +98,8 @@ class SovraGroup(TyperGroup):
         except SovraError as exc:
             if isinstance(ctx.obj, CliState) and ctx.obj.debug:
                 raise
-            fail(exc.message, exit_code(exc))
+            # Error messages are plain text; they name config tables like `[directory.ldap]`.
+            fail(escape(exc.message), exit_code(exc))
 
 
 def emit_json(value: Any) -> None:

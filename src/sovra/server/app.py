@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovra.config import Config
 from sovra.errors import Conflict, Forbidden, Invalid, NotFound, SovraError, Unavailable, kind_of
-from sovra.server import api, health, login, oidc_login, openai_api, ui
+from sovra.server import api, health, login, oidc_login, openai_api, scim, ui
 from sovra.server import flows as flows_http
 from sovra.server import governance as governance_http
 from sovra.server.accounts import AccountStore
@@ -259,6 +259,8 @@ def create_app(
     app.include_router(flows_http.api_router)
     app.include_router(flows_http.ui_router)
     app.include_router(governance_http.router)
+    app.include_router(scim.router)
+    app.add_exception_handler(scim.ScimFail, scim.error_response)
     # MCP over streamable HTTP: an ASGI route (not a Mount) so `/mcp` itself matches.
     app.router.routes.append(mcp_gate.route)
     app.mount("/static", StaticFiles(directory=str(ui.HERE / "static")), name="static")
