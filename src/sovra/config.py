@@ -594,6 +594,20 @@ class WorkspaceConfig(_Strict):
     home: Path = Path("sovra-data")
     region: str = "eu"
     classifications: tuple[str, ...] = DEFAULT_CLASSIFICATIONS
+    database_url: str = ""
+    """Empty = every store keeps its SQLite file under the home. `env:NAME` = the PostgreSQL URL
+    in that environment variable holds every store replicas must share (docs/scale-out.md);
+    the file names only the variable, since the URL carries credentials."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _env_reference(cls, value: str) -> str:
+        if value and not re.fullmatch(r"env:[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "workspace.database_url must be an environment-variable reference such as "
+                "'env:SOVRA_DATABASE_URL' (the URL carries credentials, so it stays out of the file)"
+            )
+        return value
 
     @field_validator("classifications")
     @classmethod
@@ -724,6 +738,28 @@ class Config(_Strict):
     @property
     def scale(self) -> ClassificationScale:
         return ClassificationScale(self.workspace.classifications)
+
+    def shared_database_url(self) -> str | None:
+        """The PostgreSQL URL `[workspace] database_url` names, or None when it is empty.
+
+        A named but unset variable, or a URL that is not PostgreSQL, is an error naming the
+        field: replicas must never quietly fall back to a private SQLite file."""
+        ref = self.workspace.database_url
+        if not ref:
+            return None
+        name = ref.removeprefix("env:")
+        url = os.environ.get(name, "")
+        if not url:
+            raise ConfigError(
+                f"workspace.database_url names ${name}, which is not set; export the PostgreSQL "
+                "URL in it, or remove database_url to keep every store under the home"
+            )
+        if not url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ConfigError(
+                f"workspace.database_url: ${name} must hold a postgresql:// URL "
+                "(shared stores run on PostgreSQL only)"
+            )
+        return url
 
     def resolve(self, path: Path) -> Path:
         """Paths in the config are relative to the config file's folder."""

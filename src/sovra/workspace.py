@@ -182,6 +182,8 @@ def open_audit_log(config: Config, *, read_only: bool = False) -> AuditLog:
                 "export the PostgreSQL URL in it, or remove database_url_env to keep the log "
                 "in the data directory"
             )
+    if url is None:
+        url = config.shared_database_url()
     key_path = None
     if settings.key_path is not None and not os.environ.get(KEY_ENV):
         key_path = config.resolve(settings.key_path)
@@ -236,6 +238,20 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
     return Flows(config, Workspace.open(config), owns_host=True, **kwargs)
 
 
+SHARED_STORES: tuple[str, ...] = ("audit log", "flows (DBOS)")
+"""Stores that follow `[workspace] database_url` onto PostgreSQL."""
+LOCAL_ONLY_STORES: tuple[str, ...] = (
+    "accounts/API keys/sessions",
+    "pending OIDC logins",
+    "rate-limit counters",
+    "directory",
+    "sync state",
+    "usage ledger",
+)
+"""Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
+until each moves to SHARED_STORES (issue 18 §2)."""
+
+
 class Workspace:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -253,6 +269,14 @@ class Workspace:
 
     @classmethod
     def open(cls, config: Config) -> Workspace:
+        if config.shared_database_url() is not None and LOCAL_ONLY_STORES:
+            # Unknown means deny: a replica that kept any of these on a private SQLite file would
+            # diverge from the others silently (sessions, revocations, limits, state).
+            raise ConfigError(
+                "workspace.database_url is set, but these stores cannot run on PostgreSQL yet: "
+                + ", ".join(LOCAL_ONLY_STORES)
+                + "; remove database_url to run one replica on the home's SQLite files"
+            )
         private_dir(config.home)
         return cls(config)
 

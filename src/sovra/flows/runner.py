@@ -164,7 +164,11 @@ class Engine:
                     ) from None
                 time.sleep(0.2)
         self._lock = lock
-        url = self.config.flows.database_url or f"sqlite:///{home / 'flows.db'}"
+        url = (
+            self.config.flows.database_url
+            or self.config.shared_database_url()
+            or f"sqlite:///{home / 'flows.db'}"
+        )
         _quiet_dbos_console()
         if _ENGINE is not None:
             DBOS.destroy()
