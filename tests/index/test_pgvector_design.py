@@ -106,3 +106,49 @@ def test_iterative_scan_returns_k_under_a_one_percent_filter(loaded: str) -> Non
     assert len(iterative) == 10 and all(i % 100 == 0 for i in iterative)
     # Without iterative scans, ef_search=20 candidates hold few of the 30 readable rows.
     assert len(plain) < 10
+
+
+def test_ts_rank_does_not_depend_on_rows_the_caller_cannot_read(pgvector_url: str) -> None:  # noqa: F811
+    """ts_rank uses only the document's own lexemes (no corpus statistics), so hidden rows
+    cannot shift a reader's scores."""
+    ddl = """
+    DROP TABLE IF EXISTS passage;
+    CREATE TABLE passage (id bigint PRIMARY KEY, tokens text[] NOT NULL, body text NOT NULL);
+    ALTER TABLE passage ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE passage FORCE ROW LEVEL SECURITY;
+    CREATE POLICY passage_read ON passage FOR SELECT USING (
+        tokens && coalesce(
+            string_to_array(nullif(current_setting('sovra.tokens', true), ''), ','),
+            ARRAY[]::text[]
+        )
+    );
+    DO $$ BEGIN CREATE ROLE passage_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN END $$;
+    GRANT SELECT ON passage TO passage_reader;
+    """
+    rank = (
+        "SELECT id, ts_rank(to_tsvector('english', body), plainto_tsquery('english', %s))"
+        " FROM passage ORDER BY id"
+    )
+
+    def scores() -> list[tuple[object, ...]]:
+        with psycopg.connect(pgvector_url) as conn, conn.transaction():
+            conn.execute("SET LOCAL ROLE passage_reader")
+            conn.execute("SELECT set_config('sovra.tokens', 'open', true)")
+            rows: list[tuple[object, ...]] = conn.execute(rank, ("merger payroll",)).fetchall()
+            return rows
+
+    with psycopg.connect(pgvector_url, autocommit=True) as conn:
+        conn.execute(ddl)
+        conn.execute(
+            "INSERT INTO passage VALUES (1, '{open}', 'payroll runs monthly'),"
+            " (2, '{open}', 'the merger closes in march, payroll moves')"
+        )
+    before = scores()
+    with psycopg.connect(pgvector_url, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO passage VALUES (%s, '{secret}', %s)",
+            [(i, "merger merger payroll secret terms") for i in range(10, 510)],
+        )
+    after = scores()
+    assert [r[0] for r in after] == [1, 2]
+    assert after == before
