@@ -14,6 +14,10 @@ from tests.support.pgserver import pgvector_url  # noqa: F401  (session fixture)
 psycopg = pytest.importorskip("psycopg")
 from psycopg import Connection  # noqa: E402
 
+# The principal's tokens arrive per transaction; no setting means the empty set: deny.
+READABLE = """tokens && coalesce(
+    string_to_array(nullif(current_setting('sovra.tokens', true), ''), ','), ARRAY[]::text[])"""
+
 SCHEMA = """
 CREATE TABLE chunk (
     id bigint PRIMARY KEY,
@@ -24,15 +28,10 @@ CREATE INDEX chunk_tokens ON chunk USING gin (tokens);
 CREATE INDEX chunk_hnsw ON chunk USING hnsw (embedding vector_cosine_ops);
 ALTER TABLE chunk ENABLE ROW LEVEL SECURITY;
 ALTER TABLE chunk FORCE ROW LEVEL SECURITY;
-CREATE POLICY chunk_read ON chunk FOR SELECT USING (
-    tokens && coalesce(
-        string_to_array(nullif(current_setting('sovra.tokens', true), ''), ','),
-        ARRAY[]::text[]
-    )
-);
+CREATE POLICY chunk_read ON chunk FOR SELECT USING ({READABLE});
 CREATE ROLE sovra_reader NOLOGIN;
 GRANT SELECT ON chunk TO sovra_reader;
-"""
+""".replace("{READABLE}", READABLE)
 
 
 def _vec(rng: random.Random) -> str:
@@ -116,15 +115,10 @@ def test_ts_rank_does_not_depend_on_rows_the_caller_cannot_read(pgvector_url: st
     CREATE TABLE passage (id bigint PRIMARY KEY, tokens text[] NOT NULL, body text NOT NULL);
     ALTER TABLE passage ENABLE ROW LEVEL SECURITY;
     ALTER TABLE passage FORCE ROW LEVEL SECURITY;
-    CREATE POLICY passage_read ON passage FOR SELECT USING (
-        tokens && coalesce(
-            string_to_array(nullif(current_setting('sovra.tokens', true), ''), ','),
-            ARRAY[]::text[]
-        )
-    );
+    CREATE POLICY passage_read ON passage FOR SELECT USING ({READABLE});
     DO $$ BEGIN CREATE ROLE passage_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN END $$;
     GRANT SELECT ON passage TO passage_reader;
-    """
+    """.replace("{READABLE}", READABLE)
     rank = (
         "SELECT id, ts_rank(to_tsvector('english', body), plainto_tsquery('english', %s))"
         " FROM passage ORDER BY id"
