@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sovra.ingest.language import detect_language, detect_languages, prose_sample
+from sovra.ingest.language import PREFIX_CHARS, detect_language, detect_languages, prose_sample
 from sovra.sources.parse import ParseError, decode_text, parse_bytes, split_front_matter
 
 
@@ -68,7 +68,7 @@ def test_detection_ignores_code_and_reads_a_bounded_prefix() -> None:
     german = "Die Datenbank ist fast voll und muss bald defragmentiert werden. " * 3
     text = "```\nthe quick brown fox jumps over the lazy dog and more english words\n```\n" + german
     assert detect_language(text) == "de"
-    assert len(prose_sample(german * 1000)) <= 400
+    assert len(prose_sample(german * 1000)) <= PREFIX_CHARS <= 1024
 
 
 def test_html_legacy_charset_is_honoured_but_binary_is_rejected() -> None:

@@ -25,6 +25,7 @@ UNDETERMINED = "und"
 MIN_CONFIDENCE = 0.5
 """Below this lingua confidence the language is `und` (e.g. "hello": Sesotho 0.25)."""
 MIN_LETTERS = 3
+CANDIDATES = 5
 
 _lock = threading.Lock()
 _LETTER = regex.compile(r"\p{L}")
@@ -38,6 +39,9 @@ class Detection:
     language: str
     confidence: float
     script: str
+    candidates: tuple[tuple[str, float], ...] = ()
+    """lingua's best few languages with their confidences (queries only; empty for documents),
+    so a caller with a prior can break a near-tie (search/language.py)."""
 
     @property
     def sure(self) -> bool:
@@ -85,9 +89,16 @@ def detect(text: str) -> Detection:
     if not values:
         return Detection(UNDETERMINED, 0.0, script)
     top = values[0]
+    candidates = tuple(
+        (_code(v.language), float(v.value)) for v in values[:CANDIDATES] if v.value > 0
+    )
     if top.value < MIN_CONFIDENCE:
-        return Detection(UNDETERMINED, float(top.value), script)
-    return Detection(str(top.language.iso_code_639_1.name).lower(), float(top.value), script)
+        return Detection(UNDETERMINED, float(top.value), script, candidates)
+    return Detection(_code(top.language), float(top.value), script, candidates)
+
+
+def _code(language: Any) -> str:
+    return str(language.iso_code_639_1.name).lower()
 
 
 def detect_many(texts: list[str]) -> list[Detection]:
@@ -100,7 +111,7 @@ def detect_many(texts: list[str]) -> list[Detection]:
         found = _detector().compute_language_confidence_values_in_parallel([texts[i] for i in todo])
     for i, values in zip(todo, found, strict=True):
         if values and values[0].value >= MIN_CONFIDENCE:
-            lang = str(values[0].language.iso_code_639_1.name).lower()
+            lang = _code(values[0].language)
             out[i] = Detection(lang, float(values[0].value), out[i].script)
         elif values:
             out[i] = Detection(UNDETERMINED, float(values[0].value), out[i].script)

@@ -12,6 +12,7 @@ don't read worse than its full text. The principal's filter is always applied in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from sovra.index.base import Index
 from sovra.index.detect import UNDETERMINED, Detection
 from sovra.models.base import Embedder
 from sovra.models.embedding import Channel, FusedEmbedder, channels_of
-from sovra.search.language import detect_query
+from sovra.search.language import break_tie, detect_query
 
 Mode = SearchMode
 Fusion = Literal["rrf", "weighted"]
@@ -169,6 +170,8 @@ class Searcher:
         detection = detect_query(query)
         if language is not None:
             detection = Detection(language, 1.0, detection.script)
+        else:
+            detection = break_tie(detection, lambda lang: self._readable_in(lang, flt))
         lang = detection.language
         weights = self.channel_weights(detection) if mode != "text" else []
         if mode == "vector" and self.embedder is None:
@@ -201,6 +204,12 @@ class Searcher:
         result.hits = [h for h in hits if flt.admits(h.chunk)]
         result.took_ms = (time.perf_counter() - started) * 1000
         return result
+
+    def _readable_in(self, language: str, flt: SearchFilter) -> int:
+        """Chunks in `language` that `flt` admits (the caller's own corpus, for `break_tie`)."""
+        if flt.languages is not None and language not in flt.languages:
+            return 0
+        return self.index.count(dataclasses.replace(flt, languages=frozenset({language})))
 
     def _vector_lists(
         self,
