@@ -87,6 +87,8 @@ def directory_for(
         finally:
             log.close()
 
+    if engine is None:
+        engine = config.shared_database_url()  # `[workspace] database_url`: one directory for all
     return Directory.in_home(config.home, engine=engine, on_change=on_change, mapping=mapping)
 
 
@@ -238,13 +240,12 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
     return Flows(config, Workspace.open(config), owns_host=True, **kwargs)
 
 
-SHARED_STORES: tuple[str, ...] = ("audit log", "flows (DBOS)")
+SHARED_STORES: tuple[str, ...] = ("audit log", "flows (DBOS)", "directory")
 """Stores that follow `[workspace] database_url` onto PostgreSQL."""
 LOCAL_ONLY_STORES: tuple[str, ...] = (
     "accounts/API keys/sessions",
     "pending OIDC logins",
     "rate-limit counters",
-    "directory",
     "sync state",
     "usage ledger",
 )

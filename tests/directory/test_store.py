@@ -179,3 +179,22 @@ def test_erasure_removes_the_subject_from_history_and_the_old_json(tmp_path: Pat
     assert d.user("zoe") is None and d.history(user_id="zoe") == []
     assert b"zoe" not in (tmp_path / "directory.json.migrated").read_bytes()
     assert d.user("yan") is not None
+
+
+def test_database_url_puts_the_directory_on_postgresql(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sovra.config import load_config
+    from sovra.workspace import directory_for
+
+    plain = make_url(postgres_url).set(drivername="postgresql").render_as_string(False)
+    monkeypatch.setenv("SOVRA_TEST_SHARED_DB", plain)
+    cfg_path = tmp_path / "sovra.toml"
+    cfg_path.write_text(
+        '[workspace]\nhome = "data"\ndatabase_url = "env:SOVRA_TEST_SHARED_DB"\n', encoding="utf-8"
+    )
+    cfg = load_config(cfg_path)
+    first = directory_for(cfg)
+    first.add_user("erin", ["people"])
+    assert directory_for(cfg).principal("erin").groups == {"people"}  # one directory for all
+    assert not (tmp_path / "data" / DIRECTORY_FILENAME).exists()

@@ -13,6 +13,7 @@ says otherwise (never implicitly). An old `directory.json` is migrated once, los
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -230,7 +231,17 @@ def engine_for(target: Path | str | Engine) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(target, pool_pre_ping=True)
+    # `postgresql://` (the form operators write) means psycopg 3 here, the driver sovra ships.
+    for plain in ("postgresql://", "postgres://"):
+        if target.startswith(plain):
+            target = "postgresql+psycopg://" + target[len(plain) :]
+    return _shared_engine(target)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_engine(url: str) -> Engine:
+    # One pool per database for the process: a Directory is built per request and per command.
+    return create_engine(url, pool_pre_ping=True)
 
 
 class Directory:
