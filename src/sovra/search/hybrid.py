@@ -90,7 +90,7 @@ class FusionSettings:
     text_weight: float = 1.0
     vector_weight_covered: float = 1.0
     vector_weight_uncovered: float = 0.5
-    same_language_multilingual: float = 0.2
+    same_language_multilingual: float = 0.1
     """Factor on a multilingual channel's vote for a chunk in the query's own language.
 
     Within one language a proper full-text analyser beats a 16-language model (XQuAD ar: BM25
