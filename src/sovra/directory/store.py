@@ -49,7 +49,7 @@ from sqlalchemy.pool import NullPool
 
 from sovra.domain import ADMIN_GROUP, AUDITOR_GROUP, Principal
 from sovra.errors import Conflict, Invalid, NotFound
-from sovra.storage import atomic_write, private_dir
+from sovra.storage import atomic_write, private_dir, private_files
 
 DIRECTORY_FILENAME = "directory.db"
 LEGACY_FILENAME = "directory.json"
@@ -218,6 +218,9 @@ def engine_for(target: Path | str | Engine) -> Engine:
         return target
     if isinstance(target, Path):
         private_dir(target.parent)
+        # Owner-only like every store in the home; SQLite gives its -wal/-shm the file's mode.
+        with private_files():
+            target.touch(mode=0o600, exist_ok=True)
         # NullPool: many short-lived Directory objects (one per CLI command) hold no file open.
         engine = create_engine(
             f"sqlite:///{target}", poolclass=NullPool, connect_args={"timeout": 30}
