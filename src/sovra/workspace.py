@@ -48,7 +48,7 @@ from sovra.domain import (
     content_hash,
 )
 from sovra.index.base import Index
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import build_embedder
 from sovra.search import FusionSettings, Searcher, SearchResult
 from sovra.storage import private_dir
@@ -258,15 +258,20 @@ class Workspace:
             )
         return self._queries
 
-    def _log_query_vector(self, operation: str, text: str) -> None:
+    def _log_query_vector(
+        self, operation: str, text: str, known: dict[str, Vectors] | None = None
+    ) -> None:
         """Keep the question's embedding for drift monitoring; a failure here never fails the
-        question it belongs to (the monitor reports a short window instead)."""
+        question it belongs to (the monitor reports a short window instead). `known`: the
+        embeddings retrieval computed, by model name (the whole model's one is reused)."""
         if not self.config.govern.log_query_vectors:
             return
         import sqlite3
 
         try:
-            vector = self.embedder.embed([text])[0]
+            vector = (known or {}).get(self.embedder.name)
+            if vector is None:
+                vector = self.embedder.embed([text])[0]
             self.query_log.add(operation, self.embedder.name, vector)
         except (OSError, sqlite3.Error):
             return
@@ -491,7 +496,7 @@ class Workspace:
         )
         self.record_search(principal, query, result, k=options.k)
         if monitored:
-            self._log_query_vector("search", query)
+            self._log_query_vector("search", query, result.query_vectors)
         return result
 
     def record_search(
@@ -518,17 +523,19 @@ class Workspace:
         receipt), from the documents it may read narrowed by the options."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
+        vectors: dict[str, Vectors] = {}
         for event in self.answerer(options.context).stream(
             question,
             flt,
             principal=principal,
             endpoint=options.endpoint,
             extractive=options.extractive,
+            query_vectors=vectors,
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
                 if monitored:
-                    self._log_query_vector("ask", question)
+                    self._log_query_vector("ask", question, vectors)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:

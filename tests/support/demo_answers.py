@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sovra.answer import Answer
 from sovra.domain import QueryOptions
 from sovra.workspace import Workspace
 from tests.support.answer import make_site, open_workspace
@@ -46,14 +47,20 @@ def site_files() -> dict[str, str]:
     return {f"runbooks/{rel}": (RUNBOOKS / rel).read_text(encoding="utf-8") for rel in FILES}
 
 
+def ask_one(ws: Workspace, question: str) -> Answer:
+    """The final extractive answer to `question`, asked as the demo SRE."""
+    final = None
+    principal = ws.principal_for(USER, "ask", question)
+    for event in ws.ask(principal, question, QueryOptions(extractive=True)):
+        final = event.answer or final
+    assert final is not None
+    return final
+
+
 def ask_all(ws: Workspace) -> list[dict[str, Any]]:
     out = []
     for q in QUESTIONS:
-        final = None
-        principal = ws.principal_for(USER, "ask", q)
-        for event in ws.ask(principal, q, QueryOptions(extractive=True)):
-            final = event.answer or final
-        assert final is not None
+        final = ask_one(ws, q)
         out.append(
             {
                 "question": q,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +35,7 @@ from sovra.answer.sentences import Block, Sentence, clean_inline, sentences_of, 
 from sovra.answer.types import NOT_FOUND, Citation
 from sovra.index.analysis import analyze, analyze_document
 from sovra.index.detect import UNDETERMINED
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import part_for_language
 from sovra.search.hybrid import SearchHit
 
@@ -172,7 +172,10 @@ def score_sentences(
     embedder: Embedder | None,
     use_semantic: bool,
     settings: ExtractiveSettings,
+    query_vectors: Mapping[str, Vectors] | None = None,
 ) -> list[ScoredSentence]:
+    """Candidate sentences of `hits`, best first; `query_vectors` (by model name) are the
+    question's embeddings retrieval already computed, so the question is embedded once."""
     procedural_q = is_procedural_question(question)
     candidates: list[tuple[int, Sentence]] = []
     procedural: list[float] = []
@@ -219,8 +222,14 @@ def score_sentences(
                 )
             ),
         )[: settings.semantic_candidates]
-        vectors = embedder.embed([question] + [candidates[j][1].text for j in pre])
-        sims = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0).tolist()
+        texts = [candidates[j][1].text for j in pre]
+        qvec = (query_vectors or {}).get(embedder.name)
+        if qvec is None:
+            vectors = embedder.embed([question, *texts])
+            qvec, svecs = vectors[0], vectors[1:]
+        else:
+            svecs = embedder.embed(texts)
+        sims = np.clip(svecs @ qvec, 0.0, 1.0).tolist()
         for j, sim in zip(pre, sims, strict=True):
             semantic[j] = sim
         w_sem, w_lex = settings.semantic_weight, settings.lexical_weight
@@ -253,9 +262,12 @@ def extract_answer(
     *,
     use_semantic: bool = True,
     settings: ExtractiveSettings | None = None,
+    query_vectors: Mapping[str, Vectors] | None = None,
 ) -> Extract:
     settings = settings or ExtractiveSettings()
-    scored = score_sentences(question, language, hits, embedder, use_semantic, settings)
+    scored = score_sentences(
+        question, language, hits, embedder, use_semantic, settings, query_vectors
+    )
     semantic = use_semantic and embedder is not None
     threshold = settings.min_score if semantic else settings.min_score_lexical
     if (
