@@ -8,12 +8,14 @@ scoring stored sentence vectors must not change a word or a citation.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from sovra.index.embedded import EmbeddedIndex
 from sovra.models.base import Embedder, Vectors
 from sovra.workspace import Workspace
 from tests.support.answer import make_site, open_workspace
@@ -68,3 +70,39 @@ def test_question_embedded_once_per_ask(demo: Workspace) -> None:
             assert counting.seen[q] == 1, (q, counting.seen[q])
     finally:
         demo._embedder = counting.inner
+
+
+def test_stored_sentence_vectors_are_reused(demo: Workspace) -> None:
+    question = QUESTIONS[0]
+    ask_one(demo, question)  # fills the store for these chunks, if nothing did before
+    counting = CountingEmbedder(demo.embedder)
+    demo._embedder = counting
+    try:
+        again = ask_one(demo, question)
+    finally:
+        demo._embedder = counting.inner
+    assert again.found
+    # Only the question itself: every candidate sentence came from the index.
+    assert dict(counting.seen) == {question: 1}
+
+
+def test_index_from_before_sentence_vectors_still_answers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root: Path = tmp_path_factory.mktemp("old-index")
+    cfg = make_site(root, site_files())
+    # An index written before sentence vectors existed has no such table at all.
+    db = sqlite3.connect(root / "data" / "index" / "index.sqlite")
+    with db:
+        db.execute("DROP TABLE sentences")
+    db.close()
+    ws = open_workspace(cfg)
+    try:
+        expected = json.loads(FIXTURE.read_text(encoding="utf-8"))
+        assert ask_all(ws) == expected
+        index = ws.index
+        assert isinstance(index, EmbeddedIndex)
+        kept = index._db.execute("SELECT count(*) FROM sentences").fetchone()[0]
+        assert kept > 0  # filled lazily by the questions
+    finally:
+        ws.close()

@@ -31,7 +31,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sovra.answer.sentences import Block, Sentence, clean_inline, sentences_of, split_blocks
+from sovra.answer.sentences import (
+    Block,
+    Sentence,
+    SentenceVectorStore,
+    clean_inline,
+    sentence_spans,
+    sentences_of,
+    split_blocks,
+)
 from sovra.answer.types import NOT_FOUND, Citation
 from sovra.index.analysis import analyze, analyze_document
 from sovra.index.detect import UNDETERMINED
@@ -173,9 +181,11 @@ def score_sentences(
     use_semantic: bool,
     settings: ExtractiveSettings,
     query_vectors: Mapping[str, Vectors] | None = None,
+    store: SentenceVectorStore | None = None,
 ) -> list[ScoredSentence]:
     """Candidate sentences of `hits`, best first; `query_vectors` (by model name) are the
-    question's embeddings retrieval already computed, so the question is embedded once."""
+    question's embeddings retrieval already computed, so the question is embedded once;
+    `store` holds the chunks' sentence vectors, so candidates are looked up, not embedded."""
     procedural_q = is_procedural_question(question)
     candidates: list[tuple[int, Sentence]] = []
     procedural: list[float] = []
@@ -227,6 +237,8 @@ def score_sentences(
         if qvec is None:
             vectors = embedder.embed([question, *texts])
             qvec, svecs = vectors[0], vectors[1:]
+        elif store is not None:
+            svecs = _stored_vectors(store, embedder, hits, [candidates[j] for j in pre])
         else:
             svecs = embedder.embed(texts)
         sims = np.clip(svecs @ qvec, 0.0, 1.0).tolist()
@@ -249,6 +261,36 @@ def score_sentences(
     return out
 
 
+def _stored_vectors(
+    store: SentenceVectorStore,
+    embedder: Embedder,
+    hits: Sequence[SearchHit],
+    wanted: Sequence[tuple[int, Sentence]],
+) -> Vectors:
+    """The vectors of `wanted` sentences from the store; a chunk stored without them (an index
+    built before sentence vectors, or by another model) gets all its sentences embedded once
+    and kept, so the next question about it embeds nothing."""
+    chunks = {hits[i].chunk.id: hits[i].chunk for i, _ in wanted}
+    stored = store.sentence_vectors(embedder.name, list(chunks.values()))
+    missing = [c for cid, c in chunks.items() if cid not in stored]
+    if missing:
+        cut = [sentence_spans(c.text) for c in missing]
+        vectors = embedder.embed([s.text for found, _ in cut for s in found])
+        entries = []
+        at = 0
+        for c, (found, spans) in zip(missing, cut, strict=True):
+            entries.append((c, spans, vectors[at : at + len(found)]))
+            stored[c.id] = (spans, vectors[at : at + len(found)])
+            at += len(found)
+        store.store_sentence_vectors(embedder.name, entries)
+    rows = []
+    for i, s in wanted:
+        spans, vecs = stored[hits[i].chunk.id]
+        where = np.flatnonzero((spans[:, 0] == s.start) & (spans[:, 1] == s.end))
+        rows.append(vecs[where[0]] if len(where) else embedder.embed([s.text])[0])
+    return np.asarray(rows, dtype=np.float32).reshape(len(wanted), -1)
+
+
 def _overlap(a: str, b: str) -> float:
     ta, tb = set(a.lower().split()), set(b.lower().split())
     return len(ta & tb) / max(1, min(len(ta), len(tb)))
@@ -263,10 +305,11 @@ def extract_answer(
     use_semantic: bool = True,
     settings: ExtractiveSettings | None = None,
     query_vectors: Mapping[str, Vectors] | None = None,
+    store: SentenceVectorStore | None = None,
 ) -> Extract:
     settings = settings or ExtractiveSettings()
     scored = score_sentences(
-        question, language, hits, embedder, use_semantic, settings, query_vectors
+        question, language, hits, embedder, use_semantic, settings, query_vectors, store
     )
     semantic = use_semantic and embedder is not None
     threshold = settings.min_score if semantic else settings.min_score_lexical

@@ -19,6 +19,7 @@ from sovra.answer.extractive import (
     is_procedural_question,
 )
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
+from sovra.answer.sentences import SentenceVectorStore
 from sovra.answer.types import NOT_FOUND, Answer, Citation
 from sovra.answer.verify import CheckedStream, allowed_hosts, allowed_urls, sanitize
 from sovra.domain import Principal, SearchFilter
@@ -187,6 +188,7 @@ class Answerer:
             use_semantic=result.vector_weight > 0,
             settings=self.settings.extractive,
             query_vectors=result.query_vectors,
+            store=index if isinstance(index := self.searcher.index, SentenceVectorStore) else None,
         )
         # Quotes are the document's own words, but a document may carry raw HTML or an image
         # link; the same hygiene as for generated text keeps them from being rendered.
