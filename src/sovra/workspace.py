@@ -12,6 +12,7 @@ server's REST/OpenAI/MCP/web routes and workflow steps all call them with a Prin
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -51,6 +52,7 @@ from sovra.index.base import Index
 from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import build_embedder
 from sovra.search import FusionSettings, Searcher, SearchResult
+from sovra.search.hybrid import full_query_vector
 from sovra.storage import private_dir
 
 
@@ -269,9 +271,7 @@ class Workspace:
         import sqlite3
 
         try:
-            vector = (known or {}).get(self.embedder.name)
-            if vector is None:
-                vector = self.embedder.embed([text])[0]
+            vector = full_query_vector(self.embedder, text, dict(known or {}))
             self.query_log.add(operation, self.embedder.name, vector)
         except (OSError, sqlite3.Error):
             return
@@ -325,7 +325,25 @@ class Workspace:
 
         connector = connector_for(source, self.config)
         embedder = None if bm25_only else self.embedder
-        return sync_source(connector, source.name, self.index, embedder, self.state, progress)
+        report = sync_source(connector, source.name, self.index, embedder, self.state, progress)
+        if embedder is not None and self.config.answer.precompute_sentences:
+            self._fill_sentences(report, embedder)
+        return report
+
+    def _fill_sentences(self, report: SyncReport, embedder: Embedder) -> None:
+        """Sentence vectors of the documents this sync wrote (the extractive answer's input)."""
+        from sovra.answer.extractive import fill_sentence_vectors
+        from sovra.answer.sentences import SentenceVectorStore
+
+        index = self.index
+        if not isinstance(index, SentenceVectorStore) or not (report.added or report.updated):
+            return  # LanceDB keeps none: answers embed candidates at question time
+        started = time.perf_counter()
+        # The report names documents by external id; the index by "source:external id".
+        docs = (f"{report.source}:{e}" for e in (*report.added, *report.updated))
+        chunks = [c for doc in docs for c in index.chunks_of(doc)]
+        fill_sentence_vectors(index, embedder, chunks)
+        report.timings["sentences"] = time.perf_counter() - started
 
     def remove_source_data(self, name: str) -> int:
         """Delete every indexed document of a source and its sync state; returns chunks removed."""

@@ -35,12 +35,14 @@ from sovra.answer.sentences import (
     Block,
     Sentence,
     SentenceVectorStore,
+    Spans,
     clean_inline,
     sentence_spans,
     sentences_of,
     split_blocks,
 )
 from sovra.answer.types import NOT_FOUND, Citation
+from sovra.domain import Chunk
 from sovra.index.analysis import analyze, analyze_document
 from sovra.index.detect import UNDETERMINED
 from sovra.models.base import Embedder, Vectors
@@ -273,22 +275,52 @@ def _stored_vectors(
     chunks = {hits[i].chunk.id: hits[i].chunk for i, _ in wanted}
     stored = store.sentence_vectors(embedder.name, list(chunks.values()))
     missing = [c for cid, c in chunks.items() if cid not in stored]
-    if missing:
-        cut = [sentence_spans(c.text) for c in missing]
-        vectors = embedder.embed([s.text for found, _ in cut for s in found])
-        entries = []
-        at = 0
-        for c, (found, spans) in zip(missing, cut, strict=True):
-            entries.append((c, spans, vectors[at : at + len(found)]))
-            stored[c.id] = (spans, vectors[at : at + len(found)])
-            at += len(found)
-        store.store_sentence_vectors(embedder.name, entries)
+    stored.update(_embed_sentences(store, embedder, missing))
     rows = []
     for i, s in wanted:
         spans, vecs = stored[hits[i].chunk.id]
         where = np.flatnonzero((spans[:, 0] == s.start) & (spans[:, 1] == s.end))
         rows.append(vecs[where[0]] if len(where) else embedder.embed([s.text])[0])
     return np.asarray(rows, dtype=np.float32).reshape(len(wanted), -1)
+
+
+def _embed_sentences(
+    store: SentenceVectorStore, embedder: Embedder, chunks: Sequence[Chunk]
+) -> dict[str, tuple[Spans, Vectors]]:
+    """Cut, embed and store the sentences of `chunks` with `embedder` (one batch)."""
+    if not chunks:
+        return {}
+    cut = [sentence_spans(c.text) for c in chunks]
+    vectors = embedder.embed([s.text for found, _ in cut for s in found])
+    out: dict[str, tuple[Spans, Vectors]] = {}
+    at = 0
+    for c, (found, spans) in zip(chunks, cut, strict=True):
+        out[c.id] = (spans, vectors[at : at + len(found)])
+        at += len(found)
+    store.store_sentence_vectors(embedder.name, [(c, *out[c.id]) for c in chunks])
+    return out
+
+
+def fill_sentence_vectors(
+    store: SentenceVectorStore, embedder: Embedder, chunks: Sequence[Chunk], batch: int = 64
+) -> int:
+    """Store the sentence vectors of `chunks` at ingestion, so no question embeds them.
+
+    Each chunk gets the vectors of the model that reads its language (a fused embedder's part),
+    the one a question in that language scores with; other models fill lazily when asked.
+    Returns the number of chunks filled.
+    """
+    by_model: dict[str, tuple[Embedder, list[Chunk]]] = {}
+    for c in chunks:
+        part = part_for_language(embedder, c.language)
+        by_model.setdefault(part.name, (part, []))[1].append(c)
+    filled = 0
+    for part, todo in by_model.values():
+        stored = store.sentence_vectors(part.name, todo)
+        todo = [c for c in todo if c.id not in stored]
+        for at in range(0, len(todo), batch):
+            filled += len(_embed_sentences(store, part, todo[at : at + batch]))
+    return filled
 
 
 def _overlap(a: str, b: str) -> float:

@@ -302,6 +302,24 @@ class Searcher:
         ]
 
 
+def full_query_vector(embedder: Embedder, text: str, known: dict[str, Vectors]) -> Vectors:
+    """`embedder.embed([text])[0]`, reusing the models' vectors in `known` (by model name).
+
+    A fused embedder's row is its parts' unit vectors side by side, each scaled by 1/sqrt(n)
+    (FusedEmbedder.embed); only a part retrieval did not run embeds the text.
+    """
+    if not isinstance(embedder, FusedEmbedder):
+        if embedder.name not in known:
+            known[embedder.name] = embedder.embed([text])[0]
+        return known[embedder.name]
+    scale = np.float32(1.0 / np.sqrt(len(embedder.parts)))
+    for part in embedder.parts:
+        if part.name not in known:
+            known[part.name] = part.embed([text])[0]
+    row = np.hstack([known[p.name] * scale for p in embedder.parts])
+    return np.ascontiguousarray(row, dtype=np.float32)
+
+
 def _reads(channel: Channel, language: str) -> bool:
     if language in channel.languages:
         return True
