@@ -36,20 +36,8 @@ class CountingEmbedder:
     """One model of the workspace, counting into `seen` how often it embeds each text."""
 
     def __init__(self, inner: Embedder, seen: Counter[tuple[str, str]]) -> None:
-        self.inner = inner
-        self.seen = seen
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def languages(self) -> frozenset[str]:
-        return self.inner.languages
+        self.inner, self.seen = inner, seen
+        self.name, self.dimension, self.languages = inner.name, inner.dimension, inner.languages
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         self.seen.update((self.inner.name, t) for t in texts)
