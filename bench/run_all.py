@@ -21,6 +21,7 @@ PLAIN = [
     "bench.bench_generation",
     "bench.bench_answer",
     "bench.bench_connectors",
+    "bench.bench_ask_cpu",
 ]
 
 

@@ -391,6 +391,9 @@ class AnswerConfig(_Strict):
     max_answer_tokens: int = Field(default=384, ge=16, le=8192)
     min_score: float = Field(default=0.47, ge=0, le=1)
     min_score_lexical: float = Field(default=0.40, ge=0, le=1)
+    precompute_sentences: bool = True
+    """Embed each chunk's answer sentences at sync (stored in the embedded index), so an
+    extractive answer embeds only the question; off: they are embedded at the first question."""
 
 
 class RoutingConfig(_Strict):

@@ -12,6 +12,7 @@ server's REST/OpenAI/MCP/web routes and workflow steps all call them with a Prin
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -52,9 +53,10 @@ from sovra.domain import (
     content_hash,
 )
 from sovra.index.base import Index
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import build_embedder
 from sovra.search import FusionSettings, Searcher, SearchResult
+from sovra.search.hybrid import full_query_vector
 from sovra.storage import private_dir
 
 
@@ -346,15 +348,18 @@ class Workspace:
             )
         return self._queries
 
-    def _log_query_vector(self, operation: str, text: str) -> None:
+    def _log_query_vector(
+        self, operation: str, text: str, known: dict[str, Vectors] | None = None
+    ) -> None:
         """Keep the question's embedding for drift monitoring; a failure here never fails the
-        question it belongs to (the monitor reports a short window instead)."""
+        question it belongs to (the monitor reports a short window instead). `known`: the
+        embeddings retrieval computed, by model name (the whole model's one is reused)."""
         if not self.config.govern.log_query_vectors:
             return
         import sqlite3
 
         try:
-            vector = self.embedder.embed([text])[0]
+            vector = full_query_vector(self.embedder, text, dict(known or {}))
             self.query_log.add(operation, self.embedder.name, vector)
         except (OSError, sqlite3.Error):
             return
@@ -408,7 +413,25 @@ class Workspace:
 
         connector = connector_for(source, self.config)
         embedder = None if bm25_only else self.embedder
-        return sync_source(connector, source.name, self.index, embedder, self.state, progress)
+        report = sync_source(connector, source.name, self.index, embedder, self.state, progress)
+        if embedder is not None and self.config.answer.precompute_sentences:
+            self._fill_sentences(report, embedder)
+        return report
+
+    def _fill_sentences(self, report: SyncReport, embedder: Embedder) -> None:
+        """Sentence vectors of the documents this sync wrote (the extractive answer's input)."""
+        from sovra.answer.extractive import fill_sentence_vectors
+        from sovra.answer.sentences import SentenceVectorStore
+
+        index = self.index
+        if not isinstance(index, SentenceVectorStore) or not (report.added or report.updated):
+            return  # LanceDB keeps none: answers embed candidates at question time
+        started = time.perf_counter()
+        # The report names documents by external id; the index by "source:external id".
+        docs = (f"{report.source}:{e}" for e in (*report.added, *report.updated))
+        chunks = [c for doc in docs for c in index.chunks_of(doc)]
+        fill_sentence_vectors(index, embedder, chunks)
+        report.timings["sentences"] = time.perf_counter() - started
 
     def remove_source_data(self, name: str) -> int:
         """Delete every indexed document of a source and its sync state; returns chunks removed."""
@@ -579,7 +602,7 @@ class Workspace:
         )
         self.record_search(principal, query, result, k=options.k)
         if monitored:
-            self._log_query_vector("search", query)
+            self._log_query_vector("search", query, result.query_vectors)
         return result
 
     def record_search(
@@ -606,17 +629,19 @@ class Workspace:
         receipt), from the documents it may read narrowed by the options."""
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
+        vectors: dict[str, Vectors] = {}
         for event in self.answerer(options.context).stream(
             question,
             flt,
             principal=principal,
             endpoint=options.endpoint,
             extractive=options.extractive,
+            query_vectors=vectors,
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)
                 if monitored:
-                    self._log_query_vector("ask", question)
+                    self._log_query_vector("ask", question, vectors)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:

@@ -26,16 +26,26 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from sovra.answer.sentences import Block, Sentence, clean_inline, sentences_of, split_blocks
+from sovra.answer.sentences import (
+    Block,
+    Sentence,
+    SentenceVectorStore,
+    Spans,
+    clean_inline,
+    sentence_spans,
+    sentences_of,
+    split_blocks,
+)
 from sovra.answer.types import NOT_FOUND, Citation
+from sovra.domain import Chunk
 from sovra.index.analysis import analyze, analyze_document
 from sovra.index.detect import UNDETERMINED
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import part_for_language
 from sovra.search.hybrid import SearchHit
 
@@ -172,7 +182,12 @@ def score_sentences(
     embedder: Embedder | None,
     use_semantic: bool,
     settings: ExtractiveSettings,
+    query_vectors: Mapping[str, Vectors] | None = None,
+    store: SentenceVectorStore | None = None,
 ) -> list[ScoredSentence]:
+    """Candidate sentences of `hits`, best first; `query_vectors` (by model name) are the
+    question's embeddings retrieval already computed, so the question is embedded once;
+    `store` holds the chunks' sentence vectors, so candidates are looked up, not embedded."""
     procedural_q = is_procedural_question(question)
     candidates: list[tuple[int, Sentence]] = []
     procedural: list[float] = []
@@ -219,8 +234,16 @@ def score_sentences(
                 )
             ),
         )[: settings.semantic_candidates]
-        vectors = embedder.embed([question] + [candidates[j][1].text for j in pre])
-        sims = np.clip(vectors[1:] @ vectors[0], 0.0, 1.0).tolist()
+        texts = [candidates[j][1].text for j in pre]
+        qvec = (query_vectors or {}).get(embedder.name)
+        if qvec is None:
+            vectors = embedder.embed([question, *texts])
+            qvec, svecs = vectors[0], vectors[1:]
+        elif store is not None:
+            svecs = _stored_vectors(store, embedder, hits, [candidates[j] for j in pre])
+        else:
+            svecs = embedder.embed(texts)
+        sims = np.clip(svecs @ qvec, 0.0, 1.0).tolist()
         for j, sim in zip(pre, sims, strict=True):
             semantic[j] = sim
         w_sem, w_lex = settings.semantic_weight, settings.lexical_weight
@@ -240,6 +263,66 @@ def score_sentences(
     return out
 
 
+def _stored_vectors(
+    store: SentenceVectorStore,
+    embedder: Embedder,
+    hits: Sequence[SearchHit],
+    wanted: Sequence[tuple[int, Sentence]],
+) -> Vectors:
+    """The vectors of `wanted` sentences from the store; a chunk stored without them (an index
+    built before sentence vectors, or by another model) gets all its sentences embedded once
+    and kept, so the next question about it embeds nothing."""
+    chunks = {hits[i].chunk.id: hits[i].chunk for i, _ in wanted}
+    stored = store.sentence_vectors(embedder.name, list(chunks.values()))
+    missing = [c for cid, c in chunks.items() if cid not in stored]
+    stored.update(_embed_sentences(store, embedder, missing))
+    rows = []
+    for i, s in wanted:
+        spans, vecs = stored[hits[i].chunk.id]
+        where = np.flatnonzero((spans[:, 0] == s.start) & (spans[:, 1] == s.end))
+        rows.append(vecs[where[0]] if len(where) else embedder.embed([s.text])[0])
+    return np.asarray(rows, dtype=np.float32).reshape(len(wanted), -1)
+
+
+def _embed_sentences(
+    store: SentenceVectorStore, embedder: Embedder, chunks: Sequence[Chunk]
+) -> dict[str, tuple[Spans, Vectors]]:
+    """Cut, embed and store the sentences of `chunks` with `embedder` (one batch)."""
+    if not chunks:
+        return {}
+    cut = [sentence_spans(c.text) for c in chunks]
+    vectors = embedder.embed([s.text for found, _ in cut for s in found])
+    out: dict[str, tuple[Spans, Vectors]] = {}
+    at = 0
+    for c, (found, spans) in zip(chunks, cut, strict=True):
+        out[c.id] = (spans, vectors[at : at + len(found)])
+        at += len(found)
+    store.store_sentence_vectors(embedder.name, [(c, *out[c.id]) for c in chunks])
+    return out
+
+
+def fill_sentence_vectors(
+    store: SentenceVectorStore, embedder: Embedder, chunks: Sequence[Chunk], batch: int = 64
+) -> int:
+    """Store the sentence vectors of `chunks` at ingestion, so no question embeds them.
+
+    Each chunk gets the vectors of the model that reads its language (a fused embedder's part),
+    the one a question in that language scores with; other models fill lazily when asked.
+    Returns the number of chunks filled.
+    """
+    by_model: dict[str, tuple[Embedder, list[Chunk]]] = {}
+    for c in chunks:
+        part = part_for_language(embedder, c.language)
+        by_model.setdefault(part.name, (part, []))[1].append(c)
+    filled = 0
+    for part, todo in by_model.values():
+        stored = store.sentence_vectors(part.name, todo)
+        todo = [c for c in todo if c.id not in stored]
+        for at in range(0, len(todo), batch):
+            filled += len(_embed_sentences(store, part, todo[at : at + batch]))
+    return filled
+
+
 def _overlap(a: str, b: str) -> float:
     ta, tb = set(a.lower().split()), set(b.lower().split())
     return len(ta & tb) / max(1, min(len(ta), len(tb)))
@@ -253,9 +336,13 @@ def extract_answer(
     *,
     use_semantic: bool = True,
     settings: ExtractiveSettings | None = None,
+    query_vectors: Mapping[str, Vectors] | None = None,
+    store: SentenceVectorStore | None = None,
 ) -> Extract:
     settings = settings or ExtractiveSettings()
-    scored = score_sentences(question, language, hits, embedder, use_semantic, settings)
+    scored = score_sentences(
+        question, language, hits, embedder, use_semantic, settings, query_vectors, store
+    )
     semantic = use_semantic and embedder is not None
     threshold = settings.min_score if semantic else settings.min_score_lexical
     if (

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from sovra.domain import Chunk
+
+Spans = npt.NDArray[np.int32]
 
 # A sentence ends at . ! ? (or their CJK/Arabic forms) followed by space and an upper-case
 # letter, digit, quote or bracket; abbreviations like "e.g." stay inside.
@@ -150,3 +159,23 @@ def sentences_of(
                     (block, Sentence(sentence, block.start + a, block.start + b, i, block.kind))
                 )
     return out
+
+
+def sentence_spans(text: str) -> tuple[list[Sentence], Spans]:
+    """Every answer sentence of a chunk and its (start, end) offsets, as stored with the chunk."""
+    found = [s for _, s in sentences_of(split_blocks(text), text)]
+    spans = np.array([(s.start, s.end) for s in found], dtype=np.int32).reshape(-1, 2)
+    return found, spans
+
+
+@runtime_checkable
+class SentenceVectorStore(Protocol):
+    """An index that keeps each chunk's sentence spans and vectors (the embedded engine)."""
+
+    def sentence_vectors(
+        self, model: str, chunks: Sequence[Chunk]
+    ) -> dict[str, tuple[Spans, npt.NDArray[np.float32]]]: ...
+
+    def store_sentence_vectors(
+        self, model: str, entries: Sequence[tuple[Chunk, Spans, npt.NDArray[np.float32]]]
+    ) -> None: ...

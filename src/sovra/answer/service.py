@@ -19,12 +19,13 @@ from sovra.answer.extractive import (
     is_procedural_question,
 )
 from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
+from sovra.answer.sentences import SentenceVectorStore
 from sovra.answer.types import NOT_FOUND, Answer, Citation
 from sovra.answer.verify import CheckedStream, allowed_hosts, allowed_urls, sanitize
 from sovra.domain import Principal, SearchFilter
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.generation import Generator
-from sovra.search.hybrid import Searcher, SearchHit
+from sovra.search.hybrid import Searcher, SearchHit, SearchResult
 
 if TYPE_CHECKING:
     from sovra.policy.redact import Pseudonyms
@@ -126,16 +127,21 @@ class Answerer:
         principal: Principal | None = None,
         endpoint: str | None = None,
         extractive: bool = False,
+        query_vectors: dict[str, Vectors] | None = None,
     ) -> Iterator[AnswerEvent]:
+        """Answer events; `query_vectors`, when given, receives the question's embeddings by
+        model name (the caller's drift log reuses them instead of embedding again)."""
         started = time.perf_counter()
         # Retrieval always runs under the asker's filter: never a wider search.
         result = self.searcher.search(question, flt, k=self.settings.k)
+        if query_vectors is not None:
+            query_vectors.update(result.query_vectors)
         hits = result.hits
         choice = self.choose(question, principal, hits, endpoint, extractive)
         if choice.generator is None or not hits:
             if hits and is_procedural_question(question):
                 hits = self._with_steps(hits, flt)
-            answer = self._extractive(question, result.language, hits, result.vector_weight > 0)
+            answer = self._extractive(question, result, hits)
             answer.endpoint = choice.endpoint.name
             answer.jurisdiction = choice.endpoint.jurisdiction
             answer.hosting = choice.endpoint.hosting
@@ -172,16 +178,17 @@ class Answerer:
         ]
         return hits + extra[:3]
 
-    def _extractive(
-        self, question: str, language: str, hits: Sequence[SearchHit], semantic: bool
-    ) -> Answer:
+    def _extractive(self, question: str, result: SearchResult, hits: Sequence[SearchHit]) -> Answer:
+        language = result.language
         ex = extract_answer(
             question,
             language,
             hits,
             self.embedder,
-            use_semantic=semantic,
+            use_semantic=result.vector_weight > 0,
             settings=self.settings.extractive,
+            query_vectors=result.query_vectors,
+            store=index if isinstance(index := self.searcher.index, SentenceVectorStore) else None,
         )
         # Quotes are the document's own words, but a document may carry raw HTML or an image
         # link; the same hygiene as for generated text keeps them from being rendered.

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import sqlite3
@@ -107,6 +108,19 @@ CREATE TABLE IF NOT EXISTS chunks (
     embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks (document_id, position);
+-- Answer sentences of a chunk and their vectors, per model: spans are (start, end) int32 pairs
+-- into the chunk text, vectors float32 rows; text_sha ties them to the text they were cut from.
+-- Added without a schema version bump: an older index simply has none and fills it lazily.
+CREATE TABLE IF NOT EXISTS sentences (
+    chunk_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    text_sha TEXT NOT NULL,
+    spans BLOB NOT NULL,
+    vectors BLOB NOT NULL,
+    PRIMARY KEY (chunk_id, model)
+);
+CREATE INDEX IF NOT EXISTS sentences_by_document ON sentences (document_id);
 """
 
 
@@ -116,6 +130,10 @@ def _to_us(when: datetime) -> int:
         when = when.replace(tzinfo=UTC)
     delta = when - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _text_sha(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _payload(chunk: Chunk) -> str:
@@ -750,6 +768,7 @@ class EmbeddedIndex:
             with self._transaction():
                 for document_id, items in prepared:
                     self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+                    self._db.execute("DELETE FROM sentences WHERE document_id = ?", (document_id,))
                     for chunk, terms, vec in items:
                         term_ids = []
                         for t in terms:  # `terms` maps each distinct term to its frequency
@@ -828,6 +847,7 @@ class EmbeddedIndex:
                 for doc in ids:
                     cur = self._db.execute("DELETE FROM chunks WHERE document_id = ?", (doc,))
                     removed += cur.rowcount
+                    self._db.execute("DELETE FROM sentences WHERE document_id = ?", (doc,))
                 self._db.execute(
                     "UPDATE meta SET value = ? WHERE key = 'generation'",
                     (str(self._generation + 1),),
@@ -997,6 +1017,58 @@ class EmbeddedIndex:
         return [got[r] for r in rowids]
 
     # ----------------------------------------------------------------- reads
+
+    def sentence_vectors(self, model: str, chunks: Sequence[Chunk]) -> dict[str, tuple[_I32, _F32]]:
+        """Stored (spans, vectors) of `model` by chunk id, for chunks whose text is unchanged."""
+        wanted = {c.id: _text_sha(c.text) for c in chunks}
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                f"SELECT chunk_id, text_sha, spans, vectors FROM sentences "
+                f"WHERE model = ? AND chunk_id IN ({marks})",
+                (model, *wanted),
+            ).fetchall()
+        out: dict[str, tuple[_I32, _F32]] = {}
+        for chunk_id, sha, spans, vectors in rows:
+            if wanted.get(chunk_id) != sha:
+                continue  # cut from another text of this id: recomputed by the caller
+            span = np.frombuffer(spans, dtype=np.int32).reshape(-1, 2)
+            flat = np.frombuffer(vectors, dtype=np.float32)
+            # A chunk without answer sentences stores no rows (and no width to reshape by).
+            out[chunk_id] = (span, flat.reshape(len(span), -1) if len(span) else flat.reshape(0, 0))
+        return out
+
+    def store_sentence_vectors(
+        self, model: str, entries: Sequence[tuple[Chunk, _I32, _F32]]
+    ) -> None:
+        """Keep each chunk's sentence spans and `model`'s vectors of them, replacing older ones."""
+        if not entries:
+            return
+        rows = [
+            (
+                c.id,
+                model,
+                c.document_id,
+                _text_sha(c.text),
+                np.ascontiguousarray(spans, dtype=np.int32).tobytes(),
+                np.ascontiguousarray(vectors, dtype=np.float32).tobytes(),
+            )
+            for c, spans, vectors in entries
+        ]
+        with self._lock:
+            self._check_open()
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO sentences VALUES (?, ?, ?, ?, ?, ?)", rows
+                    )
+            except sqlite3.OperationalError:
+                # A cache fill at question time: a sync holding the write lock (or a read-only
+                # file) must not fail the answer; the vectors are computed again next time.
+                return
 
     def count(self, flt: SearchFilter | None = None) -> int:
         with self._lock:

@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
 from sovra.domain import Chunk, ScoredChunk, SearchFilter, SearchMode, as_utc
 from sovra.index.base import Index
 from sovra.index.detect import UNDETERMINED, Detection
-from sovra.models.base import Embedder
+from sovra.models.base import Embedder, Vectors
 from sovra.models.embedding import Channel, FusedEmbedder, channels_of
 from sovra.search.language import break_tie, detect_query
 
@@ -46,6 +48,9 @@ class SearchResult:
     vector_weight: float
     hits: list[SearchHit] = field(default_factory=list)
     took_ms: float = 0.0
+    # The query's embedding by model name (a fused embedder's parts one by one): the answer
+    # scores sentences against the same vector instead of embedding the question again.
+    query_vectors: dict[str, Vectors] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by `sovra search --json` and the REST API."""
@@ -189,7 +194,9 @@ class Searcher:
         if mode in ("hybrid", "text"):
             text_hits = self.index.search_text(query, lang, depth if mode == "hybrid" else k, flt)
         if mode in ("vector", "hybrid") and weights:
-            vector_lists = self._vector_lists(query, weights, depth if mode == "hybrid" else k, flt)
+            vector_lists = self._vector_lists(
+                query, weights, depth if mode == "hybrid" else k, flt, result.query_vectors
+            )
         if mode == "text":
             hits = [_single(h, i, "text") for i, h in enumerate(text_hits[:k])]
         elif mode == "vector" and len(vector_lists) == 1:
@@ -217,15 +224,13 @@ class Searcher:
         weights: list[tuple[Channel, float, bool]],
         depth: int,
         flt: SearchFilter,
+        vectors: dict[str, Vectors],
     ) -> list[tuple[list[ScoredChunk], float, float, float]]:
         assert self.embedder is not None
         out: list[tuple[list[ScoredChunk], float, float, float]] = []
         multi = self.settings.same_language_multilingual
         for channel, weight, restricted in weights:
-            if isinstance(self.embedder, FusedEmbedder):
-                qvec = self.embedder.embed_query(query, channel)
-            else:
-                qvec = self.embedder.embed([query])[0]
+            qvec = self._query_vector(query, channel, vectors)
             hits = self.index.search_vector(qvec.tolist(), depth, flt)
             if restricted:
                 # An unsure or unsupported chunk language counts as covered only for a model
@@ -233,6 +238,20 @@ class Searcher:
                 hits = [h for h in hits if _reads(channel, h.chunk.language)]
             out.append((hits, weight, multi if len(channel.languages) > 1 else 1.0, 1.0))
         return out
+
+    def _query_vector(self, query: str, channel: Channel, vectors: dict[str, Vectors]) -> Vectors:
+        """The query vector to search `channel` with; each model's embedding lands in `vectors`."""
+        assert self.embedder is not None
+        if not isinstance(self.embedder, FusedEmbedder):
+            vectors[self.embedder.name] = self.embedder.embed([query])[0]
+            return vectors[self.embedder.name]
+        # As FusedEmbedder.embed_query: that part's embedding, zeros elsewhere; the part's own
+        # vector is kept for the answer's sentence scoring.
+        part = self.embedder.parts[[c.name for c in self.embedder.channels].index(channel.name)]
+        vectors[part.name] = part.embed([query])[0]
+        qvec = np.zeros(self.embedder.dimension, dtype=np.float32)
+        qvec[channel.start : channel.stop] = vectors[part.name]
+        return qvec
 
     def _fuse(
         self,
@@ -281,6 +300,24 @@ class Searcher:
             )
             for i, cid in enumerate(ordered)
         ]
+
+
+def full_query_vector(embedder: Embedder, text: str, known: dict[str, Vectors]) -> Vectors:
+    """`embedder.embed([text])[0]`, reusing the models' vectors in `known` (by model name).
+
+    A fused embedder's row is its parts' unit vectors side by side, each scaled by 1/sqrt(n)
+    (FusedEmbedder.embed); only a part retrieval did not run embeds the text.
+    """
+    if not isinstance(embedder, FusedEmbedder):
+        if embedder.name not in known:
+            known[embedder.name] = embedder.embed([text])[0]
+        return known[embedder.name]
+    scale = np.float32(1.0 / np.sqrt(len(embedder.parts)))
+    for part in embedder.parts:
+        if part.name not in known:
+            known[part.name] = part.embed([text])[0]
+    row = np.hstack([known[p.name] * scale for p in embedder.parts])
+    return np.ascontiguousarray(row, dtype=np.float32)
 
 
 def _reads(channel: Channel, language: str) -> bool:
