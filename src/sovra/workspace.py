@@ -66,8 +66,16 @@ def directory_for(config: Config) -> Directory:
     return Directory.in_home(config.home)
 
 
-def embedder_for(config: Config) -> Embedder:
-    return build_embedder(config.embedding, config.resolve)
+def embedder_for(config: Config, *, serving: bool = False) -> Embedder:
+    """`serving` (the server): micro-batch concurrent query embeddings, one thread per call."""
+    return build_embedder(
+        config.embedding, config.resolve, cache_dir=onnx_cache_dir(config), serving=serving
+    )
+
+
+def onnx_cache_dir(config: Config) -> Path:
+    """Where ONNX exports of the embedding models live (keyed by each model's sha256)."""
+    return config.home / "cache" / "onnx"
 
 
 @dataclass(frozen=True)
@@ -174,8 +182,9 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
 
 
 class Workspace:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, serving: bool = False) -> None:
         self.config = config
+        self.serving = serving
         self.home: Path = config.home
         self.directory = Directory.in_home(self.home)
         self._embedder: Embedder | None = None
@@ -189,14 +198,14 @@ class Workspace:
         self._digests: Digests | None = None
 
     @classmethod
-    def open(cls, config: Config) -> Workspace:
+    def open(cls, config: Config, *, serving: bool = False) -> Workspace:
         private_dir(config.home)
-        return cls(config)
+        return cls(config, serving=serving)
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = embedder_for(self.config)
+            self._embedder = embedder_for(self.config, serving=self.serving)
         return self._embedder
 
     @property
