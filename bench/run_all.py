@@ -20,6 +20,7 @@ PLAIN = [
     "bench.bench_pii",
     "bench.bench_generation",
     "bench.bench_answer",
+    "bench.bench_embed",
 ]
 
 

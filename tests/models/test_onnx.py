@@ -12,11 +12,13 @@ import pytest
 from sovra.config import EmbeddingConfig
 from sovra.models import onnx
 from sovra.models.embedding import (
+    FusedEmbedder,
     OnnxEmbedder,
     SentenceTransformerEmbedder,
     build_embedder,
     default_model_dir,
 )
+from sovra.models.serving import ServingEmbedder
 
 pytest.importorskip("onnxruntime")
 
@@ -151,10 +153,16 @@ def test_layout_refuses_unknown_heads(tmp_path: Path) -> None:
 
 
 def test_build_embedder_picks_the_runtime(tmp_path: Path) -> None:
-    off = {"multilingual": "off", "query_cache": 0}
+    off = {"multilingual": "off"}
     on = build_embedder(EmbeddingConfig(**off), Path, cache_dir=tmp_path)
     assert isinstance(on, OnnxEmbedder)
     torch = build_embedder(EmbeddingConfig(runtime="torch", **off), Path, cache_dir=tmp_path)
     assert isinstance(torch, SentenceTransformerEmbedder)
     # Without a cache directory there is nowhere to export to: PyTorch.
     assert isinstance(build_embedder(EmbeddingConfig(**off), Path), SentenceTransformerEmbedder)
+    # The server's embedder caches and batches each model on its own, facts still visible.
+    served = build_embedder(EmbeddingConfig(), Path, cache_dir=tmp_path, serving=True)
+    assert isinstance(served, FusedEmbedder)
+    assert all(isinstance(p, ServingEmbedder) for p in served.parts)
+    assert served.parts[0].path == default_model_dir()  # type: ignore[attr-defined]
+    assert {p.batcher.window_s for p in served.parts} == {0.002}  # type: ignore[attr-defined]

@@ -429,7 +429,7 @@ def build_embedder(
     """The embedder `[embedding]` describes: the primary model, with or without USE.
 
     `cache_dir` holds ONNX exports (without it the primary model runs on PyTorch). `serving`
-    (the server) micro-batches concurrent queries; every process caches query vectors.
+    (the server) caches query vectors and micro-batches concurrent queries, per model.
     """
     threads = emb.threads or default_threads(serving=serving)
     path = resolve(emb.path) if emb.path else None
@@ -455,12 +455,11 @@ def build_embedder(
     use = USEEmbedder(threads=threads, batch_size=emb.batch_size)
 
     def serve(e: Embedder) -> Embedder:
-        if emb.query_cache == 0 and not serving:
-            return e
+        if not serving:
+            return e  # one caller at a time: nothing to batch, and questions rarely repeat
         from sovra.models.serving import ServingEmbedder
 
-        window = emb.query_batch_ms if serving else 0.0
-        return ServingEmbedder(e, cache_size=emb.query_cache, batch_window_ms=window)
+        return ServingEmbedder(e, cache_size=emb.query_cache, batch_window_ms=emb.query_batch_ms)
 
     if emb.multilingual == "off":
         return serve(primary)

@@ -196,7 +196,10 @@ def _export_fp32(model_dir: Path, layout: Layout, target: Path) -> None:
 
 
 def _quantize(fp32: Path, target: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (  # type: ignore[import-untyped]
+        QuantType,
+        quantize_dynamic,
+    )
 
     # ORT logs a "consider pre-processing" hint on the root logger; shape inference is not
     # needed for dynamic quantisation of MatMul weights.
@@ -215,7 +218,7 @@ def export_model(model_dir: Path, cache_root: Path, quantize: Quantize = "none")
     model_dir = Path(model_dir)
     layout = read_layout(model_dir)
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         raise ModelUnavailable("onnxruntime is not installed; pip install onnxruntime") from None
     digest = content_digest(model_dir, cache_root)

@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -60,9 +61,10 @@ class QueryCache:
             return
         frozen = np.array(vector, dtype=np.float32)
         frozen.flags.writeable = False  # callers share it: nobody may change a cached vector
+        key = (model, normalise_query(text))
         with self._lock:
-            self._items[(model, normalise_query(text))] = frozen
-            self._items.move_to_end((model, normalise_query(text)))
+            self._items[key] = frozen
+            self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
@@ -178,6 +180,12 @@ class ServingEmbedder:
     @property
     def languages(self) -> frozenset[str]:
         return self.inner.languages
+
+    def __getattr__(self, attr: str) -> Any:
+        # The wrapped model's own facts (path, runtime, fallback_reason) stay visible.
+        if attr == "inner":
+            raise AttributeError(attr)
+        return getattr(self.inner, attr)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if len(texts) != 1:
