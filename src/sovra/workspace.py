@@ -74,8 +74,10 @@ def embedder_for(config: Config, *, serving: bool = False) -> Embedder:
 
 
 def onnx_cache_dir(config: Config) -> Path:
-    """Where ONNX exports of the embedding models live (keyed by each model's sha256)."""
-    return config.home / "cache" / "onnx"
+    """Where ONNX exports of the embedding models live (keyed by each model's sha256):
+    `SOVRA_ONNX_CACHE` when set (homes that share one, e.g. tests), else the home's cache."""
+    shared = os.environ.get("SOVRA_ONNX_CACHE")
+    return Path(shared) if shared else config.home / "cache" / "onnx"
 
 
 @dataclass(frozen=True)

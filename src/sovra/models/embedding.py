@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sovra.models.base import Embedder, ModelError, ModelUnavailable, Vectors
+from sovra.models.base import Embedder, ModelError, ModelUnavailable, Vectors, WrappedEmbedder
 from sovra.models.registry import BUNDLED_EMBEDDERS
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(WrappedEmbedder):
     """A sentence-transformers model served on ONNX Runtime (fp32 or int8 weights).
 
     The export happens on first use (or ahead with `sovra model export`) into `cache_dir`,
@@ -179,6 +179,7 @@ class OnnxEmbedder:
         self._torch = SentenceTransformerEmbedder(
             path, name=name, languages=languages, batch_size=batch_size, threads=threads
         )
+        super().__init__(self._torch)  # the fallback, and the model's facts
         self._cache_dir = cache_dir
         self._quantize: Quantize = quantize
         self._batch_size = batch_size
@@ -189,20 +190,8 @@ class OnnxEmbedder:
         self._lock = threading.Lock()
 
     @property
-    def name(self) -> str:
-        return self._torch.name
-
-    @property
     def path(self) -> Path:
         return self._torch.path
-
-    @property
-    def languages(self) -> frozenset[str]:
-        return self._torch.languages
-
-    @property
-    def dimension(self) -> int:
-        return self._torch.dimension
 
     @property
     def runtime(self) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from sovra.models.base import Embedder, Vectors
+from sovra.models.base import Embedder, Vectors, WrappedEmbedder
 
 MAX_CACHED_CHARS = 2000
 """Longer texts are documents, not questions: they are not worth a cache slot."""
@@ -144,7 +144,7 @@ class MicroBatcher:
             p.done.set()
 
 
-class ServingEmbedder:
+class ServingEmbedder(WrappedEmbedder):
     """An embedder whose single-text calls are cached and (optionally) micro-batched."""
 
     def __init__(
@@ -155,7 +155,7 @@ class ServingEmbedder:
         batch_window_ms: float = 0.0,
         max_batch: int = 32,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cache = QueryCache(cache_size)
         self.batcher = (
             MicroBatcher(
@@ -166,20 +166,8 @@ class ServingEmbedder:
         )
 
     @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
     def identity(self) -> str:
         return identity_of(self.inner)
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def languages(self) -> frozenset[str]:
-        return self.inner.languages
 
     def __getattr__(self, attr: str) -> Any:
         # The wrapped model's own facts (path, runtime, fallback_reason) stay visible.
