@@ -22,6 +22,7 @@ PLAIN = [
     "bench.bench_answer",
     "bench.bench_connectors",
     "bench.bench_ask_cpu",
+    "bench.bench_embed",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from tests.support.demo_site import SHARED_DATA
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every test home would otherwise export the embedding model to ONNX again (10-20 s each); the
+# cache is keyed by the model's sha256, so one per machine is safe (sovra.workspace).
+os.environ.setdefault(
+    "SOVRA_ONNX_CACHE", str(Path(tempfile.gettempdir()) / f"sovra-test-onnx-{os.getuid()}")
+)
 
 
 @pytest.fixture(scope="session")

@@ -336,6 +336,15 @@ class EmbeddingConfig(_Strict):
     searches both as two vector channels, `routed` uses the first model for the languages it
     covers and USE for the rest, `only` uses USE alone, `off` the model above alone. Changing
     it changes the index's vectors: re-sync (docs/benchmarks.md has the measurements)."""
+    runtime: Literal["onnx", "torch"] = "onnx"
+    """`onnx`: the model exported once to ONNX Runtime (cached under the home by its sha256;
+    `sovra model export`), falling back to PyTorch with a logged reason when it cannot export."""
+    quantize: Literal["none", "int8"] = "none"
+    """`int8`: dynamic int8 weights on ONNX Runtime (docs/models.md has its measured quality)."""
+    query_cache: int = Field(default=1024, ge=0, le=1_000_000)
+    """Query embeddings kept per model (LRU, keyed by model and whitespace-normalised text)."""
+    query_batch_ms: float = Field(default=2.0, ge=0.0, le=20.0)
+    """Server only: concurrent query embeddings are collected this long and encoded as one batch."""
 
 
 class IndexConfig(_Strict):

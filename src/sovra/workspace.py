@@ -133,8 +133,18 @@ def directory_event(change: Change) -> AuditEvent:
     )
 
 
-def embedder_for(config: Config) -> Embedder:
-    return build_embedder(config.embedding, config.resolve)
+def embedder_for(config: Config, *, serving: bool = False) -> Embedder:
+    """`serving` (the server): micro-batch concurrent query embeddings, one thread per call."""
+    return build_embedder(
+        config.embedding, config.resolve, cache_dir=onnx_cache_dir(config), serving=serving
+    )
+
+
+def onnx_cache_dir(config: Config) -> Path:
+    """Where ONNX exports of the embedding models live (keyed by each model's sha256):
+    `SOVRA_ONNX_CACHE` when set (homes that share one, e.g. tests), else the home's cache."""
+    shared = os.environ.get("SOVRA_ONNX_CACHE")
+    return Path(shared) if shared else config.home / "cache" / "onnx"
 
 
 @dataclass(frozen=True)
@@ -256,8 +266,9 @@ until each moves to SHARED_STORES (issue 18 §2)."""
 
 
 class Workspace:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, serving: bool = False) -> None:
         self.config = config
+        self.serving = serving
         self.home: Path = config.home
         self.directory = directory_for(config, lambda: self.audit)
         self._embedder: Embedder | None = None
@@ -271,7 +282,7 @@ class Workspace:
         self._digests: Digests | None = None
 
     @classmethod
-    def open(cls, config: Config) -> Workspace:
+    def open(cls, config: Config, *, serving: bool = False) -> Workspace:
         if config.shared_database_url() is not None and LOCAL_ONLY_STORES:
             # Unknown means deny: a replica that kept any of these on a private SQLite file would
             # diverge from the others silently (sessions, revocations, limits, state).
@@ -281,12 +292,12 @@ class Workspace:
                 + "; remove database_url to run one replica on the home's SQLite files"
             )
         private_dir(config.home)
-        return cls(config)
+        return cls(config, serving=serving)
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = embedder_for(self.config)
+            self._embedder = embedder_for(self.config, serving=self.serving)
         return self._embedder
 
     @property

