@@ -19,6 +19,7 @@ from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.domain import QueryOptions, as_utc
 from sovra.search import SearchResult
+from sovra.search.grouping import DocumentHit, grouped_dict
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, Needs, app_state
 from sovra.server.policy_check import PolicyCheckError, PolicyCheckRequest, check_policy
@@ -69,6 +70,11 @@ class SearchRequest(Narrowing):
     k: int = Field(default=10, ge=1, le=50)
     mode: Literal["hybrid", "text", "vector"] = "hybrid"
     language: Text | None = Field(default=None, max_length=8)
+    group_by: Literal["chunk", "document"] = Field(
+        default="chunk",
+        description="`document`: one entry per document (k documents) with its best passages,"
+        " snippets in plain text with the query terms marked.",
+    )
 
     def options(self) -> QueryOptions:
         return QueryOptions(
@@ -117,9 +123,22 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
         raise ApiError(400, "bad_request", str(exc)) from None
 
 
+def run_search_documents(
+    st: AppState, ident: Identity, body: SearchRequest
+) -> tuple[SearchResult, list[DocumentHit]]:
+    ident.require("search")
+    try:
+        return st.slots.call(st.ws.search_documents, ident.principal, body.query, body.options())
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
 @router.post("/search", tags=["search"])
 async def search(body: SearchRequest, ident: Searcher, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
+    if body.group_by == "document":
+        result, documents = await run_in_threadpool(run_search_documents, st, ident, body)
+        return grouped_dict(result, documents)
     result = await run_in_threadpool(run_search, st, ident, body)
     return result.to_dict()
 
