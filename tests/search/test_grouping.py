@@ -120,3 +120,11 @@ def test_markup_in_a_chunk_reaches_the_page_as_text() -> None:
     assert shape["group_by"] == "document"
     (doc,) = shape["documents"]
     assert doc["passages"][0]["highlights"][1] == {"text": "VPN", "marked": True}
+
+
+def test_headings_are_plain_text() -> None:
+    c = chunk("a", 0, "vpn")
+    c = Chunk(**{**c.__dict__, "heading_path": ("Top", "[People & Talent](people/index.md)")})
+    res = SearchResult("vpn", "en", "hybrid", 0.5, [SearchHit(c, 1.0, 1)])
+    (doc,) = group_by_document(res, k=1)
+    assert doc.passages[0].heading == ("Top", "People & Talent")

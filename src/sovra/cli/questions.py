@@ -109,7 +109,7 @@ def print_documents(
             highlight=False,
         )
         for p in d.passages:
-            heading = " › ".join(p.hit.chunk.heading_path)
+            heading = " › ".join(p.heading)
             if heading:
                 out.print(f"    [cyan]{escape(heading)}[/]", highlight=False)
             text = "".join(

@@ -44,6 +44,11 @@ class Passage:
     hit: SearchHit
     snippet: tuple[Segment, ...]
 
+    @property
+    def heading(self) -> tuple[str, ...]:
+        """The heading path as plain text (headings may hold links or emphasis)."""
+        return tuple(t for h in self.hit.chunk.heading_path if (t := plain_text(h)))
+
 
 @dataclass(frozen=True)
 class DocumentHit:
@@ -197,7 +202,7 @@ def grouped_dict(result: SearchResult, documents: list[DocumentHit]) -> dict[str
                     {
                         "chunk_id": p.hit.chunk.id,
                         "score": p.hit.score,
-                        "heading_path": list(p.hit.chunk.heading_path),
+                        "heading_path": list(p.heading),
                         "snippet": "".join(s.text for s in p.snippet),
                         "highlights": segments_dict(p.snippet),
                     }

@@ -5,11 +5,11 @@ workspace's permission path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
@@ -151,7 +151,7 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[str]:
+def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Generator[str, None, None]:
     """SSE frames: `delta` pieces, then one `answer` with citations, endpoint and receipt."""
     try:
         for event in st.slots.stream(st.ws.ask(ident.principal, body.question, body.options())):
@@ -162,6 +162,26 @@ def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[s
                 yield sse("delta", {"text": event.delta})
     except Exception as exc:  # the stream has started: report in-band, never a traceback
         yield sse("error", {"error": "internal", "detail": type(exc).__name__})
+
+
+_END = ""
+
+
+async def until_disconnected(
+    frames: Generator[str, None, None], disconnected: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[str]:
+    """`frames`, stopped as soon as the client has gone (a cancelled question): the generator is
+    closed, so the answer stops being composed and its slot is released at once rather than
+    when the thread's generator is garbage-collected."""
+    try:
+        while True:
+            # Not abandoned on cancellation: the frame in progress finishes, then close() runs.
+            frame = await run_in_threadpool(next, frames, _END)
+            if frame == _END or await disconnected():
+                break
+            yield frame
+    finally:
+        frames.close()
 
 
 def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
@@ -179,7 +199,9 @@ def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
 
 
 @router.post("/ask", tags=["ask"], response_model=None)
-async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | dict[str, Any]:
+async def ask(
+    body: AskRequest, ident: Asker, st: State, request: Request
+) -> StreamingResponse | dict[str, Any]:
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
     ident.require("ask")
@@ -188,7 +210,7 @@ async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | 
         raise ApiError(400, "bad_request", f"unknown endpoint; known: {sorted(known)}")
     if body.stream:
         return StreamingResponse(
-            answer_events(st, ident, body),
+            until_disconnected(answer_events(st, ident, body), request.is_disconnected),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
