@@ -48,7 +48,7 @@ def sovra(*args: str) -> Any:
 
 
 def search(query: str, user: str, *extra: str) -> list[dict[str, Any]]:
-    result = sovra("search", query, "--as", user, "--json", *extra)
+    result = sovra("search", query, "--as", user, "--json", "--no-group", *extra)
     assert result.exit_code == 0, result.output
     hits: list[dict[str, Any]] = json.loads(result.output)["hits"]
     return hits

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from sovra.policy.redact import Pseudonyms
     from sovra.policy.router import Router
     from sovra.policy.usage import UsageLedger
+    from sovra.search.grouping import DocumentHit
     from sovra.search.query_log import QueryVectorLog
 
 from sovra.answer import Answer, Answerer, AnswerEvent, AnswerSettings
@@ -615,6 +616,31 @@ class Workspace:
         if monitored:
             self._log_query_vector("search", query, result.query_vectors)
         return result
+
+    def search_documents(
+        self,
+        principal: Principal,
+        query: str,
+        options: QueryOptions | None = None,
+        *,
+        monitored: bool = True,
+    ) -> tuple[SearchResult, list[DocumentHit]]:
+        """Search grouped by Document: up to `options.k` documents, each with its best passages.
+        Passages are drawn from a wider candidate list so one long document cannot crowd the
+        others out; the receipt lists the passages shown."""
+        from sovra.search.grouping import group_by_document
+
+        options = options or QueryOptions()
+        flt = self.filter_for_options(principal, options)
+        result = self.searcher().search(
+            query, flt, k=min(options.k * 4, 200), mode=options.mode, language=options.language
+        )
+        documents = group_by_document(result, k=options.k)
+        shown = replace(result, hits=[p.hit for d in documents for p in d.passages])
+        self.record_search(principal, query, shown, k=options.k)
+        if monitored:
+            self._log_query_vector("search", query)
+        return result, documents
 
     def record_search(
         self, principal: Principal, query: str, result: SearchResult, *, k: int

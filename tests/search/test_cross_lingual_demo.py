@@ -41,7 +41,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterato
 
 
 def search(query: str, user: str) -> dict[str, Any]:
-    result = runner.invoke(app, ["--config", "sovra.toml", "search", query, "--as", user, "--json"])
+    result = runner.invoke(
+        app, ["--config", "sovra.toml", "search", query, "--as", user, "--json", "--no-group"]
+    )
     assert result.exit_code == 0, result.output
     out: dict[str, Any] = json.loads(result.output)
     return out

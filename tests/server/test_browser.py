@@ -106,7 +106,7 @@ def test_carol_sees_no_runbooks_and_no_admin_pages(browser: Browser, live_url: s
     page.get_by_label("Query").fill("etcd database quota low space")
     page.get_by_role("button", name="Search").click()
     expect(page.locator("#results")).to_be_visible()
-    expect(page.locator(".meta").first).to_contain_text("results")
+    expect(page.locator(".meta").first).to_contain_text("documents")
     assert "etcdDatabaseQuotaLowSpace" not in page.content()
     expect(page.get_by_role("link", name="Audit")).to_have_count(0)
     response = page.goto(live_url + "/admin/audit")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
 from sovra.domain import QueryOptions
+
+if TYPE_CHECKING:
+    from sovra.search import SearchResult
+    from sovra.search.grouping import DocumentHit
 
 SourceOpt = Annotated[list[str] | None, typer.Option("--source", help="Only these sources.")]
 MaxClassificationOpt = Annotated[
@@ -34,9 +39,12 @@ def search_command(
     max_classification: MaxClassificationOpt = None,
     after: AfterOpt = None,
     before: BeforeOpt = None,
+    group: Annotated[
+        bool, typer.Option("--group/--no-group", help="One result per document (default).")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Search the chunks AS_USER may read."""
+    """Search the documents AS_USER may read (one result per document unless --no-group)."""
     from sovra.workspace import Workspace
 
     if mode not in ("hybrid", "text", "vector"):
@@ -52,9 +60,16 @@ def search_command(
     )
     ws = Workspace.open(state(ctx).config)
     try:
-        result = ws.search(ws.principal_for(as_user, "search", query), query, options)
+        principal = ws.principal_for(as_user, "search", query)
+        if group:
+            result, documents = ws.search_documents(principal, query, options)
+        else:
+            result = ws.search(principal, query, options)
     finally:
         ws.close()
+    if group:
+        print_documents(result, documents, as_user, json_out=json_out)
+        return
     if json_out:
         emit_json(result.to_dict())
         return
@@ -73,6 +88,38 @@ def search_command(
         snippet = " ".join(h.chunk.text.split())[:220]
         out.print(f"    {snippet}", highlight=False, markup=False)
         out.print(f"    [dim]{h.chunk.uri}[/]", highlight=False)
+
+
+def print_documents(
+    result: SearchResult, documents: list[DocumentHit], as_user: str, *, json_out: bool
+) -> None:
+    from sovra.search.grouping import grouped_dict
+
+    if json_out:
+        emit_json(grouped_dict(result, documents))
+        return
+    if not documents:
+        out.print(f"no results among the documents {as_user} can access")
+        return
+    for d in documents:
+        c = d.best.chunk
+        out.print(
+            f"[bold]{d.rank:>2}. {escape(c.title)}[/] [dim]({escape(c.source)},"
+            f" {escape(c.classification)}, score {d.score:.4f})[/]",
+            highlight=False,
+        )
+        for p in d.passages:
+            heading = " › ".join(p.heading)
+            if heading:
+                out.print(f"    [cyan]{escape(heading)}[/]", highlight=False)
+            text = "".join(
+                f"[bold yellow]{escape(s.text)}[/]" if s.marked else escape(s.text)
+                for s in p.snippet
+            )
+            out.print(f"    {text}", highlight=False)
+        if d.more:
+            out.print(f"    [dim]{d.more} more passages[/]", highlight=False)
+        out.print(f"    [dim]{escape(c.uri)}[/]", highlight=False)
 
 
 def ask_command(

@@ -5,11 +5,11 @@ workspace's permission path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
@@ -19,6 +19,7 @@ from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.domain import QueryOptions, as_utc
 from sovra.search import SearchResult
+from sovra.search.grouping import DocumentHit, grouped_dict
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, Needs, app_state
 from sovra.server.policy_check import PolicyCheckError, PolicyCheckRequest, check_policy
@@ -69,6 +70,11 @@ class SearchRequest(Narrowing):
     k: int = Field(default=10, ge=1, le=50)
     mode: Literal["hybrid", "text", "vector"] = "hybrid"
     language: Text | None = Field(default=None, max_length=8)
+    group_by: Literal["chunk", "document"] = Field(
+        default="chunk",
+        description="`document`: one entry per document (k documents) with its best passages,"
+        " snippets in plain text with the query terms marked.",
+    )
 
     def options(self) -> QueryOptions:
         return QueryOptions(
@@ -117,9 +123,22 @@ def run_search(st: AppState, ident: Identity, body: SearchRequest) -> SearchResu
         raise ApiError(400, "bad_request", str(exc)) from None
 
 
+def run_search_documents(
+    st: AppState, ident: Identity, body: SearchRequest
+) -> tuple[SearchResult, list[DocumentHit]]:
+    ident.require("search")
+    try:
+        return st.slots.call(st.ws.search_documents, ident.principal, body.query, body.options())
+    except ConfigError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+
+
 @router.post("/search", tags=["search"])
 async def search(body: SearchRequest, ident: Searcher, st: State) -> dict[str, Any]:
     """Hybrid search over the documents the caller may read."""
+    if body.group_by == "document":
+        result, documents = await run_in_threadpool(run_search_documents, st, ident, body)
+        return grouped_dict(result, documents)
     result = await run_in_threadpool(run_search, st, ident, body)
     return result.to_dict()
 
@@ -132,7 +151,7 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[str]:
+def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Generator[str, None, None]:
     """SSE frames: `delta` pieces, then one `answer` with citations, endpoint and receipt."""
     try:
         for event in st.slots.stream(st.ws.ask(ident.principal, body.question, body.options())):
@@ -143,6 +162,26 @@ def answer_events(st: AppState, ident: Identity, body: AskRequest) -> Iterator[s
                 yield sse("delta", {"text": event.delta})
     except Exception as exc:  # the stream has started: report in-band, never a traceback
         yield sse("error", {"error": "internal", "detail": type(exc).__name__})
+
+
+_END = ""
+
+
+async def until_disconnected(
+    frames: Generator[str, None, None], disconnected: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[str]:
+    """`frames`, stopped as soon as the client has gone (a cancelled question): the generator is
+    closed, so the answer stops being composed and its slot is released at once rather than
+    when the thread's generator is garbage-collected."""
+    try:
+        while True:
+            # Not abandoned on cancellation: the frame in progress finishes, then close() runs.
+            frame = await run_in_threadpool(next, frames, _END)
+            if frame == _END or await disconnected():
+                break
+            yield frame
+    finally:
+        frames.close()
 
 
 def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
@@ -160,7 +199,9 @@ def ask_once(st: AppState, ident: Identity, body: AskRequest) -> Answer:
 
 
 @router.post("/ask", tags=["ask"], response_model=None)
-async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | dict[str, Any]:
+async def ask(
+    body: AskRequest, ident: Asker, st: State, request: Request
+) -> StreamingResponse | dict[str, Any]:
     """Answer from the caller's documents with citations; `stream: true` (or
     `Accept: text/event-stream`) sends Server-Sent Events: `delta`…, then `answer`."""
     ident.require("ask")
@@ -169,7 +210,7 @@ async def ask(body: AskRequest, ident: Asker, st: State) -> StreamingResponse | 
         raise ApiError(400, "bad_request", f"unknown endpoint; known: {sorted(known)}")
     if body.stream:
         return StreamingResponse(
-            answer_events(st, ident, body),
+            until_disconnected(answer_events(st, ident, body), request.is_disconnected),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -21,6 +21,7 @@ from sovra.answer import Answer
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.domain import QueryOptions
+from sovra.search.grouping import DocumentHit
 from sovra.server.api import AskRequest, ask_once, source_rows
 from sovra.server.auth import SESSION_COOKIE, ApiError, Identity, set_session_cookie
 from sovra.server.deps import (
@@ -198,6 +199,7 @@ async def search_page(
     modified_to: Annotated[str, Query(max_length=10)] = "",
 ) -> Response:
     result = None
+    documents: list[DocumentHit] = []
     error = ""
     if not all(is_clean(v) for v in (q, source, language)):
         raise ApiError(422, "invalid_request", "the query is not valid text")
@@ -208,9 +210,9 @@ async def search_page(
         error = str(exc)
     if q.strip() and not error:
         try:
-            result = await run_in_threadpool(
+            result, documents = await run_in_threadpool(
                 lambda: st.slots.call(
-                    st.ws.search,
+                    st.ws.search_documents,
                     who.principal,
                     q,
                     QueryOptions(
@@ -237,6 +239,7 @@ async def search_page(
         modified_to=modified_to,
         sources=sources,
         result=result,
+        documents=documents,
         error=error,
     )
 

@@ -44,49 +44,109 @@
     }
     box.appendChild(p);
   }
+  var running = null;
+  function status(text, busy) {
+    var s = document.getElementById("ask-status");
+    if (s) s.textContent = text;
+    document.getElementById("ask-cancel").hidden = !busy;
+    document.getElementById("ask-submit").disabled = busy;
+  }
+  async function problem(resp) {
+    // The API's errors are JSON with a `detail` naming the problem; show it, never silence.
+    try {
+      var body = await resp.json();
+      if (body && body.detail) return String(body.detail);
+    } catch (e) { /* not JSON */ }
+    return "the server answered " + resp.status;
+  }
+  function showPassages(found) {
+    var box = document.getElementById("passages");
+    box.replaceChildren();
+    if (!found.documents.length) { box.hidden = true; return; }
+    box.appendChild(el("h2", "Passages found"));
+    var ol = el("ol", "", { "class": "hits" });
+    found.documents.forEach(function (d) {
+      var li = el("li", "", { "class": "document-hit" });
+      var p0 = d.passages[0];
+      li.appendChild(el("a", d.title, { href: docHref({ chunk_id: p0.chunk_id, document_id: d.document_id }) }));
+      li.appendChild(el("span", " " + d.source + (p0.heading_path.length ? " · " + p0.heading_path.join(" › ") : ""), { "class": "meta" }));
+      var p = el("p", "", { "class": "snippet" });
+      p0.highlights.forEach(function (s) {
+        p.appendChild(s.marked ? el("mark", s.text) : document.createTextNode(s.text));
+      });
+      li.appendChild(p);
+      ol.appendChild(li);
+    });
+    box.appendChild(ol);
+    box.hidden = false;
+  }
+  async function post(path, body, signal) {
+    return fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      signal: signal,
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
+      body: JSON.stringify(body)
+    });
+  }
   async function ask(form) {
+    if (running) return;
+    running = new AbortController();
+    var signal = running.signal;
     var box = document.getElementById("answer");
     box.replaceChildren(el("div", "", { id: "answer-text", "class": "answer-text" }));
     box.setAttribute("aria-busy", "true");
+    document.getElementById("passages").hidden = true;
     var text = box.querySelector("#answer-text");
-    var resp = await fetch("/api/v1/ask", {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf() },
-      body: JSON.stringify({
-        question: form.question.value,
-        extractive: form.extractive.checked,
-        stream: true
-      })
-    });
-    if (!resp.ok || !resp.body) {
-      text.textContent = "The answer could not be produced (" + resp.status + ").";
-      box.removeAttribute("aria-busy");
-      return;
-    }
-    var reader = resp.body.getReader();
-    var decoder = new TextDecoder();
-    var buffer = "";
-    for (;;) {
-      var chunk = await reader.read();
-      if (chunk.done) break;
-      buffer += decoder.decode(chunk.value, { stream: true });
-      var frames = buffer.split("\n\n");
-      buffer = frames.pop();
-      frames.forEach(function (frame) {
-        var name = "", data = "";
-        frame.split("\n").forEach(function (line) {
-          if (line.indexOf("event: ") === 0) name = line.slice(7);
-          else if (line.indexOf("data: ") === 0) data += line.slice(6);
+    var question = form.question.value;
+    try {
+      status("searching…", true);
+      var found = await post("/api/v1/search", { query: question, k: 5, group_by: "document" }, signal);
+      if (found.ok) showPassages(await found.json());
+      status("composing…", true);
+      var resp = await post("/api/v1/ask",
+        { question: question, extractive: form.extractive.checked, stream: true }, signal);
+      if (!resp.ok || !resp.body) {
+        text.textContent = "The answer could not be produced: " + await problem(resp) + ".";
+        text.className = "answer-text error";
+        status("", false);
+        return;
+      }
+      var reader = resp.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      for (;;) {
+        var chunk = await reader.read();
+        if (chunk.done) break;
+        buffer += decoder.decode(chunk.value, { stream: true });
+        var frames = buffer.split("\n\n");
+        buffer = frames.pop();
+        frames.forEach(function (frame) {
+          var name = "", data = "";
+          frame.split("\n").forEach(function (line) {
+            if (line.indexOf("event: ") === 0) name = line.slice(7);
+            else if (line.indexOf("data: ") === 0) data += line.slice(6);
+          });
+          if (!data) return;
+          var payload = JSON.parse(data);
+          if (name === "delta") text.textContent += payload.text;
+          else if (name === "answer") renderFinal(box, payload);
+          else if (name === "error") {
+            text.textContent = "The answer could not be completed (" + payload.detail + ").";
+            text.className = "answer-text error";
+          }
         });
-        if (!data) return;
-        var payload = JSON.parse(data);
-        if (name === "delta") text.textContent += payload.text;
-        else if (name === "answer") renderFinal(box, payload);
-        else if (name === "error") text.textContent = "The answer could not be completed.";
-      });
+      }
+      status("", false);
+    } catch (e) {
+      var cancelled = e && e.name === "AbortError";
+      if (cancelled) text.textContent = text.textContent ? text.textContent + " [cancelled]" : "";
+      else { text.textContent = "The answer could not be produced: the connection failed."; text.className = "answer-text error"; }
+      status(cancelled ? "cancelled" : "", false);
+    } finally {
+      box.removeAttribute("aria-busy");
+      running = null;
     }
-    box.removeAttribute("aria-busy");
   }
   async function verifyAgain(button) {
     var out = document.getElementById("verify-result");
@@ -107,6 +167,16 @@
     var form = document.getElementById("ask-form");
     if (form && window.fetch && window.ReadableStream) {
       form.addEventListener("submit", function (ev) { ev.preventDefault(); ask(form); });
+      document.getElementById("ask-cancel").addEventListener("click", function () {
+        if (running) running.abort();
+      });
+    }
+    var question = document.getElementById("question");
+    if (question && form) {
+      // Ctrl/⌘+Enter submits; plain Enter still makes a new line in the question.
+      question.addEventListener("keydown", function (ev) {
+        if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); }
+      });
     }
     var again = document.getElementById("verify-again");
     if (again) again.addEventListener("click", function () { verifyAgain(again); });
