@@ -192,7 +192,15 @@ def test_wheel_runs_search_on_the_runtime_lock_alone(tmp_path: Path) -> None:
     synced = run(sovra, "source", "sync", "--all", cwd=site, env=env)
     assert "+2 added" in synced.stdout, synced.stdout
     found = run(
-        sovra, "search", "billing database restore", "--as", "ann", "--json", cwd=site, env=env
+        sovra,
+        "search",
+        "billing database restore",
+        "--as",
+        "ann",
+        "--json",
+        "--no-group",
+        cwd=site,
+        env=env,
     )
     hits = json.loads(found.stdout)["hits"]
     assert hits[0]["document_id"] == "notes:backups.md"

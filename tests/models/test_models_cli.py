@@ -115,8 +115,11 @@ def test_add_default(cli: tuple[typer.Typer, Path], model_home: Path) -> None:
     assert [e["name"] for e in json.loads(out)] == ["gemma3-270m-base"]
 
 
-def test_export_builds_the_onnx_model_once_and_reports_it(cli: tuple[typer.Typer, Path]) -> None:
+def test_export_builds_the_onnx_model_once_and_reports_it(
+    cli: tuple[typer.Typer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("onnxruntime")
+    monkeypatch.delenv("SOVRA_ONNX_CACHE", raising=False)  # the default place: the home
     root, home = cli
     code, out, err = invoke(root, "export", "--fp32", "--json")
     assert code == 0, err

@@ -103,8 +103,12 @@ def test_micro_batcher_passes_the_error_to_every_caller() -> None:
     assert ok.submit("x").shape == (8,)
 
 
+# No whitespace: texts that normalise alike share an entry by design (tested below).
+_WORDS = st.text(alphabet=st.characters(blacklist_categories=("Z", "Cc")), max_size=30)
+
+
 @settings(max_examples=50, deadline=None)
-@given(texts=st.lists(st.text(max_size=30), min_size=1, max_size=10))
+@given(texts=st.lists(_WORDS, min_size=1, max_size=10))
 def test_cache_never_crosses_models(texts: list[str]) -> None:
     a, b = Hashing("a"), Hashing("b")
     cache = QueryCache(1000)

@@ -73,7 +73,7 @@ def sovra(*args: str) -> Any:
 
 
 def hits(query: str, user: str) -> list[dict[str, Any]]:
-    result = sovra("search", query, "--as", user, "--json", "--mode", "text")
+    result = sovra("search", query, "--as", user, "--json", "--no-group", "--mode", "text")
     assert result.exit_code == 0, result.output
     found: list[dict[str, Any]] = json.loads(result.output)["hits"]
     return found
