@@ -4,6 +4,7 @@ content-keyed cache, and the fallback to PyTorch for a model that cannot export.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,22 @@ INT8_FLOOR = 0.96
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("onnx-cache")
-    onnx.export_model(default_model_dir(), root, "int8")
+    root = tmp_path_factory.mktemp("onnx-cache") / "home" / "cache" / "onnx"
+    old = os.umask(0o022)  # a permissive umask, as on many hosts: the export must not inherit it
+    try:
+        onnx.export_model(default_model_dir(), root, "int8")
+    finally:
+        os.umask(old)
     return root
+
+
+def test_the_export_cache_is_owner_only(cache: Path) -> None:
+    too_open = [
+        f"{p.relative_to(cache.parent.parent)} {oct(p.stat().st_mode & 0o777)}"
+        for p in [cache.parent, cache, *cache.rglob("*")]
+        if p.stat().st_mode & 0o077
+    ]
+    assert too_open == []
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sovra.models.base import ModelError, ModelUnavailable, Vectors
+from sovra.storage import private_files
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,13 @@ def _quantize(fp32: Path, target: Path) -> None:
 
 def export_model(model_dir: Path, cache_root: Path, quantize: Quantize = "none") -> Path:
     """The directory holding `model.onnx` (and `model-int8.onnx` when asked), exported now if
-    the cache has none for this model's digest. Safe for concurrent processes (a lock file)."""
-    model_dir = Path(model_dir)
+    the cache has none for this model's digest. Safe for concurrent processes (a lock file).
+    Everything it creates is owner-only, like every store in the home (storage.private_files)."""
+    with private_files():
+        return _export_model(Path(model_dir), cache_root, quantize)
+
+
+def _export_model(model_dir: Path, cache_root: Path, quantize: Quantize) -> Path:
     layout = read_layout(model_dir)
     try:
         import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
