@@ -35,14 +35,16 @@ class LdapSettings:
     password: str
     user_base: str
     group_base: str
-    user_filter: str = "(objectClass=inetOrgPerson)"
-    group_filter: str = "(|(objectClass=groupOfNames)(objectClass=group))"
-    user_id_attribute: str = "uid"
-    display_name_attribute: str = "cn"
-    group_name_attribute: str = "cn"
-    member_attribute: str = "member"
-    disabled_attribute: str = ""
-    timeout_s: float = 10.0
+    # No defaults here: `[directory.ldap]` (config.LdapConfig) is the one place they live;
+    # the workspace builds this from its validated model.
+    user_filter: str
+    group_filter: str
+    user_id_attribute: str
+    display_name_attribute: str
+    group_name_attribute: str
+    member_attribute: str
+    disabled_attribute: str
+    timeout_s: float
 
 
 @dataclass

@@ -28,7 +28,7 @@ from sovra.sources.base import (
     SourceUnavailable,
     UnsupportedFormat,
 )
-from sovra.sources.labels import Labels, glob_match, resolve_labels
+from sovra.sources.labels import Labels, glob_match, label_metadata, resolve_labels
 from sovra.sources.parse import (
     PARSER_VERSION,
     ArchiveLimits,
@@ -282,12 +282,7 @@ class FolderConnector:
             raise EmptyDocument(external_id, "no text in file")
         labels = self._config_labels(external_id, parsed.front_matter)
         metadata = front_matter_metadata(parsed.front_matter)
-        if labels.tags:
-            metadata["tags"] = ",".join(labels.tags)
-        if labels.warnings:
-            metadata["label_warnings"] = "; ".join(labels.warnings)
-        if labels.refused:
-            metadata[LABELS_REFUSED] = "; ".join(labels.refused)
+        metadata.update(label_metadata(labels, LABELS_REFUSED))
         digest = hashlib.sha256(data).hexdigest()
         return Document(
             source=self.name,

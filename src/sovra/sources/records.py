@@ -31,7 +31,7 @@ from sovra.sources.base import (
     MalformedDocument,
     SourceUnavailable,
 )
-from sovra.sources.labels import Labels, resolve_labels
+from sovra.sources.labels import Labels, label_metadata, resolve_labels
 from sovra.sources.parse import PARSER_VERSION
 
 _TITLE_WORDS = 12
@@ -288,10 +288,7 @@ class RecordsConnector:
         labels = self._labels(rec)
         metadata = {f: _scalar(fields.get(f)) for f in self.source.metadata_fields if f in fields}
         metadata["line"] = str(rec.line)
-        if labels.tags:
-            metadata["tags"] = ",".join(labels.tags)
-        if labels.warnings:
-            metadata["label_warnings"] = "; ".join(labels.warnings)
+        metadata.update(label_metadata(labels))
         return Document(
             source=self.name,
             external_id=external_id,
