@@ -40,7 +40,9 @@ def sync(site: Path) -> dict[str, Any]:
 
 
 def search(site: Path, user: str) -> list[dict[str, Any]]:
-    result = sovra(site, "search", "etcd database quota low space", "--as", user, "--json", "--no-group")
+    result = sovra(
+        site, "search", "etcd database quota low space", "--as", user, "--json", "--no-group"
+    )
     hits: list[dict[str, Any]] = json.loads(result.output)["hits"]
     return hits
 

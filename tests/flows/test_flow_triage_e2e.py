@@ -175,7 +175,14 @@ def test_triage_waits_for_approval_then_acts_once(site: Path, smtp: Inbox) -> No
     assert draft["endpoint"] and draft["generation"] == "extractive"
     # bob may read the confidential note (his own search finds it), but the workflow's
     # retrieve and draft steps are capped at `internal`: nothing of it reaches the e-mail.
-    own = sovra("search", "cannot access the shared drive from my laptop", "--as", "bob", "--json", "--no-group")
+    own = sovra(
+        "search",
+        "cannot access the shared drive from my laptop",
+        "--as",
+        "bob",
+        "--json",
+        "--no-group",
+    )
     assert any(h["source"] == "helpdesk" for h in json.loads(own.stdout)["hits"])
     passages = steps["related"]["output"]["passages"]
     assert not any("helpdesk" in p["chunk_id"] for p in passages)
