@@ -31,7 +31,10 @@ class Hashing:
         self._lock = threading.Lock()
 
     def vector(self, text: str) -> Vectors:
-        raw = hashlib.sha256((self.salt + "\0" + text).encode()).digest()[: self.dimension]
+        # Hypothesis generates lone surrogates; this stand-in must hash them, not crash on them.
+        raw = hashlib.sha256((self.salt + "\0" + text).encode("utf-8", "surrogatepass")).digest()[
+            : self.dimension
+        ]
         v = np.frombuffer(raw, dtype=np.uint8).astype(np.float32) + 1.0
         return v / np.linalg.norm(v)
 
