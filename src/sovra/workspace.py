@@ -55,7 +55,7 @@ from sovra.domain import (
 )
 from sovra.index.base import Index
 from sovra.models.base import Embedder, Vectors
-from sovra.models.embedding import build_embedder
+from sovra.models.embedding import build_embedder, monitored_model_name, monitored_part
 from sovra.search import FusionSettings, Searcher, SearchResult
 from sovra.search.hybrid import full_query_vector
 from sovra.storage import private_dir
@@ -360,19 +360,29 @@ class Workspace:
             )
         return self._queries
 
+    @property
+    def monitored_model(self) -> str:
+        """The model name the query-vector log keeps vectors under (drift monitoring)."""
+        return monitored_model_name(self.config.embedding)
+
     def _log_query_vector(
         self, operation: str, text: str, known: dict[str, Vectors] | None = None
     ) -> None:
         """Keep the question's embedding for drift monitoring; a failure here never fails the
         question it belongs to (the monitor reports a short window instead). `known`: the
-        embeddings retrieval computed, by model name (the whole model's one is reused)."""
+        embeddings retrieval computed, by model name.
+
+        Only the primary model's vector is kept, under the name the monitor reads
+        (`monitored_model_name`). A fused embedder's other parts (the multilingual channel) would cost a second
+        forward pass per question that retrieval routed past them, for no monitor that reads
+        them; retrieval's own vector is reused when it computed the primary one."""
         if not self.config.govern.log_query_vectors:
             return
         import sqlite3
 
         try:
-            vector = full_query_vector(self.embedder, text, dict(known or {}))
-            self.query_log.add(operation, self.embedder.name, vector)
+            vector = full_query_vector(monitored_part(self.embedder), text, dict(known or {}))
+            self.query_log.add(operation, self.monitored_model, vector)
         except (OSError, sqlite3.Error):
             return
 

@@ -12,7 +12,9 @@ import pytest
 
 from sovra.audit import AuditEvent
 from sovra.config import ConfigError, parse_config
+from sovra.domain import QueryOptions
 from sovra.governance.monitor import check, latest_state
+from sovra.models.embedding import FusedEmbedder
 from sovra.workspace import Workspace
 from tests.support.ingest import FakeEmbedder
 
@@ -147,6 +149,47 @@ def test_query_vector_log_keeps_no_text_and_prunes_old_rows(tmp_path: Path) -> N
     ws.close()
     stored = b"".join(p.read_bytes() for p in (ws.home / "monitor").glob("queries.sqlite*"))
     assert b"zebra" not in stored and b"monitor" not in stored and b"ann" not in stored
+
+
+class NamedFake(FakeEmbedder):
+    """A fake model under a given name and language set (a fused embedder's part)."""
+
+    def __init__(self, name: str, languages: frozenset[str]) -> None:
+        super().__init__()
+        self._name, self._languages = name, languages
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def languages(self) -> frozenset[str]:
+        return self._languages
+
+
+def test_the_monitor_reads_what_questions_log_under_the_default_fused_embedder(
+    tmp_path: Path,
+) -> None:
+    """With the default routed multilingual embedder, each question's vector is logged under the
+    name the monitor reads, and the multilingual part retrieval routed past is never run for it
+    (it was: the fused vector was logged under the fused name, which the monitor never read)."""
+    ws = workspace(tmp_path, reference_days=2, current_days=1)
+    primary = NamedFake(ws.config.embedding.name, frozenset({"en"}))
+    multilingual = NamedFake("use-multilingual-v3", frozenset({"en", "de", "ar"}))
+    ws._embedder = FusedEmbedder([primary, multilingual], routed=True)  # type: ignore[assignment]
+    ws.directory.add_user("ann", ["staff"])
+    ann = ws.principal("ann")
+    ws.search(ann, "where is the quarterly budget report kept")
+    list(ws.ask(ann, "who approves the quarterly budget report"))
+    ws.search(ann, "budget", QueryOptions(mode="text"))
+    assert multilingual.calls == 0
+    now = datetime.now(UTC)
+    logged = ws.query_log.vectors(
+        now - timedelta(hours=1), now + timedelta(hours=1), model=ws.monitored_model
+    )
+    assert logged.shape == (3, primary.dimension)
+    assert check(ws, ws.config, now + timedelta(minutes=1), record=False).values["queries"] == 3
+    ws.close()
 
 
 def test_alert_webhook_must_be_an_allowed_host(tmp_path: Path) -> None:

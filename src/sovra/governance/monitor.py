@@ -212,7 +212,7 @@ def _drift(ws: Workspace, config: Config, state: MonitorState, seed: int) -> Non
     from sovra.governance.drift import detect_drift
 
     g = config.govern
-    model = ws.config.embedding.name
+    model = ws.monitored_model
     ref = ws.query_log.vectors(state.reference.start, state.reference.end, model=model)
     cur = ws.query_log.vectors(state.current.start, state.current.end, model=model)
     state.values["queries"] = len(cur)

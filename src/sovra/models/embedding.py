@@ -462,3 +462,14 @@ def default_threads(*, serving: bool) -> int:
     """Intra-op threads per model call: one in the server (each model slot is one call, and
     more would spin against the other slots), every CPU elsewhere (one caller, big batches)."""
     return 1 if serving else max(1, len(os.sched_getaffinity(0)))
+
+
+def monitored_model_name(emb: EmbeddingConfig) -> str:
+    """The model whose query vectors drift monitoring logs and reads: the first model the
+    configuration embeds with (the primary one, or USE when `multilingual = "only"`)."""
+    return USE_MODEL_NAME if emb.multilingual == "only" else emb.name
+
+
+def monitored_part(embedder: Embedder) -> Embedder:
+    """The part of `embedder` named by `monitored_model_name`: a fused embedder's first part."""
+    return embedder.parts[0] if isinstance(embedder, FusedEmbedder) else embedder
