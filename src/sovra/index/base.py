@@ -30,6 +30,7 @@ class Index(Protocol):
       closed index raise IndexError_ and change nothing;
     * title and heading path are searchable text as well as the chunk text;
     * deleted or replaced chunks are never returned again, also after reopening.
+    * search hits may leave `Chunk.embedding` unset (None); `chunks_of` returns it.
     """
 
     def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:

@@ -1005,11 +1005,13 @@ class EmbeddedIndex:
         return [ScoredChunk(c, float(s), channel) for c, s in zip(chunks, scores, strict=True)]
 
     def _fetch(self, rowids: list[int]) -> list[Chunk]:
+        # Search hits carry no embedding: nothing downstream of a search reads it, and turning
+        # ~200 candidate vectors per query into Python lists cost more CPU than the BM25 scoring.
         marks = ",".join("?" * len(rowids))
         got = {
             r[0]: _chunk_from_row(*r[1:])
             for r in self._db.execute(
-                "SELECT rowid, id, document_id, position, payload, embedding FROM chunks"
+                "SELECT rowid, id, document_id, position, payload, NULL FROM chunks"
                 f" WHERE rowid IN ({marks})",
                 rowids,
             )
