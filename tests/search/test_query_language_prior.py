@@ -19,20 +19,27 @@ from tests.search.test_hybrid import DIM, BagEmbedder, make_chunk
 AMBIGUOUS = "how to renew a certificate"  # lingua: en 0.40, it 0.23, ro 0.14 (below 0.5: und)
 
 
-def _never(language: str) -> int:
-    raise AssertionError(f"a clear detection must not count the corpus ({language})")
-
-
 def test_a_clear_detection_is_never_overruled() -> None:
-    spanish = Detection("es", 0.97, "LATIN", (("es", 0.97), ("pt", 0.02)))
-    assert break_tie(spanish, _never) == spanish
+    """A clear Spanish question over an English-only corpus stays Spanish (searched
+    cross-lingually), however large the corpus."""
+    spanish = Detection("es", 0.97, "LATIN", (("es", 0.97), ("pt", 0.02), ("en", 0.0001)))
+    kept = break_tie(spanish, {"en": 1_000_000, "es": 0, "pt": 0}.__getitem__)
+    assert kept.language == "es" and kept.confidence > 0.9
+
+
+def test_a_weak_short_query_detection_leans_to_the_callers_language() -> None:
+    """Italian 0.6 against English 0.3 (a short query's noise) goes to the language the caller
+    reads; the same detection over an Italian corpus stays Italian."""
+    weak = Detection("it", 0.6, "LATIN", (("it", 0.6), ("en", 0.3), ("ms", 0.05)))
+    assert break_tie(weak, {"en": 500, "it": 0, "ms": 0}.__getitem__).language == "en"
+    assert break_tie(weak, {"en": 0, "it": 500, "ms": 0}.__getitem__).language == "it"
 
 
 def test_a_near_tie_goes_to_the_language_the_caller_reads() -> None:
     tie = Detection(UNDETERMINED, 0.4, "LATIN", (("en", 0.40), ("it", 0.30), ("ro", 0.05)))
-    english = break_tie(tie, {"en": 500, "it": 0}.get)  # type: ignore[arg-type]
+    english = break_tie(tie, {"en": 500, "it": 0, "ro": 0}.__getitem__)
     assert english.language == "en" and english.confidence >= 0.5
-    italian = break_tie(tie, {"en": 0, "it": 500}.get)  # type: ignore[arg-type]
+    italian = break_tie(tie, {"en": 0, "it": 500, "ro": 0}.__getitem__)
     assert italian.language == "it"
 
 
