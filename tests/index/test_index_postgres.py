@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from sovra.config import ConfigError, parse_config
 from sovra.domain import SearchFilter
 from sovra.index import IndexError_
 from sovra.index.postgres import PostgresIndex, sql_url
@@ -68,9 +70,7 @@ def test_hand_written_sql_on_sovras_connection_sees_only_readable_rows(
     with pytest.raises(DBAPIError, match="row-level security"), index._engine.begin() as conn:
         conn.execute(text(f"UPDATE {s}.meta SET value = value WHERE key = 'seq'"))
         conn.execute(
-            text(
-                f"INSERT INTO {s}.sentences VALUES ('x', 'x#0', 'm', '{{public}}', '', '', '')"
-            )
+            text(f"INSERT INTO {s}.sentences VALUES ('x', 'x#0', 'm', '{{public}}', '', '', '')")
         )
 
 
@@ -155,3 +155,30 @@ def test_url_must_be_postgresql() -> None:
     with pytest.raises(IndexError_, match="postgresql://"):
         sql_url("sqlite:///x.db")
     assert make_url(sql_url("postgresql://u:p@h/db")).drivername == "postgresql+psycopg"
+
+
+def test_index_url_is_a_reference_resolved_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"index\.url"):
+        parse_config({"index": {"backend": "postgres", "url": "postgresql://u:pw@h/db"}}, tmp_path)
+    cfg = parse_config({"index": {"backend": "postgres", "url": "env:PG_IDX"}}, tmp_path)
+    monkeypatch.delenv("PG_IDX", raising=False)
+    with pytest.raises(ConfigError, match="PG_IDX"):
+        cfg.index_url()
+    monkeypatch.setenv("PG_IDX", "mysql://h/db")
+    with pytest.raises(ConfigError, match="postgresql://"):
+        cfg.index_url()
+    monkeypatch.setenv("PG_IDX", "postgresql://sovra@db/sovra")
+    assert cfg.index_url() == "postgresql://sovra@db/sovra"
+    (tmp_path / "url").write_text("postgresql://sovra@file/sovra\n")
+    from_file = parse_config({"index": {"backend": "postgres", "url": "file:url"}}, tmp_path)
+    assert from_file.index_url() == "postgresql://sovra@file/sovra"
+    # No url: the workspace's database_url; neither: a clear error. Other backends: None.
+    shared = parse_config(
+        {"index": {"backend": "postgres"}, "workspace": {"database_url": "env:PG_IDX"}}, tmp_path
+    )
+    assert shared.index_url() == "postgresql://sovra@db/sovra"
+    with pytest.raises(ConfigError, match="needs a database"):
+        parse_config({"index": {"backend": "postgres"}}, tmp_path).index_url()
+    assert parse_config({}, tmp_path).index_url() is None

@@ -41,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import ANALYSIS_VERSION, analyze, analyze_document, normalize_language
@@ -253,7 +253,10 @@ class PostgresIndex:
         self._closed = False
         self._lock = threading.Lock()
         self._own_engine = engine is None
-        self._engine = engine or create_engine(sql_url(url), pool_pre_ping=True)
+        # Timestamps come back in UTC whatever the server's TimeZone (as the embedded engine's).
+        self._engine = engine or create_engine(
+            sql_url(url), pool_pre_ping=True, connect_args={"options": "-c timezone=UTC"}
+        )
         self._stats: dict[tuple[int, SearchFilter], tuple[int, float]] = {}
         try:
             self._open()
@@ -521,6 +524,44 @@ class PostgresIndex:
         )
         conn.execute(text(f"INSERT INTO {s}.chunks ({cols}) VALUES ({values})"), rows)
 
+    def copy_documents(
+        self,
+        documents: Mapping[str, Sequence[Chunk]],
+        sentences: Sequence[tuple[str, str, str, str, bytes, bytes]],
+        *,
+        meta: Mapping[str, str],
+    ) -> None:
+        """Replace `documents`, store their sentence rows (document_id, chunk_id, model,
+        text_sha, spans, vectors) as they are, and set `meta` keys, in ONE transaction: a
+        migration's batch and its checkpoint commit together or not at all."""
+        rows = [self._row(c) for cs in documents.values() for c in cs]
+        access = {c.id: list(c.access) for cs in documents.values() for c in cs}
+        kept = [
+            {"d": d, "c": c, "m": m, "a": access[c], "sha": sha, "spans": sp, "vectors": v}
+            for d, c, m, sha, sp, v in sentences
+            if c in access
+        ]
+        with self._lock, self._ingest() as conn:
+            self._write(conn, list(documents), rows)
+            if kept:
+                conn.execute(text(self._sentence_upsert()), kept)
+            for key, value in meta.items():
+                conn.execute(
+                    text(
+                        f"INSERT INTO {self.schema}.meta (key, value) VALUES (:k, :v)"
+                        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    {"k": key, "v": value},
+                )
+
+    def meta_value(self, key: str) -> str | None:
+        """A value of the index's `meta` table (schema facts, migration checkpoints)."""
+        with self._ingest_read() as conn:
+            value = conn.execute(
+                text(f"SELECT value FROM {self.schema}.meta WHERE key = :k"), {"k": key}
+            ).scalar()
+        return None if value is None else str(value)
+
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(document_ids))
         with self._lock, self._ingest() as conn:
@@ -744,17 +785,19 @@ class PostgresIndex:
             }
             for c, spans, vectors in entries
         ]
-        sql = (
+        try:
+            with self._ingest_read() as conn:
+                conn.execute(text(self._sentence_upsert()), rows)
+        except IndexError_:
+            # A cache fill at question time must not fail the answer; computed again next time.
+            return
+
+    def _sentence_upsert(self) -> str:
+        return (
             f"INSERT INTO {self.schema}.sentences VALUES (:d, :c, :m, :a, :sha, :spans, :vectors)"
             " ON CONFLICT (document_id, chunk_id, model) DO UPDATE SET access = EXCLUDED.access,"
             " text_sha = EXCLUDED.text_sha, spans = EXCLUDED.spans, vectors = EXCLUDED.vectors"
         )
-        try:
-            with self._ingest_read() as conn:
-                conn.execute(text(sql), rows)
-        except DBAPIError:
-            # A cache fill at question time must not fail the answer; computed again next time.
-            return
 
 
 def _prefixed(alias: str) -> str:
