@@ -182,3 +182,28 @@ def test_index_url_is_a_reference_resolved_at_open(
     with pytest.raises(ConfigError, match="needs a database"):
         parse_config({"index": {"backend": "postgres"}}, tmp_path).index_url()
     assert parse_config({}, tmp_path).index_url() is None
+
+
+def test_ts_rank_mode_uses_the_chunks_language_and_only_its_own_lexemes(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    idx = PostgresIndex(pg_app_url, DIM, schema=_schema(request), text_ranking="ts_rank")
+    try:
+        idx.replace_documents(
+            {
+                "de": [chunk("de", 0, "Die Häuser am See sind alt", language="de")],
+                "en": [chunk("en", 0, "the servers were running hot", language="en")],
+            }
+        )
+        public = SearchFilter(frozenset({"public"}))
+        assert ids(idx.search_text("Häuser", "de", 5, public)) == ["de#0"]
+        assert ids(idx.search_text("server runs", "en", 5, public)) == ["en#0"]
+        assert idx.search_text("the and of", "en", 5, public) == []
+        before = idx.search_text("server", "en", 5, public)[0].score
+        idx.replace_documents(
+            {f"s{i}": [chunk(f"s{i}", 0, "server server", access=("x",))] for i in range(50)}
+        )
+        assert idx.search_text("server", "en", 5, public)[0].score == before
+    finally:
+        idx.close()

@@ -25,6 +25,7 @@ def open_index(
     url: str | None = None,
     schema: str = "sovra_index",
     vector_type: str = "vector",
+    text_ranking: str = "bm25",
 ) -> Index:
     """Open (or create) the index in directory `path` for `dimension`-long embeddings."""
     if backend == "embedded":
@@ -41,7 +42,9 @@ def open_index(
             )
         from sovra.index.postgres import PostgresIndex
 
-        return PostgresIndex(url, dimension, schema=schema, vector_type=vector_type)
+        return PostgresIndex(
+            url, dimension, schema=schema, vector_type=vector_type, text_ranking=text_ranking
+        )
     raise IndexError_(f"unknown index backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 

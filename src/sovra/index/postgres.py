@@ -51,6 +51,24 @@ SCHEMA_VERSION = "1"
 BM25_K1 = 1.2
 BM25_B = 0.75
 VECTOR_TYPES = ("vector", "halfvec")
+TEXT_RANKINGS = ("bm25", "ts_rank")
+"""`bm25` (default): BM25 over sovra's analyser terms. `ts_rank`: PostgreSQL's own text search,
+a regconfig per chunk language (REGCONFIGS), kept only to measure against (docs/scale-out.md)."""
+REGCONFIGS = {
+    "ar": "arabic", "ca": "catalan", "da": "danish", "de": "german", "el": "greek",
+    "en": "english", "es": "spanish", "eu": "basque", "fi": "finnish", "fr": "french",
+    "hi": "hindi", "hu": "hungarian", "hy": "armenian", "id": "indonesian", "it": "italian",
+    "lt": "lithuanian", "ne": "nepali", "nl": "dutch", "no": "norwegian", "pt": "portuguese",
+    "ro": "romanian", "ru": "russian", "sr": "serbian", "sv": "swedish", "ta": "tamil",
+    "tr": "turkish", "yi": "yiddish",
+}  # fmt: skip
+"""PostgreSQL text search configurations by ISO 639-1; any other language (CJK too): simple."""
+
+
+def regconfig(language: str) -> str:
+    return REGCONFIGS.get(normalize_language(language), "simple")
+
+
 HNSW_EF_SEARCH = 100
 """Candidates per HNSW scan step; iterative scans continue past it until k admitted rows."""
 
@@ -63,7 +81,7 @@ _TOKENS = "coalesce(nullif(current_setting('sovra.tokens', true), '')::text[], '
 _INGEST = "coalesce(current_setting('sovra.ingest', true), '') = 'on'"
 
 
-def _ddl(schema: str, dimension: int, vector_type: str) -> list[str]:
+def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> list[str]:
     s = schema
     ops = f"{vector_type}_cosine_ops"
     return [
@@ -90,12 +108,18 @@ def _ddl(schema: str, dimension: int, vector_type: str) -> list[str]:
             tfs integer[] NOT NULL,
             length real NOT NULL,
             embedding {vector_type}({dimension}),
+            tsv tsvector,
             PRIMARY KEY (document_id, id)
         )""",
         f"CREATE INDEX IF NOT EXISTS chunks_id ON {s}.chunks (id)",
         f"CREATE INDEX IF NOT EXISTS chunks_access ON {s}.chunks USING gin (access)",
         f"CREATE INDEX IF NOT EXISTS chunks_terms ON {s}.chunks USING gin (terms)",
         f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {s}.chunks USING hnsw (embedding {ops})",
+        *(
+            [f"CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)"]
+            if text_ranking == "ts_rank"
+            else []
+        ),
         f"""CREATE TABLE IF NOT EXISTS {s}.sentences (
             document_id text NOT NULL,
             chunk_id text NOT NULL,
@@ -237,6 +261,7 @@ class PostgresIndex:
         *,
         schema: str = "sovra_index",
         vector_type: str = "vector",
+        text_ranking: str = "bm25",
         engine: Engine | None = None,
     ) -> None:
         if dimension <= 0:
@@ -249,7 +274,10 @@ class PostgresIndex:
             raise IndexError_(f"index.vector_type must be one of {', '.join(VECTOR_TYPES)}")
         self.dimension = dimension
         self.schema = schema
+        if text_ranking not in TEXT_RANKINGS:
+            raise IndexError_(f"text ranking must be one of {', '.join(TEXT_RANKINGS)}")
         self.vector_type = vector_type
+        self.text_ranking = text_ranking
         self._closed = False
         self._lock = threading.Lock()
         self._own_engine = engine is None
@@ -286,7 +314,7 @@ class PostgresIndex:
         engine = create_engine(sql_url(owner_url))
         try:
             with engine.begin() as conn:
-                cls._create(conn, schema, dimension, vector_type)
+                cls._create(conn, schema, dimension, vector_type, "bm25")
                 conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {app_role}"))
                 for table in ("chunks", "sentences"):
                     conn.execute(
@@ -300,18 +328,26 @@ class PostgresIndex:
             engine.dispose()
 
     @staticmethod
-    def _create(conn: Connection, schema: str, dimension: int, vector_type: str) -> None:
+    def _create(
+        conn: Connection, schema: str, dimension: int, vector_type: str, text_ranking: str
+    ) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
-        for stmt in _ddl(schema, dimension, vector_type):
+        for stmt in _ddl(schema, dimension, vector_type, text_ranking):
             conn.execute(text(stmt))
         conn.execute(
             text(
                 f"INSERT INTO {schema}.meta (key, value) VALUES"
                 " ('schema_version', :v), ('dimension', :d), ('analysis', :a),"
-                " ('vector_type', :t), ('generation', '0'), ('seq', '0')"
+                " ('vector_type', :t), ('text_ranking', :r), ('generation', '0'), ('seq', '0')"
                 " ON CONFLICT (key) DO NOTHING"
             ),
-            {"v": SCHEMA_VERSION, "d": str(dimension), "a": ANALYSIS_VERSION, "t": vector_type},
+            {
+                "v": SCHEMA_VERSION,
+                "d": str(dimension),
+                "a": ANALYSIS_VERSION,
+                "t": vector_type,
+                "r": text_ranking,
+            },
         )
 
     def _open(self) -> None:
@@ -339,7 +375,7 @@ class PostgresIndex:
                 text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{self.schema}.meta"}
             ).scalar()
             if not exists:
-                self._create(conn, self.schema, self.dimension, self.vector_type)
+                self._create(conn, self.schema, self.dimension, self.vector_type, self.text_ranking)
             meta: dict[str, str] = {
                 str(k): str(v)
                 for k, v in conn.execute(text(f"SELECT key, value FROM {self.schema}.meta"))
@@ -362,10 +398,18 @@ class PostgresIndex:
                 f"{meta.get('analysis')}, this sovra uses {ANALYSIS_VERSION}; {fix}"
             )
         self.vector_type = meta.get("vector_type", self.vector_type)
+        self.text_ranking = meta.get("text_ranking", self.text_ranking)
 
     def _dispose(self) -> None:
         if self._own_engine:
             self._engine.dispose()
+
+    def drop(self) -> None:
+        """Drop the whole schema (throwaway indexes: evaluations, benchmarks); only its owner
+        may, so a deployment's app role cannot drop an index installed by another role."""
+        with self._lock, self._transaction() as conn:
+            self._check_open()
+            conn.execute(text(f"DROP SCHEMA {self.schema} CASCADE"))
 
     def close(self) -> None:
         with self._lock:
@@ -480,6 +524,8 @@ class PostgresIndex:
             "tfs": list(terms.values()),
             "length": float(sum(terms.values())),
             "embedding": None if vec is None else _vector_literal(vec),
+            "tsv_config": regconfig(chunk.language) if self.text_ranking == "ts_rank" else None,
+            "tsv_text": body if self.text_ranking == "ts_rank" else None,
         }
 
     def _write(self, conn: Connection, document_ids: list[str], rows: list[dict[str, Any]]) -> None:
@@ -518,9 +564,17 @@ class PostgresIndex:
         ).scalar_one()
         for i, row in enumerate(rows):
             row["seq"] = first + i
-        cols = ", ".join(rows[0])
+        plain = [c for c in rows[0] if not c.startswith("tsv_")]
+        cols = ", ".join([*plain, "tsv"])
         values = ", ".join(
-            f"CAST(:{c} AS {self.vector_type})" if c == "embedding" else f":{c}" for c in rows[0]
+            [
+                *(
+                    f"CAST(:{c} AS {self.vector_type})" if c == "embedding" else f":{c}"
+                    for c in plain
+                ),
+                "CASE WHEN CAST(:tsv_config AS text) IS NULL THEN NULL"
+                " ELSE to_tsvector(CAST(:tsv_config AS regconfig), :tsv_text) END",
+            ]
         )
         conn.execute(text(f"INSERT INTO {s}.chunks ({cols}) VALUES ({values})"), rows)
 
@@ -585,6 +639,8 @@ class PostgresIndex:
     def search_text(
         self, query: str, language: str, k: int, flt: SearchFilter
     ) -> list[ScoredChunk]:
+        if self.text_ranking == "ts_rank":
+            return self._search_ts_rank(query, language, k, flt)
         qtf = Counter(analyze(query, normalize_language(language)))
         if k <= 0 or not qtf:
             return []
@@ -621,6 +677,30 @@ class PostgresIndex:
             JOIN {s}.chunks c ON c.document_id = scored.document_id AND c.id = scored.id
             ORDER BY scored.score DESC, scored.seq
             """
+            rows = conn.execute(text(sql), params).all()
+        return [ScoredChunk(_chunk(r[:-1]), float(r[-1]), "text") for r in rows]
+
+    def _search_ts_rank(
+        self, query: str, language: str, k: int, flt: SearchFilter
+    ) -> list[ScoredChunk]:
+        """PostgreSQL's ranking: any query lexeme matches (OR), ts_rank scores each row by its
+        own lexemes only (normalisation 1: divided by 1 + log of the row's length), so there are
+        no collection statistics that could leak across principals."""
+        if k <= 0:
+            return []
+        params: dict[str, Any] = {"query": query, "cfg": regconfig(language), "k": k}
+        where = _filter_sql(flt, params)
+        sql = f"""
+        WITH q AS (
+            SELECT replace(plainto_tsquery(CAST(:cfg AS regconfig), :query)::text, '&', '|')
+                AS qs
+        ), tq AS (SELECT CAST(qs AS tsquery) AS tq FROM q WHERE qs <> '')
+        SELECT {_prefixed("c")}, ts_rank(c.tsv, tq.tq, 1) AS score
+        FROM {self.schema}.chunks c, tq
+        WHERE c.tsv @@ tq.tq AND {where}
+        ORDER BY score DESC, c.seq LIMIT :k
+        """
+        with self._read(flt) as conn:
             rows = conn.execute(text(sql), params).all()
         return [ScoredChunk(_chunk(r[:-1]), float(r[-1]), "text") for r in rows]
 
