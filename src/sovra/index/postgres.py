@@ -77,8 +77,12 @@ _I32 = npt.NDArray[np.int32]
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # The principal's tokens arrive per transaction as a text[] literal; none set = the empty set.
-_TOKENS = "coalesce(nullif(current_setting('sovra.tokens', true), '')::text[], '{}'::text[])"
-_INGEST = "coalesce(current_setting('sovra.ingest', true), '') = 'on'"
+# Both are scalar subqueries so that the planner evaluates them once per query (an InitPlan),
+# not once per row: parsing the array literal per row cost more than the rest of a scan.
+_TOKENS = (
+    "(SELECT coalesce(nullif(current_setting('sovra.tokens', true), '')::text[], '{}'::text[]))"
+)
+_INGEST = "(SELECT coalesce(current_setting('sovra.ingest', true), '') = 'on')"
 
 
 def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> list[str]:
@@ -110,7 +114,18 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             embedding {vector_type}({dimension}),
             tsv tsvector,
             PRIMARY KEY (document_id, id)
-        )""",
+        ) WITH (toast_tuple_target = 512)""",
+        # Keep the row the text and filter scans read small: text, title and embedding go out of
+        # line (read only for the k rows returned; HNSW holds its own copy of the vectors), the
+        # term arrays stay in the row (compressed if need be) so a scan detoasts nothing else.
+        *(
+            f"ALTER TABLE {s}.chunks ALTER COLUMN {col} SET STORAGE EXTERNAL"
+            for col in ("body", "title", "embedding", "tsv")
+        ),
+        *(
+            f"ALTER TABLE {s}.chunks ALTER COLUMN {col} SET STORAGE MAIN"
+            for col in ("terms", "tfs")
+        ),
         f"CREATE INDEX IF NOT EXISTS chunks_id ON {s}.chunks (id)",
         f"CREATE INDEX IF NOT EXISTS chunks_access ON {s}.chunks USING gin (access)",
         f"CREATE INDEX IF NOT EXISTS chunks_terms ON {s}.chunks USING gin (terms)",
@@ -658,19 +673,20 @@ class PostgresIndex:
             WITH q AS (
                 SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:qtfs AS int[])) AS q(term, qtf)
             ), hit AS (
-                SELECT c.document_id, c.id, c.seq, c.length, t.term, t.tf
-                FROM {s}.chunks c, unnest(c.terms, c.tfs) AS t(term, tf)
-                WHERE c.terms && CAST(:terms AS text[]) AND {where}
-                  AND t.term = ANY(CAST(:terms AS text[]))
+                -- One row per (matching chunk, query term it holds); the term arrays are
+                -- detoasted once per chunk by the unnest.
+                SELECT c.document_id, c.id, c.seq, c.length, q.term, q.qtf, t.tf
+                FROM {s}.chunks c, unnest(c.terms, c.tfs) AS t(term, tf), q
+                WHERE c.terms && CAST(:terms AS text[]) AND {where} AND t.term = q.term
             ), df AS (
                 SELECT term, count(*) AS df FROM hit GROUP BY term
             ), scored AS (
                 SELECT hit.document_id, hit.id, hit.seq, sum(
-                    ln(1.0 + (:n - df.df + 0.5) / (df.df + 0.5)) * q.qtf
+                    ln(1.0 + (:n - df.df + 0.5) / (df.df + 0.5)) * hit.qtf
                     * hit.tf * (:k1 + 1.0)
                     / (hit.tf + :k1 * (1.0 - :b + :b * hit.length / :avgdl))
                 ) AS score
-                FROM hit JOIN df USING (term) JOIN q USING (term)
+                FROM hit JOIN df USING (term)
                 GROUP BY hit.document_id, hit.id, hit.seq ORDER BY score DESC, hit.seq LIMIT :k
             )
             SELECT {_prefixed("c")}, scored.score FROM scored
