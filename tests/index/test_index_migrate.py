@@ -137,3 +137,33 @@ def test_cli_migrate(
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "0 of 4 documents copied" in res.stdout
+
+
+def test_cli_install_then_app_role_uses_it(
+    tmp_path: Path,
+    pgvector_url: str,  # noqa: F811
+    pg_app_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    schema = _schema(request)
+    (tmp_path / "sovra.toml").write_text(f'[index]\npg_schema = "{schema}"\n')
+    monkeypatch.setenv("PG_TEST_OWNER", pgvector_url)
+    args = ["--config", str(tmp_path / "sovra.toml"), "index", "install"]
+    res = CliRunner().invoke(
+        app, [*args, "--owner-url", pgvector_url, "--app-role", "sovra_app", "--dimension", "8"]
+    )
+    assert res.exit_code != 0  # an inline URL is refused: it may carry a password
+    res = CliRunner().invoke(
+        app,
+        [*args, "--owner-url", "env:PG_TEST_OWNER", "--app-role", "sovra_app", "--dimension", "8"],
+    )
+    assert res.exit_code == 0, res.output
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
+    try:
+        idx.replace_document("a", [chunk("a", 0)])
+        assert idx.count() == 1
+        with pytest.raises(IndexError_, match="must be owner"):
+            idx.drop()
+    finally:
+        idx.close()

@@ -54,3 +54,41 @@ def migrate_command(
         'set [index] backend = "postgres" to search there.',
         highlight=False,
     )
+
+
+@index_app.command("install")
+def install_command(
+    ctx: typer.Context,
+    owner_url: Annotated[
+        str,
+        typer.Option(
+            "--owner-url",
+            help="env:NAME or file:/path holding the URL of the role that will OWN the tables.",
+        ),
+    ],
+    app_role: Annotated[
+        str, typer.Option("--app-role", help="The role sovra connects as ([index] url).")
+    ],
+    dimension: Annotated[int, typer.Option(min=1, help="Embedding dimension of the model.")],
+) -> None:
+    """Create the postgres index schema as its owner and grant the app role only row reads and
+    writes, so sovra's own connection can neither drop the row-security policies nor switch
+    them off (docs/scale-out.md, "Index backend")."""
+    from sovra.config import ConfigError, is_secret_reference
+    from sovra.index.postgres import PostgresIndex
+    from sovra.sources.sql import read_secret
+
+    config = state(ctx).config
+    if not is_secret_reference(owner_url):
+        raise ConfigError("--owner-url must be env:NAME or file:/path (it carries credentials)")
+    PostgresIndex.install(
+        read_secret(owner_url, "--owner-url"),
+        dimension,
+        app_role=app_role,
+        schema=config.index.pg_schema,
+        vector_type=config.index.vector_type,
+    )
+    out.print(
+        f"schema {config.index.pg_schema} installed; {app_role} may read and write rows only",
+        highlight=False,
+    )
