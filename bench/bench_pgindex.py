@@ -41,10 +41,11 @@ from bench.bench_index import (
     DOC_CHUNKS,
     FAKE,
     RARE,
+    bench_chunk,
     corpus,
     doc_access,
     machine,
-    pct,
+    measure_filter,
     query_vectors,
     real_queries,
 )
@@ -83,23 +84,7 @@ def run_postgres(url: str, vector_type: str, n: int, n_queries: int) -> dict[str
     schema = f"bench_{vector_type}"
 
     def chunk(i: int) -> Chunk:
-        p = pieces[i]
-        doc = f"{p.source}:{i // DOC_CHUNKS}"
-        return Chunk(
-            id=f"{doc}#{i % DOC_CHUNKS}",
-            document_id=doc,
-            source=p.source,
-            position=i % DOC_CHUNKS,
-            text=p.text,
-            title=p.title,
-            uri="",
-            heading_path=(),
-            language=p.language,
-            access=access[i],
-            classification="internal",
-            residency="eu",
-            embedding=vecs[i],
-        )
+        return bench_chunk(pieces, vecs, access, i)  # type: ignore[no-any-return]
 
     t0 = time.perf_counter()
     idx = PostgresIndex(url, dim, schema=schema, vector_type=vector_type)
@@ -129,48 +114,7 @@ def run_postgres(url: str, vector_type: str, n: int, n_queries: int) -> dict[str
         idx.search_vector(qvecs[0], 10, filters["broad"])
     for name, flt in filters.items():
         mask = np.asarray([not flt.access_tokens.isdisjoint(a) for a in access])
-        rows = np.flatnonzero(mask)
-        sub = vecs[rows]
-        t_text: list[float] = []
-        t_vec: list[float] = []
-        t_hyb: list[float] = []
-        recall: list[float] = []
-        admitted_share: list[float] = []
-        text_full: list[float] = []
-        for (q, lang), qv in zip(queries, qvecs, strict=True):
-            a = time.perf_counter()
-            th = idx.search_text(q, lang, 10, flt)
-            b = time.perf_counter()
-            vh = idx.search_vector(qv, 10, flt)
-            c = time.perf_counter()
-            t_text.append(b - a)
-            t_vec.append(c - b)
-            t_hyb.append(c - a)
-            exact = {
-                f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
-                for r in rows[np.argsort(-(sub @ qv))[:10]]
-            }
-            got = {h.chunk.id for h in vh}
-            recall.append(len(got & exact) / max(1, min(10, len(exact))))
-            hits = th + vh
-            admitted_share.append(
-                sum(not flt.access_tokens.isdisjoint(h.chunk.access) for h in hits)
-                / max(1, len(hits))
-            )
-            text_full.append(1.0 if len(th) == 10 else 0.0)
-        out["filters"][name] = {
-            "admitted_chunks": int(mask.sum()),
-            "text_p50_ms": pct(t_text, 50),
-            "text_p99_ms": pct(t_text, 99),
-            "vector_p50_ms": pct(t_vec, 50),
-            "vector_p99_ms": pct(t_vec, 99),
-            "hybrid_p50_ms": pct(t_hyb, 50),
-            "hybrid_p99_ms": pct(t_hyb, 99),
-            "vector_recall_at_10": round(float(np.mean(recall)), 4),
-            "hits_admitted_share": round(float(np.mean(admitted_share)), 4),
-            "text_queries_with_10_hits": round(float(np.mean(text_full)), 4),
-            "queries": len(queries),
-        }
+        out["filters"][name] = measure_filter(idx, flt, mask, pieces, vecs, queries, qvecs)
     with idx._engine.begin() as conn:
         conn.execute(text("SELECT set_config('sovra.ingest', 'on', true)"))
         sizes = conn.execute(

@@ -27,7 +27,6 @@ Why this shape (docs/scale-out.md "## Index backend" has the measurements):
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import re
@@ -45,7 +44,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import ANALYSIS_VERSION, analyze, analyze_document, normalize_language
-from sovra.index.base import IndexError_
+from sovra.index.base import IndexError_, checked_chunks, normalised_embedding
+from sovra.index.embedded import _hashable
 
 SCHEMA_VERSION = "1"
 BM25_K1 = 1.2
@@ -480,45 +480,19 @@ class PostgresIndex:
 
     # ----------------------------------------------------------------- writes
 
-    def _vector(self, chunk: Chunk) -> _F32 | None:
-        if chunk.embedding is None:
-            return None
-        vec = np.asarray(chunk.embedding, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dimension:
-            raise IndexError_(
-                f"chunk {chunk.id!r} has a {vec.shape[0]}-dimensional embedding; this index "
-                f"holds {self.dimension}-dimensional ones"
-            )
-        if not np.all(np.isfinite(vec)):
-            raise IndexError_(f"chunk {chunk.id!r} has a non-finite embedding value")
-        norm = float(np.linalg.norm(vec))
-        return vec / norm if norm > 0 else vec
-
     def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
         self.replace_documents({document_id: chunks})
 
     def replace_documents(self, documents: Mapping[str, Sequence[Chunk]]) -> None:
         """Replace several documents in ONE transaction (all or nothing)."""
-        rows: list[dict[str, Any]] = []
-        for document_id, chunks in documents.items():
-            seen: set[str] = set()
-            for chunk in chunks:
-                if chunk.document_id != document_id:
-                    raise IndexError_(
-                        f"chunk {chunk.id!r} belongs to document {chunk.document_id!r}, "
-                        f"not {document_id!r}"
-                    )
-                if chunk.id in seen:
-                    raise IndexError_(f"chunk id {chunk.id!r} appears twice in {document_id!r}")
-                seen.add(chunk.id)
-                rows.append(self._row(chunk))
+        rows = [self._row(chunk) for chunk in checked_chunks(documents)]
         with self._lock, self._ingest() as conn:
             self._write(conn, list(documents), rows)
 
     def _row(self, chunk: Chunk) -> dict[str, Any]:
         body = " ".join((chunk.title, " ".join(chunk.heading_path), chunk.text))
         terms = Counter(analyze_document(body, normalize_language(chunk.language)))
-        vec = self._vector(chunk)
+        vec = normalised_embedding(chunk, self.dimension)
         return {
             "document_id": chunk.document_id,
             "id": chunk.id,
@@ -898,20 +872,6 @@ class PostgresIndex:
 
 def _prefixed(alias: str) -> str:
     return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
-
-
-def _hashable(flt: SearchFilter) -> SearchFilter:
-    try:
-        hash(flt)
-        return flt
-    except TypeError:
-        return dataclasses.replace(
-            flt,
-            access_tokens=frozenset(flt.access_tokens),
-            classification_labels=tuple(flt.classification_labels),
-            sources=None if flt.sources is None else frozenset(flt.sources),
-            languages=None if flt.languages is None else frozenset(flt.languages),
-        )
 
 
 def _reason(exc: SQLAlchemyError) -> str:
