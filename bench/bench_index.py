@@ -137,23 +137,7 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
     access = [doc_access(i // DOC_CHUNKS) for i in range(n)]
 
     def chunk(i: int) -> Chunk:
-        p = pieces[i]
-        doc = f"{p.source}:{i // DOC_CHUNKS}"
-        return Chunk(
-            id=f"{doc}#{i % DOC_CHUNKS}",
-            document_id=doc,
-            source=p.source,
-            position=i % DOC_CHUNKS,
-            text=p.text,
-            title=p.title,
-            uri="",
-            heading_path=(),
-            language=p.language,
-            access=access[i],
-            classification="internal",
-            residency="eu",
-            embedding=vecs[i],
-        )
+        return bench_chunk(pieces, vecs, access, i)
 
     t0 = time.perf_counter()
     idx = open_index(path, dimension=dim, backend=backend)
@@ -203,59 +187,98 @@ def run_backend(backend: str, n: int, n_queries: int, workdir: Path) -> dict[str
     for q, lang in queries[:20]:  # warm-up
         idx.search_text(q, lang, 10, filters["broad"])
     for name, flt in filters.items():
-        mask = admitted[name]
-        rows = np.flatnonzero(mask)
-        sub = vecs[rows]
-        t_text: list[float] = []
-        t_vec: list[float] = []
-        t_hyb: list[float] = []
-        c_hyb: list[float] = []  # process CPU time: less distorted by other load on the box
-        recall: list[float] = []
-        admitted_share: list[float] = []
-        text_full: list[float] = []
-        for (q, lang), qv in zip(queries, qvecs, strict=True):
-            cpu0 = time.process_time()
-            a = time.perf_counter()
-            th = idx.search_text(q, lang, 10, flt)
-            b = time.perf_counter()
-            vh = idx.search_vector(qv, 10, flt)
-            c = time.perf_counter()
-            c_hyb.append(time.process_time() - cpu0)
-            t_text.append(b - a)
-            t_vec.append(c - b)
-            t_hyb.append(c - a)
-            exact = {
-                f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
-                for r in rows[np.argsort(-(sub @ qv))[:10]]
-            }
-            got = {h.chunk.id for h in vh}
-            recall.append(len(got & exact) / max(1, min(10, len(exact))))
-            hits = th + vh
-            admitted_share.append(
-                sum(not flt.access_tokens.isdisjoint(h.chunk.access) for h in hits)
-                / max(1, len(hits))
-            )
-            text_full.append(1.0 if len(th) == 10 else 0.0)
-        out["filters"][name] = {
-            "admitted_chunks": int(mask.sum()),
-            "text_p50_ms": pct(t_text, 50),
-            "text_p99_ms": pct(t_text, 99),
-            "vector_p50_ms": pct(t_vec, 50),
-            "vector_p99_ms": pct(t_vec, 99),
-            "hybrid_p50_ms": pct(t_hyb, 50),
-            "hybrid_p99_ms": pct(t_hyb, 99),
-            "hybrid_cpu_p50_ms": pct(c_hyb, 50),
-            "hybrid_cpu_p99_ms": pct(c_hyb, 99),
-            "vector_recall_at_10": round(float(np.mean(recall)), 4),
-            "hits_admitted_share": round(float(np.mean(admitted_share)), 4),
-            "text_queries_with_10_hits": round(float(np.mean(text_full)), 4),
-            "queries": len(queries),
-        }
+        out["filters"][name] = measure_filter(
+            idx, flt, admitted[name], pieces, vecs, queries, qvecs
+        )
     idx.close()
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
     out["disk_mb"] = round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
     shutil.rmtree(path, ignore_errors=True)
     return out
+
+
+def bench_chunk(
+    pieces: list[Piece], vecs: np.ndarray, access: list[tuple[str, ...]], i: int
+) -> Any:
+    """Chunk i of the tiled corpus: documents of DOC_CHUNKS chunks, labels from `access`."""
+    from sovra.domain import Chunk
+
+    p = pieces[i]
+    doc = f"{p.source}:{i // DOC_CHUNKS}"
+    return Chunk(
+        id=f"{doc}#{i % DOC_CHUNKS}",
+        document_id=doc,
+        source=p.source,
+        position=i % DOC_CHUNKS,
+        text=p.text,
+        title=p.title,
+        uri="",
+        heading_path=(),
+        language=p.language,
+        access=access[i],
+        classification="internal",
+        residency="eu",
+        embedding=vecs[i],
+    )
+
+
+def measure_filter(
+    idx: Any,
+    flt: Any,
+    mask: np.ndarray,
+    pieces: list[Piece],
+    vecs: np.ndarray,
+    queries: list[tuple[str, str]],
+    qvecs: np.ndarray,
+) -> dict[str, Any]:
+    """Latency p50/p99 (text, vector, hybrid), vector recall@10 against exact filtered brute
+    force, admitted share of hits, and text queries with 10 hits, for one filter."""
+    rows = np.flatnonzero(mask)
+    sub = vecs[rows]
+    t_text: list[float] = []
+    t_vec: list[float] = []
+    t_hyb: list[float] = []
+    c_hyb: list[float] = []  # process CPU time: less distorted by other load on the box
+    recall: list[float] = []
+    admitted_share: list[float] = []
+    text_full: list[float] = []
+    for (q, lang), qv in zip(queries, qvecs, strict=True):
+        cpu0 = time.process_time()
+        a = time.perf_counter()
+        th = idx.search_text(q, lang, 10, flt)
+        b = time.perf_counter()
+        vh = idx.search_vector(qv, 10, flt)
+        c = time.perf_counter()
+        c_hyb.append(time.process_time() - cpu0)
+        t_text.append(b - a)
+        t_vec.append(c - b)
+        t_hyb.append(c - a)
+        exact = {
+            f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
+            for r in rows[np.argsort(-(sub @ qv))[:10]]
+        }
+        got = {h.chunk.id for h in vh}
+        recall.append(len(got & exact) / max(1, min(10, len(exact))))
+        hits = th + vh
+        admitted_share.append(
+            sum(not flt.access_tokens.isdisjoint(h.chunk.access) for h in hits) / max(1, len(hits))
+        )
+        text_full.append(1.0 if len(th) == 10 else 0.0)
+    return {
+        "admitted_chunks": int(mask.sum()),
+        "text_p50_ms": pct(t_text, 50),
+        "text_p99_ms": pct(t_text, 99),
+        "vector_p50_ms": pct(t_vec, 50),
+        "vector_p99_ms": pct(t_vec, 99),
+        "hybrid_p50_ms": pct(t_hyb, 50),
+        "hybrid_p99_ms": pct(t_hyb, 99),
+        "hybrid_cpu_p50_ms": pct(c_hyb, 50),
+        "hybrid_cpu_p99_ms": pct(c_hyb, 99),
+        "vector_recall_at_10": round(float(np.mean(recall)), 4),
+        "hits_admitted_share": round(float(np.mean(admitted_share)), 4),
+        "text_queries_with_10_hits": round(float(np.mean(text_full)), 4),
+        "queries": len(queries),
+    }
 
 
 _FRESH = """

@@ -348,7 +348,24 @@ class EmbeddingConfig(_Strict):
 
 
 class IndexConfig(_Strict):
-    backend: Literal["embedded", "lance"] = "embedded"
+    backend: Literal["embedded", "lance", "postgres"] = "embedded"
+    url: str = ""
+    """postgres only: `env:NAME` or `file:/path` holding the PostgreSQL URL (it carries
+    credentials, so it stays out of the file); empty = the `[workspace] database_url`."""
+    pg_schema: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "sovra_index"
+    """postgres only: the schema holding this workspace's index tables."""
+    vector_type: Literal["vector", "halfvec"] = "vector"
+    """postgres only: float32 (`vector`) or float16 (`halfvec`, half the memory and disk)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_by_reference(cls, value: str) -> str:
+        if value and not is_secret_reference(value):
+            raise ValueError(
+                'must be a reference such as "env:SOVRA_INDEX_URL" or "file:/path" (the URL '
+                "carries credentials, so it stays out of the file)"
+            )
+        return value
 
 
 class SearchConfig(_Strict):
@@ -772,6 +789,36 @@ class Config(_Strict):
                 "(shared stores run on PostgreSQL only)"
             )
         return url
+
+    def index_url(self) -> str | None:
+        """The PostgreSQL URL of the postgres index; None for the other backends."""
+        return self.postgres_index_url() if self.index.backend == "postgres" else None
+
+    def postgres_index_url(self) -> str:
+        """`[index] url`, else the workspace's `database_url` (also where `sovra index migrate`
+        copies to). Unset references are errors naming the field: the index must never quietly
+        open somewhere else."""
+        ref = self.index.url
+        if not ref:
+            url = self.shared_database_url()
+            if url is None:
+                raise ConfigError(
+                    'the postgres index needs a database: set index.url = "env:NAME" '
+                    "(or file:/path), or workspace.database_url"
+                )
+            return url
+        if ref.startswith("env:"):
+            value = os.environ.get(ref[4:], "").strip()
+            if not value:
+                raise ConfigError(f"index.url names ${ref[4:]}, which is not set")
+        else:
+            try:
+                value = self.resolve(Path(ref[5:])).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"index.url: cannot read {ref[5:]}: {exc.strerror}") from None
+        if not value.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            raise ConfigError(f"index.url: {ref} must hold a postgresql:// URL")
+        return value
 
     def resolve(self, path: Path) -> Path:
         """Paths in the config are relative to the config file's folder."""

@@ -310,6 +310,9 @@ class Workspace:
                 self.home / "index",
                 backend=self.config.index.backend,
                 dimension=self.embedder.dimension,
+                url=self.config.index_url(),
+                schema=self.config.index.pg_schema,
+                vector_type=self.config.index.vector_type,
             )
         return self._index
 

@@ -12,11 +12,14 @@ from pathlib import Path
 
 from sovra.domain import Chunk
 from sovra.index import open_index
+from tests.index.conftest import schema_for
 
 
 def main() -> None:
     backend, path, progress = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    idx = open_index(path, dimension=4, backend=backend)
+    # postgres: the database comes from the test (the same schema the test reopens).
+    url = os.environ.get("SOVRA_TEST_INDEX_URL")
+    idx = open_index(path, dimension=4, backend=backend, url=url, schema=schema_for(path))
     version = 0
     while True:
         version += 1

@@ -11,14 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from sovra.index import open_index
-from tests.support.index import everyone
+from tests.support.index import Opener, everyone
 
 WORKER = Path(__file__).with_name("index_crash_worker.py")
 
 
-def _kill_mid_write(backend: str, path: Path, progress: Path, min_version: int) -> None:
+def _kill_mid_write(
+    backend: str, path: Path, progress: Path, min_version: int, url: str | None
+) -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    if url is not None:
+        env["SOVRA_TEST_INDEX_URL"] = url
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), backend, str(path), str(progress)], env=env
     )
@@ -38,11 +41,14 @@ def _kill_mid_write(backend: str, path: Path, progress: Path, min_version: int) 
 
 
 @pytest.mark.parametrize("round_", [1, 2])
-def test_kill_9_mid_write_keeps_previous_state(backend: str, tmp_path: Path, round_: int) -> None:
+def test_kill_9_mid_write_keeps_previous_state(
+    backend: str, opener: Opener, tmp_path: Path, round_: int, request: pytest.FixtureRequest
+) -> None:
     path = tmp_path / "index"
     progress = tmp_path / "progress"
-    _kill_mid_write(backend, path, progress, min_version=3 * round_)
-    idx = open_index(path, dimension=4, backend=backend)
+    url = str(request.getfixturevalue("pg_app_url")) if backend == "postgres" else None
+    _kill_mid_write(backend, path, progress, min_version=3 * round_, url=url)
+    idx = opener(dimension=4, path=path)
     try:
         assert idx.count() == 15
         assert idx.document_ids() == {"d0", "d1", "d2"}

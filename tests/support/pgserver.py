@@ -28,3 +28,19 @@ def pgvector_url() -> Iterator[str]:
         yield url
     finally:
         server.cleanup()
+
+
+APP_ROLE = "sovra_app"
+
+
+@pytest.fixture(scope="session")
+def pg_app_url(pgvector_url: str) -> str:
+    """URL of an ordinary login role (no superuser, no BYPASSRLS) that may create schemas: the
+    role sovra connects as, so row-level security applies to everything it runs."""
+    psycopg = pytest.importorskip("psycopg")
+    from sqlalchemy.engine import make_url
+
+    with psycopg.connect(pgvector_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS")
+        conn.execute(f"GRANT CREATE ON DATABASE {make_url(pgvector_url).database} TO {APP_ROLE}")
+    return make_url(pgvector_url).set(username=APP_ROLE, password=None).render_as_string(False)

@@ -21,6 +21,7 @@ from sovra.cli import (
     endpoints,
     evals,
     flows,
+    index,
     inventory,
     models,
     monitor,
@@ -65,6 +66,7 @@ app.add_typer(serve.apikey_app, name="apikey")
 app.add_typer(flows.flow_app, name="flow")
 app.add_typer(inventory.inventory_app, name="inventory")
 app.add_typer(monitor.monitor_app, name="monitor")
+app.add_typer(index.index_app, name="index")
 
 
 @app.callback()

@@ -52,14 +52,31 @@ def eval_retrieval(
             help="Also score plain BM25 (bm25s + Snowball / bigrams) on each collection.",
         ),
     ] = True,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="Index backend to evaluate: embedded, or postgres (the database of [index] url "
+            "/ [workspace] database_url; a throwaway schema per collection).",
+        ),
+    ] = "embedded",
+    text_ranking: Annotated[
+        str,
+        typer.Option(
+            "--text-ranking",
+            help="postgres only: bm25 (sovra's analyser, the backend's default) or ts_rank "
+            "(PostgreSQL text search, a regconfig per detected language), to compare.",
+        ),
+    ] = "bm25",
     data: EvalDataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """nDCG@10, Recall@100 and MRR per collection: full text, vector, hybrid, BM25 reference."""
+    import uuid
     from dataclasses import asdict
 
     from sovra.evals.collections import standard_collections
-    from sovra.evals.retrieval_eval import evaluate_collection
+    from sovra.evals.retrieval_eval import EvalBackend, evaluate_collection
     from sovra.search import FusionSettings
     from sovra.workspace import embedder_for
 
@@ -74,6 +91,9 @@ def eval_retrieval(
             import bm25s  # noqa: F401
         except ImportError:
             fail("the BM25 reference needs bm25s: pip install 'sovra[bench]', or --no-reference")
+    if backend not in ("embedded", "postgres"):
+        fail(f"unknown --backend {backend!r}; use embedded or postgres")
+    url = cfg.postgres_index_url() if backend == "postgres" else None
     embedder = embedder_for(cfg)
     s = cfg.search
     settings = FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates)
@@ -90,6 +110,13 @@ def eval_retrieval(
                     total=total, completed=done, description=what
                 ),
                 reference=reference,
+                backend=EvalBackend(
+                    backend,
+                    url,
+                    schema=f"sovra_eval_{uuid.uuid4().hex[:12]}",
+                    vector_type=cfg.index.vector_type,
+                    text_ranking=text_ranking,
+                ),
             )
         reports.append(report)
         if not json_out:

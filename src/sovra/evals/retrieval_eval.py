@@ -122,6 +122,18 @@ def with_query_vectors(
     return memo(embedder)
 
 
+@dataclass(frozen=True)
+class EvalBackend:
+    """The index backend an evaluation builds its throwaway index on (default: embedded).
+    For postgres, `schema` must be new: it is created for the run and dropped after it."""
+
+    name: str = "embedded"
+    url: str | None = None
+    schema: str = "sovra_eval"
+    vector_type: str = "vector"
+    text_ranking: str = "bm25"
+
+
 def build_eval_index(
     path: Path,
     docs: Sequence[tuple[str, str, str]],
@@ -129,11 +141,23 @@ def build_eval_index(
     vectors: Vectors,
     dimension: int,
     progress: Progress | None = None,
+    backend: EvalBackend | None = None,
 ) -> Index:
     """A fresh index with one public chunk per (id, title, text); the chunk's uri is the id."""
     from sovra.index import open_index
 
-    index = open_index(path, dimension=dimension)
+    if backend is None or backend.name == "embedded":
+        index = open_index(path, dimension=dimension)
+    else:
+        index = open_index(
+            path,
+            dimension=dimension,
+            backend=backend.name,
+            url=backend.url,
+            schema=backend.schema,
+            vector_type=backend.vector_type,
+            text_ranking=backend.text_ranking,
+        )
     batch: dict[str, list[Chunk]] = {}
     for i, (doc_id, title, text) in enumerate(docs):
         chunk = Chunk(
@@ -232,6 +256,7 @@ def evaluate_collection(
     max_queries: int | None = None,
     progress: Progress | None = None,
     reference: bool = False,
+    backend: EvalBackend | None = None,
 ) -> CollectionReport:
     from sovra.ingest.language import detect_languages
 
@@ -248,6 +273,7 @@ def evaluate_collection(
             vectors,
             embedder.dimension,
             progress,
+            backend,
         )
         try:
             flt = SearchFilter(access_tokens=frozenset({PUBLIC}))
@@ -279,5 +305,8 @@ def evaluate_collection(
             if reference:
                 report.methods[REFERENCE] = bm25_reference(collection, qids, texts, doc_ids)
         finally:
+            drop = getattr(index, "drop", None)
+            if callable(drop):
+                drop()  # a throwaway postgres schema: leave nothing behind in the database
             index.close()
     return report

@@ -2,7 +2,8 @@
 
 `open_index(path, dimension=...)` is the one way the rest of sovra opens an index; the
 backend name comes from `sovra.toml` (`embedded` by default, `lance` for the LanceDB
-comparison backend).
+comparison backend, `postgres` for PostgreSQL + pgvector, where `url` says which database and
+`schema` which index in it; `path` is then unused).
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from sovra.index.analysis import analyze, normalize_language, supported_language
 from sovra.index.base import Index, IndexError_
 from sovra.index.embedded import EmbeddedIndex
 
-BACKENDS = ("embedded", "lance")
+BACKENDS = ("embedded", "lance", "postgres")
 
 
-def open_index(path: Path | str, *, dimension: int, backend: str = "embedded") -> Index:
+def open_index(
+    path: Path | str,
+    *,
+    dimension: int,
+    backend: str = "embedded",
+    url: str | None = None,
+    schema: str = "sovra_index",
+    vector_type: str = "vector",
+    text_ranking: str = "bm25",
+) -> Index:
     """Open (or create) the index in directory `path` for `dimension`-long embeddings."""
     if backend == "embedded":
         return EmbeddedIndex(path, dimension)
@@ -24,6 +34,17 @@ def open_index(path: Path | str, *, dimension: int, backend: str = "embedded") -
         from sovra.index.lance import LanceIndex
 
         return LanceIndex(path, dimension)
+    if backend == "postgres":
+        if not url:
+            raise IndexError_(
+                "the postgres index backend needs a database: set [index] url (env:NAME or "
+                "file:/path) or [workspace] database_url"
+            )
+        from sovra.index.postgres import PostgresIndex
+
+        return PostgresIndex(
+            url, dimension, schema=schema, vector_type=vector_type, text_ranking=text_ranking
+        )
     raise IndexError_(f"unknown index backend {backend!r}; use one of {', '.join(BACKENDS)}")
 
 

