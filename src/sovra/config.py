@@ -349,6 +349,10 @@ class EmbeddingConfig(_Strict):
 
 class IndexConfig(_Strict):
     backend: Literal["embedded", "lance"] = "embedded"
+    # Approximate (HNSW) vector search in the embedded engine: "auto" switches it on from
+    # ann_min_chunks embedded chunks (docs/index.md "Approximate vector search").
+    ann: Literal["auto", "off", "on"] = "auto"
+    ann_min_chunks: int = Field(default=200_000, ge=1)
 
 
 class SearchConfig(_Strict):

@@ -304,12 +304,15 @@ class Workspace:
     @property
     def index(self) -> Index:
         if self._index is None:
-            from sovra.index import open_index
+            from sovra.index import AnnSettings, open_index
 
             self._index = open_index(
                 self.home / "index",
                 backend=self.config.index.backend,
                 dimension=self.embedder.dimension,
+                ann=AnnSettings(
+                    mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
+                ),
             )
         return self._index
 

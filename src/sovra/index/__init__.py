@@ -10,16 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from sovra.index.analysis import analyze, normalize_language, supported_languages
+from sovra.index.ann import AnnSettings
 from sovra.index.base import Index, IndexError_
 from sovra.index.embedded import EmbeddedIndex
 
 BACKENDS = ("embedded", "lance")
 
 
-def open_index(path: Path | str, *, dimension: int, backend: str = "embedded") -> Index:
-    """Open (or create) the index in directory `path` for `dimension`-long embeddings."""
+def open_index(
+    path: Path | str, *, dimension: int, backend: str = "embedded", ann: AnnSettings | None = None
+) -> Index:
+    """Open (or create) the index in directory `path` for `dimension`-long embeddings
+    (`ann`: the embedded engine's approximate vector search settings)."""
     if backend == "embedded":
-        return EmbeddedIndex(path, dimension)
+        return EmbeddedIndex(path, dimension, ann=ann)
     if backend == "lance":
         from sovra.index.lance import LanceIndex
 
@@ -29,6 +33,7 @@ def open_index(path: Path | str, *, dimension: int, backend: str = "embedded") -
 
 __all__ = [
     "BACKENDS",
+    "AnnSettings",
     "EmbeddedIndex",
     "Index",
     "IndexError_",
