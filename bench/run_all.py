@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAIN = [
     "bench.bench_index",
     "bench.bench_pgindex",
+    "bench.bench_cost_curve",
     "bench.bench_ingest",
     "bench.bench_audit",
     "bench.bench_policy",

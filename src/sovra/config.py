@@ -357,6 +357,11 @@ class IndexConfig(_Strict):
     vector_type: Literal["vector", "halfvec"] = "vector"
     """postgres only: float32 (`vector`) or float16 (`halfvec`, half the memory and disk)."""
 
+    # Approximate (HNSW) vector search in the embedded engine: "auto" switches it on from
+    # ann_min_chunks embedded chunks (docs/configuration.md, `[index]`).
+    ann: Literal["auto", "off", "on"] = "auto"
+    ann_min_chunks: int = Field(default=200_000, ge=1)
+
     @field_validator("url")
     @classmethod
     def _url_by_reference(cls, value: str) -> str:

@@ -304,7 +304,7 @@ class Workspace:
     @property
     def index(self) -> Index:
         if self._index is None:
-            from sovra.index import open_index
+            from sovra.index import AnnSettings, open_index
 
             self._index = open_index(
                 self.home / "index",
@@ -313,6 +313,9 @@ class Workspace:
                 url=self.config.index_url(),
                 schema=self.config.index.pg_schema,
                 vector_type=self.config.index.vector_type,
+                ann=AnnSettings(
+                    mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
+                ),
             )
         return self._index
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sovra.index.analysis import analyze, normalize_language, supported_languages
+from sovra.index.ann import AnnSettings
 from sovra.index.base import Index, IndexError_
 from sovra.index.embedded import EmbeddedIndex
 
@@ -26,10 +27,12 @@ def open_index(
     schema: str = "sovra_index",
     vector_type: str = "vector",
     text_ranking: str = "bm25",
+    ann: AnnSettings | None = None,
 ) -> Index:
-    """Open (or create) the index in directory `path` for `dimension`-long embeddings."""
+    """Open (or create) the index in directory `path` for `dimension`-long embeddings
+    (`ann`: the embedded engine's approximate vector search settings)."""
     if backend == "embedded":
-        return EmbeddedIndex(path, dimension)
+        return EmbeddedIndex(path, dimension, ann=ann)
     if backend == "lance":
         from sovra.index.lance import LanceIndex
 
@@ -50,6 +53,7 @@ def open_index(
 
 __all__ = [
     "BACKENDS",
+    "AnnSettings",
     "EmbeddedIndex",
     "Index",
     "IndexError_",

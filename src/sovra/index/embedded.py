@@ -24,6 +24,9 @@ Why this shape (see docs/benchmarks.md "## Index engine" for the measurements):
   admitted chunks only, so scores reveal nothing about chunks the caller cannot read.
 * **Vectors** are normalised float32 rows; cosine search is an exact dot product over the
   admitted rows (a gather when the filter is selective, one matrix-vector product when not).
+  From `[index] ann_min_chunks` vectors on (`ann = "auto"`), a broad filter searches an HNSW
+  graph instead (`sovra.index.ann`): candidates are checked against the same exact mask, so
+  the graph changes ranking recall, never what a caller can see.
 
 One process owns an index directory (an advisory lock enforces it); threads share one
 instance safely behind a lock.
@@ -57,6 +60,7 @@ from sovra.index.analysis import (
     analyze_document,
     normalize_language,
 )
+from sovra.index.ann import GRAPH_NAME, AnnGraph, AnnSettings
 from sovra.index.base import IndexError_
 from sovra.storage import (
     Synchronous,
@@ -452,6 +456,7 @@ class EmbeddedIndex:
         *,
         synchronous: str = "NORMAL",
         snapshot_min_chunks: int = SNAPSHOT_MIN_CHUNKS,
+        ann: AnnSettings | None = None,
     ) -> None:
         if dimension <= 0:
             raise IndexError_(f"embedding dimension must be positive, got {dimension}")
@@ -485,6 +490,8 @@ class EmbeddedIndex:
             self._filters = _FilterCache()
             self._snapshot_min = snapshot_min_chunks
             self._snapshot_generation = -1
+            self._ann_settings = ann or AnnSettings()
+            self._ann: AnnGraph | None = None  # built or loaded on the first search needing it
             if not self._load_snapshot():
                 self._load()
         except BaseException:
@@ -601,6 +608,7 @@ class EmbeddedIndex:
             self._closed = True
             try:
                 self._save_snapshot()
+                self._save_graph()
             finally:
                 self._release()
 
@@ -831,10 +839,15 @@ class EmbeddedIndex:
             raise
         # Committed: mirror it in memory (tombstone the old slots, append the new ones).
         self._generation += 1
+        self._graph_forget([doc for doc, _ in prepared])
         for document_id, _ in prepared:
             mem.remove_document(document_id)
         for document_id, rowid, labels, mod, ids, tfs, vec in staged:
             mem.add(document_id, rowid, labels, mod, ids, tfs, vec)
+        if self._ann is not None:
+            added = [(rowid, vec) for _, rowid, _, _, _, _, vec in staged if vec is not None]
+            if added:
+                self._ann.queue_add([r for r, _ in added], np.stack([v for _, v in added]))
         if mem.dead > max(1024, mem.n // 4):
             mem.compact()
 
@@ -853,6 +866,7 @@ class EmbeddedIndex:
                     (str(self._generation + 1),),
                 )
             self._generation += 1
+            self._graph_forget(ids)
             for doc in ids:
                 self._mem.remove_document(doc)
             if self._mem.dead > max(1024, self._mem.n // 4):
@@ -973,6 +987,8 @@ class EmbeddedIndex:
                 return []
             mem = self._mem
             key = ("vector", _hashable(flt))
+            # A write since the last search invalidates every cached mask (slots may move).
+            self._filters.reset(self._generation)
             cached = self._filters.vector_masks.get(key)
             if cached is None:
                 vmask = self._mask(flt) & mem.has_vec[: mem.n]
@@ -983,6 +999,12 @@ class EmbeddedIndex:
             vmask, admitted = cached
             if admitted == 0:
                 return []
+            if admitted > self._ann_settings.exact_max:
+                graph = self._graph()
+                if graph is not None:
+                    hits = self._search_graph(graph, q, k, vmask, admitted)
+                    if hits is not None:
+                        return hits
             if admitted <= _GATHER_SHARE * mem.n:
                 # Selective filter: score only the admitted rows (exact, and cheap).
                 rows = np.flatnonzero(vmask).astype(np.int32)
@@ -993,6 +1015,78 @@ class EmbeddedIndex:
             top = np.argpartition(-scores, min(k, mem.n) - 1)[:k]
             top = top[vmask[top]]  # fewer than k admitted rows: drop the masked fill-ins
             return self._top(top.astype(np.int32), scores[top], k, "vector")
+
+    # ----------------------------------------------------------------- ANN graph
+
+    def _vector_rowids(self) -> _I64:
+        mem = self._mem
+        live = mem.alive[: mem.n] & mem.has_vec[: mem.n]
+        return mem.rowid[: mem.n][live]
+
+    def _slots_of(self, rowids: npt.NDArray[Any]) -> _I64:
+        """Slots of live vector rows with these rowids (slots ascend with rowid); -1 if none."""
+        mem = self._mem
+        keys = np.asarray(rowids, dtype=np.int64)
+        slots = np.searchsorted(mem.rowid[: mem.n], keys).astype(np.int64)
+        slots[slots >= mem.n] = 0
+        ok = (mem.rowid[slots] == keys) & mem.alive[slots] & mem.has_vec[slots]
+        return np.where(ok, slots, -1)
+
+    def _graph(self) -> AnnGraph | None:
+        """The HNSW graph when the settings want one at this size (loaded or built lazily)."""
+        mem = self._mem
+        live = int(np.count_nonzero(mem.alive[: mem.n] & mem.has_vec[: mem.n]))
+        if not self._ann_settings.wanted(live):
+            return None
+        if self._ann is None:
+            graph = AnnGraph.load(
+                self.path, self.dimension, self._ann_settings, self._meta("db_id") or ""
+            )
+            # Loaded or empty, the graph is brought to the database's state before first use.
+            graph.reconcile(self._vector_rowids(), lambda r: mem.vectors[self._slots_of(r)].copy())
+            self._ann = graph
+        return self._ann
+
+    def _graph_forget(self, document_ids: Iterable[str]) -> None:
+        """Queue removal of these documents' current vectors from the graph, if there is one."""
+        if self._ann is None:
+            return
+        mem = self._mem
+        slots = [s for doc in document_ids for s in mem.doc_slots.get(doc, ())]
+        if slots:
+            arr = np.asarray(slots, dtype=np.int64)
+            self._ann.queue_remove(mem.rowid[arr[mem.has_vec[arr]]])
+
+    def _search_graph(
+        self, graph: AnnGraph, q: _F32, k: int, vmask: _BOOL, admitted: int
+    ) -> list[ScoredChunk] | None:
+        """Top k admitted chunks via the graph, or None to fall back to exact search.
+
+        The fetch is sized by the filter's selectivity and widened until k admitted candidates
+        are found; each candidate is checked against the exact mask and re-scored exactly.
+        """
+        total = len(graph)
+        if total == 0:
+            return None
+        share = admitted / total
+        count = max(10 * k, math.ceil(8 * k / share))
+        while True:
+            keys = graph.search(q, count)
+            slots = self._slots_of(keys)
+            slots = slots[slots >= 0]
+            cand = slots[vmask[slots]].astype(np.int32)
+            if cand.shape[0] >= min(k, admitted):
+                scores = (self._mem.vectors[cand] @ q).astype(np.float32)
+                return self._top(cand, scores, k, "vector")
+            if count >= total or count >= 8 * self._ann_settings.exact_max:
+                return None
+            count *= 4
+
+    def _save_graph(self) -> None:
+        if self._ann is None:
+            return
+        if self._ann.dirty or not (self.path / GRAPH_NAME).exists():
+            self._ann.save(self.path, self._meta("db_id") or "")
 
     def _top(self, rows: _I32, scores: _F32, k: int, channel: str) -> list[ScoredChunk]:
         if rows.size > k:
