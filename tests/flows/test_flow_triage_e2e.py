@@ -315,7 +315,7 @@ def test_unrelated_ticket_gets_no_draft_and_goes_to_a_person(site: Path, smtp: I
     events = [
         e for e in audit_events(site, "flow.draft.edit") if e["details"]["run_id"] == run["id"]
     ]
-    assert len(events) == 1 and events[0]["actor"] == "erin"
+    assert len(events) == 1 and events[0]["actor"] == "user:erin"
     details = events[0]["details"]
     assert details["original_sha256"] != details["edited_sha256"]
     assert details["edited_sha256"] == edited["edit"]["edited_sha256"]

@@ -8,6 +8,7 @@ who, original and edited digests) and is what the run stores.
 from __future__ import annotations
 
 import csv
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,19 @@ def waiting_run(workspace: Workspace, shared_data: Path) -> dict[str, Any]:
         [f"{r['title']}\n{r['body']}" for r in rows], [r["category"] for r in rows]
     )
     inputs = {"title": "etcd database quota low space", "body": "the cluster warns; please help"}
-    with _LOCK, workspace.flows(classifiers={"ticket-category": classifier}) as flows:
-        run = flows.start("reply", inputs, "alice")
-        return flows.show(run.id)
+    shown: dict[str, Any] = {}
+
+    def start() -> None:
+        with _LOCK, workspace.flows(classifiers={"ticket-category": classifier}) as flows:
+            shown.update(flows.show(flows.start("reply", inputs, "alice").id))
+
+    # Playwright's sync API keeps an event loop on this thread, and DBOS refuses to run its
+    # synchronous calls there: start the run on a thread of its own, as the server would.
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join(timeout=300)
+    assert shown, "the run did not start (see the log above)"
+    return shown
 
 
 def test_a_non_approver_sees_no_reply_box(
@@ -156,6 +167,6 @@ def test_approver_edits_the_draft_and_the_edit_is_what_is_stored(
         ]
     finally:
         log.close()
-    assert len(edits) == 1 and edits[0]["actor"] == "erin"
+    assert len(edits) == 1 and edits[0]["actor"] == "user:erin"
     assert edits[0]["details"]["original_sha256"] != edits[0]["details"]["edited_sha256"]
     assert edits[0]["details"]["had_draft"] is True
