@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "category_shown": (steps["category"]["output"] or {}).get("display"),
                         "urgency_shown": (steps["urgency"]["output"] or {}).get("display"),
                         "draft": draft.get("text", ""),
+                        "evidence": draft.get("evidence"),
                         "citations": [
                             {"title": c["title"], "uri": c["uri"], "quote": c["quote"][:300]}
                             for c in draft.get("citations", [])

@@ -242,6 +242,7 @@ def test_shipped_ticket_gets_a_cited_reply_with_label_names(site: Path, smtp: In
     retrieved = steps["related"]["output"]["chunk_ids"]
     draft = steps["draft"]["output"]
     assert draft["found"] and draft["text"].strip() and draft["reason"] == ""
+    assert draft["evidence"] >= 0.47  # the answerer's calibrated threshold ([answer] min_score)
     assert "I found nothing" not in draft["text"]
     assert draft["citations"], draft
     # Drafted from exactly the passages the retrieve step found.

@@ -240,6 +240,7 @@ class Answerer:
             model=self.embedder.name if self.embedder is not None else "bm25",
             language=language,
             flags=flags,
+            evidence=round(float(ex.best_score), 4),
         )
 
     def _generate(

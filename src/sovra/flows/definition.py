@@ -168,6 +168,10 @@ class DraftStep(_Step):
     passages: str | None = None
     """A reference to a retrieve step's `chunk_ids` (`${steps.related.chunk_ids}`): draft from
     exactly the passages it found (each read again as the requester), not from a new search."""
+    min_evidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Relevant only when the best quoted sentence scores at least this (the answer's
+    `evidence`); unset = the answerer's calibrated `[answer] min_score` alone. A reply mailed
+    without a person reading it may need a stricter bar than an answer on screen."""
     nothing_found: str | None = None
     """When no passage is relevant enough to quote (the answerer's calibrated evidence
     threshold), produce no reply and go to this approve step: a person writes the reply or
@@ -289,6 +293,7 @@ STEP_OUTPUTS: dict[str, frozenset[str]] = {
         {
             "text",
             "reason",
+            "evidence",
             "provenance",
             "edit",
             "citations",

@@ -449,13 +449,18 @@ class Engine:
                         answer = event.answer
                 assert answer is not None
                 endpoint = answer.endpoint
-                relevant = answer.found and bool(answer.citations)
+                relevant = (
+                    answer.found
+                    and bool(answer.citations)
+                    and (step.min_evidence is None or answer.evidence >= step.min_evidence)
+                )
                 output = {
                     # Never the not-found sentence as a reply: no draft at all, and a person
                     # decides (or, without `nothing_found`, the run fails below).
                     "text": answer.text if relevant else "",
                     "found": relevant,
                     "reason": "" if relevant else NO_DRAFT,
+                    "evidence": answer.evidence,
                     "provenance": (
                         f"Drafted by sovra ({answer.generation}"
                         + (f", {answer.endpoint}" if answer.endpoint != answer.generation else "")
