@@ -104,6 +104,38 @@ def train(rows: list[dict[str, str]], field: str) -> Any:
     return train_classifier([f"{r['title']}\n{r['body']}" for r in rows], [r[field] for r in rows])
 
 
+def summarize(records: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The figures of one run's records (and of the hand judgements, when given)."""
+    n = max(1, len(records))
+    drafted = [r for r in records if r["draft"]]
+    cited = [r for r in drafted if r["citations"]]
+    no_draft = [r for r in records if not r["draft"]]
+    sample = random.Random(args.seed).sample(drafted, min(args.sample, len(drafted)))
+    figures: dict[str, Any] = {
+        "tickets": len(records),
+        "drafts": len(drafted),
+        "drafts_with_citation": len(cited),
+        "share_with_citation": round(len(cited) / n, 3),
+        "no_draft_to_person": len(no_draft),
+        "share_no_draft_to_person": round(len(no_draft) / n, 3),
+        "drafts_sent_without_approval": sum(1 for r in drafted if r["status"] == "completed"),
+        "sample_rows": [r["row"] for r in sample],
+        "seconds_per_ticket": round(sum(r["took_s"] for r in records) / n, 2),
+    }
+    if args.judgements is not None:
+        judged = json.loads(args.judgements.read_text(encoding="utf-8"))["judgements"]
+        marks = [bool(judged[r["row"]]["relevant"]) for r in sample if r["row"] in judged]
+        figures["judged"] = len(marks)
+        figures["judged_relevant"] = sum(marks)
+        if marks:
+            figures["share_judged_relevant"] = round(sum(marks) / len(marks), 3)
+            # The judged share applied to every draft, over all tickets.
+            figures["est_share_tickets_with_relevant_draft"] = round(
+                len(drafted) / n * sum(marks) / len(marks), 3
+            )
+    return figures
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from sovra.config import load_config
     from sovra.flows.actions import TicketStore
@@ -168,37 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             flows.close()
             ws.close()
             store.close()
-    drafted = [r for r in records if r["draft"]]
-    cited = [r for r in drafted if r["citations"]]
-    sample = random.Random(args.seed).sample(drafted, min(args.sample, len(drafted)))
-    figures: dict[str, Any] = {
-        "tickets": len(records),
-        "drafts": len(drafted),
-        "drafts_with_citation": len(cited),
-        "share_with_citation": round(len(cited) / len(records), 3) if records else 0.0,
-        "no_draft_to_person": sum(1 for r in records if not r["draft"]),
-        "share_no_draft_to_person": round(
-            sum(1 for r in records if not r["draft"]) / len(records), 3
-        )
-        if records
-        else 0.0,
-        "sample_rows": [r["row"] for r in sample],
-        "train_s": round(trained_s, 1),
-        "seconds_per_ticket": round(sum(r["took_s"] for r in records) / max(1, len(records)), 2),
-    }
-    if args.judgements is not None:
-        judged = json.loads(args.judgements.read_text(encoding="utf-8"))["judgements"]
-        marks = [judged[r["row"]]["relevant"] for r in sample if r["row"] in judged]
-        figures["judged"] = len(marks)
-        figures["judged_relevant"] = sum(bool(m) for m in marks)
-        figures["share_judged_relevant"] = (
-            round(sum(map(bool, marks)) / len(marks), 3) if marks else None
-        )
-        # Drafts a person would send: the judged share applied to all drafts, over all tickets.
-        if marks:
-            figures["est_share_tickets_with_relevant_draft"] = round(
-                len(drafted) / len(records) * sum(map(bool, marks)) / len(marks), 3
-            )
+    figures = summarize(records, args)
+    figures["train_s"] = round(trained_s, 1)
     return {
         "benchmark": "triage",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -220,8 +223,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--judgements", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="recompute the figures of a results file (e.g. with --judgements) without rerunning",
+    )
     args = parser.parse_args(argv)
-    result = run(args)
+    if args.rescore is not None:
+        result = json.loads(args.rescore.read_text(encoding="utf-8"))
+        train_s = result["figures"].get("train_s")
+        result["figures"] = summarize(result["tickets"], args) | {"train_s": train_s}
+    else:
+        result = run(args)
     out = args.out or RESULTS / f"triage-{datetime.now(UTC):%Y%m%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

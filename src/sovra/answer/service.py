@@ -240,7 +240,9 @@ class Answerer:
             model=self.embedder.name if self.embedder is not None else "bm25",
             language=language,
             flags=flags,
-            evidence=round(float(ex.best_score), 4),
+            # Only a found answer's: a not-found score would tell the asker how close the
+            # documents they may not read come (tests/answer: not-found is the same either way).
+            evidence=round(float(ex.best_score), 4) if ex.found else 0.0,
         )
 
     def _generate(
