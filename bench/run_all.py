@@ -25,6 +25,7 @@ PLAIN = [
     "bench.bench_connectors",
     "bench.bench_ask_cpu",
     "bench.bench_embed",
+    "bench.bench_triage",  # needs a synced demo home: `make demo` first
 ]
 
 

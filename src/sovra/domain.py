@@ -200,6 +200,9 @@ class QueryOptions:
     context: tuple[Chunk, ...] = ()
     """Chunks the question itself carries (a workflow's input document): routing takes their
     labels with the retrieved ones', so the strictest label of the whole prompt decides."""
+    passages: tuple[str, ...] | None = None
+    """Answer from exactly these chunks (ids, best first; each still checked against the
+    filter) instead of a new search: a workflow's draft uses what its retrieve step found."""
 
 
 @dataclass(frozen=True)

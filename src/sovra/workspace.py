@@ -690,6 +690,7 @@ class Workspace:
             endpoint=options.endpoint,
             extractive=options.extractive,
             query_vectors=vectors,
+            passages=options.passages,
         ):
             if event.answer is not None:
                 self.finish_answer(principal, question, event.answer)

@@ -70,7 +70,7 @@ def test_reference_to_later_step_is_refused() -> None:
 def test_reference_to_unknown_output_lists_outputs() -> None:
     text = WORKFLOW.replace("${steps.category.label}", "${steps.category.lable}")
     msg = _error(text)
-    assert "outputs confidence, label, scores" in msg
+    assert "outputs confidence, display, label, name, names, scores" in msg
 
 
 def test_recipient_from_a_step_output_is_refused() -> None:

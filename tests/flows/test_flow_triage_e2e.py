@@ -18,11 +18,15 @@ from typer.testing import CliRunner
 from sovra.cli import app
 from sovra.config import load_config
 from sovra.flows.actions import TicketStore
+from sovra.flows.definition import DEFAULTS_DIR
+from sovra.flows.runner import NO_DRAFT
 from tests.support.demo_site import copy_company
 
 pytestmark = pytest.mark.slow
 
+DRIVE = "handbook/content/departments/tech-ops/tools/drive.md"
 FILES = [
+    DRIVE,
     "handbook/content/departments/engineering/demo-day.md",
     "handbook/content/company-info-and-process/policies/asset-management-policy.md",
     "handbook/content/company-info-and-process/policies/acceptable-use-policy.md",
@@ -208,3 +212,111 @@ def test_triage_waits_for_approval_then_acts_once(site: Path, smtp: Inbox) -> No
         store.close()
     verify = sovra("audit", "verify")
     assert verify.exit_code == 0, verify.output
+
+
+def mail_text(content: bytes) -> str:
+    from email import message_from_bytes, policy
+
+    msg = message_from_bytes(content, policy=policy.default)
+    body = msg.get_body()  # type: ignore[attr-defined]
+    assert body is not None
+    return str(body.get_content())
+
+
+def audit_events(site: Path, action: str) -> list[dict[str, Any]]:
+    r = sovra("audit", "show", "--action", action, "--json", "--limit", "10000")
+    assert r.exit_code == 0, r.output
+    events: list[dict[str, Any]] = json.loads(r.stdout)
+    return events
+
+
+def test_shipped_ticket_gets_a_cited_reply_with_label_names(site: Path, smtp: Inbox) -> None:
+    """The demo's own ticket (with its injection sentence): the draft quotes the Google Drive
+    page it retrieved, cites it, and the mail and ticket store carry the labels' names."""
+    shipped = json.loads((DEFAULTS_DIR / "triage-ticket.json").read_text(encoding="utf-8"))
+    path = site / "shipped-ticket.json"
+    path.write_text(json.dumps(shipped))
+    run = run_json("flow", "run", "triage", "--input", str(path), "--as", "bob")
+    steps = {s["id"]: s for s in run["steps"]}
+    assert steps["summary"]["output"]["text"] == "cannot access shared drive"
+    retrieved = steps["related"]["output"]["chunk_ids"]
+    draft = steps["draft"]["output"]
+    assert draft["found"] and draft["text"].strip() and draft["reason"] == ""
+    assert draft["evidence"] >= 0.47  # the answerer's calibrated threshold ([answer] min_score)
+    assert "I found nothing" not in draft["text"]
+    assert draft["citations"], draft
+    # Drafted from exactly the passages the retrieve step found.
+    assert {c["chunk_id"] for c in draft["citations"]} <= set(retrieved)
+    assert all(c["uri"].endswith("drive.md") for c in draft["citations"])
+    assert "[1]" in draft["text"] and draft["sources"].startswith("[1] Google Drive")
+    category = steps["category"]["output"]
+    assert category["display"] != category["label"] and not category["name"].startswith("code")
+    assert run["status"] == "waiting_approval" and run["attention"] is None
+
+    sent_before = len(smtp.messages)
+    done = run_json("flow", "approve", run["id"], "--as", "erin", "--reason", "ok")
+    assert done["status"] == "completed"
+    ((rcpt, content),) = smtp.messages[sent_before:]
+    assert rcpt == ["carol@example.org"]
+    text = mail_text(content)
+    assert draft["text"] in text.replace("\r\n", "\n")
+    assert "[1] Google Drive" in text
+    assert f"Category: {category['display']};" in text
+    assert f"urgency: {steps['urgency']['output']['display']}." in text
+    store = TicketStore(load_config(site / "sovra.toml").home / "tickets.db")
+    try:
+        row = store.get(run["id"])
+        assert row is not None
+        assert row.category == category["display"] and row.reply == draft["text"]
+    finally:
+        store.close()
+
+
+def test_unrelated_ticket_gets_no_draft_and_goes_to_a_person(site: Path, smtp: Inbox) -> None:
+    """Nothing in the handbook is about a jammed printer: no reply is drafted, the run waits
+    for it-support even at routine impact, and approving needs a written reply."""
+    path = ticket(
+        site,
+        title="printer jams on floor 3",
+        body="the printer on the third floor jams every morning",
+        impact=4,
+    )
+    run = run_json("flow", "run", "triage", "--input", str(path), "--as", "bob")
+    steps = {s["id"]: s for s in run["steps"]}
+    draft = steps["draft"]["output"]
+    assert draft["text"] == "" and not draft["citations"] and draft["reason"] == NO_DRAFT
+    assert run["status"] == "waiting_approval" and run["attention"] == NO_DRAFT
+    assert steps["needs_approval"]["status"] == "skipped"
+    shown = sovra("flow", "show", run["id"])
+    assert NO_DRAFT in shown.output
+
+    sent_before = len(smtp.messages)
+    plain = sovra("flow", "approve", run["id"], "--as", "erin")
+    assert plain.exit_code != 0 and "no draft to approve" in plain.output
+    empty = site / "empty-reply.txt"
+    empty.write_text("  \n")
+    blank = sovra("flow", "approve", run["id"], "--as", "erin", "--text-file", str(empty))
+    assert blank.exit_code != 0 and "the edited reply is empty" in blank.output
+    reply = site / "reply.txt"
+    reply.write_text("Facilities will replace the printer's paper tray today.\n")
+    outsider = sovra("flow", "approve", run["id"], "--as", "carol", "--text-file", str(reply))
+    assert outsider.exit_code != 0 and "not in it-support" in outsider.output
+    assert len(smtp.messages) == sent_before  # nothing was mailed by any refusal
+
+    done = run_json(
+        "flow", "approve", run["id"], "--as", "erin", "--text-file", str(reply), "--reason", "wrote"
+    )
+    assert done["status"] == "completed"
+    ((_, content),) = smtp.messages[sent_before:]
+    text = mail_text(content)
+    assert "Facilities will replace the printer's paper tray today." in text
+    assert "Written by erin" in text
+    edited = {s["id"]: s for s in done["steps"]}["draft"]["output"]
+    assert edited["edit"]["by"] == "erin" and edited["original_text"] == ""
+    events = [
+        e for e in audit_events(site, "flow.draft.edit") if e["details"]["run_id"] == run["id"]
+    ]
+    assert len(events) == 1 and events[0]["actor"] == "user:erin"
+    details = events[0]["details"]
+    assert details["original_sha256"] != details["edited_sha256"]
+    assert details["edited_sha256"] == edited["edit"]["edited_sha256"]

@@ -22,10 +22,11 @@ from sovra.answer.prompt import NOT_FOUND_MARKER, build_prompt
 from sovra.answer.sentences import SentenceVectorStore
 from sovra.answer.types import NOT_FOUND, Answer, Citation
 from sovra.answer.verify import CheckedStream, allowed_hosts, allowed_urls, sanitize
-from sovra.domain import Principal, SearchFilter
+from sovra.domain import Chunk, Principal, SearchFilter
 from sovra.models.base import Embedder, Vectors
 from sovra.models.generation import Generator
 from sovra.search.hybrid import Searcher, SearchHit, SearchResult
+from sovra.search.language import break_tie, detect_query
 
 if TYPE_CHECKING:
     from sovra.policy.redact import Pseudonyms
@@ -75,6 +76,7 @@ class HowToAnswer(TypedDict, total=False):
     principal: Principal | None
     endpoint: str | None
     extractive: bool
+    passages: Sequence[str] | None
 
 
 @dataclass
@@ -128,12 +130,18 @@ class Answerer:
         endpoint: str | None = None,
         extractive: bool = False,
         query_vectors: dict[str, Vectors] | None = None,
+        passages: Sequence[str] | None = None,
     ) -> Iterator[AnswerEvent]:
         """Answer events; `query_vectors`, when given, receives the question's embeddings by
-        model name (the caller's drift log reuses them instead of embedding again)."""
+        model name (the caller's drift log reuses them instead of embedding again).
+        `passages` (chunk ids, best first) answers from exactly those chunks instead of a new
+        search — a workflow drafts from what its retrieve step found."""
         started = time.perf_counter()
         # Retrieval always runs under the asker's filter: never a wider search.
-        result = self.searcher.search(question, flt, k=self.settings.k)
+        if passages is not None:
+            result = self._given(question, flt, passages)
+        else:
+            result = self.searcher.search(question, flt, k=self.settings.k)
         if query_vectors is not None:
             query_vectors.update(result.query_vectors)
         hits = result.hits
@@ -152,6 +160,32 @@ class Answerer:
             yield AnswerEvent(answer=answer)
             return
         yield from self._generate(question, result.language, hits, choice, started)
+
+    def _given(self, question: str, flt: SearchFilter, chunk_ids: Sequence[str]) -> SearchResult:
+        """`chunk_ids` as search hits in their order, each checked against the asker's filter
+        again (a passage found earlier may have become unreadable since)."""
+        detection = break_tie(
+            detect_query(question), lambda lang: self.searcher._readable_in(lang, flt)
+        )
+        language = detection.language
+        by_document: dict[str, dict[str, Chunk]] = {}
+        hits: list[SearchHit] = []
+        for chunk_id in chunk_ids:
+            document_id = chunk_id.rpartition("#")[0]
+            if document_id not in by_document:
+                by_document[document_id] = {
+                    c.id: c for c in self.searcher.index.chunks_of(document_id)
+                }
+            chunk = by_document[document_id].get(chunk_id)
+            if chunk is not None and flt.admits(chunk):
+                hits.append(SearchHit(chunk=chunk, score=1.0 / (1 + len(hits)), rank=len(hits) + 1))
+        return SearchResult(
+            query=question,
+            language=language,
+            mode="hybrid",
+            vector_weight=self.searcher.vector_weight(language),
+            hits=hits,
+        )
 
     def _with_steps(self, hits: list[SearchHit], flt: SearchFilter) -> list[SearchHit]:
         """The best document's procedural sections, when the search did not return them.
@@ -206,6 +240,9 @@ class Answerer:
             model=self.embedder.name if self.embedder is not None else "bm25",
             language=language,
             flags=flags,
+            # Only a found answer's: a not-found score would tell the asker how close the
+            # documents they may not read come (tests/answer: not-found is the same either way).
+            evidence=round(float(ex.best_score), 4) if ex.found else 0.0,
         )
 
     def _generate(

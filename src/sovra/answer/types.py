@@ -38,6 +38,9 @@ class Answer:
     flags: list[str] = field(default_factory=list)
     language: str = "und"
     took_ms: float = 0.0
+    evidence: float = 0.0
+    """A found extractive answer: the score of its best quoted sentence (what the found/not-found
+    threshold `[answer] min_score` is compared with); 0 when not found and for generated text."""
     tokens_in: int = 0
     tokens_out: int = 0
     receipt: dict[str, Any] | None = None

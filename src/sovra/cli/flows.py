@@ -76,11 +76,15 @@ def _summary(step: dict[str, Any]) -> str:
         return ""
     kind = step["kind"]
     if kind == "classify":
-        return f"{output.get('label')} ({output.get('confidence')})"
+        return f"{output.get('display') or output.get('label')} ({output.get('confidence')})"
+    if kind == "summary":
+        return str(output.get("text", ""))
     if kind == "retrieve":
         return f"{output.get('count')} passages"
     if kind == "draft":
         text = str(output.get("text", "")).replace("\n", " ")
+        if not text.strip():
+            return f"{output.get('reason') or 'no draft'}: it-support writes the reply"
         return (
             f"{text[:100]}{'…' if len(text) > 100 else ''} [{len(output.get('citations', []))}"
             f" citations; {output.get('generation')} via {output.get('endpoint')}]"
@@ -273,9 +277,24 @@ def approve_command(
     as_user: AsOpt,
     reason: ReasonOpt = "",
     json_out: JsonOpt = False,
+    text_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-file",
+            help="Your edit of the draft ('-' = stdin): it replaces the draft, is recorded in"
+            " the audit log and is what the run sends.",
+        ),
+    ] = None,
 ) -> None:
     """Approve a waiting run (never your own); the run continues once enough approve."""
-    _decide(ctx, "approve", run_id, as_user, reason, json_out)
+    text = None
+    if text_file is not None:
+        try:
+            text = sys.stdin.read() if str(text_file) == "-" else text_file.read_text("utf-8")
+        except OSError as exc:
+            fail(f"cannot read --text-file {text_file}: {exc.strerror}")
+    with _flows(ctx) as flows:
+        _done(flows, flows.approve(run_id, as_user, reason, text=text), json_out)
 
 
 @flow_app.command("reject")

@@ -105,6 +105,10 @@ class ClassifyStep(_Step):
     text: str
     classifier: str | None = None
     labels: tuple[str, ...] | None = None
+    label_names: dict[str, str] = Field(default_factory=dict)
+    """Code → name for a classifier trained on coded labels (helpdesk exports often carry
+    `4` where people say "access and accounts"): the run view, approval page, mail and ticket
+    store show the name. A code without a name shows as `code <n>`, never as a bare number."""
 
     @model_validator(mode="after")
     def _one_source(self) -> ClassifyStep:
@@ -141,11 +145,38 @@ class ExtractStep(_Step):
     fields: dict[Annotated[str, Field(pattern=NAME)], ExtractField] = Field(min_length=1)
 
 
+class SummaryStep(_Step):
+    """A short question for search and drafting from a ticket's `headline` and `text`.
+
+    The headline (a ticket's title) is the requester's own one-line summary; when it is too short to search on, the
+    text's first sentence stands in. Sentences carrying an address or a link are left out: an
+    instruction to the workflow ("send the answer to x@evil.example") is not the problem.
+    """
+
+    kind: Literal["summary"]
+    headline: str = ""
+    text: str = ""
+    min_title_words: int = Field(default=2, ge=1, le=20)
+    max_words: int = Field(default=16, ge=3, le=80)
+
+
 class DraftStep(_Step):
     """Answer `question` from what the requester may read → text with citations (extractive by default)."""
 
     kind: Literal["draft"]
     question: str
+    passages: str | None = None
+    """A reference to a retrieve step's `chunk_ids` (`${steps.related.chunk_ids}`): draft from
+    exactly the passages it found (each read again as the requester), not from a new search."""
+    min_evidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Relevant only when the best quoted sentence scores at least this (the answer's
+    `evidence`); unset = the answerer's calibrated `[answer] min_score` alone. A reply mailed
+    without a person reading it may need a stricter bar than an answer on screen."""
+    nothing_found: str | None = None
+    """When no passage is relevant enough to quote (the answerer's calibrated evidence
+    threshold), produce no reply and go to this approve step: a person writes the reply or
+    rejects the run. Without it, a draft that found nothing fails the run — an empty
+    answer is never sent on."""
     extractive: bool = True
     endpoint: str | None = None
     sources: tuple[str, ...] | None = None
@@ -162,6 +193,9 @@ class ApproveStep(_Step):
     required: int = Field(default=1, ge=1, le=20)
     escalate_to: Annotated[str, Field(pattern=NAME)] | None = None
     expiry_hours: float | None = Field(default=None, gt=0)
+    edits: Annotated[str, Field(pattern=NAME)] | None = None
+    """A draft step before this one whose text approvers may edit; the edit is recorded and
+    becomes the approved text."""
 
 
 class ActStep(_Step):
@@ -240,16 +274,28 @@ class BranchStep(_Step):
 
 
 Step = Annotated[
-    RetrieveStep | ClassifyStep | ExtractStep | DraftStep | ApproveStep | ActStep | BranchStep,
+    RetrieveStep
+    | ClassifyStep
+    | ExtractStep
+    | SummaryStep
+    | DraftStep
+    | ApproveStep
+    | ActStep
+    | BranchStep,
     Field(discriminator="kind"),
 ]
 
 STEP_OUTPUTS: dict[str, frozenset[str]] = {
     "retrieve": frozenset({"passages", "text", "count", "chunk_ids"}),
-    "classify": frozenset({"label", "confidence", "scores"}),
+    "classify": frozenset({"label", "name", "display", "confidence", "scores", "names"}),
+    "summary": frozenset({"text"}),
     "draft": frozenset(
         {
             "text",
+            "reason",
+            "evidence",
+            "provenance",
+            "edit",
             "citations",
             "sources",
             "found",
@@ -388,7 +434,45 @@ def check_references(wf: Workflow) -> list[Problem]:
                             f"branch target {target!r} must come after this step (no loops)",
                         )
                     )
+        if isinstance(step, DraftStep):
+            problems.extend(_check_draft(step, index, ids, wf))
+        if isinstance(step, ApproveStep) and step.edits is not None:
+            target = seen.get(step.edits)
+            if not isinstance(target, DraftStep):
+                problems.append(
+                    Problem(
+                        ("steps", index, "edits"),
+                        f"`edits` must name a draft step before this one (got {step.edits!r})",
+                    )
+                )
         seen[step.id] = step
+    return problems
+
+
+def _check_draft(step: DraftStep, index: int, ids: list[str], wf: Workflow) -> list[Problem]:
+    problems: list[Problem] = []
+    if step.passages is not None:
+        whole = REF.fullmatch(step.passages.strip())
+        parts = whole.group(1).strip().split(".") if whole else []
+        source = next((s for s in wf.steps[:index] if parts and s.id == parts[1]), None)
+        if len(parts) != 3 or parts[2] != "chunk_ids" or not isinstance(source, RetrieveStep):
+            problems.append(
+                Problem(
+                    ("steps", index, "passages"),
+                    "`passages` must be exactly ${steps.<retrieve step>.chunk_ids} of an earlier"
+                    f" retrieve step (got {step.passages!r})",
+                )
+            )
+    if step.nothing_found is not None:
+        at = ids.index(step.nothing_found) if step.nothing_found in ids else -1
+        if at <= index or not isinstance(wf.steps[at], ApproveStep):
+            problems.append(
+                Problem(
+                    ("steps", index, "nothing_found"),
+                    "`nothing_found` must name an approve step after this one, where a person"
+                    f" writes the reply (got {step.nothing_found!r})",
+                )
+            )
     return problems
 
 
@@ -574,7 +658,9 @@ def parse(text: str, origin: str = "<workflow>") -> Workflow:
     return wf
 
 
-_STEP_KINDS = frozenset({"retrieve", "classify", "extract", "draft", "approve", "act", "branch"})
+_STEP_KINDS = frozenset(
+    {"retrieve", "classify", "extract", "summary", "draft", "approve", "act", "branch"}
+)
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
 

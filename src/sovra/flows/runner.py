@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -36,11 +37,16 @@ from sovra.flows.definition import (
     DraftStep,
     ExtractStep,
     RetrieveStep,
+    SummaryStep,
     Workflow,
     render,
 )
 from sovra.flows.store import FlowStore, Run
 from sovra.storage import open_private, private_files
+
+NO_DRAFT = "no draft: nothing relevant found"
+"""Why a draft step produced no reply: no retrieved passage held a sentence above the
+answerer's calibrated evidence threshold, so there is nothing to quote."""
 
 if TYPE_CHECKING:
     from sovra.config import Config
@@ -371,6 +377,7 @@ class Engine:
                 passages = [
                     {
                         "chunk_id": h.chunk.id,
+                        "document_id": h.chunk.document_id,
                         "title": h.chunk.title,
                         "uri": h.chunk.uri,
                         "source": h.chunk.source,
@@ -389,19 +396,38 @@ class Engine:
                 text = str(render(step.text, ctx))
                 inputs = {"text": text}
                 pred = self.classifier(step).predict([text])[0]
+                names = step.label_names
+                name = label_name(pred.label, names)
                 output = {
                     "label": pred.label,
+                    "name": name,
+                    "display": (
+                        name
+                        if name in (pred.label, f"code {pred.label}")
+                        else f"{name} ({pred.label})"
+                    ),
                     "confidence": round(float(pred.confidence), 4),
                     "scores": {k: round(float(v), 4) for k, v in pred.scores.items()},
+                    "names": {k: label_name(k, names) for k in pred.scores},
                 }
+            elif isinstance(step, SummaryStep):
+                title = str(render(step.headline, ctx) or "")
+                text = str(render(step.text, ctx) or "")
+                inputs = {"headline": title, "text": text}
+                output = {"text": summarize(title, text, step.min_title_words, step.max_words)}
             elif isinstance(step, ExtractStep):
                 text = str(render(step.text, ctx))
                 inputs = {"text": text}
                 output = _extract(step, text)
             elif isinstance(step, DraftStep):
                 question = str(render(step.question, ctx))
+                given: tuple[str, ...] | None = None
+                if step.passages is not None:
+                    found_ids = render(step.passages, ctx)
+                    given = tuple(str(c) for c in found_ids or ())
                 inputs = {
                     "question": question,
+                    "passages": given,
                     "sources": step.sources,
                     "max_classification": step.max_classification,
                 }
@@ -416,15 +442,33 @@ class Engine:
                         sources=tuple(step.sources) if step.sources else None,
                         max_classification=step.max_classification,
                         context=self._input_chunks(run, step, asker),
+                        passages=given,
                     ),
                 ):
                     if event.answer is not None:
                         answer = event.answer
                 assert answer is not None
                 endpoint = answer.endpoint
+                relevant = (
+                    answer.found
+                    and bool(answer.citations)
+                    and (step.min_evidence is None or answer.evidence >= step.min_evidence)
+                )
                 output = {
-                    "text": answer.text,
-                    "found": answer.found,
+                    # Never the not-found sentence as a reply: no draft at all, and a person
+                    # decides (or, without `nothing_found`, the run fails below).
+                    "text": answer.text if relevant else "",
+                    "found": relevant,
+                    "reason": "" if relevant else NO_DRAFT,
+                    "evidence": answer.evidence,
+                    "provenance": (
+                        f"Drafted by sovra ({answer.generation}"
+                        + (f", {answer.endpoint}" if answer.endpoint != answer.generation else "")
+                        + ")"
+                        if relevant
+                        else ""
+                    ),
+                    "edit": None,
                     "citations": [
                         {
                             "number": c.number,
@@ -436,7 +480,8 @@ class Engine:
                         for c in answer.citations
                     ],
                     "sources": "\n".join(
-                        f"[{c.number}] {c.title} {c.uri}".rstrip() for c in answer.citations
+                        f"[{c.number}] {_cited(c.title, c.heading_path)} {c.uri}".rstrip()
+                        for c in answer.citations
                     ),
                     "endpoint": answer.endpoint,
                     "model": answer.model,
@@ -444,6 +489,8 @@ class Engine:
                     "hosting": answer.hosting,
                     "jurisdiction": answer.jurisdiction,
                 }
+                if not relevant:
+                    return self._no_draft(run, wf, step, index, inputs, output, chunks, endpoint)
             else:
                 assert isinstance(step, ActStep)
                 stale = self.stale_approval(run, wf, index)
@@ -476,6 +523,44 @@ class Engine:
             return {"stop": "failed"}
         self._finish(run, step, inputs, output, chunks, endpoint)
         return {"next": index + 1}
+
+    def _no_draft(
+        self,
+        run: Run,
+        wf: Workflow,
+        step: DraftStep,
+        index: int,
+        inputs: Any,
+        output: dict[str, Any],
+        chunks: list[Any],
+        endpoint: str | None,
+    ) -> dict[str, Any]:
+        """Nothing relevant to quote: hand the run to the person of `nothing_found` (steps in
+        between are skipped, so no branch can route an empty reply past them)."""
+        if step.nothing_found is None:
+            raise FlowError(
+                f"{NO_DRAFT}; add `nothing_found: <approve step>` to step {step.id} so a"
+                " person writes the reply"
+            )
+        self.store.set_step(run.id, step.id, "done", output)
+        self.audit(
+            run.requester,
+            "flow.draft",
+            run,
+            step.id,
+            outcome="no_draft",
+            chunks=chunks,
+            endpoint=endpoint,
+            extra={
+                "inputs_sha256": self.sha(inputs),
+                "output_sha256": self.sha(output),
+                "handoff": step.nothing_found,
+            },
+        )
+        target = wf.step_index(step.nothing_found)
+        for skipped in wf.steps[index + 1 : target]:
+            self.store.set_step(run.id, skipped.id, "skipped")
+        return {"next": target}
 
     def _input_chunks(self, run: Run, step: DraftStep, asker: Principal) -> tuple[Any, ...]:
         """The chunks of the documents the run's inputs carry, read again as the requester
@@ -616,9 +701,38 @@ def _quiet_dbos_console() -> None:
         logger.propagate = False
 
 
-def _extract(step: ExtractStep, text: str) -> dict[str, Any]:
-    import re
+def _cited(title: str, heading_path: tuple[str, ...]) -> str:
+    """A cited passage as people find it: the title and, below it, its section."""
+    section = heading_path[-1] if heading_path and heading_path[-1] != title else ""
+    return f"{title} › {section}" if section else title
 
+
+def label_name(code: str, names: Mapping[str, str]) -> str:
+    """A label's name for people: its mapped name, the label itself when it is a word, or
+    `code <n>` for an unmapped numeric code (an approver must not read "4" as a score)."""
+    if code in names and names[code].strip():
+        return names[code].strip()
+    return f"code {code}" if code.strip().lstrip("-").isdigit() else code
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_DIRECTED = re.compile(r"\S+@\S+\.\w+|https?://|www\.", re.IGNORECASE)
+
+
+def summarize(title: str, text: str, min_title_words: int, max_words: int) -> str:
+    """The ticket's problem in a few words: its title, or the text's first sentence that
+    holds no address or link, capped at `max_words`."""
+    title = " ".join(title.split())
+    if len(title.split()) >= min_title_words:
+        return " ".join(title.split()[:max_words])
+    for sentence in _SENTENCE_END.split(text):
+        words = sentence.split()
+        if len(words) >= 2 and not _DIRECTED.search(sentence):
+            return " ".join([*title.split(), *words][:max_words])
+    return title
+
+
+def _extract(step: ExtractStep, text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, spec in step.fields.items():
         m = re.search(spec.pattern, text, flags=re.IGNORECASE | re.MULTILINE)

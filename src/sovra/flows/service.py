@@ -277,6 +277,24 @@ class Flows:
                 "votes": self.store.votes(run_id, approval.step_id, approval.round),
             }
         data["kill_switch"] = self.store.switch(run.workflow)
+        # What an approver reads first: why there is no draft, and which draft they may edit.
+        data["attention"] = next(
+            (
+                str(rec.output["reason"])
+                for rec in records.values()
+                if isinstance(rec.output, dict)
+                and rec.output.get("reason")
+                and not str(rec.output.get("text") or "").strip()
+            ),
+            None,
+        )
+        data["editable"] = None
+        if approval is not None and approval.status == "open":
+            step = wf.steps[wf.step_index(approval.step_id)]
+            if isinstance(step, ApproveStep) and step.edits is not None:
+                rec = records.get(step.edits)
+                output = rec.output if rec is not None and isinstance(rec.output, dict) else {}
+                data["editable"] = {"step": step.edits, "text": str(output.get("text") or "")}
         return data
 
     def pending_approvals(self, user_id: str) -> list[dict[str, Any]]:
@@ -344,13 +362,30 @@ class Flows:
             changes.append(change)
         return changes
 
-    def approve(self, run_id: str, user_id: str, reason: str = "") -> Run:
+    def approve(
+        self, run_id: str, user_id: str, reason: str = "", *, text: str | None = None
+    ) -> Run:
+        """Approve; with `text`, the approver's edit of the draft (the approval step's
+        `edits`) replaces it first and is what the run sends. A run without a draft (nothing
+        relevant found) can only be approved with a reply written this way."""
         # Launch (and recover) before the vote: if another process holds the runner, nothing
         # is recorded; and replayed old segments settle before this run moves on.
         self._engine()
         self.tick()
+        edit: dict[str, Any] | None = None
         with self.store.transaction():
-            run, approval, principal = self._vote(run_id, user_id, "approve", reason)
+            run, approval = self._open_approval(run_id)
+            principal = self.ws.principal(user_id)
+            self._check_approver(run, approval, principal)
+            wf = Workflow.from_json(run.definition)
+            step = wf.steps[wf.step_index(approval.step_id)]
+            assert isinstance(step, ApproveStep)
+            if text is not None:
+                edit = self._edit_draft(run, wf, step, principal.id, text)
+                approval = self.store.approval(run.id, approval.step_id) or approval
+            else:
+                self._check_draft(run, step)
+            self.store.add_vote(approval, principal.id, "approve", reason, self.clock())
             approvers = [
                 v["user_id"]
                 for v in self.store.votes(run.id, approval.step_id, approval.round)
@@ -365,6 +400,15 @@ class Flows:
                     run.id, approval.step_id, "done", {"approved": True, "approvers": approvers}
                 )
                 self.store.next_segment(run.id, index + 1)
+        if edit is not None:
+            self.engine.audit(
+                principal.id,
+                "flow.draft.edit",
+                run,
+                step.edits,
+                outcome="edited",
+                extra=edit,
+            )
         self._audit_vote(
             principal,
             run,
@@ -377,6 +421,58 @@ class Flows:
         if complete:
             self._engine().run_segment(self.store.run(run.id))
         return self.store.run(run.id)
+
+    def _check_draft(self, run: Run, step: ApproveStep) -> None:
+        """An approval of a draft that is empty would send nothing: refuse, saying how."""
+        if step.edits is None:
+            return
+        rec = self.store.steps(run.id).get(step.edits)
+        output = rec.output if rec is not None and isinstance(rec.output, dict) else {}
+        if not str(output.get("text") or "").strip():
+            why = output.get("reason") or "the draft is empty"
+            raise FlowConflict(
+                f"run {run.id} has no draft to approve ({why}): write the reply and approve"
+                " with it (--text-file in the CLI, `text` in the API, the reply box on the"
+                " approval page), or reject the run with a reason"
+            )
+
+    def _edit_draft(
+        self, run: Run, wf: Workflow, step: ApproveStep, user: str, text: str
+    ) -> dict[str, Any]:
+        """Replace the draft's text with the approver's (inside the caller's transaction) and
+        bind the approval to what it now shows; returns what the audit log records."""
+        if step.edits is None:
+            raise FlowError(
+                f"approval step {step.id} does not allow edits; add `edits: <draft step>` to it"
+            )
+        edited = text.replace("\r\n", "\n").strip()
+        if not edited:
+            raise FlowError(
+                "the edited reply is empty: write the reply text, or reject the run with a reason"
+            )
+        if len(edited) > 20_000:
+            raise FlowError("the edited reply is longer than 20000 characters; shorten it")
+        rec = self.store.steps(run.id).get(step.edits)
+        original = dict(rec.output) if rec is not None and isinstance(rec.output, dict) else {}
+        before = str(original.get("text") or "")
+        receipt = {
+            "original_sha256": self.engine.sha(before),
+            "edited_sha256": self.engine.sha(edited),
+            "had_draft": bool(before.strip()),
+        }
+        provenance = str(original.get("provenance") or "")
+        output = {
+            **original,
+            "text": edited,
+            "original_text": before,
+            "provenance": f"{provenance}, edited by {user}" if provenance else f"Written by {user}",
+            "sources": original.get("sources") or "(none: this reply was written by a person)",
+            "edit": {"by": user, "at": _iso(self.clock()), **receipt},
+        }
+        self.store.set_step(run.id, step.edits, "done", output)
+        digest = self.engine.approved_digest(run, wf, wf.step_index(step.id))
+        self.store.update_approval(run.id, step.id, outputs_sha256=digest)
+        return {**receipt, "outputs_sha256": digest}
 
     def reject(self, run_id: str, user_id: str, reason: str) -> Run:
         if not reason.strip():

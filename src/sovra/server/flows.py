@@ -44,6 +44,11 @@ class DecisionRequest(BaseModel):
     reason: str = Field(default="", max_length=2000)
 
 
+class ApproveRequest(DecisionRequest):
+    text: str | None = Field(default=None, max_length=20_000)
+    """The approver's edit of the draft: it replaces the draft and is what the run sends."""
+
+
 class OverrideRequest(BaseModel):
     step: str = Field(min_length=1, max_length=100)
     output: dict[str, Any]
@@ -158,12 +163,13 @@ def _act(st: AppState, ident: Identity, run_id: str, fn: Callable[[Flows], Any])
 
 
 @api_router.post("/runs/{run_id}/approve")
-async def approve(run_id: str, body: DecisionRequest, ident: Ident, st: State) -> dict[str, Any]:
-    """Approve (never a run you started); the run continues once enough approve."""
+async def approve(run_id: str, body: ApproveRequest, ident: Ident, st: State) -> dict[str, Any]:
+    """Approve (never a run you started); with `text`, your edit replaces the draft first
+    (recorded in the audit log). The run continues once enough approve."""
     _human(ident)
     user = ident.principal.id
     return await run_in_threadpool(
-        _act, st, ident, run_id, lambda f: f.approve(run_id, user, body.reason)
+        _act, st, ident, run_id, lambda f: f.approve(run_id, user, body.reason, text=body.text)
     )
 
 
@@ -211,6 +217,13 @@ async def override(run_id: str, body: OverrideRequest, ident: Ident, st: State) 
 # -- the approvals inbox (web UI) ---------------------------------------------------------------
 
 
+def _sha(text: str) -> str:
+    """Identifies the draft the reply box was filled with (not a secret, no key needed)."""
+    import hashlib
+
+    return hashlib.sha256(text.replace("\r\n", "\n").strip().encode("utf-8")).hexdigest()
+
+
 @ui_router.get("/flows")
 async def inbox_page(request: Request, st: State, who: PageIdent) -> Response:
     from sovra.server.ui import page
@@ -238,8 +251,16 @@ async def run_page(
         and bool(set(run.get("approval", {}).get("groups", [])) & who.principal.groups)
         and who.principal.id not in {v["user_id"] for v in run["approval"]["votes"]}
     )
+    editable = run.get("editable")
+    draft_sha = _sha(editable["text"]) if editable and editable["text"] else ""
     return page(
-        request, "flows_run.html", who, run=run, may_decide=may_decide, message=message[:300]
+        request,
+        "flows_run.html",
+        who,
+        run=run,
+        may_decide=may_decide,
+        message=message[:300],
+        draft_sha=draft_sha,
     )
 
 
@@ -251,6 +272,8 @@ async def decide(
     who: PageIdent,
     decision: Annotated[str, Form(max_length=10)],
     reason: Annotated[str, Form(max_length=2000)] = "",
+    reply: Annotated[str | None, Form(max_length=20_000)] = None,
+    draft_sha: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """The inbox's approve/reject form (CSRF-checked like every session POST)."""
     from urllib.parse import quote
@@ -261,8 +284,14 @@ async def decide(
         raise ApiError(400, "bad_request", "decision must be approve or reject")
     try:
         if decision == "approve":
-            await run_in_threadpool(with_flows, st, lambda f: f.approve(run_id, user, reason))
-            message = "Approved."
+            # The reply box starts as the draft: only a changed text is an edit.
+            text = reply.replace("\r\n", "\n").strip() if reply is not None else None
+            if text is not None and draft_sha and text and _sha(text) == draft_sha:
+                text = None
+            await run_in_threadpool(
+                with_flows, st, lambda f: f.approve(run_id, user, reason, text=text)
+            )
+            message = "Approved with your edit." if text else "Approved."
         else:
             await run_in_threadpool(with_flows, st, lambda f: f.reject(run_id, user, reason))
             message = "Rejected."
