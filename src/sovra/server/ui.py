@@ -197,11 +197,12 @@ async def search_page(
     language: Annotated[str, Query(max_length=8)] = "",
     modified_from: Annotated[str, Query(max_length=10)] = "",
     modified_to: Annotated[str, Query(max_length=10)] = "",
+    max_classification: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     result = None
     documents: list[DocumentHit] = []
     error = ""
-    if not all(is_clean(v) for v in (q, source, language)):
+    if not all(is_clean(v) for v in (q, source, language, max_classification)):
         raise ApiError(422, "invalid_request", "the query is not valid text")
     try:
         after, before = day_range(modified_from, modified_to)
@@ -221,11 +222,20 @@ async def search_page(
                         language=language or None,
                         modified_after=after,
                         modified_before=before,
+                        max_classification=max_classification or None,
                     ),
                 )
             )
         except ConfigError as exc:
             error = str(exc)
+    params = {
+        "q": q,
+        "source": source,
+        "language": language,
+        "modified_from": modified_from,
+        "modified_to": modified_to,
+        "max_classification": max_classification,
+    }
     sources = [s.name for s in st.ws.config.sources]
     template = "search_results.html" if request.headers.get("hx-request") else "search.html"
     return page(
@@ -237,11 +247,55 @@ async def search_page(
         language=language,
         modified_from=modified_from,
         modified_to=modified_to,
+        max_classification=max_classification,
         sources=sources,
         result=result,
         documents=documents,
+        facets=facet_links(result, params) if result is not None and documents else {},
         error=error,
     )
+
+
+FACET_FILTER = {"source": "source", "language": "language", "classification": "max_classification"}
+"""The search form's field each facet narrows (classification: "up to this level")."""
+
+
+def facet_links(result: Any, params: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each facet value with its count and the search link that narrows to it (None when no
+    filter expresses it); the counts come from the principal's own filtered search."""
+    from urllib.parse import urlencode
+
+    from sovra.search.facets import facets_of
+
+    def link(field: str, value: str) -> str:
+        narrowed = {**params, field: value}
+        return "/search?" + urlencode({k: v for k, v in narrowed.items() if v})
+
+    facets = facets_of(result)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, field in FACET_FILTER.items():
+        out[name] = [
+            {
+                "value": v.value,
+                "count": v.count,
+                "href": link(field, v.value),
+                "active": params[field] == v.value,
+            }
+            for v in getattr(facets, name)
+        ]
+    out["modified"] = [
+        {
+            "value": v.value,
+            "count": v.count,
+            "href": link("modified_from", v.modified_after.date().isoformat())
+            if v.modified_after
+            else None,
+            "active": bool(v.modified_after)
+            and params["modified_from"] == v.modified_after.date().isoformat(),  # type: ignore[union-attr]
+        }
+        for v in facets.modified
+    ]
+    return out
 
 
 def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:
