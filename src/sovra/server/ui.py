@@ -8,7 +8,7 @@ import hmac
 import secrets
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -93,9 +93,51 @@ templates.env.filters["fragment"] = fragment
 templates.env.filters["urlpath"] = lambda s: quote(str(s), safe="/:")
 
 
+FeedbackGiver = Annotated[Identity, Depends(Needs("feedback", page=True))]
+FEEDBACK_SAID = {"up": "Thanks: marked helpful.", "down": "Thanks: marked not helpful."}
+
+
+def recent_for(st: AppState, ident: Identity) -> list[str]:
+    """The caller's own recent questions (the workspace reads by the principal's id)."""
+    return st.ws.recent_questions(ident.principal)
+
+
 @router.get("/")
-async def home(request: Request, ident: Asker) -> Response:
-    return page(request, "ask.html", ident, answer=None, question="", extractive=False)
+async def home(
+    request: Request,
+    st: State,
+    ident: Asker,
+    q: Annotated[str, Query(max_length=4000)] = "",
+    feedback: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    recent = await run_in_threadpool(recent_for, st, ident)
+    return page(
+        request,
+        "ask.html",
+        ident,
+        answer=None,
+        question=q if is_clean(q) else "",
+        extractive=False,
+        recent=recent,
+        notice=FEEDBACK_SAID.get(feedback, ""),
+    )
+
+
+@router.post("/feedback")
+async def feedback_submit(
+    st: State,
+    who: FeedbackGiver,
+    answer_index: Annotated[int, Form(ge=0)],
+    rating: Annotated[Literal["up", "down"], Form()],
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """The no-JavaScript path of the feedback buttons (the script posts to the API instead)."""
+    if not is_clean(comment):
+        raise ApiError(422, "invalid_request", "the comment is not valid text")
+    stored = await run_in_threadpool(st.ws.feedback, who.principal, answer_index, rating, comment)
+    if stored is None:
+        raise ApiError(404, "not_found", "no such answer")
+    return RedirectResponse(f"/?feedback={rating}", status_code=303)
 
 
 @router.get("/login")
@@ -184,7 +226,16 @@ async def ask_submit(
         raise ApiError(422, "invalid_request", "the question is not valid text")
     body = AskRequest(question=question, extractive=extractive)
     answer: Answer = await run_in_threadpool(ask_once, st, who, body)
-    return page(request, "ask.html", who, answer=answer, question=question, extractive=extractive)
+    recent = await run_in_threadpool(recent_for, st, who)
+    return page(
+        request,
+        "ask.html",
+        who,
+        answer=answer,
+        question=question,
+        extractive=extractive,
+        recent=recent,
+    )
 
 
 @router.get("/search")
