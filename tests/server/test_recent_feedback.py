@@ -22,7 +22,9 @@ def ask(c: TestClient, csrf: str, question: str) -> str:
 def test_recent_questions_are_the_askers_own(app_client: TestClient) -> None:  # noqa: F811
     csrf = sign_in(app_client, "alice")
     page = ask(app_client, csrf, ALICE_QUESTION)
-    assert "Your recent questions" in page and "(alice only)" in page
+    recent = page.split('id="recent"', 1)[1]
+    assert "Your recent questions" in recent and "(alice only)" in recent
+    assert "(alice only)" not in page.split("</title>", 1)[0]
     assert "(alice only)" in app_client.get("/").text
     sign_in(app_client, "carol")
     home = app_client.get("/").text
