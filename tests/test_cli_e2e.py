@@ -32,12 +32,18 @@ def site(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterato
     root = tmp_path_factory.mktemp("company-site")
     write_site(root, CLI_FILES, tickets=40, company=shared_data / "company")
     (root / "company/runbooks/broken.md").write_bytes(b"\x00\xff\xfe binary \x00 junk")
+    # Nothing to index, nothing to fix: reported as skipped, not as failures.
+    (root / "company/runbooks/moved.md").write_text(
+        "---\ntitle: Moved\nredirect_to: /alerts/etcd\n---\n", encoding="utf-8"
+    )
+    (root / "company/runbooks/empty.md").write_bytes(b"")
     cwd = os.getcwd()
     os.chdir(root)
     try:
         assert sovra("init", "--demo-directory").exit_code == 0
         result = sovra("source", "sync", "--all")
         assert "runbooks: +4 added" in result.output, result.output
+        assert "1 failed, 2 skipped" in result.output, result.output
         yield root
     finally:
         os.chdir(cwd)
@@ -82,6 +88,13 @@ def test_malformed_file_recorded_and_others_synced(site: Path) -> None:
     assert data["documents"] == 4
     assert [f["id"] for f in data["failed"]] == ["broken.md"]
     assert data["failed"][0]["reason"]
+    skipped = {f["id"]: f["reason"] for f in data["skipped"]}
+    assert set(skipped) == {"moved.md", "empty.md"} and data["skipped_count"] == 2
+    assert "redirect page to /alerts/etcd" in skipped["moved.md"]
+    text = sovra("source", "show", "runbooks").output
+    needs_action, _, fine = text.partition("skipped — nothing to index")
+    assert "failed — needs action (1)" in needs_action and "broken.md" in needs_action
+    assert "moved.md" in fine and "empty.md" in fine and "moved.md" not in needs_action
 
 
 def test_ask_cites_runbook_and_receipt_verifies(site: Path) -> None:

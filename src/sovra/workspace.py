@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from sovra.answer.recent import RecentQuestions
     from sovra.audit import AuditEvent
     from sovra.directory.ldap import LdapSettings
     from sovra.flows.base import ActionAdapter
@@ -279,6 +280,7 @@ class Workspace:
         self._feedback: FeedbackStore | None = None
         self._usage: UsageLedger | None = None
         self._queries: QueryVectorLog | None = None
+        self._recent: RecentQuestions | None = None
         self._generators: dict[str, Generator] = {}
         self._digests: Digests | None = None
 
@@ -345,6 +347,18 @@ class Workspace:
         if self._feedback is None:
             self._feedback = FeedbackStore.in_home(self.home)
         return self._feedback
+
+    @property
+    def recent_store(self) -> RecentQuestions:
+        if self._recent is None:
+            from sovra.answer.recent import RecentQuestions
+
+            self._recent = RecentQuestions.in_home(self.home)
+        return self._recent
+
+    def recent_questions(self, principal: Principal, limit: int = 10) -> list[str]:
+        """The principal's own recent questions, newest first (never another user's)."""
+        return self.recent_store.of_user(principal.id, limit)
 
     @property
     def usage_ledger(self) -> UsageLedger:
@@ -696,6 +710,7 @@ class Workspace:
                 self.finish_answer(principal, question, event.answer)
                 if monitored:
                     self._log_query_vector("ask", question, vectors)
+                    self.recent_store.add(principal.id, question)
             yield event
 
     def document(self, principal: Principal, document_id: str) -> DocumentView | None:
@@ -860,3 +875,6 @@ class Workspace:
         if self._queries is not None:
             self._queries.close()
             self._queries = None
+        if self._recent is not None:
+            self._recent.close()
+            self._recent = None

@@ -119,17 +119,18 @@ def test_malformed_files_fail_alone_and_are_shown(root: Path, state: StateStore)
         "bad/latin1.md": "# Caf\xe9\n\nDie Pr\xfcfung der Datenbank muss jede Woche erfolgen.\n".encode(
             "latin-1"
         ),
-        "bad/empty.md": b"",
         "bad/huge.md": b"# big\n\n" + b"lorem ipsum " * 20_000,
     }
     (root / "bad").mkdir()
     for name, data in bad.items():
         (root / name).write_bytes(data)
     (root / "bad" / "fine.pdf").write_bytes(minimal_pdf(["A perfectly fine PDF document."]))
+    (root / "bad" / "empty.md").write_bytes(b"")  # nothing to index: skipped, not failed
     conn = folder(root, access=["public"], max_file_bytes=100_000)
     index = MemoryIndex()
     report = sync_source(conn, "hb", index, FakeEmbedder(), state)
     assert set(report.failed) == set(bad)
+    assert list(report.skipped) == ["bad/empty.md"]
     assert "UTF-8" in report.failed["bad/latin1.md"]
     assert "max_file_bytes" in report.failed["bad/huge.md"]
     assert "PDF" in report.failed["bad/truncated.pdf"]

@@ -37,6 +37,7 @@ def main() -> None:
             report = sync_source(connector_for(src, config), src.name, index, None, state)
             data = report.to_dict()
             data["failed"] = dict(report.failed)  # uncapped, for the test's bookkeeping
+            data["skipped"] = dict(report.skipped)
             data["added"] = list(report.added)
             reports[src.name] = data
         sync_s = time.perf_counter() - t0

@@ -2,8 +2,8 @@
 source and two records sources (tests/support/hostile_files.py builds them).
 
 Pass = the sync finishes; the worker's peak RSS stays under RSS_BOUND_MIB; every item expected
-to fail is recorded as failed with a reason, every odd-but-legal item is indexed or failed with
-a reason, every link out of the root is refused and reported; the valid files are indexed and
+to fail is recorded as failed with a reason, every odd-but-legal item is indexed, failed or skipped
+with a reason, every link out of the root is refused and reported; the valid files are indexed and
 searchable; nothing from outside the sources is. BM25-only (no model), in its own process.
 """
 
@@ -60,6 +60,7 @@ def test_hostile_files_sync_finishes_bounded_and_accounts_for_every_item(tmp_pat
 
     folder = reports["hostile"]
     added, failed, links = set(folder["added"]), folder["failed"], folder["refused_links"]
+    skipped = folder["skipped"]
     problems: list[str] = []
     for rel, expect in m.expect.items():
         reason = failed.get(rel)
@@ -67,10 +68,14 @@ def test_hostile_files_sync_finishes_bounded_and_accounts_for_every_item(tmp_pat
             problems.append(f"{rel} ({m.category[rel]}): expected a recorded failure")
         elif expect == "index" and rel not in added:
             problems.append(f"{rel}: valid file not indexed ({reason})")
-        elif expect == "either" and rel not in added and not reason:
-            problems.append(f"{rel} ({m.category[rel]}): neither indexed nor failed")
+        elif expect == "either" and rel not in added and not reason and rel not in skipped:
+            problems.append(f"{rel} ({m.category[rel]}): neither indexed, failed nor skipped")
         elif expect == "link" and (rel not in links or rel in added):
             problems.append(f"{rel}: link out of the root not refused")
+        elif expect == "skipped" and (
+            rel in added or rel in failed or not folder["skipped"].get(rel)
+        ):
+            problems.append(f"{rel}: nothing to index, yet not recorded as skipped with a reason")
         elif expect == "skip" and (rel in added or rel in failed):
             problems.append(f"{rel}: not a regular file, yet handled as a document")
     for name in ("hostile-csv", "hostile-jsonl"):
@@ -79,9 +84,16 @@ def test_hostile_files_sync_finishes_bounded_and_accounts_for_every_item(tmp_pat
             reason = rep["failed"].get(rid)
             if expect == "fail" and not reason:
                 problems.append(f"{name}:{rid}: expected a recorded failure")
+            elif expect == "skipped" and (reason or not rep["skipped"].get(rid)):
+                problems.append(f"{name}:{rid}: empty record not recorded as skipped")
             elif expect == "index" and rid not in rep["added"]:
                 problems.append(f"{name}:{rid}: valid record not indexed ({reason})")
-            elif expect == "either" and rid not in rep["added"] and not reason:
+            elif (
+                expect == "either"
+                and rid not in rep["added"]
+                and not reason
+                and (rid not in rep["skipped"])
+            ):
                 problems.append(f"{name}:{rid}: neither indexed nor failed")
     assert problems == [], "\n".join(problems[:50])
 

@@ -50,13 +50,13 @@ def test_tools_respect_the_users_permissions(workspace: Workspace) -> None:
         ("fetch_document", {"document_id": "runbooks:nope.md"}),
     ]
     alice = asyncio.run(calls(as_user(workspace, "alice"), todo))
-    assert payload(alice[0])["hits"][0]["document_id"] == RUNBOOK
+    assert payload(alice[0])["documents"][0]["document_id"] == RUNBOOK
     answer = payload(alice[1])
     assert answer["citations"][0]["document_id"] == RUNBOOK and answer["receipt"]
     assert payload(alice[2])["id"] == RUNBOOK
     assert alice[3].is_error
     carol = asyncio.run(calls(as_user(workspace, "carol"), todo))
-    assert all(h["source"] != "runbooks" for h in payload(carol[0])["hits"])
+    assert all(d["source"] != "runbooks" for d in payload(carol[0])["documents"])
     assert payload(carol[1])["citations"] == []
     assert carol[2].is_error and carol[3].is_error
     forbidden, missing = carol[2].content[0].text, carol[3].content[0].text
@@ -100,13 +100,13 @@ HTTP_TODO = [
 
 def test_streamable_http_uses_the_callers_permissions(live_url: str, site: Site) -> None:
     alice = asyncio.run(calls(over_http(live_url, site.keys["alice"]), HTTP_TODO))
-    assert payload(alice[0])["hits"][0]["document_id"] == RUNBOOK
+    assert payload(alice[0])["documents"][0]["document_id"] == RUNBOOK
     assert payload(alice[1])["id"] == RUNBOOK
     assert alice[2].is_error
     answer = payload(alice[3])
     assert answer["citations"][0]["document_id"] == RUNBOOK and answer["receipt"]
     carol = asyncio.run(calls(over_http(live_url, site.keys["carol"]), HTTP_TODO))
-    assert all(h["source"] != "runbooks" for h in payload(carol[0])["hits"])
+    assert all(d["source"] != "runbooks" for d in payload(carol[0])["documents"])
     assert carol[1].is_error and carol[2].is_error
     assert carol[1].content[0].text == carol[2].content[0].text
     assert "etcd" not in carol[1].content[0].text
@@ -119,7 +119,7 @@ def test_streamable_http_oidc_token_and_scopes(live_url: str, site: Site, issuer
     assert payload(olivia[0])["id"] == RUNBOOK
     # A search-only API key may search but not fetch documents.
     limited = asyncio.run(calls(over_http(live_url, site.keys["alice-search"]), HTTP_TODO[:2]))
-    assert payload(limited[0])["hits"]
+    assert payload(limited[0])["documents"]
     assert limited[1].is_error and "documents" in limited[1].content[0].text
 
 

@@ -50,16 +50,44 @@ def rest_search(client: TestClient, site: Site, body: dict[str, Any]) -> list[st
     return [h["chunk_id"] for h in resp.json()["hits"]]
 
 
-def mcp_search(workspace: Workspace, query: str, k: int) -> list[str]:
+def mcp_call(workspace: Workspace, arguments: dict[str, Any]) -> dict[str, Any]:
     server = build_mcp(ModelSlots(workspace), fixed_user(lambda: workspace.principal("alice")))
 
     async def run() -> Any:
         async with mcp.Client(server) as client:
-            return await client.call_tool("search", {"query": query, "k": k})
+            return await client.call_tool("search", arguments)
 
     result = asyncio.run(run())
-    data = result.structured_content or json.loads(result.content[0].text)
+    data: dict[str, Any] = result.structured_content or json.loads(result.content[0].text)
+    return data
+
+
+def mcp_search(workspace: Workspace, query: str, k: int) -> list[str]:
+    data = mcp_call(workspace, {"query": query, "k": k, "group_by": "chunk"})
     return [h["chunk_id"] for h in data["hits"]]
+
+
+def passages_of(documents: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    return [(d["document_id"], [p["chunk_id"] for p in d["passages"]]) for d in documents]
+
+
+def test_rest_mcp_and_the_core_group_by_document_alike(
+    workspace: Workspace, client: TestClient, site: Site
+) -> None:
+    _, core = workspace.search_documents(workspace.principal("alice"), QUERY, QueryOptions(k=5))
+    expected = [(d.document_id, [p.hit.chunk.id for p in d.passages]) for d in core]
+    assert expected and len({doc for doc, _ in expected}) == len(expected)
+    resp = client.post(
+        "/api/v1/search",
+        json={"query": QUERY, "k": 5, "group_by": "document"},
+        headers=bearer(site.keys["alice"]),
+    )
+    assert resp.status_code == 200, resp.text
+    assert passages_of(resp.json()["documents"]) == expected
+    mcp_documents = mcp_call(workspace, {"query": QUERY, "k": 5})["documents"]
+    assert passages_of(mcp_documents) == expected
+    first = mcp_documents[0]["passages"][0]
+    assert first["text"] and first["highlights"] and first["snippet"]
 
 
 def test_rest_mcp_and_the_core_give_the_same_hits_through_one_path(

@@ -91,6 +91,18 @@ class FeedbackStore:
             for r in rows
         ]
 
+    def summary(self, *, by_user: bool = False, since: float | None = None) -> list[dict[str, Any]]:
+        """Ratings counted (up, down, with a comment) overall or per user, for `sovra report
+        usage`; `since`: a Unix time."""
+        key = "user_id" if by_user else "'all'"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {key}, SUM(rating='up'), SUM(rating='down'), SUM(comment != '')"
+                " FROM feedback WHERE created_at >= ? GROUP BY 1 ORDER BY 1",
+                (since or 0.0,),
+            ).fetchall()
+        return [{"key": r[0], "up": r[1], "down": r[2], "comments": r[3]} for r in rows]
+
     def erase_user(self, user_id: str, pseudonym: str) -> int:
         """Erasure: the user's ratings stay (counted, by `pseudonym`), their comments go — here
         and in the legacy table of the account store, whose rows were copied here once.

@@ -48,6 +48,14 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
             report["feedback"] = fb.erase_user(subject, pseudonym)
         finally:
             fb.close()
+    if (home / "recent-questions.sqlite").exists():
+        from sovra.answer.recent import RecentQuestions
+
+        recent = RecentQuestions.in_home(home)
+        try:
+            report["recent_questions"] = recent.erase_user(subject)
+        finally:
+            recent.close()
     if (home / "usage" / "usage.sqlite").exists():
         from sovra.policy.usage import UsageLedger
 

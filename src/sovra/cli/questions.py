@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
 from sovra.domain import QueryOptions
+from sovra.search.facets import facets_of
 
 if TYPE_CHECKING:
     from sovra.search import SearchResult
@@ -42,6 +43,14 @@ def search_command(
     group: Annotated[
         bool, typer.Option("--group/--no-group", help="One result per document (default).")
     ] = True,
+    show_facets: Annotated[
+        bool,
+        typer.Option(
+            "--facets",
+            help="Also count the matching documents per source, language, classification"
+            " and modified date (only documents AS_USER may read).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Search the documents AS_USER may read (one result per document unless --no-group)."""
@@ -67,12 +76,15 @@ def search_command(
             result = ws.search(principal, query, options)
     finally:
         ws.close()
+    facets = facets_of(result).to_dict() if show_facets else None
     if group:
-        print_documents(result, documents, as_user, json_out=json_out)
+        print_documents(result, documents, as_user, json_out=json_out, facets=facets)
         return
     if json_out:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), **({"facets": facets} if facets else {})})
         return
+    if facets:
+        print_facets(facets)
     if not result.hits:
         out.print(f"no results among the documents {as_user} can access")
         return
@@ -90,14 +102,28 @@ def search_command(
         out.print(f"    [dim]{h.chunk.uri}[/]", highlight=False)
 
 
+def print_facets(facets: dict[str, Any]) -> None:
+    for name, values in facets.items():
+        if values:
+            shown = ", ".join(f"{escape(v['value'])} {v['count']}" for v in values)
+            out.print(f"[dim]{name}:[/] {shown}", highlight=False)
+
+
 def print_documents(
-    result: SearchResult, documents: list[DocumentHit], as_user: str, *, json_out: bool
+    result: SearchResult,
+    documents: list[DocumentHit],
+    as_user: str,
+    *,
+    json_out: bool,
+    facets: dict[str, Any] | None = None,
 ) -> None:
     from sovra.search.grouping import grouped_dict
 
     if json_out:
-        emit_json(grouped_dict(result, documents))
+        emit_json({**grouped_dict(result, documents), **({"facets": facets} if facets else {})})
         return
+    if facets:
+        print_facets(facets)
     if not documents:
         out.print(f"no results among the documents {as_user} can access")
         return

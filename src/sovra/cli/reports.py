@@ -52,9 +52,13 @@ def report_usage_command(
     start = parse_since(since) if since else None
     with UsageLedger.in_home(config.home) as ledger:
         rows = ledger.report(by, start)  # type: ignore[arg-type]
+    feedback = answer_feedback(config.home, by_user=by == "user", since=start)
     if json_out:
-        emit_json({"by": by, "since": start, "rows": [r.to_json() for r in rows]})
+        emit_json(
+            {"by": by, "since": start, "rows": [r.to_json() for r in rows], "feedback": feedback}
+        )
         return
+    print_feedback(feedback)
     if not rows:
         out.print("no model calls recorded" + (f" since {start:%Y-%m-%d %H:%M}" if start else ""))
         return
@@ -65,6 +69,32 @@ def report_usage_command(
         out.print(
             f"{r.key:<20} {r.calls:>7} {r.tokens_in:>10} {r.tokens_out:>10}"
             f" {r.cost:>10.4f} {r.latency_ms_avg:>8.1f}",
+            highlight=False,
+        )
+
+
+def answer_feedback(
+    home: Path, *, by_user: bool, since: datetime | None
+) -> list[dict[str, object]]:
+    """Ratings of answers (👍/👎, comments) from the feedback store; none when it never existed
+    (a report never creates a store)."""
+    from sovra.answer.feedback import FeedbackStore
+
+    if not (home / "feedback.sqlite").exists():
+        return []
+    store = FeedbackStore.in_home(home)
+    try:
+        rows = store.summary(by_user=by_user, since=since.timestamp() if since else None)
+    finally:
+        store.close()
+    return [dict(r) for r in rows]
+
+
+def print_feedback(rows: list[dict[str, object]]) -> None:
+    for r in rows:
+        who = "" if r["key"] == "all" else f" {r['key']}"
+        out.print(
+            f"answer feedback{who}: {r['up']} up, {r['down']} down, {r['comments']} with comments",
             highlight=False,
         )
 

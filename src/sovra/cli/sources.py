@@ -34,6 +34,7 @@ def source_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
                     "residency": src.residency,
                     "documents": counts.get("ok", 0),
                     "failed": counts.get("failed", 0),
+                    "skipped": counts.get("skipped", 0),
                     "chunks": counts.get("chunks", 0),
                     "last_sync": last.get("finished_at") if last else None,
                 }
@@ -48,7 +49,8 @@ def source_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     for r in rows:
         out.print(
             f"[bold]{r['name']}[/] ({r['kind']}) {r['path']}\n"
-            f"    {r['documents']} documents, {r['chunks']} chunks, {r['failed']} failed;"
+            f"    {r['documents']} documents, {r['chunks']} chunks, {r['failed']} failed,"
+            f" {r['skipped']} skipped (no text);"
             f" access {', '.join(r['access']) or 'admins only'}; {r['classification']};"
             f" residency {r['residency']}; last sync {r['last_sync'] or 'never'}",
             highlight=False,
@@ -60,9 +62,13 @@ def source_show(
     ctx: typer.Context,
     name: str,
     failed_limit: Annotated[int, typer.Option("--failed", help="Failed documents to list.")] = 50,
+    skipped_limit: Annotated[
+        int, typer.Option("--skipped", help="Skipped documents (nothing to index) to list.")
+    ] = 50,
     json_out: JsonOpt = False,
 ) -> None:
-    """The last sync report of a source, with failed documents and their reasons."""
+    """The last sync report of a source: failed documents (they need action) with their
+    reasons, apart from skipped ones (nothing to index, e.g. redirect pages: fine as they are)."""
     from sovra.workspace import Workspace
 
     cfg = state(ctx).config
@@ -72,6 +78,7 @@ def source_show(
         report = ws.state.last_report(name)
         counts = ws.state.counts(name)
         failed = ws.state.documents(name, status="failed", limit=failed_limit)
+        skipped = ws.state.documents(name, status="skipped", limit=skipped_limit)
     finally:
         ws.close()
     data: dict[str, Any] = {
@@ -80,6 +87,8 @@ def source_show(
         "chunks": counts.get("chunks", 0),
         "failed_count": counts.get("failed", 0),
         "failed": [{"id": d.external_id, "reason": d.error} for d in failed],
+        "skipped_count": counts.get("skipped", 0),
+        "skipped": [{"id": d.external_id, "reason": d.error} for d in skipped],
         "last_report": report,
     }
     if json_out:
@@ -90,13 +99,20 @@ def source_show(
         c = report["counts"]
         out.print(
             f"last sync {report['finished_at']}: +{c['added']} added, {c['updated']} updated,"
-            f" {c['unchanged']} unchanged, {c['deleted']} deleted, {c['failed']} failed"
+            f" {c['unchanged']} unchanged, {c['deleted']} deleted, {c['failed']} failed,"
+            f" {c.get('skipped', 0)} skipped"
             + (f" — stopped: {report['error']}" if report.get("error") else "")
         )
     else:
         out.print("never synced; run `sovra source sync " + name + "`")
+    if data["failed_count"]:
+        out.print(f"[red]failed — needs action[/] ({data['failed_count']}):")
     for d in data["failed"]:
-        out.print(f"  [red]failed[/] {d['id']}: {d['reason']}", highlight=False)
+        out.print(f"  [red]failed[/] {escape(d['id'])}: {escape(d['reason'])}", highlight=False)
+    if data["skipped_count"]:
+        out.print(f"skipped — nothing to index, no action needed ({data['skipped_count']}):")
+    for d in data["skipped"]:
+        out.print(f"  [dim]skipped[/] {escape(d['id'])}: {escape(d['reason'])}", highlight=False)
     for key, what in (("labels_refused", "labels refused"), ("refused_links", "link refused")):
         for eid, why in ((report or {}).get(key) or {}).items():
             out.print(f"  [yellow]{what}[/] {escape(eid)}: {escape(why)}", highlight=False)
@@ -152,7 +168,8 @@ def source_sync(
                 out.print(
                     f"[bold]{src.name}[/]: +{c['added']} added, {c['updated']} updated,"
                     f" {c['unchanged']} unchanged, {c['deleted']} deleted,"
-                    f" {c['failed']} failed ({c['chunks_written']} chunks written)"
+                    f" {c['failed']} failed, {c['skipped']} skipped"
+                    f" ({c['chunks_written']} chunks written)"
                     + (f" — stopped: {report.error}" if report.error else ""),
                     highlight=False,
                 )

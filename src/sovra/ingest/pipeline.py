@@ -16,7 +16,9 @@ file deleted in between is still removed.
 
 A document that fails (malformed, empty, too large, parser bug) is recorded with its reason
 and any older indexed version of it is removed — stale text under stale labels must not stay
-searchable; the rest of the sync goes on. A source that cannot be listed at all aborts the
+searchable; the rest of the sync goes on. A document with nothing to index (an empty page, a
+redirect page with front matter only) is recorded as *skipped* with its reason, not failed:
+it needs no action, and it is not read again until its version changes. A source that cannot be listed at all aborts the
 sync before anything is deleted.
 """
 
@@ -41,9 +43,15 @@ from sovra.ingest.chunk import (
     estimate_tokens,
 )
 from sovra.ingest.language import UNDETERMINED, detect_languages
-from sovra.ingest.state import STATUS_OK, StateStore
+from sovra.ingest.state import STATUS_OK, STATUS_SKIPPED, StateStore
 from sovra.models.base import Embedder
-from sovra.sources.base import LABELS_REFUSED, Connector, DocumentError, SourceUnavailable
+from sovra.sources.base import (
+    LABELS_REFUSED,
+    Connector,
+    DocumentError,
+    EmptyDocument,
+    SourceUnavailable,
+)
 
 ProgressCallback = Callable[[int, int, str | None], None]
 """progress(done, total, current external id): the CLI draws a bar, the API a status field.
@@ -86,6 +94,9 @@ class SyncReport:
     unchanged: int = 0
     deleted: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    """Documents that could not be read (malformed, too large, …): they need action."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Documents with nothing to index (empty, front matter only), with why: no action needed."""
     labels_refused: dict[str, str] = field(default_factory=dict)
     """Documents whose own labels (front matter) tried to widen what sovra.toml grants: the
     claim was not applied; the value says what was refused."""
@@ -120,6 +131,7 @@ class SyncReport:
                 "unchanged": self.unchanged,
                 "deleted": len(self.deleted),
                 "failed": len(self.failed),
+                "skipped": len(self.skipped),
                 "labels_refused": len(self.labels_refused),
                 "refused_links": len(self.refused_links),
                 "chunks_written": self.chunks_written,
@@ -128,6 +140,7 @@ class SyncReport:
             "updated": cap(self.updated),
             "deleted": cap(self.deleted),
             "failed": dict(list(self.failed.items())[:REPORT_ID_LIMIT]),
+            "skipped": dict(list(self.skipped.items())[:REPORT_ID_LIMIT]),
             "labels_refused": dict(list(self.labels_refused.items())[:REPORT_ID_LIMIT]),
             "refused_links": dict(list(self.refused_links.items())[:REPORT_ID_LIMIT]),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -140,6 +153,7 @@ class _Prepared:
 
     docs: list[tuple[Document, list[Chunk]]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (ext id, version, why)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (ext id, version, why)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (ext id, refused labels)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -187,6 +201,9 @@ class _Syncer:
         for ref in refs:
             try:
                 doc = self.connector.fetch(ref.external_id)
+            except EmptyDocument as exc:
+                out.skipped.append((ref.external_id, ref.version, exc.reason))
+                continue
             except DocumentError as exc:
                 out.failed.append((ref.external_id, ref.version, exc.reason))
                 continue
@@ -227,7 +244,7 @@ class _Syncer:
             if chunks:
                 out.docs.append((d, chunks))
             else:
-                out.failed.append((d.external_id, d.version, "no text to index"))
+                out.skipped.append((d.external_id, d.version, "no text to index"))
         out.timings["chunk"] = time.perf_counter() - t3
         return out
 
@@ -262,7 +279,8 @@ class _Syncer:
         for doc, chunks in batch.docs:
             ok.append((doc.external_id, doc.version, len(chunks)))
             report.chunks_written += len(chunks)
-        stale = [f"{self.source}:{eid}" for eid, _, _ in batch.failed if eid in indexed]
+        unindexed = [*batch.failed, *batch.skipped]
+        stale = [f"{self.source}:{eid}" for eid, _, _ in unindexed if eid in indexed]
         if stale:
             self.index.delete_documents(stale)
         t2 = time.perf_counter()
@@ -272,6 +290,10 @@ class _Syncer:
             self.state.record_ok(self.source, ok, pipeline=self.pipeline)
         if batch.failed:
             self.state.record_failed(self.source, batch.failed, pipeline=self.pipeline)
+        if batch.skipped:
+            self.state.record_failed(
+                self.source, batch.skipped, pipeline=self.pipeline, status=STATUS_SKIPPED
+            )
         report._time("state", time.perf_counter() - t2)
 
         for doc, _ in batch.docs:
@@ -279,6 +301,9 @@ class _Syncer:
             self.tick(doc.external_id)
         for eid, _, reason in batch.failed:
             report.failed[eid] = reason
+            self.tick(eid)
+        for eid, _, reason in batch.skipped:
+            report.skipped[eid] = reason
             self.tick(eid)
 
     def batches(self, work: Sequence[DocumentRef]) -> list[list[DocumentRef]]:
@@ -313,10 +338,10 @@ class _Syncer:
             work: list[DocumentRef] = []
             for eid, ref in listed.items():
                 st = stored.get(eid)
-                if (
-                    st is not None
-                    and st == (ref.version, STATUS_OK, self.pipeline)
-                    and eid in indexed
+                if st is not None and (
+                    (st == (ref.version, STATUS_OK, self.pipeline) and eid in indexed)
+                    # Nothing to index last time and the same version now: nothing to redo.
+                    or st == (ref.version, STATUS_SKIPPED, self.pipeline)
                 ):
                     report.unchanged += 1
                 else:

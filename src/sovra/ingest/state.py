@@ -2,8 +2,9 @@
 
 Tables:
   documents(source, external_id, version, status, error, chunk_count, synced_at, pipeline)
-      one row per document the last syncs saw; status is `ok` (indexed) or `failed`
-      (error holds the reason); `pipeline` names the embedding model and chunking settings
+      one row per document the last syncs saw; status is `ok` (indexed), `failed` (error
+      holds the reason: needs action) or `skipped` (nothing to index, e.g. a redirect page
+      with front matter only; error holds why: fine as it is); `pipeline` names the embedding model and chunking settings
       the chunks were made with, so changing either re-indexes; key (source, external_id).
   reports(source, finished_at, report)
       the last SyncReport of each source as JSON, for `sovra source show`.
@@ -34,6 +35,7 @@ SCHEMA_VERSION = "1"
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS documents (
     source TEXT NOT NULL,
     external_id TEXT NOT NULL,
     version TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'skipped')),
     error TEXT,
     chunk_count INTEGER NOT NULL DEFAULT 0,
     synced_at TEXT NOT NULL,
@@ -83,6 +85,26 @@ class DocumentState:
     pipeline: str = ""
 
 
+def _allow_skipped(db: sqlite3.Connection) -> None:
+    """A store made before `skipped` existed has a CHECK that refuses it; SQLite cannot alter a
+    CHECK, so the table is rebuilt once, rows kept, in one transaction."""
+    row = db.execute(
+        "SELECT sql FROM sqlite_master WHERE type='table' AND name='documents'"
+    ).fetchone()
+    if row is None or "'skipped'" in row[0]:
+        return
+    create = _SCHEMA.split("CREATE TABLE IF NOT EXISTS documents", 1)[1].split(";", 1)[0]
+    with write_transaction(db):
+        db.execute("ALTER TABLE documents RENAME TO documents_before_skipped")
+        db.execute("CREATE TABLE documents" + create)
+        db.execute(
+            "INSERT INTO documents SELECT source, external_id, version, status, error,"
+            " chunk_count, synced_at, pipeline FROM documents_before_skipped"
+        )
+        db.execute("DROP TABLE documents_before_skipped")
+        db.execute("CREATE INDEX IF NOT EXISTS documents_status ON documents (source, status)")
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -102,6 +124,7 @@ class StateStore:
                 self._db.execute(
                     "ALTER TABLE documents ADD COLUMN pipeline TEXT NOT NULL DEFAULT ''"
                 )
+            _allow_skipped(self._db)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StateError(f"cannot open sync state {path}: {exc}") from None
@@ -151,13 +174,17 @@ class StateStore:
         *,
         pipeline: str = "",
         at: str | None = None,
+        status: str = STATUS_FAILED,
     ) -> None:
-        """Mark (external_id, version, reason) items failed, in one transaction."""
+        """Mark (external_id, version, reason) items failed — or, with `status=STATUS_SKIPPED`,
+        skipped (nothing to index) — in one transaction."""
+        if status not in (STATUS_FAILED, STATUS_SKIPPED):
+            raise ValueError(f"status {status!r} is neither failed nor skipped")
         stamp = at or _now()
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, 'failed', ?, 0, ?, ?)",
-                [(source, eid, ver, reason, stamp, pipeline) for eid, ver, reason in items],
+                "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
+                [(source, eid, ver, status, why, stamp, pipeline) for eid, ver, why in items],
             )
 
     def forget(self, source: str, external_ids: Iterable[str]) -> None:
@@ -193,14 +220,14 @@ class StateStore:
         ]
 
     def counts(self, source: str) -> dict[str, int]:
-        """Documents and chunks per status: {"ok": n, "failed": n, "chunks": n}."""
+        """Documents and chunks per status: {"ok": n, "failed": n, "skipped": n, "chunks": n}."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT status, COUNT(*), SUM(chunk_count) FROM documents WHERE source=? "
                 "GROUP BY status",
                 (source,),
             ).fetchall()
-        out = {STATUS_OK: 0, STATUS_FAILED: 0, "chunks": 0}
+        out = {STATUS_OK: 0, STATUS_FAILED: 0, STATUS_SKIPPED: 0, "chunks": 0}
         for status, n, chunks in rows:
             out[status] = n
             out["chunks"] += chunks or 0

@@ -178,8 +178,11 @@ def segments_dict(segments: tuple[Segment, ...]) -> list[dict[str, Any]]:
     return [{"text": s.text, "marked": s.marked} for s in segments]
 
 
-def grouped_dict(result: SearchResult, documents: list[DocumentHit]) -> dict[str, Any]:
-    """The JSON shape of grouped results (`sovra search --json`, REST `group_by=document`)."""
+def grouped_dict(
+    result: SearchResult, documents: list[DocumentHit], *, passage_text: bool = False
+) -> dict[str, Any]:
+    """The JSON shape of grouped results (`sovra search --json`, REST `group_by=document`,
+    MCP search); `passage_text`: each passage's whole text too (MCP: agents read it)."""
     return {
         "query": result.query,
         "language": result.language,
@@ -205,6 +208,7 @@ def grouped_dict(result: SearchResult, documents: list[DocumentHit]) -> dict[str
                         "heading_path": list(p.heading),
                         "snippet": "".join(s.text for s in p.snippet),
                         "highlights": segments_dict(p.snippet),
+                        **({"text": p.hit.chunk.text} if passage_text else {}),
                     }
                     for p in d.passages
                 ],

@@ -19,6 +19,7 @@ from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.domain import QueryOptions, as_utc
 from sovra.search import SearchResult
+from sovra.search.facets import facets_of
 from sovra.search.grouping import DocumentHit, grouped_dict
 from sovra.server.auth import ApiError, Identity
 from sovra.server.deps import AppState, Needs, app_state
@@ -74,6 +75,11 @@ class SearchRequest(Narrowing):
         default="chunk",
         description="`document`: one entry per document (k documents) with its best passages,"
         " snippets in plain text with the query terms marked.",
+    )
+    facets: bool = Field(
+        default=False,
+        description="Add `facets`: matching documents per source, language, classification"
+        " and modified-date bucket, counted only over documents the caller may read.",
     )
 
     def options(self) -> QueryOptions:
@@ -138,9 +144,13 @@ async def search(body: SearchRequest, ident: Searcher, st: State) -> dict[str, A
     """Hybrid search over the documents the caller may read."""
     if body.group_by == "document":
         result, documents = await run_in_threadpool(run_search_documents, st, ident, body)
-        return grouped_dict(result, documents)
-    result = await run_in_threadpool(run_search, st, ident, body)
-    return result.to_dict()
+        out = grouped_dict(result, documents)
+    else:
+        result = await run_in_threadpool(run_search, st, ident, body)
+        out = result.to_dict()
+    if body.facets:
+        out["facets"] = facets_of(result).to_dict()
+    return out
 
 
 def count_answer(st: AppState, answer: Answer) -> None:

@@ -67,7 +67,7 @@ async def prometheus(request: Request, st: State, _rule: Scrape) -> Response:
     metrics = st.metrics
     for src in st.ws.config.sources:
         counts = st.ws.state.counts(src.name)
-        for status in ("ok", "failed"):
+        for status in ("ok", "failed", "skipped"):
             metrics.source_documents.labels(src.name, status).set(counts.get(status, 0))
         report = st.ws.state.last_report(src.name)
         finished = (report or {}).get("finished_at")

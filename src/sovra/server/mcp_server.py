@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from sovra.domain import Principal, QueryOptions
+from sovra.search.grouping import grouped_dict
 from sovra.server.auth import ApiError, Identity
 from sovra.server.slots import ModelSlots
 from sovra.server.text import clean_text
@@ -75,11 +76,24 @@ def build_mcp(slots: ModelSlots, principal_for: PrincipalFor) -> MCPServer:
         ),
     )
 
-    @server.tool(description="Hybrid search over the documents the user may read.")
-    def search(query: str, ctx: Context[Any, Any], k: int = 10) -> dict[str, Any]:
+    @server.tool(
+        description="Hybrid search over the documents the user may read. By default one entry"
+        " per document (title, source, uri, date) with its best passages, as REST"
+        ' `group_by=document`; `group_by="chunk"` lists single passages instead.'
+    )
+    def search(
+        query: str, ctx: Context[Any, Any], k: int = 10, group_by: str = "document"
+    ) -> dict[str, Any]:
         principal = principal_for(ctx, "search")
         _clean(query)
-        result = slots.call(ws.search, principal, query, QueryOptions(k=max(1, min(k, 50))))
+        if group_by not in ("document", "chunk"):
+            raise ToolError("group_by must be 'document' or 'chunk'")
+        options = QueryOptions(k=max(1, min(k, 50)))
+        if group_by == "document":
+            result, documents = slots.call(ws.search_documents, principal, query, options)
+            # An agent reads the passages themselves, not only their snippets.
+            return grouped_dict(result, documents, passage_text=True)
+        found = slots.call(ws.search, principal, query, options)
         return {
             "hits": [
                 {
@@ -91,7 +105,7 @@ def build_mcp(slots: ModelSlots, principal_for: PrincipalFor) -> MCPServer:
                     "uri": h.chunk.uri,
                     "text": h.chunk.text,
                 }
-                for h in result.hits
+                for h in found.hits
             ]
         }
 

@@ -8,7 +8,7 @@ import hmac
 import secrets
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -93,9 +93,51 @@ templates.env.filters["fragment"] = fragment
 templates.env.filters["urlpath"] = lambda s: quote(str(s), safe="/:")
 
 
+FeedbackGiver = Annotated[Identity, Depends(Needs("feedback", page=True))]
+FEEDBACK_SAID = {"up": "Thanks: marked helpful.", "down": "Thanks: marked not helpful."}
+
+
+def recent_for(st: AppState, ident: Identity) -> list[str]:
+    """The caller's own recent questions (the workspace reads by the principal's id)."""
+    return st.ws.recent_questions(ident.principal)
+
+
 @router.get("/")
-async def home(request: Request, ident: Asker) -> Response:
-    return page(request, "ask.html", ident, answer=None, question="", extractive=False)
+async def home(
+    request: Request,
+    st: State,
+    ident: Asker,
+    q: Annotated[str, Query(max_length=4000)] = "",
+    feedback: Annotated[str, Query(max_length=8)] = "",
+) -> Response:
+    recent = await run_in_threadpool(recent_for, st, ident)
+    return page(
+        request,
+        "ask.html",
+        ident,
+        answer=None,
+        question=q if is_clean(q) else "",
+        extractive=False,
+        recent=recent,
+        notice=FEEDBACK_SAID.get(feedback, ""),
+    )
+
+
+@router.post("/feedback")
+async def feedback_submit(
+    st: State,
+    who: FeedbackGiver,
+    answer_index: Annotated[int, Form(ge=0)],
+    rating: Annotated[Literal["up", "down"], Form()],
+    comment: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """The no-JavaScript path of the feedback buttons (the script posts to the API instead)."""
+    if not is_clean(comment):
+        raise ApiError(422, "invalid_request", "the comment is not valid text")
+    stored = await run_in_threadpool(st.ws.feedback, who.principal, answer_index, rating, comment)
+    if stored is None:
+        raise ApiError(404, "not_found", "no such answer")
+    return RedirectResponse(f"/?feedback={rating}", status_code=303)
 
 
 @router.get("/login")
@@ -184,7 +226,16 @@ async def ask_submit(
         raise ApiError(422, "invalid_request", "the question is not valid text")
     body = AskRequest(question=question, extractive=extractive)
     answer: Answer = await run_in_threadpool(ask_once, st, who, body)
-    return page(request, "ask.html", who, answer=answer, question=question, extractive=extractive)
+    recent = await run_in_threadpool(recent_for, st, who)
+    return page(
+        request,
+        "ask.html",
+        who,
+        answer=answer,
+        question=question,
+        extractive=extractive,
+        recent=recent,
+    )
 
 
 @router.get("/search")
@@ -197,11 +248,12 @@ async def search_page(
     language: Annotated[str, Query(max_length=8)] = "",
     modified_from: Annotated[str, Query(max_length=10)] = "",
     modified_to: Annotated[str, Query(max_length=10)] = "",
+    max_classification: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     result = None
     documents: list[DocumentHit] = []
     error = ""
-    if not all(is_clean(v) for v in (q, source, language)):
+    if not all(is_clean(v) for v in (q, source, language, max_classification)):
         raise ApiError(422, "invalid_request", "the query is not valid text")
     try:
         after, before = day_range(modified_from, modified_to)
@@ -221,11 +273,20 @@ async def search_page(
                         language=language or None,
                         modified_after=after,
                         modified_before=before,
+                        max_classification=max_classification or None,
                     ),
                 )
             )
         except ConfigError as exc:
             error = str(exc)
+    params = {
+        "q": q,
+        "source": source,
+        "language": language,
+        "modified_from": modified_from,
+        "modified_to": modified_to,
+        "max_classification": max_classification,
+    }
     sources = [s.name for s in st.ws.config.sources]
     template = "search_results.html" if request.headers.get("hx-request") else "search.html"
     return page(
@@ -237,11 +298,55 @@ async def search_page(
         language=language,
         modified_from=modified_from,
         modified_to=modified_to,
+        max_classification=max_classification,
         sources=sources,
         result=result,
         documents=documents,
+        facets=facet_links(result, params) if result is not None and documents else {},
         error=error,
     )
+
+
+FACET_FILTER = {"source": "source", "language": "language", "classification": "max_classification"}
+"""The search form's field each facet narrows (classification: "up to this level")."""
+
+
+def facet_links(result: Any, params: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Each facet value with its count and the search link that narrows to it (None when no
+    filter expresses it); the counts come from the principal's own filtered search."""
+    from urllib.parse import urlencode
+
+    from sovra.search.facets import facets_of
+
+    def link(field: str, value: str) -> str:
+        narrowed = {**params, field: value}
+        return "/search?" + urlencode({k: v for k, v in narrowed.items() if v})
+
+    facets = facets_of(result)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, field in FACET_FILTER.items():
+        out[name] = [
+            {
+                "value": v.value,
+                "count": v.count,
+                "href": link(field, v.value),
+                "active": params[field] == v.value,
+            }
+            for v in getattr(facets, name)
+        ]
+    out["modified"] = [
+        {
+            "value": v.value,
+            "count": v.count,
+            "href": link("modified_from", v.modified_after.date().isoformat())
+            if v.modified_after
+            else None,
+            "active": bool(v.modified_after)
+            and params["modified_from"] == v.modified_after.date().isoformat(),  # type: ignore[union-attr]
+        }
+        for v in facets.modified
+    ]
+    return out
 
 
 def day_range(first: str, last: str) -> tuple[datetime | None, datetime | None]:

@@ -10,7 +10,7 @@ tests/sources/test_conformance.py checks every connector against it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from sovra.domain import Document, DocumentRef
@@ -56,7 +56,19 @@ class DocumentTooLarge(DocumentError):
 
 
 class EmptyDocument(DocumentError):
-    """The item holds no text to index."""
+    """The item holds no text to index; the sync records it as skipped (fine), not failed."""
+
+
+def no_text_reason(front_matter: Mapping[str, object]) -> str:
+    """Why a parsed file with no body is skipped: a redirect or stub page (front matter only)
+    reads differently to an operator than an empty file."""
+    if not front_matter:
+        return "empty file: no text"
+    for key in ("redirect_to", "redirect", "redirect_url"):
+        target = front_matter.get(key)
+        if isinstance(target, str) and target.strip():
+            return f"redirect page to {target.strip()[:200]}: front matter only, no body text"
+    return "front matter only, no body text (a redirect or stub page)"
 
 
 class UnsupportedFormat(DocumentError):

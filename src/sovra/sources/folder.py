@@ -27,6 +27,7 @@ from sovra.sources.base import (
     MalformedDocument,
     SourceUnavailable,
     UnsupportedFormat,
+    no_text_reason,
 )
 from sovra.sources.labels import Labels, glob_match, label_metadata, resolve_labels
 from sovra.sources.parse import (
@@ -279,7 +280,7 @@ class FolderConnector:
         data, st = self._read(external_id)
         parsed = self._parse(external_id, data)
         if not parsed.text.strip():
-            raise EmptyDocument(external_id, "no text in file")
+            raise EmptyDocument(external_id, no_text_reason(parsed.front_matter))
         labels = self._config_labels(external_id, parsed.front_matter)
         metadata = front_matter_metadata(parsed.front_matter)
         metadata.update(label_metadata(labels, LABELS_REFUSED))

@@ -40,6 +40,7 @@ from sovra.sources.base import (
     MalformedDocument,
     SourceUnavailable,
     UnsupportedFormat,
+    no_text_reason,
 )
 from sovra.sources.folder import _title_from_path, front_matter_metadata
 from sovra.sources.labels import (
@@ -327,7 +328,7 @@ class GitConnector:
         except ParseError as exc:
             raise MalformedDocument(external_id, str(exc)) from None
         if not parsed.text.strip():
-            raise EmptyDocument(external_id, "no text in file")
+            raise EmptyDocument(external_id, no_text_reason(parsed.front_matter))
         labels = self._labels(external_id, parsed.front_matter)
         commit = self._commit
         assert commit is not None  # set by _ensure_listed

@@ -43,6 +43,31 @@
         { href: "/receipts/" + answer.receipt.index, "class": "receipt" }));
     }
     box.appendChild(p);
+    if (answer.receipt) box.appendChild(feedbackForm(answer.receipt.index));
+  }
+  function feedbackForm(index) {
+    // The same form the server renders: a plain POST without the script, the API with it.
+    var f = el("form", "", { "class": "feedback", method: "post", action: "/feedback", "aria-label": "Rate this answer" });
+    f.appendChild(el("input", "", { type: "hidden", name: "csrf_token", value: csrf() }));
+    f.appendChild(el("input", "", { type: "hidden", name: "answer_index", value: String(index) }));
+    f.appendChild(el("label", "Comment (optional)", { "for": "feedback-comment" }));
+    f.appendChild(el("input", "", { id: "feedback-comment", name: "comment", maxlength: "2000" }));
+    f.appendChild(el("button", "👍 Helpful", { type: "submit", name: "rating", value: "up", title: "Helpful" }));
+    f.appendChild(el("button", "👎 Not helpful", { type: "submit", name: "rating", value: "down", title: "Not helpful" }));
+    f.appendChild(el("span", "", { "class": "meta feedback-status", role: "status" }));
+    return f;
+  }
+  async function sendFeedback(form, rating) {
+    var said = form.querySelector(".feedback-status");
+    var resp = await post("/api/v1/feedback", {
+      answer_index: Number(form.answer_index.value), rating: rating, comment: form.comment.value
+    });
+    if (resp.ok) {
+      said.textContent = rating === "up" ? "Thanks: marked helpful." : "Thanks: marked not helpful.";
+      form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+    } else {
+      said.textContent = "The feedback was not saved: " + await problem(resp) + ".";
+    }
   }
   var running = null;
   function status(text, busy) {
@@ -178,6 +203,13 @@
         if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); }
       });
     }
+    document.addEventListener("submit", function (ev) {
+      var f = ev.target;
+      if (!f.classList || !f.classList.contains("feedback") || !window.fetch) return;
+      ev.preventDefault();
+      var rating = ev.submitter && ev.submitter.value === "down" ? "down" : "up";
+      sendFeedback(f, rating);
+    });
     var again = document.getElementById("verify-again");
     if (again) again.addEventListener("click", function () { verifyAgain(again); });
   });
