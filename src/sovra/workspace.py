@@ -253,10 +253,14 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
     return Flows(config, Workspace.open(config), owns_host=True, **kwargs)
 
 
-SHARED_STORES: tuple[str, ...] = ("audit log", "flows (DBOS)", "directory")
+SHARED_STORES: tuple[str, ...] = (
+    "audit log",
+    "flows (DBOS)",
+    "directory",
+    "accounts/API keys/sessions",
+)
 """Stores that follow `[workspace] database_url` onto PostgreSQL."""
 LOCAL_ONLY_STORES: tuple[str, ...] = (
-    "accounts/API keys/sessions",
     "pending OIDC logins",
     "rate-limit counters",
     "sync state",

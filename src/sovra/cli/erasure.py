@@ -53,10 +53,10 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
 
         with UsageLedger.in_home(home) as ledger:
             report["usage"] = ledger.erase_principal(subject)
-    if legacy.exists():
+    if legacy.exists() or config.shared_database_url():
         from sovra.server.accounts import AccountStore
 
-        accounts = AccountStore.in_home(home)
+        accounts = AccountStore.for_config(config)
         try:
             report["accounts"] = accounts.erase_user(subject)
         finally:

@@ -165,7 +165,7 @@ def create_app(
     settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config, serving=True)
     slots = ModelSlots(ws)
-    accounts = AccountStore.in_home(config.home)
+    accounts = AccountStore.for_config(config)
     metrics = Metrics()
     oidc = OidcVerifier(settings) if settings.oidc_enabled else None
     state = AppState(

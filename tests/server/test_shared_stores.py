@@ -1,0 +1,98 @@
+"""The server's shared stores on both backends: two store objects over one database stand for
+two replicas (the two-process test is tests/server/test_two_replicas.py), and a home's SQLite
+files from before SQLAlchemy keep working."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sovra.server.accounts import AccountStore
+from tests.support.shared_db import fresh_database
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    with fresh_database("sovra_stores") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return tmp_path / "server" / "accounts.sqlite"
+
+
+def test_session_made_by_one_replica_works_on_the_other(target: str | Path) -> None:
+    one, two = AccountStore(target), AccountStore(target)
+    token, _ = one.create_session("alice", 60)
+    seen = two.session(token)
+    assert seen is not None and seen.user_id == "alice"
+    one.end_session(token)
+    assert two.session(token) is None
+
+
+def test_key_revoked_on_one_replica_is_refused_by_the_other(target: str | Path) -> None:
+    one, two = AccountStore(target), AccountStore(target)
+    secret, key = one.create_key("bob", "ci")
+    assert two.authenticate_key(secret) is not None  # `two` caches the argon2 verification
+    one.revoke_key(key.id)
+    assert two.authenticate_key(secret) is None
+    assert [k.id for k in two.keys("bob") if k.revoked_at is not None] == [key.id]
+
+
+def test_password_and_erasure_on_both_backends(target: str | Path) -> None:
+    one, two = AccountStore(target), AccountStore(target)
+    one.set_password("carol", "correct horse")
+    assert two.check_password("carol", "correct horse")
+    assert not two.check_password("carol", "wrong horse!")
+    two.create_session("carol", 60)
+    one.create_key("carol", "k")
+    assert two.erase_user("carol") == 3
+    assert not one.has_password("carol") and one.keys("carol") == []
+
+
+# Today's (pre-SQLAlchemy) schema of server/accounts.sqlite, before IdP sign-in added columns.
+_OLD_SCHEMA = """
+CREATE TABLE passwords (user_id TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
+    scopes TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL, revoked_at REAL);
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, csrf TEXT NOT NULL,
+    created_at REAL NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+def test_an_existing_accounts_file_keeps_working(tmp_path: Path) -> None:
+    import hashlib
+    import time
+
+    from argon2 import PasswordHasher
+
+    path = tmp_path / "server" / "accounts.sqlite"
+    path.parent.mkdir()
+    secret = "sovra_abc123_" + "s" * 43
+    with sqlite3.connect(path) as db:
+        db.executescript(_OLD_SCHEMA)
+        db.execute(
+            "INSERT INTO api_keys VALUES ('abc123','dave','old',?,'search ask',?,NULL,NULL)",
+            (PasswordHasher().hash(secret), time.time()),
+        )
+        token = "old-session-token"
+        db.execute(
+            "INSERT INTO sessions VALUES (?, 'dave', 'csrf', ?, ?)",
+            (hashlib.sha256(token.encode()).hexdigest(), time.time(), time.time() + 60),
+        )
+    store = AccountStore(path)
+    key = store.authenticate_key(secret)
+    assert key is not None and key.user_id == "dave" and key.scopes == ("search", "ask")
+    session = store.session(token)
+    assert session is not None and session.user_id == "dave" and session.groups is None
+    new, _ = store.create_session("dave", 60, groups=("staff",), idp_token="t")
+    assert store.session(new) is not None
