@@ -347,13 +347,18 @@ class _Upsert:
     def __init__(self, dialect: str, table: Table, keys: list[str]) -> None:
         self.dialect, self.table, self.keys = dialect, table, keys
 
-    def values(self, **row: Any) -> Executable:
+    def insert_values(self, **row: Any) -> Any:
+        """The dialect's INSERT of `row`, for a statement that spells its own ON CONFLICT."""
         from sqlalchemy.dialects import postgresql, sqlite
 
         make = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = make(self.table).values(**row)
+        return make(self.table).values(**row)
+
+    def values(self, **row: Any) -> Executable:
+        stmt = self.insert_values(**row)
         changed = {k: stmt.excluded[k] for k in row if k not in self.keys}
-        return stmt.on_conflict_do_update(index_elements=self.keys, set_=changed)
+        out: Executable = stmt.on_conflict_do_update(index_elements=self.keys, set_=changed)
+        return out
 
 
 def upsert(bind: Engine | Connection, table: Table, keys: list[str]) -> _Upsert:

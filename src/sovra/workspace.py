@@ -258,11 +258,11 @@ SHARED_STORES: tuple[str, ...] = (
     "flows (DBOS)",
     "directory",
     "accounts/API keys/sessions",
+    "pending OIDC logins",
+    "rate-limit counters",
 )
 """Stores that follow `[workspace] database_url` onto PostgreSQL."""
 LOCAL_ONLY_STORES: tuple[str, ...] = (
-    "pending OIDC logins",
-    "rate-limit counters",
     "sync state",
     "usage ledger",
 )

@@ -96,3 +96,45 @@ def test_an_existing_accounts_file_keeps_working(tmp_path: Path) -> None:
     assert session is not None and session.user_id == "dave" and session.groups is None
     new, _ = store.create_session("dave", 60, groups=("staff",), idp_token="t")
     assert store.session(new) is not None
+
+
+def test_rate_limit_is_one_bucket_for_every_replica(target: str | Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sovra.server.auth import RateLimiter
+
+    engine = AccountStore(target).engine
+    # Two replicas' limiters (one refill a minute: none during the test), racing threads each.
+    one = RateLimiter(1, 10, AccountStore(target).engine)
+    two = RateLimiter(1, 10, engine)
+    with ThreadPoolExecutor(8) as pool:
+        waits = list(
+            pool.map(lambda i: (one if i % 2 else two).check("p:erin"), range(40))
+        )
+    assert sum(1 for w in waits if w == 0) == 10, "exactly the burst, across both replicas"
+    assert all(30 < w <= 60 for w in waits if w), "the wait until one token refills"
+    assert one.check("p:frank") == 0, "another key has its own bucket"
+    login = RateLimiter(1, 10, engine, scope="login")
+    assert login.check("p:erin") == 0, "another scope has its own bucket"
+
+
+def test_a_sign_in_started_on_one_replica_finishes_on_the_other(target: str | Path) -> None:
+    import time
+
+    from sovra.server.oidc import PENDING_TTL_S, Pending, PendingLogins
+
+    one = PendingLogins(AccountStore(target).engine)
+    two = PendingLogins(AccountStore(target).engine)
+    started = Pending("nonce", "verifier", "https://sovra/cb", "/ask", time.time())
+    one.add("state-1", started)
+    assert two.take("state-1") == started
+    assert one.take("state-1") is None, "a state is good for one callback"
+    one.add("state-2", Pending("n", "v", "r", "/", time.time() - PENDING_TTL_S - 1))
+    assert two.take("state-2") is None, "expired"
+    with AccountStore(target).engine.connect() as db:
+        stored = db.exec_driver_sql(
+            "SELECT state_sha256 FROM "
+            + ("sovra_accounts." if isinstance(target, str) else "")
+            + "oidc_pending"
+        ).all()
+    assert all("state" not in row[0] for row in stored), "the state itself is not stored"

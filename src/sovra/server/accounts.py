@@ -36,6 +36,7 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Integer,
     LargeBinary,
     MetaData,
     Table,
@@ -93,6 +94,28 @@ sessions_t = Table(
     Column("checked_at", Float),
     Column("idp_token", LargeBinary),
 )
+rate_limits_t = Table(
+    "rate_limits",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("last", Float, nullable=False),
+    Column("allowed", Integer, nullable=False),
+)
+"""Token buckets (`server.auth.RateLimiter`): one row per limited principal or address."""
+oidc_pending_t = Table(
+    "oidc_pending",
+    metadata,
+    Column("state_sha256", Text, primary_key=True),
+    Column("nonce", Text, nullable=False),
+    Column("code_verifier", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("next_path", Text, nullable=False),
+    Column("created", Float, nullable=False),
+)
+"""Browser sign-ins through the identity provider, started and not yet finished
+(`server.oidc.PendingLogins`): the callback may reach another replica than the start."""
 _SESSION_COLUMNS_ADDED = {
     # Stores made before identity-provider sign-in lack these columns.
     "groups": "TEXT",

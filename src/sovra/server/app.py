@@ -34,7 +34,7 @@ from sovra.server.auth import (
 from sovra.server.deps import AppState, LoginRequired
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
-from sovra.server.oidc import OidcVerifier
+from sovra.server.oidc import OidcVerifier, PendingLogins
 from sovra.server.settings import ServerSettings
 from sovra.server.slots import ModelSlots
 from sovra.workspace import Workspace
@@ -179,11 +179,18 @@ def create_app(
             oidc,
             session_recheck_s=settings.session_recheck_s,
         ),
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        # Limits and sign-ins in progress live beside the credentials: global across replicas.
+        limiter=RateLimiter(
+            settings.rate_limit_per_minute, settings.rate_limit_burst, accounts.engine
+        ),
         login_limiter=RateLimiter(
-            settings.login_attempts_per_minute, settings.login_attempts_per_minute
+            settings.login_attempts_per_minute,
+            settings.login_attempts_per_minute,
+            accounts.engine,
+            scope="login",
         ),
         metrics=metrics,
+        oidc_pending=PendingLogins(accounts.engine),
     )
     mcp_gate = McpGate(state)
 
