@@ -352,7 +352,15 @@ class _Upsert:
         from sqlalchemy.dialects import postgresql, sqlite
 
         make = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        return make(self.table).values(**row)
+        stmt = make(self.table)
+        return stmt.values(**row) if row else stmt
+
+    def many(self, columns: list[str]) -> Executable:
+        """The statement for `conn.execute(stmt, rows)`: one round trip for a whole batch."""
+        stmt = self.insert_values()
+        changed = {k: stmt.excluded[k] for k in columns if k not in self.keys}
+        out: Executable = stmt.on_conflict_do_update(index_elements=self.keys, set_=changed)
+        return out
 
     def values(self, **row: Any) -> Executable:
         stmt = self.insert_values(**row)

@@ -108,9 +108,7 @@ def test_rate_limit_is_one_bucket_for_every_replica(target: str | Path) -> None:
     one = RateLimiter(1, 10, AccountStore(target).engine)
     two = RateLimiter(1, 10, engine)
     with ThreadPoolExecutor(8) as pool:
-        waits = list(
-            pool.map(lambda i: (one if i % 2 else two).check("p:erin"), range(40))
-        )
+        waits = list(pool.map(lambda i: (one if i % 2 else two).check("p:erin"), range(40)))
     assert sum(1 for w in waits if w == 0) == 10, "exactly the burst, across both replicas"
     assert all(30 < w <= 60 for w in waits if w), "the wait until one token refills"
     assert one.check("p:frank") == 0, "another key has its own bucket"
@@ -138,3 +136,69 @@ def test_a_sign_in_started_on_one_replica_finishes_on_the_other(target: str | Pa
             + "oidc_pending"
         ).all()
     assert all("state" not in row[0] for row in stored), "the state itself is not stored"
+
+
+def _state_target(target: str | Path) -> str | Path:
+    return target if isinstance(target, str) else target.parent.parent / "state.db"
+
+
+def test_sync_state_is_shared(target: str | Path) -> None:
+    from sovra.ingest import StateStore
+
+    one, two = StateStore(_state_target(target)), StateStore(_state_target(target))
+    one.record_ok("files", [("a", "v1", 3), ("b", "v1", 2)], pipeline="p")
+    one.record_failed("files", [("c", "v1", "bad pdf")])
+    one.record_ok("files", [("a", "v2", 4)], pipeline="p")  # replaces, never doubles
+    assert two.versions("files")["a"] == ("v2", "ok", "p")
+    assert two.counts("files") == {"ok": 2, "failed": 1, "chunks": 6}
+    two.save_report("files", {"added": 2})
+    assert one.last_report("files") == {"added": 2}
+    assert "files" in one.sources()
+    one.forget("files", ["b"])
+    assert [d.external_id for d in two.documents("files")] == ["a", "c"]
+
+
+def test_usage_ledger_is_shared(target: str | Path) -> None:
+    from sovra.config import EndpointConfig
+    from sovra.domain import Principal
+    from sovra.policy.usage import UsageLedger
+
+    home = target.parent.parent if isinstance(target, Path) else Path("/nonexistent")
+    url = target if isinstance(target, str) else None
+    one, two = UsageLedger.in_home(home, url), UsageLedger.in_home(home, url)
+    ep = EndpointConfig(
+        name="local", kind="embedded", model="m", jurisdiction="eu", cost_per_1k_tokens=1.0
+    )
+    before = two.totals()[0]
+    one.record(
+        Principal("gina", frozenset({"staff"})), ep, tokens_in=500, tokens_out=500, latency_ms=3.0
+    )
+    assert two.totals()[0] == before + 1
+    assert any(r.key == "staff" for r in two.report("group"))
+    assert one.erase_principal("gina") == 1
+    assert not any(r.key == "gina" for r in two.report("user"))
+
+
+def test_an_existing_state_file_keeps_working(tmp_path: Path) -> None:
+    from sovra.ingest import StateStore
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # the schema before the `pipeline` column
+        db.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema', '1');
+            CREATE TABLE documents (source TEXT NOT NULL, external_id TEXT NOT NULL,
+                version TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+                error TEXT, chunk_count INTEGER NOT NULL DEFAULT 0, synced_at TEXT NOT NULL,
+                PRIMARY KEY (source, external_id)) WITHOUT ROWID;
+            CREATE TABLE reports (source TEXT PRIMARY KEY, finished_at TEXT NOT NULL,
+                report TEXT NOT NULL);
+            INSERT INTO documents VALUES ('files', 'a', 'v1', 'ok', NULL, 3,
+                '2026-01-01T00:00:00.000+00:00');
+            """
+        )
+    store = StateStore(path)
+    assert store.versions("files") == {"a": ("v1", "ok", "")}
+    store.record_ok("files", [("a", "v2", 1)], pipeline="p")
+    assert store.versions("files") == {"a": ("v2", "ok", "p")}

@@ -48,10 +48,10 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
             report["feedback"] = fb.erase_user(subject, pseudonym)
         finally:
             fb.close()
-    if (home / "usage" / "usage.sqlite").exists():
+    if (home / "usage" / "usage.sqlite").exists() or config.shared_database_url():
         from sovra.policy.usage import UsageLedger
 
-        with UsageLedger.in_home(home) as ledger:
+        with UsageLedger.in_home(home, config.shared_database_url()) as ledger:
             report["usage"] = ledger.erase_principal(subject)
     if legacy.exists() or config.shared_database_url():
         from sovra.server.accounts import AccountStore
