@@ -1,21 +1,36 @@
-"""Local persistence plumbing shared by every store: SQLite connections, write transactions
-and all-or-nothing file replacement.
+"""Persistence plumbing shared by every store: SQLite connections, write transactions,
+all-or-nothing file replacement, and the SQLAlchemy engines of the stores that run on either
+a local SQLite file or the shared PostgreSQL database (`[workspace] database_url`).
 
-Bottom layer: imports only the standard library, so any package may use it. The stores keep
-their own schemas and choose their durability here by parameter (journal mode, synchronous,
-busy timeout), so what differs between them is visible at each call site.
+Bottom layer: imports only the standard library and SQLAlchemy, so any package may use it. The
+stores keep their own schemas and choose their durability here by parameter (journal mode,
+synchronous, busy timeout), so what differs between them is visible at each call site.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Executable,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+from sqlalchemy.pool import NullPool
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -219,3 +234,142 @@ def erasing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("VACUUM")
     if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# ---------------------------------------------------------------------- SQLAlchemy stores
+def engine_for(target: Path | str | Engine) -> Engine:
+    """An engine for a SQLite file path (created owner-only), a database URL, or an engine
+    passed through. `postgresql://` (the form operators write) means psycopg 3, the driver
+    sovra ships; one pooled engine per URL per process."""
+    if isinstance(target, Engine):
+        return target
+    if isinstance(target, Path):
+        private_dir(target.parent)
+        # Owner-only like every store in the home; SQLite gives its -wal/-shm the file's mode.
+        with private_files():
+            target.touch(mode=PRIVATE_FILE_MODE, exist_ok=True)
+        # NullPool: many short-lived stores (one per CLI command) hold no file open.
+        engine = create_engine(
+            f"sqlite:///{target}", poolclass=NullPool, connect_args={"timeout": 30}
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    for plain in ("postgresql://", "postgres://"):
+        if target.startswith(plain):
+            target = "postgresql+psycopg://" + target[len(plain) :]
+    return _shared_engine(target)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_engine(url: str) -> Engine:
+    # One pool per database for the process: stores are built per request and per command.
+    return create_engine(url, pool_pre_ping=True)
+
+
+def store_engine(target: Path | str | Engine, schema: str, metadata: MetaData) -> Engine:
+    """The engine of one store, its tables created if missing.
+
+    On PostgreSQL the store's tables live in their own schema (`schema`), so stores that share
+    one database keep their historic, short table names (`sessions`, `documents`) without
+    colliding with each other or with the index; on SQLite the store has its own file and the
+    tables sit where they always did, so an existing home's files keep working unchanged."""
+    engine = engine_for(target)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    with engine.begin() as conn:
+        metadata.create_all(conn)
+    return engine
+
+
+def store_schema(bind: Engine | Connection) -> str | None:
+    """The PostgreSQL schema `store_engine` gave a store (None on SQLite): hand-written SQL
+    names it, since SQLAlchemy translates only the statements it compiles itself."""
+    translate = bind.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(None)
+    return str(schema) if schema else None
+
+
+def _qualified(bind: Engine | Connection, table: str) -> str:
+    schema = store_schema(bind)
+    return f'"{schema}".{table}' if schema else table
+
+
+def missing_columns(conn: Connection, table: str, wanted: dict[str, str]) -> None:
+    """Add the columns (name → SQL type) that a store made by an older sovra lacks."""
+    have = {c["name"] for c in inspect(conn).get_columns(table, schema=store_schema(conn))}
+    for name, sql_type in wanted.items():
+        if name not in have:
+            conn.execute(
+                text(f"ALTER TABLE {_qualified(conn, table)} ADD COLUMN {name} {sql_type}")
+            )
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def erasing_rows(engine: Engine, *tables: str) -> Iterator[Connection]:
+    """Erase rows for good on either backend: the block's deletes are one transaction; then
+    SQLite zeroes freed pages, rewrites the file and empties the WAL (see `erasing`), and
+    PostgreSQL VACUUMs the tables so dead row versions are reclaimed (their pages are reused;
+    the WAL and backups are the operator's, as for every PostgreSQL store)."""
+    if is_sqlite(engine):
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            conn.commit()  # the PRAGMA autobegan a transaction; the deletes get their own
+            with conn.begin():
+                yield conn
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            conn.exec_driver_sql("VACUUM")
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return
+    with engine.begin() as conn:
+        yield conn
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in tables:
+            conn.execute(text(f"VACUUM {_qualified(engine, table)}"))
+
+
+class _Upsert:
+    """`upsert(...).values(...)`: INSERT that replaces the other columns of an existing row."""
+
+    def __init__(self, dialect: str, table: Table, keys: list[str]) -> None:
+        self.dialect, self.table, self.keys = dialect, table, keys
+
+    def insert_values(self, **row: Any) -> Any:
+        """The dialect's INSERT of `row`, for a statement that spells its own ON CONFLICT."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        make = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = make(self.table)
+        return stmt.values(**row) if row else stmt
+
+    def many(self, columns: list[str]) -> Executable:
+        """The statement for `conn.execute(stmt, rows)`: one round trip for a whole batch."""
+        stmt = self.insert_values()
+        changed = {k: stmt.excluded[k] for k in columns if k not in self.keys}
+        out: Executable = stmt.on_conflict_do_update(index_elements=self.keys, set_=changed)
+        return out
+
+    def values(self, **row: Any) -> Executable:
+        stmt = self.insert_values(**row)
+        changed = {k: stmt.excluded[k] for k in row if k not in self.keys}
+        out: Executable = stmt.on_conflict_do_update(index_elements=self.keys, set_=changed)
+        return out
+
+
+def upsert(bind: Engine | Connection, table: Table, keys: list[str]) -> _Upsert:
+    """INSERT … ON CONFLICT (keys) DO UPDATE, in the dialect of `bind` (SQLite or PostgreSQL:
+    both spell it the same, SQLAlchemy needs the dialect's own construct)."""
+    return _Upsert(bind.dialect.name, table, keys)

@@ -254,15 +254,18 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
     return Flows(config, Workspace.open(config), owns_host=True, **kwargs)
 
 
-SHARED_STORES: tuple[str, ...] = ("audit log", "flows (DBOS)", "directory")
-"""Stores that follow `[workspace] database_url` onto PostgreSQL."""
-LOCAL_ONLY_STORES: tuple[str, ...] = (
+SHARED_STORES: tuple[str, ...] = (
+    "audit log",
+    "flows (DBOS)",
+    "directory",
     "accounts/API keys/sessions",
     "pending OIDC logins",
     "rate-limit counters",
     "sync state",
     "usage ledger",
 )
+"""Stores that follow `[workspace] database_url` onto PostgreSQL."""
+LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""
 
@@ -326,7 +329,7 @@ class Workspace:
         if self._state is None:
             from sovra.ingest import StateStore
 
-            self._state = StateStore(self.home / "state.db")
+            self._state = StateStore(self.config.shared_database_url() or self.home / "state.db")
         return self._state
 
     @property
@@ -365,7 +368,7 @@ class Workspace:
         if self._usage is None:
             from sovra.policy.usage import UsageLedger
 
-            self._usage = UsageLedger.in_home(self.home)
+            self._usage = UsageLedger.in_home(self.home, self.config.shared_database_url())
         return self._usage
 
     @property

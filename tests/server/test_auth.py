@@ -79,11 +79,12 @@ def test_wrong_password_and_unknown_user_look_the_same(client: TestClient) -> No
 def test_passwords_are_argon2_hashes(site: Site) -> None:
     accounts = AccountStore.in_home(site.root / "data")
     try:
-        row = accounts._db.execute("SELECT hash FROM passwords WHERE user_id='alice'").fetchone()
-        keys = accounts._db.execute("SELECT hash FROM api_keys").fetchall()
+        with accounts.engine.connect() as db:
+            row = db.exec_driver_sql("SELECT hash FROM passwords WHERE user_id='alice'").first()
+            keys = db.exec_driver_sql("SELECT hash FROM api_keys").all()
     finally:
         accounts.close()
-    assert row[0].startswith("$argon2id$") and password("alice") not in row[0]
+    assert row is not None and row[0].startswith("$argon2id$") and password("alice") not in row[0]
     assert all(k[0].startswith("$argon2id$") for k in keys)
     assert not any(site.keys["alice"] in k[0] for k in keys)
 

@@ -1,7 +1,7 @@
 """`[workspace] database_url`: the one switch that puts every shared store on PostgreSQL.
 
-Until each store runs on PostgreSQL, a workspace with the switch set refuses to open and names
-the stores still on local SQLite (issue 18 §2: none may silently stay local)."""
+Every shared store follows it; a store without PostgreSQL support would make a workspace with
+the switch set refuse to open and name it (issue 18 §2: none may silently stay local)."""
 
 from __future__ import annotations
 
@@ -46,14 +46,33 @@ def test_empty_switch_keeps_local_files(tmp_path: Path) -> None:
     Workspace.open(cfg).close()
 
 
+def test_every_store_follows_the_switch() -> None:
+    from sovra.workspace import SHARED_STORES
+
+    assert LOCAL_ONLY_STORES == ()
+    for store in (
+        "accounts/API keys/sessions",
+        "pending OIDC logins",
+        "rate-limit counters",
+        "directory",
+        "sync state",
+        "usage ledger",
+        "flows (DBOS)",
+        "audit log",
+    ):
+        assert store in SHARED_STORES
+
+
 def test_workspace_refuses_and_names_local_stores(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The guard stays for any store added later without PostgreSQL support."""
+    import sovra.workspace
+
+    monkeypatch.setattr(sovra.workspace, "LOCAL_ONLY_STORES", ("a future local store",))
     monkeypatch.setenv("SOVRA_TEST_DB_REF", "postgresql://postgres@127.0.0.1:1/none")
     cfg = load_config(_config(tmp_path, "env:SOVRA_TEST_DB_REF"))
     assert cfg.shared_database_url() == "postgresql://postgres@127.0.0.1:1/none"
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="a future local store"):
         Workspace.open(cfg)
-    for store in LOCAL_ONLY_STORES:
-        assert store in str(err.value)
     assert not (tmp_path / "data").exists(), "refused before creating any local store"

@@ -111,7 +111,7 @@ def _revoke_credentials(
 ) -> None:
     from sovra.server.accounts import AccountStore
 
-    accounts = AccountStore.in_home(state(ctx).config.home)
+    accounts = AccountStore.for_config(state(ctx).config)
     try:
         keys, sessions = accounts.revoke_user(user_id)
     finally:

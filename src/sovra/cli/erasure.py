@@ -56,15 +56,15 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
             report["recent_questions"] = recent.erase_user(subject)
         finally:
             recent.close()
-    if (home / "usage" / "usage.sqlite").exists():
+    if (home / "usage" / "usage.sqlite").exists() or config.shared_database_url():
         from sovra.policy.usage import UsageLedger
 
-        with UsageLedger.in_home(home) as ledger:
+        with UsageLedger.in_home(home, config.shared_database_url()) as ledger:
             report["usage"] = ledger.erase_principal(subject)
-    if legacy.exists():
+    if legacy.exists() or config.shared_database_url():
         from sovra.server.accounts import AccountStore
 
-        accounts = AccountStore.in_home(home)
+        accounts = AccountStore.for_config(config)
         try:
             report["accounts"] = accounts.erase_user(subject)
         finally:

@@ -50,7 +50,7 @@ def report_usage_command(
         _fail(f"--by {by!r} is not understood; use user, group or endpoint")
     config = _config(ctx)
     start = parse_since(since) if since else None
-    with UsageLedger.in_home(config.home) as ledger:
+    with UsageLedger.in_home(config.home, config.shared_database_url()) as ledger:
         rows = ledger.report(by, start)  # type: ignore[arg-type]
     feedback = answer_feedback(config.home, by_user=by == "user", since=start)
     if json_out:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,24 +17,18 @@ from pydantic import ValidationError
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
 from sovra.config import ConfigError
-from sovra.directory import Directory, DirectoryError
+from sovra.directory import DirectoryError
 from sovra.server.accounts import DEFAULT_KEY_SCOPES, SCOPES, AccountError, AccountStore
+from sovra.workspace import directory_for
 
 apikey_app = typer.Typer(help="API keys for services: create, list, revoke.", no_args_is_help=True)
 
 PASSWORD_ENV = "SOVRA_PASSWORD"
 
 
-def _home(ctx: typer.Context) -> Path:
+def _known_user(ctx: typer.Context, user_id: str) -> None:
     try:
-        return state(ctx).config.home
-    except ConfigError as exc:
-        fail(str(exc))
-
-
-def _known_user(home: Path, user_id: str) -> None:
-    try:
-        Directory.in_home(home).principal(user_id)
+        directory_for(state(ctx).config).principal(user_id)
     except DirectoryError as exc:
         fail(str(exc))
 
@@ -77,9 +70,9 @@ def serve_command(
             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         )
     if demo_logins:
-        accounts = AccountStore.in_home(config.home)
+        accounts = AccountStore.for_config(config)
         try:
-            for user in Directory.in_home(config.home).users():
+            for user in directory_for(config).users():
                 demo = f"{user.id}-demo"
                 if not accounts.has_password(user.id):
                     accounts.set_password(user.id, demo)
@@ -132,10 +125,9 @@ def set_password_command(
     user_id: Annotated[str, typer.Argument(help="A user of the directory.")],
 ) -> None:
     """Set a local user's web/API login password (read from $SOVRA_PASSWORD or a prompt)."""
-    home = _home(ctx)
-    _known_user(home, user_id)
+    _known_user(ctx, user_id)
     password = os.environ.get(PASSWORD_ENV) or getpass.getpass(f"password for {user_id}: ")
-    accounts = AccountStore.in_home(home)
+    accounts = AccountStore.for_config(state(ctx).config)
     try:
         accounts.set_password(user_id, password)
     except AccountError as exc:
@@ -157,9 +149,8 @@ def apikey_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API key; it is shown once, only its hash is kept."""
-    home = _home(ctx)
-    _known_user(home, user_id)
-    accounts = AccountStore.in_home(home)
+    _known_user(ctx, user_id)
+    accounts = AccountStore.for_config(state(ctx).config)
     try:
         secret, key = accounts.create_key(user_id, name, scope or DEFAULT_KEY_SCOPES)
     except AccountError as exc:
@@ -184,7 +175,7 @@ def apikey_list(
     json_out: JsonOpt = False,
 ) -> None:
     """List API keys (never the keys themselves)."""
-    accounts = AccountStore.in_home(_home(ctx))
+    accounts = AccountStore.for_config(state(ctx).config)
     try:
         keys = accounts.keys(user_id)
     finally:
@@ -213,7 +204,7 @@ def apikey_revoke(
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke an API key; it stops working on its next use."""
-    accounts = AccountStore.in_home(_home(ctx))
+    accounts = AccountStore.for_config(state(ctx).config)
     try:
         key = accounts.revoke_key(key_id)
     except AccountError as exc:

@@ -13,7 +13,6 @@ says otherwise (never implicitly). An old `directory.json` is migrated once, los
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -37,19 +36,16 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
-    event,
     insert,
     select,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from sovra.domain import ADMIN_GROUP, AUDITOR_GROUP, Principal
 from sovra.errors import Conflict, Invalid, NotFound
-from sovra.storage import atomic_write, private_dir, private_files
+from sovra.storage import atomic_write, engine_for
 
 DIRECTORY_FILENAME = "directory.db"
 LEGACY_FILENAME = "directory.json"
@@ -210,41 +206,6 @@ ChangeListener = Callable[[Change], None]
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def engine_for(target: Path | str | Engine) -> Engine:
-    """An engine for a SQLite file path, a database URL, or an engine passed through."""
-    if isinstance(target, Engine):
-        return target
-    if isinstance(target, Path):
-        private_dir(target.parent)
-        # Owner-only like every store in the home; SQLite gives its -wal/-shm the file's mode.
-        with private_files():
-            target.touch(mode=0o600, exist_ok=True)
-        # NullPool: many short-lived Directory objects (one per CLI command) hold no file open.
-        engine = create_engine(
-            f"sqlite:///{target}", poolclass=NullPool, connect_args={"timeout": 30}
-        )
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-        return engine
-    # `postgresql://` (the form operators write) means psycopg 3 here, the driver sovra ships.
-    for plain in ("postgresql://", "postgres://"):
-        if target.startswith(plain):
-            target = "postgresql+psycopg://" + target[len(plain) :]
-    return _shared_engine(target)
-
-
-@functools.lru_cache(maxsize=8)
-def _shared_engine(url: str) -> Engine:
-    # One pool per database for the process: a Directory is built per request and per command.
-    return create_engine(url, pool_pre_ping=True)
 
 
 class Directory:

@@ -421,6 +421,7 @@ _LOCKS_GUARD = threading.Lock()
 
 
 def _source_lock(state: StateStore, source: str) -> threading.Lock:
-    key = (str(state.path.resolve()), source)
+    where = state.path.resolve() if state.path is not None else state.engine.url
+    key = (str(where), source)
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(key, threading.Lock())

@@ -1,6 +1,7 @@
 """Usage accounting: every routed model call's endpoint, tokens, cost and latency.
 
-Rows live in `<home>/usage/usage.sqlite` (WAL, one INSERT per call, atomic). Cost is computed
+Rows live in `<home>/usage/usage.sqlite` (WAL, one transaction per call) or, with
+`[workspace] database_url`, in the `sovra_usage` schema of the shared PostgreSQL database. Cost is computed
 at record time from the endpoint's `cost_per_1k_tokens`, so a later price change does not
 rewrite history. The principal id is personal data: `erase_principal` replaces it (group
 and endpoint totals stay correct) and is meant to run with `sovra erase --subject`.
@@ -8,43 +9,61 @@ and endpoint totals stay correct) and is meant to run with `sovra erase --subjec
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+
 from sovra.config import EndpointConfig
 from sovra.domain import Principal
-from sovra.storage import erasing, open_sqlite, write_transaction
+from sovra.storage import erasing_rows, store_engine
 
 GroupBy = Literal["user", "group", "endpoint"]
 ERASED = "erased"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-  id INTEGER PRIMARY KEY,
-  time TEXT NOT NULL,
-  request_id TEXT,
-  principal TEXT NOT NULL,
-  groups TEXT NOT NULL,
-  endpoint TEXT NOT NULL,
-  jurisdiction TEXT NOT NULL,
-  tokens_in INTEGER NOT NULL CHECK (tokens_in >= 0),
-  tokens_out INTEGER NOT NULL CHECK (tokens_out >= 0),
-  cost REAL NOT NULL,
-  latency_ms REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_time ON usage(time);
-CREATE TABLE IF NOT EXISTS usage_group (
-  usage_id INTEGER NOT NULL REFERENCES usage(id),
-  name TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS usage_group_usage ON usage_group(usage_id);
-"""
+SCHEMA = "sovra_usage"
+metadata = MetaData()
+usage_t = Table(
+    "usage",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Text, nullable=False),
+    Column("request_id", Text),
+    Column("principal", Text, nullable=False),
+    Column("groups", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    Column("jurisdiction", Text, nullable=False),
+    Column("tokens_in", Integer, nullable=False),
+    Column("tokens_out", Integer, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Index("usage_time", "time"),
+)
+usage_group_t = Table(
+    "usage_group",
+    metadata,
+    Column("usage_id", Integer, ForeignKey("usage.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Index("usage_group_usage", "usage_id"),
+)
 
 
 @dataclass(frozen=True)
@@ -76,29 +95,23 @@ def _time(value: datetime) -> str:
 class UsageLedger:
     """Append-only usage records with grouped reports."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, target: Path | str | Engine) -> None:
+        self.path = target if isinstance(target, Path) else None
         self._lock = threading.Lock()
-        self._db = open_sqlite(path, foreign_keys=True)
-        self._db.executescript(_SCHEMA)
+        self.engine = store_engine(target, SCHEMA, metadata)
 
     @classmethod
-    def in_home(cls, home: Path) -> UsageLedger:
-        return cls(home / "usage" / "usage.sqlite")
+    def in_home(cls, home: Path, engine: Engine | str | None = None) -> UsageLedger:
+        return cls(engine if engine is not None else home / "usage" / "usage.sqlite")
 
     def close(self) -> None:
-        self._db.close()
+        return None  # no connection is held between calls
 
     def __enter__(self) -> UsageLedger:
         return self
 
     def __exit__(self, *args: object) -> None:
         self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, write_transaction(self._db) as db:
-            yield db
 
     def record(
         self,
@@ -116,58 +129,70 @@ class UsageLedger:
             raise ValueError("token counts cannot be negative")
         cost = (tokens_in + tokens_out) / 1000 * endpoint.cost_per_1k_tokens
         when = _time(time or datetime.now(UTC))
-        with self._tx() as db:
-            cursor = db.execute(
-                "INSERT INTO usage (time, request_id, principal, groups, endpoint, jurisdiction,"
-                " tokens_in, tokens_out, cost, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    when,
-                    request_id,
-                    principal.id,
-                    ",".join(sorted(principal.groups)),
-                    endpoint.name,
-                    endpoint.jurisdiction,
-                    tokens_in,
-                    tokens_out,
-                    cost,
-                    latency_ms,
-                ),
-            )
-            db.executemany(
-                "INSERT INTO usage_group (usage_id, name) VALUES (?, ?)",
-                [(cursor.lastrowid, g) for g in sorted(principal.groups)],
-            )
+        groups = sorted(principal.groups)
+        with self.engine.begin() as conn:
+            usage_id = conn.execute(
+                insert(usage_t)
+                .values(
+                    time=when,
+                    request_id=request_id,
+                    principal=principal.id,
+                    groups=",".join(groups),
+                    endpoint=endpoint.name,
+                    jurisdiction=endpoint.jurisdiction,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    cost=cost,
+                    latency_ms=latency_ms,
+                )
+                .returning(usage_t.c.id)
+            ).scalar_one()
+            if groups:
+                conn.execute(
+                    insert(usage_group_t), [{"usage_id": usage_id, "name": g} for g in groups]
+                )
         return cost
 
     def report(self, by: GroupBy = "endpoint", since: datetime | None = None) -> list[UsageRow]:
-        column = {"user": "u.principal", "endpoint": "u.endpoint", "group": "g.name"}[by]
-        join = " JOIN usage_group g ON g.usage_id = u.id" if by == "group" else ""
-        where, params = "", []
+        u, g = usage_t, usage_group_t
+        column = {"user": u.c.principal, "endpoint": u.c.endpoint, "group": g.c.name}[by]
+        cost = func.sum(u.c.cost)
+        query = select(
+            column,
+            func.count(),
+            func.sum(u.c.tokens_in),
+            func.sum(u.c.tokens_out),
+            cost,
+            func.avg(u.c.latency_ms),
+        ).select_from(u.join(g, g.c.usage_id == u.c.id) if by == "group" else u)
         if since is not None:
-            where, params = " WHERE u.time >= ?", [_time(since)]
-        sql = (
-            f"SELECT {column}, COUNT(*), SUM(u.tokens_in), SUM(u.tokens_out), SUM(u.cost),"
-            f" AVG(u.latency_ms) FROM usage u{join}{where} GROUP BY {column}"
-            " ORDER BY SUM(u.cost) DESC, 1"
-        )
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
-        return [UsageRow(str(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+            query = query.where(u.c.time >= _time(since))
+        query = query.group_by(column).order_by(cost.desc(), column)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            UsageRow(str(r[0]), r[1], int(r[2]), int(r[3]), float(r[4]), float(r[5])) for r in rows
+        ]
 
     def erase_principal(self, principal_id: str) -> int:
         """Replace a user's id in every row (and rewrite the file, so the old bytes are gone
-        from its free pages and WAL too); returns how many rows changed."""
-        with self._lock, erasing(self._db) as db:
-            cursor = db.execute(
-                "UPDATE usage SET principal = ?, request_id = NULL WHERE principal = ?",
-                (ERASED, principal_id),
-            )
-        return cursor.rowcount
+        from its free pages and WAL too; on PostgreSQL the table is vacuumed); returns how
+        many rows changed."""
+        with erasing_rows(self.engine, "usage") as conn:
+            return conn.execute(
+                update(usage_t)
+                .where(usage_t.c.principal == principal_id)
+                .values(principal=ERASED, request_id=None)
+            ).rowcount
 
     def totals(self) -> Sequence[int | float]:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(tokens_in + tokens_out), 0),"
-                " COALESCE(SUM(cost), 0) FROM usage"
-            ).fetchone()
+        u = usage_t
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(u.c.tokens_in + u.c.tokens_out), 0),
+                    func.coalesce(func.sum(u.c.cost), 0),
+                )
+            ).one()
         return tuple(row)

@@ -1,4 +1,6 @@
-"""Local credentials kept in the data directory (`server/accounts.sqlite`, WAL).
+"""Credentials: `server/accounts.sqlite` in the data directory (WAL) by default, the
+`sovra_accounts` schema of the shared PostgreSQL database with `[workspace] database_url`
+(every replica then sees one set of keys and sessions).
 
 - Passwords of directory users (argon2id). The directory stays the source of users and groups;
   this store only holds how a user proves who they are.
@@ -6,7 +8,10 @@
   scoped, revocable, with the time of last use.
 - Browser sessions: a random token in a cookie, stored as its SHA-256 (a stolen database
   yields no usable session), with a per-session CSRF token.
-- Feedback on answers (thumbs + comment).
+
+Nothing is cached across requests except which presented key strings already passed the slow
+argon2 check (the key's row, and so its revocation, is read from the database on every use):
+a key revoked or a session ended on one replica is refused by every other on its next request.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -28,9 +32,24 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    update,
+)
 
+from sovra.config import Config
 from sovra.errors import Invalid, NotFound
-from sovra.storage import erasing, open_sqlite, private_dir
+from sovra.storage import erasing_rows, missing_columns, store_engine, upsert
 
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows", "admin")
@@ -38,16 +57,87 @@ SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "f
 DEFAULT_KEY_SCOPES: tuple[str, ...] = ("search", "ask", "documents")
 _LAST_USED_EVERY_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS passwords (
-    user_id TEXT PRIMARY KEY, hash TEXT NOT NULL, updated_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, hash TEXT NOT NULL,
-    scopes TEXT NOT NULL, created_at REAL NOT NULL, last_used_at REAL, revoked_at REAL);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL, csrf TEXT NOT NULL,
-    created_at REAL NOT NULL, expires_at REAL NOT NULL);
-"""
+SCHEMA = "sovra_accounts"
+"""The PostgreSQL schema of the credential tables (and of sign-ins and rate limits)."""
+FILENAME = "server/accounts.sqlite"
+
+metadata = MetaData()
+passwords_t = Table(
+    "passwords",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("hash", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+api_keys_t = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked_at", Float),
+)
+sessions_t = Table(
+    "sessions",
+    metadata,
+    Column("token_sha256", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("csrf", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("groups", Text),
+    Column("display_name", Text),
+    Column("checked_at", Float),
+    Column("idp_token", LargeBinary),
+)
+rate_limits_t = Table(
+    "rate_limits",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("last", Float, nullable=False),
+    Column("allowed", Integer, nullable=False),
+)
+"""Token buckets (`server.auth.RateLimiter`): one row per limited principal or address."""
+oidc_pending_t = Table(
+    "oidc_pending",
+    metadata,
+    Column("state_sha256", Text, primary_key=True),
+    Column("nonce", Text, nullable=False),
+    Column("code_verifier", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("next_path", Text, nullable=False),
+    Column("created", Float, nullable=False),
+)
+"""Browser sign-ins through the identity provider, started and not yet finished
+(`server.oidc.PendingLogins`): the callback may reach another replica than the start."""
+_SESSION_COLUMNS_ADDED = {
+    # Stores made before identity-provider sign-in lack these columns.
+    "groups": "TEXT",
+    "display_name": "TEXT",
+    "checked_at": "REAL",
+    "idp_token": "BLOB",
+}
+_PG_TYPES = {"REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
+
+
+def open_accounts_engine(target: Path | str | Engine) -> Engine:
+    """The credential store's engine (tables created, an older SQLite file upgraded); the
+    sign-in and rate-limit tables of `server.shared` live beside it."""
+    engine = store_engine(target, SCHEMA, metadata)
+    pg = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        missing_columns(
+            conn,
+            "sessions",
+            {k: _PG_TYPES.get(v, v) if pg else v for k, v in _SESSION_COLUMNS_ADDED.items()},
+        )
+    return engine
 
 
 class AccountError(Invalid):
@@ -130,12 +220,10 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 class AccountStore:
     """Thread-safe; one per process (the server) or per CLI command."""
 
-    def __init__(self, path: Path) -> None:
-        private_dir(path.parent)
-        self.path = path
+    def __init__(self, target: Path | str | Engine) -> None:
+        self.path = target if isinstance(target, Path) else None
+        self.engine = open_accounts_engine(target)
         self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        _ = self._db
         self._hasher = PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
         # sha256(full key) → key id, for keys whose argon2 hash was verified by this process:
@@ -143,70 +231,54 @@ class AccountStore:
         self._verified: dict[str, str] = {}
 
     @classmethod
-    def in_home(cls, home: Path) -> AccountStore:
-        return cls(home / "server" / "accounts.sqlite")
+    def in_home(cls, home: Path, engine: Engine | str | None = None) -> AccountStore:
+        """The store of a data dir, or of `engine` (the shared database) when given."""
+        return cls(engine if engine is not None else home / FILENAME)
 
-    @property
-    def _db(self) -> sqlite3.Connection:
-        """The connection, reopened after `close()` (an app's lifespan may run again)."""
-        with self._lock:
-            if self._conn is None:
-                conn = open_sqlite(self.path, timeout=30)
-                conn.executescript(_SCHEMA)
-                columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
-                # Stores made before identity-provider sign-in lack these columns.
-                if "groups" not in columns:
-                    conn.execute("ALTER TABLE sessions ADD COLUMN groups TEXT")
-                if "display_name" not in columns:
-                    conn.execute("ALTER TABLE sessions ADD COLUMN display_name TEXT")
-                if "checked_at" not in columns:
-                    conn.execute("ALTER TABLE sessions ADD COLUMN checked_at REAL")
-                if "idp_token" not in columns:
-                    conn.execute("ALTER TABLE sessions ADD COLUMN idp_token BLOB")
-                self._conn = conn
-            return self._conn
+    @classmethod
+    def for_config(cls, config: Config) -> AccountStore:
+        """The configured store: the shared database with `[workspace] database_url`."""
+        return cls.in_home(config.home, config.shared_database_url())
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        # SQLite files hold no connection between calls (NullPool); a shared database's pool
+        # belongs to the process and outlives one store.
+        return None
 
     # ------------------------------------------------------------------ passwords
     def set_password(self, user_id: str, password: str) -> None:
         if len(password) < 8:
             raise AccountError("password too short; use at least 8 characters")
         digest = self._hasher.hash(password)
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO passwords(user_id, hash, updated_at) VALUES (?,?,?) "
-                "ON CONFLICT(user_id) DO UPDATE SET hash=excluded.hash, "
-                "updated_at=excluded.updated_at",
-                (user_id, digest, time.time()),
+        with self.engine.begin() as conn:
+            conn.execute(
+                upsert(conn, passwords_t, ["user_id"]).values(
+                    user_id=user_id, hash=digest, updated_at=time.time()
+                )
             )
             # A new password ends the user's sessions.
-            self._db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,))
+            conn.execute(delete(sessions_t).where(sessions_t.c.user_id == user_id))
+
+    def _password_hash(self, user_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.scalar(select(passwords_t.c.hash).where(passwords_t.c.user_id == user_id))
+        return None if value is None else str(value)
 
     def has_password(self, user_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM passwords WHERE user_id=?", (user_id,)).fetchone()
-        return row is not None
+        return self._password_hash(user_id) is not None
 
     def check_password(self, user_id: str, password: str) -> bool:
         """Constant work whether or not the user exists (no user enumeration by timing)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT hash FROM passwords WHERE user_id=?", (user_id,)
-            ).fetchone()
-        digest = row[0] if row else self._dummy
+        stored = self._password_hash(user_id)
+        digest = stored if stored is not None else self._dummy
         ok: bool
         try:
             ok = self._hasher.verify(digest, password)
         except (VerificationError, InvalidHashError):
             ok = False
-        if ok and row and self._hasher.check_needs_rehash(digest):
+        if ok and stored is not None and self._hasher.check_needs_rehash(digest):
             self.set_password(user_id, password)
-        return bool(ok and row)
+        return bool(ok and stored is not None)
 
     # ------------------------------------------------------------------ API keys
     def create_key(
@@ -217,34 +289,49 @@ class AccountStore:
         key_id = secrets.token_hex(6)
         secret = KEY_PREFIX + key_id + "_" + secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO api_keys(id, user_id, name, hash, scopes, created_at) "
-                "VALUES (?,?,?,?,?,?)",
-                (key_id, user_id, name, self._hasher.hash(secret), " ".join(checked), now),
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(api_keys_t).values(
+                    id=key_id,
+                    user_id=user_id,
+                    name=name,
+                    hash=self._hasher.hash(secret),
+                    scopes=" ".join(checked),
+                    created_at=now,
+                )
             )
         return secret, ApiKey(key_id, user_id, name, checked, now, None, None)
 
     def keys(self, user_id: str | None = None) -> list[ApiKey]:
-        sql = "SELECT id, user_id, name, scopes, created_at, last_used_at, revoked_at FROM api_keys"
-        args: tuple[str, ...] = ()
+        t = api_keys_t
+        query = select(
+            t.c.id,
+            t.c.user_id,
+            t.c.name,
+            t.c.scopes,
+            t.c.created_at,
+            t.c.last_used_at,
+            t.c.revoked_at,
+        ).order_by(t.c.created_at)
         if user_id is not None:
-            sql += " WHERE user_id=?"
-            args = (user_id,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY created_at", args).fetchall()
+            query = query.where(t.c.user_id == user_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
         return [ApiKey(r[0], r[1], r[2], tuple(r[3].split()), r[4], r[5], r[6]) for r in rows]
 
     def revoke_key(self, key_id: str) -> ApiKey:
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
-                (time.time(), key_id),
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(api_keys_t)
+                .where(api_keys_t.c.id == key_id, api_keys_t.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
             )
-            if cur.rowcount == 0 and not any(k.id == key_id for k in self.keys()):
-                raise UnknownApiKey(f"no API key {key_id!r}; list them with `sovra apikey list`")
+        with self._lock:
             self._verified = {h: k for h, k in self._verified.items() if k != key_id}
-        return next(k for k in self.keys() if k.id == key_id)
+        key = next((k for k in self.keys() if k.id == key_id), None)
+        if key is None:
+            raise UnknownApiKey(f"no API key {key_id!r}; list them with `sovra apikey list`")
+        return key
 
     def authenticate_key(self, presented: str) -> ApiKey | None:
         """The live key record for a presented key, or None (unknown, wrong, or revoked)."""
@@ -252,16 +339,26 @@ class AccountStore:
         if not presented.startswith(KEY_PREFIX) or len(parts) < 3 or len(presented) > 200:
             return None
         key_id = parts[1]
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, user_id, name, hash, scopes, created_at, last_used_at, revoked_at "
-                "FROM api_keys WHERE id=?",
-                (key_id,),
-            ).fetchone()
+        t = api_keys_t
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    t.c.id,
+                    t.c.user_id,
+                    t.c.name,
+                    t.c.hash,
+                    t.c.scopes,
+                    t.c.created_at,
+                    t.c.last_used_at,
+                    t.c.revoked_at,
+                ).where(t.c.id == key_id)
+            ).first()
         fingerprint = _sha256(presented)
         if row is None or row[7] is not None:
             return None
-        if not hmac.compare_digest(self._verified.get(fingerprint, ""), key_id):
+        with self._lock:
+            known = self._verified.get(fingerprint, "")
+        if not hmac.compare_digest(known, key_id):
             try:
                 self._hasher.verify(row[3], presented)
             except (VerificationError, InvalidHashError):
@@ -271,18 +368,19 @@ class AccountStore:
         now = time.time()
         last_used = row[6]
         if last_used is None or now - last_used > _LAST_USED_EVERY_S:
-            with self._lock:
-                self._db.execute("UPDATE api_keys SET last_used_at=? WHERE id=?", (now, key_id))
+            with self.engine.begin() as conn:
+                conn.execute(update(t).where(t.c.id == key_id).values(last_used_at=now))
             last_used = now
         return ApiKey(row[0], row[1], row[2], tuple(row[4].split()), row[5], last_used, None)
 
     def erase_user(self, user_id: str) -> int:
         """Erasure: the user's password, API keys and sessions are deleted for good (free
-        pages zeroed, file rewritten); returns the rows deleted."""
-        with self._lock, erasing(self._db) as db:
+        pages zeroed and the file rewritten on SQLite, the tables vacuumed on PostgreSQL);
+        returns the rows deleted."""
+        tables = (passwords_t, api_keys_t, sessions_t)
+        with erasing_rows(self.engine, *(t.name for t in tables)) as conn:
             return sum(
-                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,)).rowcount
-                for table in ("passwords", "api_keys", "sessions")
+                conn.execute(delete(t).where(t.c.user_id == user_id)).rowcount for t in tables
             )
 
     # ------------------------------------------------------------------ sessions
@@ -303,39 +401,46 @@ class AccountStore:
         session = Session(
             user_id, secrets.token_urlsafe(24), now + ttl_s, groups, display_name, now, now, sealed
         )
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
-            self._db.execute(
-                "INSERT INTO sessions(token_sha256, user_id, csrf, created_at, expires_at, "
-                "groups, display_name, checked_at, idp_token) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    _sha256(token),
-                    user_id,
-                    session.csrf,
-                    now,
-                    session.expires_at,
-                    None if groups is None else json.dumps(list(groups)),
-                    display_name,
-                    now,
-                    sealed,
-                ),
+        with self.engine.begin() as conn:
+            conn.execute(delete(sessions_t).where(sessions_t.c.expires_at < now))
+            conn.execute(
+                insert(sessions_t).values(
+                    token_sha256=_sha256(token),
+                    user_id=user_id,
+                    csrf=session.csrf,
+                    created_at=now,
+                    expires_at=session.expires_at,
+                    groups=None if groups is None else json.dumps(list(groups)),
+                    display_name=display_name,
+                    checked_at=now,
+                    idp_token=sealed,
+                )
             )
         return token, session
 
     def session(self, token: str) -> Session | None:
         if not token or len(token) > 200:
             return None
-        with self._lock:
-            row = self._db.execute(
-                "SELECT user_id, csrf, expires_at, groups, display_name, created_at, "
-                "checked_at, idp_token FROM sessions WHERE token_sha256=?",
-                (_sha256(token),),
-            ).fetchone()
+        t = sessions_t
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    t.c.user_id,
+                    t.c.csrf,
+                    t.c.expires_at,
+                    t.c.groups,
+                    t.c.display_name,
+                    t.c.created_at,
+                    t.c.checked_at,
+                    t.c.idp_token,
+                ).where(t.c.token_sha256 == _sha256(token))
+            ).first()
         if row is None or row[2] < time.time():
             return None
         groups = None if row[3] is None else tuple(str(g) for g in json.loads(row[3]))
         checked = row[6] if row[6] is not None else row[5]
-        return Session(row[0], row[1], row[2], groups, row[4] or "", row[5], checked, row[7])
+        sealed = None if row[7] is None else bytes(row[7])
+        return Session(row[0], row[1], row[2], groups, row[4] or "", row[5], checked, sealed)
 
     def idp_token(self, token: str, session: Session) -> str | None:
         """The IdP access token of an identity-provider session, unsealed with its cookie."""
@@ -345,27 +450,32 @@ class AccountStore:
 
     def rechecked(self, token: str, groups: tuple[str, ...]) -> None:
         """The IdP vouched for the session's user again, with these groups."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE sessions SET groups=?, checked_at=? WHERE token_sha256=?",
-                (json.dumps(list(groups)), time.time(), _sha256(token)),
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(sessions_t)
+                .where(sessions_t.c.token_sha256 == _sha256(token))
+                .values(groups=json.dumps(list(groups)), checked_at=time.time())
             )
 
     def end_session(self, token: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE token_sha256=?", (_sha256(token),))
+        with self.engine.begin() as conn:
+            conn.execute(delete(sessions_t).where(sessions_t.c.token_sha256 == _sha256(token)))
 
     # ------------------------------------------------------------------ users leaving
     def revoke_user(self, user_id: str) -> tuple[int, int]:
         """Revoke every API key of `user_id` and end their sessions (`user remove`/`disable`);
         returns (keys revoked, sessions ended). The directory's `since` stamp also keeps them
         dead should this store be restored from an older backup."""
-        with self._lock:
-            keys = self._db.execute(
-                "UPDATE api_keys SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
-                (time.time(), user_id),
+        with self.engine.begin() as conn:
+            keys = conn.execute(
+                update(api_keys_t)
+                .where(api_keys_t.c.user_id == user_id, api_keys_t.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
             ).rowcount
-            sessions = self._db.execute("DELETE FROM sessions WHERE user_id=?", (user_id,)).rowcount
-            revoked = {k.id for k in self.keys(user_id)}
+            sessions = conn.execute(
+                delete(sessions_t).where(sessions_t.c.user_id == user_id)
+            ).rowcount
+        revoked = {k.id for k in self.keys(user_id)}
+        with self._lock:
             self._verified = {h: k for h, k in self._verified.items() if k not in revoked}
         return keys, sessions

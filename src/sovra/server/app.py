@@ -34,7 +34,7 @@ from sovra.server.auth import (
 from sovra.server.deps import AppState, LoginRequired
 from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
-from sovra.server.oidc import OidcVerifier
+from sovra.server.oidc import OidcVerifier, PendingLogins
 from sovra.server.settings import ServerSettings
 from sovra.server.slots import ModelSlots
 from sovra.workspace import Workspace
@@ -165,7 +165,7 @@ def create_app(
     settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config, serving=True)
     slots = ModelSlots(ws)
-    accounts = AccountStore.in_home(config.home)
+    accounts = AccountStore.for_config(config)
     metrics = Metrics()
     oidc = OidcVerifier(settings) if settings.oidc_enabled else None
     state = AppState(
@@ -179,11 +179,18 @@ def create_app(
             oidc,
             session_recheck_s=settings.session_recheck_s,
         ),
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        # Limits and sign-ins in progress live beside the credentials: global across replicas.
+        limiter=RateLimiter(
+            settings.rate_limit_per_minute, settings.rate_limit_burst, accounts.engine
+        ),
         login_limiter=RateLimiter(
-            settings.login_attempts_per_minute, settings.login_attempts_per_minute
+            settings.login_attempts_per_minute,
+            settings.login_attempts_per_minute,
+            accounts.engine,
+            scope="login",
         ),
         metrics=metrics,
+        oidc_pending=PendingLogins(accounts.engine),
     )
     mcp_gate = McpGate(state)
 

@@ -15,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException, Request
+from sqlalchemy import Engine, case, delete
 from starlette.responses import Response
 
 from sovra.directory import DirectoryError, User
 from sovra.domain import Principal
-from sovra.server.accounts import SCOPES, AccountStore, Session
+from sovra.server.accounts import SCOPES, AccountStore, Session, rate_limits_t
 from sovra.server.oidc import OidcVerifier, TokenError
+from sovra.storage import upsert
 
 SESSION_COOKIE = "sovra_session"
 CSRF_HEADER = "x-csrf-token"
@@ -78,15 +80,26 @@ class Identity:
 
 @dataclass
 class RateLimiter:
-    """Token bucket per key (principal or client address), in memory."""
+    """Token bucket per key (principal or client address).
+
+    With an `engine` (the server's credential store) the buckets are rows of `rate_limits`,
+    refilled and spent by one atomic INSERT … ON CONFLICT DO UPDATE … RETURNING, so replicas
+    over one database share one limit; the time is the wall clock (replicas keep it by NTP; a
+    clock behind the row's never refills negatively). Without one, in this process's memory.
+    `scope` keeps limiters with different rates apart in the table."""
 
     per_minute: int
     burst: int
+    engine: Engine | None = None
+    scope: str = "requests"
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _checks: int = 0
 
     def check(self, key: str) -> float:
         """0 when allowed, else seconds until the next request would be."""
+        if self.engine is not None:
+            return self._check_shared(self.engine, key)
         rate = self.per_minute / 60.0
         now = time.monotonic()
         with self._lock:
@@ -99,6 +112,40 @@ class RateLimiter:
             if len(self._buckets) > 100_000:
                 self._buckets.clear()
         return 0.0
+
+    def _check_shared(self, engine: Engine, key: str) -> float:
+        rate = self.per_minute / 60.0
+        burst = float(self.burst)
+        now = time.time()
+        t = rate_limits_t
+        elapsed = case((t.c.last < now, now - t.c.last), else_=0.0)
+        refilled = case(
+            (t.c.tokens + elapsed * rate > burst, burst), else_=t.c.tokens + elapsed * rate
+        )
+        stmt = (
+            upsert(engine, t, ["scope", "key"])
+            .insert_values(scope=self.scope, key=key, tokens=burst - 1.0, last=now, allowed=1)
+            .on_conflict_do_update(
+                index_elements=["scope", "key"],
+                set_={
+                    "tokens": case((refilled >= 1.0, refilled - 1.0), else_=refilled),
+                    "allowed": case((refilled >= 1.0, 1), else_=0),
+                    "last": case((t.c.last < now, now), else_=t.c.last),
+                },
+            )
+            .returning(t.c.tokens, t.c.allowed)
+        )
+        with engine.begin() as conn:
+            tokens, allowed = conn.execute(stmt).one()
+            with self._lock:
+                self._checks += 1
+                sweep = self._checks % 1000 == 0
+            if sweep:
+                # A bucket untouched long enough to be full again is the same as no row.
+                conn.execute(
+                    delete(t).where(t.c.scope == self.scope, t.c.last < now - burst / rate)
+                )
+        return 0.0 if allowed else (1.0 - float(tokens)) / rate
 
 
 class Authenticator:

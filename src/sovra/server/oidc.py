@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -20,8 +21,10 @@ from typing import Any
 import httpx
 import jwt
 from jwt import PyJWK
+from sqlalchemy import Engine, delete, func, insert, select
 
 from sovra.domain import ADMIN_GROUP, Principal
+from sovra.server.accounts import oidc_pending_t
 from sovra.server.settings import ServerSettings
 
 
@@ -206,14 +209,21 @@ class Pending:
 
 
 class PendingLogins:
-    """Sign-ins started and not yet finished, by state (in memory, per process)."""
+    """Sign-ins started and not yet finished, by state: in the server's credential store when
+    given its `engine` (the callback may reach another replica than the start), else in this
+    process's memory. Rows are keyed by the state's SHA-256; `take` is one DELETE … RETURNING,
+    so a state is good for one callback even when two replicas race for it."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine
         self._items: dict[str, Pending] = {}
         self._lock = threading.Lock()
 
     def add(self, state: str, pending: Pending) -> None:
-        now = time.monotonic()
+        if self.engine is not None:
+            self._add_shared(self.engine, state, pending)
+            return
+        now = time.time()
         with self._lock:
             if len(self._items) >= MAX_PENDING:
                 self._items = {
@@ -223,10 +233,43 @@ class PendingLogins:
                     raise TokenError("too many sign-ins in progress")
             self._items[state] = pending
 
+    def _add_shared(self, engine: Engine, state: str, pending: Pending) -> None:
+        t = oidc_pending_t
+        with engine.begin() as conn:
+            conn.execute(delete(t).where(t.c.created < time.time() - PENDING_TTL_S))
+            if (conn.scalar(select(func.count()).select_from(t)) or 0) >= MAX_PENDING:
+                raise TokenError("too many sign-ins in progress")
+            conn.execute(
+                insert(t).values(
+                    state_sha256=_sha256(state),
+                    nonce=pending.nonce,
+                    code_verifier=pending.code_verifier,
+                    redirect_uri=pending.redirect_uri,
+                    next_path=pending.next_path,
+                    created=pending.created,
+                )
+            )
+
     def take(self, state: str) -> Pending | None:
         """The pending sign-in for `state`, removed (a state is good for one callback)."""
-        with self._lock:
-            pending = self._items.pop(state, None)
-        if pending is None or time.monotonic() - pending.created > PENDING_TTL_S:
+        if self.engine is not None:
+            t = oidc_pending_t
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    delete(t)
+                    .where(t.c.state_sha256 == _sha256(state))
+                    .returning(
+                        t.c.nonce, t.c.code_verifier, t.c.redirect_uri, t.c.next_path, t.c.created
+                    )
+                ).first()
+            pending = None if row is None else Pending(*row)
+        else:
+            with self._lock:
+                pending = self._items.pop(state, None)
+        if pending is None or time.time() - pending.created > PENDING_TTL_S:
             return None
         return pending
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -120,7 +120,7 @@ async def start(request: Request, _rule: Starting, next: str = "/") -> Response:
         )
     try:
         st.oidc_pending.add(
-            state, Pending(nonce, verifier, redirect_uri, safe_next_path(next), time.monotonic())
+            state, Pending(nonce, verifier, redirect_uri, safe_next_path(next), time.time())
         )
     except TokenError as exc:
         return _failed(request, st, str(exc))
