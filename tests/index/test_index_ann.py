@@ -7,6 +7,9 @@ recall@10 >= 0.98 overall and >= 0.99 at 1% selectivity.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
@@ -222,15 +225,20 @@ def test_ann_hits_are_only_admitted_chunks(
         idx.close()
 
 
-def test_leak_suite_passes_with_ann_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_leak_suite_passes_with_ann_on() -> None:
     """tests/index/test_index_leak.py's property, every vector search through the graph."""
     from tests.index import test_index_leak as leak
 
-    def with_ann(path: Path, dimension: int) -> EmbeddedIndex:
-        return EmbeddedIndex(path, dimension, ann=ON)
+    @contextlib.contextmanager
+    def fresh() -> Iterator[EmbeddedIndex]:
+        with tempfile.TemporaryDirectory() as tmp:
+            idx = EmbeddedIndex(Path(tmp), leak.DIM, ann=ON)
+            try:
+                yield idx
+            finally:
+                idx.close()
 
-    monkeypatch.setattr(leak, "EmbeddedIndex", with_ann)
-    leak.test_no_hit_or_count_exceeds_what_admits_allows()
+    leak.test_no_hit_or_count_exceeds_what_admits_allows(fresh=fresh)
 
 
 @pytest.mark.parametrize("mode", ["off", "on"])
@@ -253,3 +261,22 @@ def test_vector_search_after_a_write_never_uses_the_old_mask(tmp_path: Path, mod
         assert idx.search_vector(vec.tolist(), 50, flt) == []
     finally:
         idx.close()
+
+
+def test_a_graph_built_first_does_not_crash_the_embedder_loaded_after(tmp_path: Path) -> None:
+    """usearch links libstdc++ statically: loaded as the process's first pybind11 module, it made
+    the next `import onnxruntime` segfault (exit -11), which killed `sovra source sync` on a
+    large index. Run in a fresh interpreter, where nothing else has been imported yet."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from sovra.index.ann import AnnGraph, AnnSettings\n"
+        "g = AnnGraph(8, AnnSettings(mode='on'))\n"
+        "import onnxruntime\n"
+        "print('loaded', onnxruntime.__version__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("loaded")

@@ -24,11 +24,13 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
-from usearch.index import Index as _Hnsw
+
+if TYPE_CHECKING:
+    from usearch.index import Index as _Hnsw
 
 AnnMode = Literal["auto", "off", "on"]
 
@@ -39,6 +41,19 @@ ANN_EXACT_MAX = 30_000
 """A filter admitting at most this many vector rows is searched exactly over that subset."""
 
 GRAPH_NAME = "ann.usearch"
+
+
+def _hnsw_class() -> type[_Hnsw]:
+    """usearch, loaded only when a graph is built. Its extension links libstdc++ statically, so
+    if it is the first pybind11 module of the process a later `import onnxruntime` (the query
+    embedder) segfaults in libstdc++ (the pattern of pytorch/pytorch#109923; reproduced with
+    usearch 2.26.6 + onnxruntime 1.32.0). onnxruntime is loaded first: in that order both work."""
+    import onnxruntime  # type: ignore[import-untyped]  # noqa: F401
+    from usearch.index import Index
+
+    return Index
+
+
 GRAPH_META = "ann.json"
 GRAPH_FORMAT = 1
 
@@ -86,7 +101,7 @@ class AnnGraph:
 
     def _new(self) -> _Hnsw:
         s = self.settings
-        return _Hnsw(
+        return _hnsw_class()(
             ndim=self.dimension,
             metric="ip",  # vectors are stored normalised: inner product is cosine
             dtype="f32",
