@@ -148,14 +148,15 @@ def test_sync_state_is_shared(target: str | Path) -> None:
     one, two = StateStore(_state_target(target)), StateStore(_state_target(target))
     one.record_ok("files", [("a", "v1", 3), ("b", "v1", 2)], pipeline="p")
     one.record_failed("files", [("c", "v1", "bad pdf")])
+    one.record_failed("files", [("d", "v1", "redirect page")], status="skipped")
     one.record_ok("files", [("a", "v2", 4)], pipeline="p")  # replaces, never doubles
     assert two.versions("files")["a"] == ("v2", "ok", "p")
-    assert two.counts("files") == {"ok": 2, "failed": 1, "chunks": 6}
+    assert two.counts("files") == {"ok": 2, "failed": 1, "skipped": 1, "chunks": 6}
     two.save_report("files", {"added": 2})
     assert one.last_report("files") == {"added": 2}
     assert "files" in one.sources()
     one.forget("files", ["b"])
-    assert [d.external_id for d in two.documents("files")] == ["a", "c"]
+    assert [d.external_id for d in two.documents("files")] == ["a", "c", "d"]
 
 
 def test_usage_ledger_is_shared(target: str | Path) -> None:
