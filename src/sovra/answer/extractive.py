@@ -284,19 +284,34 @@ def _stored_vectors(
     return np.asarray(rows, dtype=np.float32).reshape(len(wanted), -1)
 
 
+_KNOWN_LIMIT = 50_000
+"""Sentence vectors remembered across the batches of one fill (~75 MB at 384 dimensions)."""
+
+
 def _embed_sentences(
-    store: SentenceVectorStore, embedder: Embedder, chunks: Sequence[Chunk]
+    store: SentenceVectorStore,
+    embedder: Embedder,
+    chunks: Sequence[Chunk],
+    known: dict[str, Vectors] | None = None,
 ) -> dict[str, tuple[Spans, Vectors]]:
-    """Cut, embed and store the sentences of `chunks` with `embedder` (one batch)."""
+    """Cut, embed and store the sentences of `chunks` with `embedder` (one batch).
+
+    Each distinct sentence text is embedded once: chunk overlaps and a folder's boilerplate
+    repeat sentences. `known` (text → vector) carries that across the batches of one fill.
+    """
     if not chunks:
         return {}
+    seen: dict[str, Vectors] = {} if known is None else known
     cut = [sentence_spans(c.text) for c in chunks]
-    vectors = embedder.embed([s.text for found, _ in cut for s in found])
+    if len(seen) > _KNOWN_LIMIT:
+        seen.clear()  # bounded memory on a huge sync; repeats are mostly near each other
+    fresh = list(dict.fromkeys(s.text for found, _ in cut for s in found if s.text not in seen))
+    seen.update(zip(fresh, embedder.embed(fresh) if fresh else (), strict=True))
     out: dict[str, tuple[Spans, Vectors]] = {}
-    at = 0
     for c, (found, spans) in zip(chunks, cut, strict=True):
-        out[c.id] = (spans, vectors[at : at + len(found)])
-        at += len(found)
+        rows = [seen[s.text] for s in found]
+        vecs = np.asarray(rows, dtype=np.float32) if rows else np.zeros((0, embedder.dimension))
+        out[c.id] = (spans, vecs.astype(np.float32, copy=False))
     store.store_sentence_vectors(embedder.name, [(c, *out[c.id]) for c in chunks])
     return out
 
@@ -318,8 +333,9 @@ def fill_sentence_vectors(
     for part, todo in by_model.values():
         stored = store.sentence_vectors(part.name, todo)
         todo = [c for c in todo if c.id not in stored]
+        known: dict[str, Vectors] = {}
         for at in range(0, len(todo), batch):
-            filled += len(_embed_sentences(store, part, todo[at : at + batch]))
+            filled += len(_embed_sentences(store, part, todo[at : at + batch], known))
     return filled
 
 

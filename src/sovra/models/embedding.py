@@ -243,13 +243,26 @@ class OnnxEmbedder(WrappedEmbedder):
         runner = self._load()
         if runner is None:
             return self._torch.embed(texts)
-        # Longest first, so each batch pads to texts of about its own length.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start : start + self._batch_size]
-            out[rows] = runner.encode([texts[i] for i in rows])
-        return out
+        return length_sorted(texts, self._batch_size, self.dimension, runner.encode)
+
+
+def length_sorted(
+    texts: Sequence[str],
+    batch_size: int,
+    dimension: int,
+    encode: Callable[[list[str]], Vectors],
+) -> Vectors:
+    """`encode` over batches of texts of about one length; rows come back in the caller's order.
+
+    A batch pads every text to its longest one, so mixing a title with a full chunk costs the
+    title a full chunk's forward pass. Longest first, so the first batch shows the peak memory.
+    """
+    out = np.empty((len(texts), dimension), dtype=np.float32)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        out[rows] = encode([texts[i] for i in rows])
+    return out
 
 
 USE_MODEL_NAME = "use-multilingual-v3"
@@ -305,12 +318,13 @@ class USEEmbedder:
         if not texts:
             return out
         model = self._load()
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start : start + self._batch_size]
-            # An empty string embeds to a zero vector; a space keeps every row unit length.
-            batch = [texts[i] or " " for i in rows]
-            out[rows] = model.encode(batch)  # type: ignore[attr-defined]
+        # An empty string embeds to a zero vector; a space keeps every row unit length.
+        out = length_sorted(
+            [t or " " for t in texts],
+            self._batch_size,
+            USE_DIMENSION,
+            model.encode,  # type: ignore[attr-defined]
+        )
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         out /= np.where(norms > 0, norms, 1.0)
         return out
