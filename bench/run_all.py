@@ -23,6 +23,7 @@ PLAIN = [
     "bench.bench_connectors",
     "bench.bench_ask_cpu",
     "bench.bench_embed",
+    "bench.bench_ray_ingest",
 ]
 
 
