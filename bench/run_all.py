@@ -26,6 +26,7 @@ PLAIN = [
     "bench.bench_ask_cpu",
     "bench.bench_embed",
     "bench.bench_triage",  # needs a synced demo home: `make demo` first
+    "bench.bench_ray_ingest",
 ]
 
 

@@ -11,6 +11,7 @@ server's REST/OpenAI/MCP/web routes and workflow steps all call them with a Prin
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from sovra.flows.base import ActionAdapter
     from sovra.flows.service import Flows
     from sovra.ingest import ProgressCallback, StateStore, SyncReport
+    from sovra.ingest.ray_engine import RayOptions
     from sovra.models.generation import Generator
     from sovra.policy.pii import PiiDetector
     from sovra.policy.redact import Pseudonyms
@@ -451,14 +453,34 @@ class Workspace:
         progress: ProgressCallback | None = None,
         *,
         bm25_only: bool = False,
+        ray: RayOptions | None = None,
     ) -> SyncReport:
-        """Bring the index in line with one configured source (incremental, resumable)."""
+        """Bring the index in line with one configured source (incremental, resumable).
+
+        `ray` runs parse/chunk/embed on a Ray cluster (`sovra.ingest.ray_engine`); the result
+        is the same chunks and state as the local pipeline's."""
         from sovra.ingest import sync_source
         from sovra.sources import connector_for
 
         connector = connector_for(source, self.config)
         embedder = None if bm25_only else self.embedder
-        report = sync_source(connector, source.name, self.index, embedder, self.state, progress)
+        if ray is not None:
+            from sovra.ingest.ray_engine import sync_source_ray
+
+            # Each embedding actor builds the embedder from the config on its own node.
+            factory = None if embedder is None else functools.partial(embedder_for, self.config)
+            report = sync_source_ray(
+                connector,
+                source.name,
+                self.index,
+                embedder,
+                self.state,
+                progress,
+                ray_options=ray,
+                embedder_factory=factory,
+            )
+        else:
+            report = sync_source(connector, source.name, self.index, embedder, self.state, progress)
         if embedder is not None and self.config.answer.precompute_sentences:
             self._fill_sentences(report, embedder)
         return report

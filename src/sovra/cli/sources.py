@@ -126,6 +126,25 @@ def source_sync(
     bm25_only: Annotated[
         bool, typer.Option("--bm25-only", help="Skip embeddings (full-text search only).")
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="local (this process) or ray (parse/chunk/embed on a Ray cluster; "
+            "needs the `ray` extra).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join (HOST:PORT, auto, ray://HOST:PORT); "
+            "default: a local Ray for this sync.",
+        ),
+    ] = None,
+    num_gpus: Annotated[
+        float, typer.Option("--num-gpus", help="GPUs per Ray embedding actor (GPU nodes).")
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Bring the index in line with the sources: new and changed documents, deletions."""
@@ -133,6 +152,15 @@ def source_sync(
     from sovra.workspace import Workspace
 
     cfg = state(ctx).config
+    if engine not in ("local", "ray"):
+        fail(f"--engine {engine!r}: use local or ray")
+    if engine == "local" and (address is not None or num_gpus):
+        fail("--address and --num-gpus need --engine ray")
+    ray_options = None
+    if engine == "ray":
+        from sovra.ingest.ray_engine import RayOptions
+
+        ray_options = RayOptions(address=address, num_gpus=num_gpus)
     if all_sources:
         targets = list(cfg.sources)
     elif names:
@@ -152,7 +180,7 @@ def source_sync(
                     advance(total=total, completed=done)
 
                 try:
-                    report = ws.sync(src, progress, bm25_only=bm25_only)
+                    report = ws.sync(src, progress, bm25_only=bm25_only, ray=ray_options)
                 except SourceUnavailable as exc:
                     failed_sources += 1
                     reports.append({"source": src.name, "ok": False, "error": str(exc)})
