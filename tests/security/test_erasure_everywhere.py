@@ -59,6 +59,7 @@ steps:
   - id: reply
     kind: draft
     question: "${input.title}"
+    nothing_found: approval  # nothing here matches the title: a person writes the reply
   - id: approval
     kind: approve
     group: sre
