@@ -93,6 +93,23 @@ def normalised_embedding(chunk: Chunk, dimension: int) -> npt.NDArray[np.float32
     return vec / norm if norm > 0 else vec
 
 
+def unit_query_vector(vector: Sequence[float], dimension: int) -> npt.NDArray[np.float32]:
+    """A query vector as a unit float32 vector; a wrong dimension, a non-finite value or an
+    all-zero vector is an IndexError_ (shared by the backends)."""
+    q = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if q.shape[0] != dimension:
+        raise IndexError_(
+            f"query vector has {q.shape[0]} dimensions; this index holds "
+            f"{dimension}-dimensional embeddings"
+        )
+    if not np.all(np.isfinite(q)):
+        raise IndexError_("query vector holds a non-finite value")
+    norm = float(np.linalg.norm(q))
+    if norm == 0.0:
+        raise IndexError_("query vector is all zeros; cosine similarity is undefined")
+    return q / norm
+
+
 def checked_chunks(documents: Mapping[str, Sequence[Chunk]]) -> Iterable[Chunk]:
     """Every chunk of a replace, after the protocol's checks: each belongs to the document it
     is filed under, and no chunk id repeats within a document."""

@@ -61,7 +61,7 @@ from sovra.index.analysis import (
     normalize_language,
 )
 from sovra.index.ann import GRAPH_NAME, AnnGraph, AnnSettings
-from sovra.index.base import IndexError_
+from sovra.index.base import IndexError_, normalised_embedding, unit_query_vector
 from sovra.storage import (
     Synchronous,
     atomic_writer,
@@ -726,18 +726,7 @@ class EmbeddedIndex:
         return write_transaction(self._db)
 
     def _vector(self, chunk: Chunk) -> _F32 | None:
-        if chunk.embedding is None:
-            return None
-        vec = np.asarray(chunk.embedding, dtype=np.float32).reshape(-1)
-        if vec.shape[0] != self.dimension:
-            raise IndexError_(
-                f"chunk {chunk.id!r} has a {vec.shape[0]}-dimensional embedding; this index "
-                f"holds {self.dimension}-dimensional ones"
-            )
-        if not np.all(np.isfinite(vec)):
-            raise IndexError_(f"chunk {chunk.id!r} has a non-finite embedding value")
-        norm = float(np.linalg.norm(vec))
-        return vec / norm if norm > 0 else vec
+        return normalised_embedding(chunk, self.dimension)
 
     def replace_document(self, document_id: str, chunks: Sequence[Chunk]) -> None:
         self.replace_documents({document_id: chunks})
@@ -969,18 +958,7 @@ class EmbeddedIndex:
     def search_vector(
         self, vector: Sequence[float], k: int, flt: SearchFilter
     ) -> list[ScoredChunk]:
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dimension:
-            raise IndexError_(
-                f"query vector has {q.shape[0]} dimensions; this index holds "
-                f"{self.dimension}-dimensional embeddings"
-            )
-        if not np.all(np.isfinite(q)):
-            raise IndexError_("query vector holds a non-finite value")
-        norm = float(np.linalg.norm(q))
-        if norm == 0.0:
-            raise IndexError_("query vector is all zeros; cosine similarity is undefined")
-        q = q / norm
+        q = unit_query_vector(vector, self.dimension)
         with self._lock:
             self._check_open()
             if k <= 0:

@@ -44,7 +44,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from sovra.domain import Chunk, ScoredChunk, SearchFilter
 from sovra.index.analysis import ANALYSIS_VERSION, analyze, analyze_document, normalize_language
-from sovra.index.base import IndexError_, checked_chunks, normalised_embedding
+from sovra.index.base import (
+    IndexError_,
+    checked_chunks,
+    normalised_embedding,
+    unit_query_vector,
+)
 from sovra.index.embedded import _hashable
 
 SCHEMA_VERSION = "1"
@@ -723,20 +728,10 @@ class PostgresIndex:
     def search_vector(
         self, vector: Sequence[float], k: int, flt: SearchFilter
     ) -> list[ScoredChunk]:
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self.dimension:
-            raise IndexError_(
-                f"query vector has {q.shape[0]} dimensions; this index holds "
-                f"{self.dimension}-dimensional embeddings"
-            )
-        if not np.all(np.isfinite(q)):
-            raise IndexError_("query vector holds a non-finite value")
-        norm = float(np.linalg.norm(q))
-        if norm == 0.0:
-            raise IndexError_("query vector is all zeros; cosine similarity is undefined")
+        q = unit_query_vector(vector, self.dimension)
         if k <= 0:
             return []
-        params: dict[str, Any] = {"q": _vector_literal(q / norm), "k": k}
+        params: dict[str, Any] = {"q": _vector_literal(q), "k": k}
         where = _filter_sql(flt, params)
         vt = self.vector_type
         with self._read(flt) as conn:

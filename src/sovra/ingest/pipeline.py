@@ -158,6 +158,21 @@ class _Prepared:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def embed_chunks(embedder: Embedder, chunks: list[Chunk], embed_context: bool) -> None:
+    """Set each chunk's embedding (title and heading path prepended with `embed_context`): the one
+    embed step of the local pipeline and of the Ray engine's actors."""
+    if not chunks:
+        return
+    texts = [embedding_text(c) if embed_context else c.text for c in chunks]
+    vectors = embedder.embed(texts)
+    if len(vectors) != len(chunks):
+        raise RuntimeError(
+            f"embedder {embedder.name} returned {len(vectors)} vectors for {len(chunks)} texts"
+        )
+    for c, v in zip(chunks, vectors, strict=True):
+        c.embedding = v.tolist()
+
+
 class _Syncer:
     def __init__(
         self,
@@ -257,17 +272,11 @@ class _Syncer:
         report.labels_refused.update(batch.refused)
         if self.embedder is not None and batch.docs:
             t = time.perf_counter()
-            chunks = [c for _, cs in batch.docs for c in cs]
-            ctx = self.options.embed_context
-            texts = [embedding_text(c) if ctx else c.text for c in chunks]
-            vectors = self.embedder.embed(texts)
-            if len(vectors) != len(chunks):
-                raise RuntimeError(
-                    f"embedder {self.embedder.name} returned {len(vectors)} vectors "
-                    f"for {len(chunks)} texts"
-                )
-            for c, v in zip(chunks, vectors, strict=True):
-                c.embedding = v.tolist()
+            embed_chunks(
+                self.embedder,
+                [c for _, cs in batch.docs for c in cs],
+                self.options.embed_context,
+            )
             report._time("embed", time.perf_counter() - t)
 
         t = time.perf_counter()

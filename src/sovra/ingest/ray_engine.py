@@ -41,6 +41,7 @@ from sovra.ingest.pipeline import (
     _Prepared,
     _source_lock,
     _Syncer,
+    embed_chunks,
 )
 from sovra.ingest.state import StateStore
 from sovra.models.base import Embedder
@@ -193,20 +194,12 @@ class _EmbedActor:
         return os.getpid()
 
     def embed(self, batch: _Prepared) -> _Prepared:
-        from sovra.ingest.chunk import embedding_text
-
         t = time.perf_counter()
-        chunks = [c for _, cs in batch.docs for c in cs]
-        if chunks:
-            texts = [embedding_text(c) if self.embed_context else c.text for c in chunks]
-            vectors = self.embedder.embed(texts)
-            if len(vectors) != len(chunks):
-                raise RuntimeError(
-                    f"embedder {self.embedder.name} returned {len(vectors)} vectors "
-                    f"for {len(chunks)} texts"
-                )
-            for c, v in zip(chunks, vectors, strict=True):
-                c.embedding = v.tolist()
+        embed_chunks(
+            self.embedder,
+            [c for _, cs in batch.docs for c in cs],
+            self.embed_context,
+        )
         batch.timings["embed"] = batch.timings.get("embed", 0.0) + time.perf_counter() - t
         return batch
 
