@@ -26,6 +26,8 @@ SEVERAL_BONUS = 0.05
 small, so a document with one excellent passage still beats one with many weak ones."""
 BONUS_CAP = 0.15
 SNIPPET_CHARS = 240
+CANDIDATES_PER_DOCUMENT = 4
+"""Passages fetched per document asked for, so one long document cannot crowd out the others."""
 
 _MD = MarkdownIt("commonmark").enable("table")
 _WORD = re.compile(r"\w+")
@@ -146,10 +148,21 @@ def snippet(
     return tuple(out)
 
 
+def candidate_passages(k: int) -> int:
+    """How many passages to retrieve for `k` grouped documents (the eval measures the same)."""
+    return min(k * CANDIDATES_PER_DOCUMENT, 200)
+
+
 def group_by_document(
-    result: SearchResult, *, k: int, passages: int = PASSAGES_SHOWN
+    result: SearchResult,
+    *,
+    k: int,
+    passages: int = PASSAGES_SHOWN,
+    bonus: float = SEVERAL_BONUS,
+    cap: float = BONUS_CAP,
 ) -> list[DocumentHit]:
-    """At most `k` Documents from `result`'s hits, each with its best `passages` passages."""
+    """At most `k` Documents from `result`'s hits, each with its best `passages` passages;
+    `bonus`/`cap` are open so `sovra eval retrieval --documents` can measure other weights."""
     by_doc: dict[str, list[SearchHit]] = {}
     for h in sorted(result.hits, key=lambda h: (-h.score, h.rank)):
         by_doc.setdefault(h.chunk.document_id, []).append(h)
@@ -157,8 +170,8 @@ def group_by_document(
     scored = []
     for hits in by_doc.values():
         best = hits[0].score
-        bonus = min(BONUS_CAP, SEVERAL_BONUS * (len(hits) - 1)) * abs(best)
-        scored.append((best + bonus, hits))
+        extra = min(cap, bonus * (len(hits) - 1)) * abs(best)
+        scored.append((best + extra, hits))
     scored.sort(key=lambda s: (-s[0], s[1][0].rank))
     return [
         DocumentHit(
