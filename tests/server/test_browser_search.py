@@ -49,7 +49,7 @@ def test_ask_shows_progress_and_passages(browser: Browser, live_url: str) -> Non
     page, problems = new_page(browser)
     sign_in(page, live_url, "alice")
     page.get_by_label("Quote the sources only").check()
-    question = page.get_by_label("Question")
+    question = page.get_by_label("Question", exact=True)
     question.fill(QUESTION)
     # The answer is asked for once, after the passages were searched.
     asked: list[bool] = []
@@ -73,7 +73,7 @@ def test_ask_shows_progress_and_passages(browser: Browser, live_url: str) -> Non
 def test_ask_cancel_stops_and_says_so(browser: Browser, live_url: str) -> None:  # noqa: F811
     page, problems = new_page(browser)
     sign_in(page, live_url, "alice")
-    page.get_by_label("Question").fill(QUESTION)
+    page.get_by_label("Question", exact=True).fill(QUESTION)
     # The answer request never gets a reply here, so the question is still in flight.
     page.route("**/api/v1/ask", lambda route: None)
     page.get_by_role("button", name="Ask").click()

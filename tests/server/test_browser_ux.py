@@ -15,7 +15,7 @@ def test_recent_questions_are_shown_to_the_asker_only(
     page, problems = new_page(browser)
     sign_in(page, live_url, "alice")
     page.get_by_label("Quote the sources only").check()
-    page.get_by_label("Question").fill(QUESTION)
+    page.get_by_label("Question", exact=True).fill(QUESTION)
     page.get_by_role("button", name="Ask").click()
     expect(page.locator("#provenance")).to_contain_text("AI-generated")
     page.goto(live_url + "/")
@@ -25,7 +25,7 @@ def test_recent_questions_are_shown_to_the_asker_only(
     other, other_problems = new_page(browser)
     sign_in(other, live_url, "carol")
     other.goto(live_url + "/")
-    expect(other.get_by_label("Question")).to_be_visible()
+    expect(other.get_by_label("Question", exact=True)).to_be_visible()
     assert QUESTION not in other.content()
     assert other_problems == []
 
