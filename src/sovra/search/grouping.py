@@ -23,8 +23,8 @@ PASSAGES_SHOWN = 3
 """Best passages kept per document; the rest are counted ("n more passages")."""
 SEVERAL_BONUS = 0.02
 """Score bonus per extra matching passage, relative to the best one, capped at `BONUS_CAP`:
-small, so a document with one excellent passage still beats one with many weak ones. Hybrid
-(RRF) scores of neighbouring ranks differ by ~2%, so 0.05/0.15 reordered too much: on
+small, so a document with one excellent passage still beats one with many weak ones. Fused
+hybrid scores of neighbouring ranks are close, so 0.05/0.15 reordered too much: on
 `sovra eval retrieval --documents` (bench/results/ux17-grouping-ndcg.json) XQuAD articles lost
 0.020-0.064 nDCG@10 at 0.05 and 0.003-0.028 at 0.02 against first hit per document (chunked
 Cranfield gained 0.008 and 0.002, NFCorpus even); 0.02 keeps the tie-break at half the loss."""
