@@ -683,12 +683,16 @@ class Workspace:
         """Search grouped by Document: up to `options.k` documents, each with its best passages.
         Passages are drawn from a wider candidate list so one long document cannot crowd the
         others out; the receipt lists the passages shown."""
-        from sovra.search.grouping import group_by_document
+        from sovra.search.grouping import candidate_passages, group_by_document
 
         options = options or QueryOptions()
         flt = self.filter_for_options(principal, options)
         result = self.searcher().search(
-            query, flt, k=min(options.k * 4, 200), mode=options.mode, language=options.language
+            query,
+            flt,
+            k=candidate_passages(options.k),
+            mode=options.mode,
+            language=options.language,
         )
         documents = group_by_document(result, k=options.k)
         shown = replace(result, hits=[p.hit for d in documents for p in d.passages])

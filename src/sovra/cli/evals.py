@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, progress_bar, state
+
+if TYPE_CHECKING:
+    from sovra.evals.collections import Collection
+    from sovra.models.base import Embedder
+    from sovra.search import FusionSettings
 
 eval_app = typer.Typer(
     help="Evaluate retrieval, answers, PII detection and triage on judged sets.",
@@ -68,10 +73,28 @@ def eval_retrieval(
             "(PostgreSQL text search, a regconfig per detected language), to compare.",
         ),
     ] = "bm25",
+    documents: Annotated[
+        bool,
+        typer.Option(
+            "--documents",
+            help="Document-level nDCG@10 instead: documents of several passages (XQuAD "
+            "paragraphs by article, other collections cut by sovra's chunker), hybrid's first "
+            "hit per document against the grouped ranking search serves.",
+        ),
+    ] = False,
+    bonus: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--bonus",
+            help="--documents: grouping bonus per extra passage to measure (repeatable; its "
+            "cap is 3x, as shipped). Default: the shipped weights.",
+        ),
+    ] = None,
     data: EvalDataOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """nDCG@10, Recall@100 and MRR per collection: full text, vector, hybrid, BM25 reference."""
+    """nDCG@10, Recall@100 and MRR per collection: full text, vector, hybrid, BM25 reference;
+    with --documents, per document: grouped search against first hit per document."""
     import uuid
     from dataclasses import asdict
 
@@ -97,6 +120,17 @@ def eval_retrieval(
     embedder = embedder_for(cfg)
     s = cfg.search
     settings = FusionSettings(fusion=s.fusion, rrf_k=s.rrf_k, candidates=s.candidates)
+    if documents:
+        _eval_documents(
+            [collections[n] for n in names],
+            embedder,
+            settings,
+            bonus,
+            max_queries,
+            cfg.home / "cache" / "eval",
+            json_out,
+        )
+        return
     reports = []
     for n in names:
         with progress_bar(f"eval {n}", None, enabled=not json_out) as advance:
@@ -125,6 +159,46 @@ def eval_retrieval(
                     f"{n:<14} {method:<8} nDCG@10 {m.ndcg10:.3f}  R@100 {m.recall100:.3f}"
                     f"  MRR {m.mrr:.3f}  ({m.queries} queries, {m.ms_per_query:.1f} ms/query)"
                 )
+    if json_out:
+        emit_json([asdict(r) for r in reports])
+
+
+def _eval_documents(
+    collections: list[Collection],
+    embedder: Embedder,
+    settings: FusionSettings,
+    bonus: list[float] | None,
+    max_queries: int | None,
+    cache_dir: Path,
+    json_out: bool,
+) -> None:
+    from dataclasses import asdict
+
+    from sovra.evals.retrieval_eval import evaluate_documents, passage_set
+
+    weights = [(b, 3 * b) for b in bonus or []]
+    reports = []
+    for c in collections:
+        with progress_bar(f"eval {c.name} documents", None, enabled=not json_out) as advance:
+            report = evaluate_documents(
+                passage_set(c),
+                embedder,
+                settings,
+                bonuses=weights,
+                cache_dir=cache_dir,
+                max_queries=max_queries,
+                progress=lambda done, total, what: advance(
+                    total=total, completed=done, description=what
+                ),
+            )
+        reports.append(report)
+        if not json_out:
+            grouped = "  ".join(f"{k} {v:.3f}" for k, v in report.grouped.items())
+            out.print(
+                f"{c.name:<14} documents nDCG@10 first hit {report.first_hit:.3f}  grouped "
+                f"{grouped}  ({report.documents} documents, {report.multi_passage_documents} of "
+                f"several passages, {report.queries} queries; {report.construction})"
+            )
     if json_out:
         emit_json([asdict(r) for r in reports])
 

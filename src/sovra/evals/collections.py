@@ -19,6 +19,8 @@ class Collection:
     docs: dict[str, tuple[str, str]]  # id → (title, text)
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]] = field(default_factory=dict)  # qid → docid → grade > 0
+    articles: dict[str, str] = field(default_factory=dict)
+    """XQuAD: paragraph id → the id of its article (the document-level eval groups by it)."""
 
 
 def load_cranfield(root: Path) -> Collection:
@@ -66,9 +68,11 @@ def load_xquad(root: Path, query_language: str, doc_language: str) -> Collection
     qdata = json.loads((root / f"xquad.{query_language}.json").read_text(encoding="utf-8"))
     ddata = json.loads((root / f"xquad.{doc_language}.json").read_text(encoding="utf-8"))
     docs: dict[str, tuple[str, str]] = {}
+    articles: dict[str, str] = {}
     for a, article in enumerate(ddata["data"]):
         for p, para in enumerate(article["paragraphs"]):
             docs[f"{a}-{p}"] = ("", para["context"])
+            articles[f"{a}-{p}"] = f"article-{a}"
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
     for a, article in enumerate(qdata["data"]):
@@ -79,7 +83,7 @@ def load_xquad(root: Path, query_language: str, doc_language: str) -> Collection
     name = f"xquad-{query_language}" + (
         f"-{doc_language}" if doc_language != query_language else ""
     )
-    return Collection(name, doc_language, query_language, docs, queries, qrels)
+    return Collection(name, doc_language, query_language, docs, queries, qrels, articles)
 
 
 def standard_collections(eval_root: Path) -> dict[str, Collection]:

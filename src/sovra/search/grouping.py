@@ -21,11 +21,17 @@ from sovra.search.hybrid import SearchHit, SearchResult
 
 PASSAGES_SHOWN = 3
 """Best passages kept per document; the rest are counted ("n more passages")."""
-SEVERAL_BONUS = 0.05
+SEVERAL_BONUS = 0.02
 """Score bonus per extra matching passage, relative to the best one, capped at `BONUS_CAP`:
-small, so a document with one excellent passage still beats one with many weak ones."""
-BONUS_CAP = 0.15
+small, so a document with one excellent passage still beats one with many weak ones. Fused
+hybrid scores of neighbouring ranks are close, so 0.05/0.15 reordered too much: on
+`sovra eval retrieval --documents` (bench/results/ux17-grouping-ndcg.json) XQuAD articles lost
+0.020-0.064 nDCG@10 at 0.05 and 0.003-0.028 at 0.02 against first hit per document (chunked
+Cranfield gained 0.008 and 0.002, NFCorpus even); 0.02 keeps the tie-break at half the loss."""
+BONUS_CAP = 0.06
 SNIPPET_CHARS = 240
+CANDIDATES_PER_DOCUMENT = 4
+"""Passages fetched per document asked for, so one long document cannot crowd out the others."""
 
 _MD = MarkdownIt("commonmark").enable("table")
 _WORD = re.compile(r"\w+")
@@ -146,10 +152,21 @@ def snippet(
     return tuple(out)
 
 
+def candidate_passages(k: int) -> int:
+    """How many passages to retrieve for `k` grouped documents (the eval measures the same)."""
+    return min(k * CANDIDATES_PER_DOCUMENT, 200)
+
+
 def group_by_document(
-    result: SearchResult, *, k: int, passages: int = PASSAGES_SHOWN
+    result: SearchResult,
+    *,
+    k: int,
+    passages: int = PASSAGES_SHOWN,
+    bonus: float = SEVERAL_BONUS,
+    cap: float = BONUS_CAP,
 ) -> list[DocumentHit]:
-    """At most `k` Documents from `result`'s hits, each with its best `passages` passages."""
+    """At most `k` Documents from `result`'s hits, each with its best `passages` passages;
+    `bonus`/`cap` are open so `sovra eval retrieval --documents` can measure other weights."""
     by_doc: dict[str, list[SearchHit]] = {}
     for h in sorted(result.hits, key=lambda h: (-h.score, h.rank)):
         by_doc.setdefault(h.chunk.document_id, []).append(h)
@@ -157,8 +174,8 @@ def group_by_document(
     scored = []
     for hits in by_doc.values():
         best = hits[0].score
-        bonus = min(BONUS_CAP, SEVERAL_BONUS * (len(hits) - 1)) * abs(best)
-        scored.append((best + bonus, hits))
+        extra = min(cap, bonus * (len(hits) - 1)) * abs(best)
+        scored.append((best + extra, hits))
     scored.sort(key=lambda s: (-s[0], s[1][0].rank))
     return [
         DocumentHit(

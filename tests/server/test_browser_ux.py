@@ -1,0 +1,59 @@
+"""Recent questions and facets in Chromium: the Ask page lists the asker's own questions, never
+another user's; a facet link narrows the results, and counts hold only readable documents."""
+
+from __future__ import annotations
+
+from playwright.sync_api import Browser, expect
+
+from tests.server.test_browser import QUESTION, browser, new_page, sign_in  # noqa: F401
+
+
+def test_recent_questions_are_shown_to_the_asker_only(
+    browser: Browser,  # noqa: F811
+    live_url: str,
+) -> None:
+    page, problems = new_page(browser)
+    sign_in(page, live_url, "alice")
+    page.get_by_label("Quote the sources only").check()
+    page.get_by_label("Question", exact=True).fill(QUESTION)
+    page.get_by_role("button", name="Ask").click()
+    expect(page.locator("#provenance")).to_contain_text("AI-generated")
+    page.goto(live_url + "/")
+    expect(page.locator("#recent")).to_contain_text(QUESTION)
+    assert problems == []
+
+    other, other_problems = new_page(browser)
+    sign_in(other, live_url, "carol")
+    other.goto(live_url + "/")
+    expect(other.get_by_label("Question", exact=True)).to_be_visible()
+    assert QUESTION not in other.content()
+    assert other_problems == []
+
+
+def test_a_facet_narrows_and_counts_only_readable_documents(
+    browser: Browser,  # noqa: F811
+    live_url: str,
+) -> None:
+    page, problems = new_page(browser)
+    sign_in(page, live_url, "alice")
+    page.goto(live_url + "/search?q=etcd+database+quota+low+space")
+    sources = page.locator('.facet[data-facet="source"] li')
+    expect(sources.first).to_be_visible()
+    names = [li.locator("a").inner_text() for li in sources.all()]
+    assert "runbooks" in names and len(names) > 1, names  # something left to narrow away
+    sources.filter(has_text="runbooks").locator("a").click()
+    expect(page.locator('.facet[data-facet="source"] a[aria-current="true"]')).to_have_text(
+        "runbooks"
+    )
+    metas = page.locator("li.document-hit > span.meta").all_inner_texts()
+    assert metas and all(m.startswith("runbooks") for m in metas), metas
+    assert problems == []
+
+    # carol may not read the runbooks: they are in neither her results nor her counts.
+    other, other_problems = new_page(browser)
+    sign_in(other, live_url, "carol")
+    other.goto(live_url + "/search?q=etcd+database+quota+low+space")
+    expect(other.locator("#results")).to_be_visible()
+    names = other.locator('.facet[data-facet="source"] li').all_inner_texts()
+    assert not any(n.startswith("runbooks") for n in names), names
+    assert other_problems == []
