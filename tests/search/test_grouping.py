@@ -55,8 +55,8 @@ def test_passages_in_score_order_even_when_hits_are_not() -> None:
     assert [p.hit.chunk.id for p in docs[0].passages] == ["a#2", "a#1"]
 
 
-def test_several_passages_give_a_small_bonus_not_a_win_over_a_clearly_better_one() -> None:
-    # b's best passage equals a's, but b has three matching passages: b ranks first.
+def test_several_passages_break_a_tie_but_never_beat_a_clearly_better_one() -> None:
+    # b's best passage equals a's, but b has two matching passages: b ranks first.
     tie = group_by_document(result("x", [("a", 0, 0.5), ("b", 0, 0.5), ("b", 1, 0.3)]), k=5)
     assert [d.document_id for d in tie] == ["b", "a"]
     # a is clearly better: ten weak passages of b do not overtake it.

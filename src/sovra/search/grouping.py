@@ -21,13 +21,13 @@ from sovra.search.hybrid import SearchHit, SearchResult
 
 PASSAGES_SHOWN = 3
 """Best passages kept per document; the rest are counted ("n more passages")."""
-SEVERAL_BONUS = 0.02
-"""Score bonus per extra matching passage, relative to the best one, capped at `BONUS_CAP`:
-small, so a document with one excellent passage still beats one with many weak ones. Fused
-hybrid scores of neighbouring ranks are close, so 0.05/0.15 reordered too much: on
-`sovra eval retrieval --documents` (bench/results/ux17-grouping-ndcg.json) XQuAD articles lost
-0.020-0.064 nDCG@10 at 0.05 and 0.003-0.028 at 0.02 against first hit per document (chunked
-Cranfield gained 0.008 and 0.002, NFCorpus even); 0.02 keeps the tie-break at half the loss."""
+SEVERAL_BONUS = 0.0
+"""Score bonus per extra matching passage, relative to the best one, capped at `BONUS_CAP`. Off:
+on `sovra eval retrieval --documents` (bench/results/ux17-grouping-ndcg.json, first 300 queries)
+every bonus measured lowered document-level nDCG@10 against first hit per document on XQuAD
+articles (0.02: -0.003 to -0.028; 0.05: -0.020 to -0.064), NFCorpus was even or lower, only
+chunked Cranfield gained (+0.002 at 0.02, +0.008 at 0.05). Documents rank by their best passage;
+the knob stays for corpora where measurement says otherwise."""
 BONUS_CAP = 0.06
 SNIPPET_CHARS = 240
 CANDIDATES_PER_DOCUMENT = 4
@@ -58,7 +58,7 @@ class Passage:
 
 @dataclass(frozen=True)
 class DocumentHit:
-    """One Document in grouped results, ranked by its best passage plus a small bonus."""
+    """One Document in grouped results, ranked by its best passage (more passages break ties)."""
 
     rank: int
     score: float
@@ -176,7 +176,8 @@ def group_by_document(
         best = hits[0].score
         extra = min(cap, bonus * (len(hits) - 1)) * abs(best)
         scored.append((best + extra, hits))
-    scored.sort(key=lambda s: (-s[0], s[1][0].rank))
+    # Equal scores: the document with more matching passages first (a tie-break, never a win).
+    scored.sort(key=lambda s: (-s[0], -len(s[1]), s[1][0].rank))
     return [
         DocumentHit(
             rank=i,
