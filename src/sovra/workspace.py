@@ -265,6 +265,8 @@ SHARED_STORES: tuple[str, ...] = (
     "rate-limit counters",
     "sync state",
     "usage ledger",
+    "answer feedback",
+    "recent questions",
 )
 """Stores that follow `[workspace] database_url` onto PostgreSQL."""
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
@@ -350,7 +352,7 @@ class Workspace:
     @property
     def feedback_store(self) -> FeedbackStore:
         if self._feedback is None:
-            self._feedback = FeedbackStore.in_home(self.home)
+            self._feedback = FeedbackStore.in_home(self.home, self.config.shared_database_url())
         return self._feedback
 
     @property
@@ -358,7 +360,7 @@ class Workspace:
         if self._recent is None:
             from sovra.answer.recent import RecentQuestions
 
-            self._recent = RecentQuestions.in_home(self.home)
+            self._recent = RecentQuestions.in_home(self.home, self.config.shared_database_url())
         return self._recent
 
     def recent_questions(self, principal: Principal, limit: int = 10) -> list[str]:
