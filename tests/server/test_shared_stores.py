@@ -234,3 +234,21 @@ def test_recent_questions_are_shared(target: str | Path) -> None:
     assert one.of_user("jo") == ["q3", "q2"]
     assert two.erase_user("jo") == 2
     assert one.of_user("jo") == [] and two.of_user("kim") == ["other"]
+
+
+def test_query_vector_log_is_shared(target: str | Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from sovra.search.query_log import QueryVectorLog
+
+    home = target.parent.parent if isinstance(target, Path) else Path("/nonexistent")
+    url = target if isinstance(target, str) else None
+    one = QueryVectorLog.in_home(home, retention_days=1, engine=url)
+    two = QueryVectorLog.in_home(home, retention_days=1, engine=url)
+    now = datetime.now(UTC)
+    one.add("search", "m", np.ones(4), time=now - timedelta(days=3))
+    two.add("ask", "m", np.arange(4.0), time=now)  # prunes the 3-day-old row of `one`
+    got = one.vectors(now - timedelta(days=5), now + timedelta(seconds=1), model="m")
+    assert got.shape == (1, 4) and got[0].tolist() == [0.0, 1.0, 2.0, 3.0]
