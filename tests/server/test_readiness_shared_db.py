@@ -32,7 +32,7 @@ def _allow(name: str, allowed: bool) -> None:
 
 
 def test_readiness_fails_while_the_shared_database_is_unreachable(
-    site: Site, issuer: Issuer, monkeypatch: pytest.MonkeyPatch
+    site: Site, issuer: Issuer, workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with fresh_database("sovra_ready") as url:
         monkeypatch.setenv(ENV, url)
@@ -41,6 +41,8 @@ def test_readiness_fails_while_the_shared_database_is_unreachable(
             update={"workspace": base.workspace.model_copy(update={"database_url": f"env:{ENV}"})}
         )
         ws = Workspace.open(config)
+        # The embedded index admits one opener per home: share the session workspace's.
+        ws._index = workspace.index
         name = make_url(url).database or ""
         try:
             app = create_app(config, settings_for(issuer), ws)
@@ -62,4 +64,5 @@ def test_readiness_fails_while_the_shared_database_is_unreachable(
                 again = client.get("/readyz").json()["checks"]
                 assert again["accounts"] == "ok" and again["state"] == "ok", again
         finally:
+            ws._index = None  # the session workspace closes it
             ws.close()
