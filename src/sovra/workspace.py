@@ -265,8 +265,18 @@ SHARED_STORES: tuple[str, ...] = (
     "rate-limit counters",
     "sync state",
     "usage ledger",
+    "answer feedback",
+    "recent questions",
+    "query-vector log (drift monitor)",
 )
-"""Stores that follow `[workspace] database_url` onto PostgreSQL."""
+"""Stores that follow `[workspace] database_url` onto PostgreSQL.
+
+Per replica by nature, and so not listed: the embedded index under `<home>/index` (each replica
+holds a copy of the same synced index, or all use `[index] backend = "postgres"`), the model
+files and `mlflow.db` (an operator's local eval tracking, never written by `sovra serve`).
+Not yet moved (issue 18 §2, left open): the flows run store `flows-state.db`, the action
+ledger `action-ledger.db`, `tickets.db` and the audit log's subject keys
+(`audit/subjects/`); they stay on the home's SQLite files even with `database_url`."""
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""
@@ -350,7 +360,7 @@ class Workspace:
     @property
     def feedback_store(self) -> FeedbackStore:
         if self._feedback is None:
-            self._feedback = FeedbackStore.in_home(self.home)
+            self._feedback = FeedbackStore.in_home(self.home, self.config.shared_database_url())
         return self._feedback
 
     @property
@@ -358,7 +368,7 @@ class Workspace:
         if self._recent is None:
             from sovra.answer.recent import RecentQuestions
 
-            self._recent = RecentQuestions.in_home(self.home)
+            self._recent = RecentQuestions.in_home(self.home, self.config.shared_database_url())
         return self._recent
 
     def recent_questions(self, principal: Principal, limit: int = 10) -> list[str]:
@@ -381,7 +391,9 @@ class Workspace:
 
             g = self.config.govern
             self._queries = QueryVectorLog.in_home(
-                self.home, retention_days=g.reference_days + g.current_days
+                self.home,
+                retention_days=g.reference_days + g.current_days,
+                engine=self.config.shared_database_url(),
             )
         return self._queries
 

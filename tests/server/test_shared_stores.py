@@ -203,3 +203,52 @@ def test_an_existing_state_file_keeps_working(tmp_path: Path) -> None:
     assert store.versions("files") == {"a": ("v1", "ok", "")}
     store.record_ok("files", [("a", "v2", 1)], pipeline="p")
     assert store.versions("files") == {"a": ("v2", "ok", "p")}
+
+
+def test_answer_feedback_is_shared(target: str | Path) -> None:
+    from sovra.answer.feedback import FeedbackStore
+
+    home = target.parent.parent if isinstance(target, Path) else Path("/nonexistent")
+    url = target if isinstance(target, str) else None
+    one, two = FeedbackStore.in_home(home, url), FeedbackStore.in_home(home, url)
+    first = one.add("hana", 7, "up", "clear answer")
+    two.add("ivan", 7, "down", "")
+    assert next((r["id"], r["user_id"]) for r in two.for_answer(7)) == (first, "hana")
+    totals = {r["key"]: (r["up"], r["down"], r["comments"]) for r in one.summary(by_user=True)}
+    assert totals["hana"] == (1, 0, 1) and totals["ivan"] == (0, 1, 0)
+    assert two.erase_user("hana", "erased:x") == 1
+    assert next((r["user_id"], r["comment"]) for r in one.for_answer(7)) == ("erased:x", "")
+
+
+def test_recent_questions_are_shared(target: str | Path) -> None:
+    from sovra.answer.recent import RecentQuestions
+
+    home = target.parent.parent if isinstance(target, Path) else Path("/nonexistent")
+    url = target if isinstance(target, str) else None
+    one = RecentQuestions.in_home(home, url)
+    two = RecentQuestions(url if url is not None else home / "recent-questions.sqlite", keep=2)
+    two.add("jo", "q1")
+    one.add("jo", "q2")
+    two.add("jo", "q3")  # keep=2: q1 goes
+    one.add("kim", "other")
+    assert one.of_user("jo") == ["q3", "q2"]
+    assert two.erase_user("jo") == 2
+    assert one.of_user("jo") == [] and two.of_user("kim") == ["other"]
+
+
+def test_query_vector_log_is_shared(target: str | Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from sovra.search.query_log import QueryVectorLog
+
+    home = target.parent.parent if isinstance(target, Path) else Path("/nonexistent")
+    url = target if isinstance(target, str) else None
+    one = QueryVectorLog.in_home(home, retention_days=1, engine=url)
+    two = QueryVectorLog.in_home(home, retention_days=1, engine=url)
+    now = datetime.now(UTC)
+    one.add("search", "m", np.ones(4), time=now - timedelta(days=3))
+    two.add("ask", "m", np.arange(4.0), time=now)  # prunes the 3-day-old row of `one`
+    got = one.vectors(now - timedelta(days=5), now + timedelta(seconds=1), model="m")
+    assert got.shape == (1, 4) and got[0].tolist() == [0.0, 1.0, 2.0, 3.0]

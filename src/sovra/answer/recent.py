@@ -1,5 +1,6 @@
-"""Each user's recent questions (`<home>/recent-questions.sqlite`), shown back to that user
-alone on the Ask page.
+"""Each user's recent questions (`<home>/recent-questions.sqlite`, or the `sovra_recent`
+schema of the shared PostgreSQL database with `[workspace] database_url`), shown back to that
+user alone on the Ask page.
 
 The question text is personal data: rows are keyed by the asker's id, read only for that id
 (the workspace passes the principal's own), bounded per user, and `sovra erase` deletes a
@@ -12,62 +13,77 @@ import threading
 import time
 from pathlib import Path
 
-from sovra.storage import erasing, open_sqlite, private_dir, write_transaction
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+)
+
+from sovra.storage import erasing_rows, store_engine
 
 KEEP_PER_USER = 20
 """Questions kept per user; older ones are deleted as new ones arrive."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS recent (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, question TEXT NOT NULL,
-    asked_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS recent_user ON recent (user_id, id);
-"""
+SCHEMA = "sovra_recent"
+metadata = MetaData()
+recent_t = Table(
+    "recent",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Text, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("asked_at", Float, nullable=False),
+    Index("recent_user", "user_id", "id"),
+    sqlite_autoincrement=True,
+)
 
 
 class RecentQuestions:
     """Thread-safe; one per workspace."""
 
-    def __init__(self, path: Path, *, keep: int = KEEP_PER_USER) -> None:
-        private_dir(path.parent)
-        self.path = path
+    def __init__(self, target: Path | str | Engine, *, keep: int = KEEP_PER_USER) -> None:
+        self.path = target if isinstance(target, Path) else None
         self.keep = keep
         self._lock = threading.Lock()
-        self._db = open_sqlite(path, timeout=30)
-        self._db.executescript(_SCHEMA)
+        self.engine = store_engine(target, SCHEMA, metadata)
 
     @classmethod
-    def in_home(cls, home: Path) -> RecentQuestions:
-        return cls(home / "recent-questions.sqlite")
+    def in_home(cls, home: Path, engine: Engine | str | None = None) -> RecentQuestions:
+        return cls(engine if engine is not None else home / "recent-questions.sqlite")
 
     def add(self, user_id: str, question: str) -> None:
         """Remember `question` as the user's newest (an earlier identical one moves up)."""
-        with self._lock, write_transaction(self._db) as db:
-            db.execute("DELETE FROM recent WHERE user_id=? AND question=?", (user_id, question))
-            db.execute(
-                "INSERT INTO recent(user_id, question, asked_at) VALUES (?,?,?)",
-                (user_id, question, time.time()),
+        t = recent_t.c
+        mine = t.user_id == user_id
+        with self._lock, self.engine.begin() as conn:
+            conn.execute(delete(recent_t).where(mine, t.question == question))
+            conn.execute(
+                insert(recent_t).values(user_id=user_id, question=question, asked_at=time.time())
             )
-            db.execute(
-                "DELETE FROM recent WHERE user_id=? AND id NOT IN"
-                " (SELECT id FROM recent WHERE user_id=? ORDER BY id DESC LIMIT ?)",
-                (user_id, user_id, self.keep),
-            )
+            kept = select(t.id).where(mine).order_by(t.id.desc()).limit(self.keep)
+            conn.execute(delete(recent_t).where(mine, t.id.not_in(kept)))
 
     def of_user(self, user_id: str, limit: int = 10) -> list[str]:
         """The user's own recent questions, newest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT question FROM recent WHERE user_id=? ORDER BY id DESC LIMIT ?",
-                (user_id, limit),
-            ).fetchall()
+        t = recent_t.c
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.question).where(t.user_id == user_id).order_by(t.id.desc()).limit(limit)
+            ).all()
         return [r[0] for r in rows]
 
     def erase_user(self, user_id: str) -> int:
         """Erasure: delete every question of the user for good; returns the rows deleted."""
-        with self._lock, erasing(self._db) as db:
-            return int(db.execute("DELETE FROM recent WHERE user_id=?", (user_id,)).rowcount)
+        with self._lock, erasing_rows(self.engine, "recent") as conn:
+            return int(conn.execute(delete(recent_t).where(recent_t.c.user_id == user_id)).rowcount)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return None  # no connection is held between calls

@@ -40,18 +40,19 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
     if runs:
         report["actions"] = _forget_actions(home, runs)
     feedback, legacy = home / "feedback.sqlite", home / "server" / "accounts.sqlite"
-    if feedback.exists() or legacy.exists():
+    shared = config.shared_database_url()
+    if feedback.exists() or legacy.exists() or shared:
         from sovra.answer.feedback import FeedbackStore
 
-        fb = FeedbackStore.in_home(home)
+        fb = FeedbackStore.in_home(home, shared)
         try:
             report["feedback"] = fb.erase_user(subject, pseudonym)
         finally:
             fb.close()
-    if (home / "recent-questions.sqlite").exists():
+    if (home / "recent-questions.sqlite").exists() or shared:
         from sovra.answer.recent import RecentQuestions
 
-        recent = RecentQuestions.in_home(home)
+        recent = RecentQuestions.in_home(home, shared)
         try:
             report["recent_questions"] = recent.erase_user(subject)
         finally:

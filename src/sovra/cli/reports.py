@@ -52,7 +52,9 @@ def report_usage_command(
     start = parse_since(since) if since else None
     with UsageLedger.in_home(config.home, config.shared_database_url()) as ledger:
         rows = ledger.report(by, start)  # type: ignore[arg-type]
-    feedback = answer_feedback(config.home, by_user=by == "user", since=start)
+    feedback = answer_feedback(
+        config.home, by_user=by == "user", since=start, url=config.shared_database_url()
+    )
     if json_out:
         emit_json(
             {"by": by, "since": start, "rows": [r.to_json() for r in rows], "feedback": feedback}
@@ -74,15 +76,15 @@ def report_usage_command(
 
 
 def answer_feedback(
-    home: Path, *, by_user: bool, since: datetime | None
+    home: Path, *, by_user: bool, since: datetime | None, url: str | None = None
 ) -> list[dict[str, object]]:
     """Ratings of answers (👍/👎, comments) from the feedback store; none when it never existed
     (a report never creates a store)."""
     from sovra.answer.feedback import FeedbackStore
 
-    if not (home / "feedback.sqlite").exists():
+    if url is None and not (home / "feedback.sqlite").exists():
         return []
-    store = FeedbackStore.in_home(home)
+    store = FeedbackStore.in_home(home, url)
     try:
         rows = store.summary(by_user=by_user, since=since.timestamp() if since else None)
     finally:
