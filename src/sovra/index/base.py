@@ -110,6 +110,16 @@ def unit_query_vector(vector: Sequence[float], dimension: int) -> npt.NDArray[np
     return q / norm
 
 
+def decode_sentence_vectors(
+    spans: bytes, vectors: bytes
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """A chunk's stored sentence spans (n x 2 int32) and vectors (n x width float32), as both
+    backends keep them; a chunk without answer sentences stores no rows (and no width)."""
+    span = np.frombuffer(spans, dtype=np.int32).reshape(-1, 2)
+    flat = np.frombuffer(vectors, dtype=np.float32)
+    return span, flat.reshape(len(span), -1) if len(span) else flat.reshape(0, 0)
+
+
 def checked_chunks(documents: Mapping[str, Sequence[Chunk]]) -> Iterable[Chunk]:
     """Every chunk of a replace, after the protocol's checks: each belongs to the document it
     is filed under, and no chunk id repeats within a document."""

@@ -61,7 +61,12 @@ from sovra.index.analysis import (
     normalize_language,
 )
 from sovra.index.ann import GRAPH_NAME, AnnGraph, AnnSettings
-from sovra.index.base import IndexError_, normalised_embedding, unit_query_vector
+from sovra.index.base import (
+    IndexError_,
+    decode_sentence_vectors,
+    normalised_embedding,
+    unit_query_vector,
+)
 from sovra.storage import (
     Synchronous,
     atomic_writer,
@@ -1109,10 +1114,7 @@ class EmbeddedIndex:
         for chunk_id, sha, spans, vectors in rows:
             if wanted.get(chunk_id) != sha:
                 continue  # cut from another text of this id: recomputed by the caller
-            span = np.frombuffer(spans, dtype=np.int32).reshape(-1, 2)
-            flat = np.frombuffer(vectors, dtype=np.float32)
-            # A chunk without answer sentences stores no rows (and no width to reshape by).
-            out[chunk_id] = (span, flat.reshape(len(span), -1) if len(span) else flat.reshape(0, 0))
+            out[chunk_id] = decode_sentence_vectors(spans, vectors)
         return out
 
     def store_sentence_vectors(

@@ -47,6 +47,7 @@ from sovra.index.analysis import ANALYSIS_VERSION, analyze, analyze_document, no
 from sovra.index.base import (
     IndexError_,
     checked_chunks,
+    decode_sentence_vectors,
     normalised_embedding,
     unit_query_vector,
 )
@@ -827,9 +828,7 @@ class PostgresIndex:
         for chunk_id, sha, spans, vectors in rows:
             if wanted.get(chunk_id) != sha:
                 continue
-            span = np.frombuffer(bytes(spans), dtype=np.int32).reshape(-1, 2)
-            flat = np.frombuffer(bytes(vectors), dtype=np.float32)
-            out[chunk_id] = (span, flat.reshape(len(span), -1) if len(span) else flat.reshape(0, 0))
+            out[chunk_id] = decode_sentence_vectors(bytes(spans), bytes(vectors))
         return out
 
     def store_sentence_vectors(
