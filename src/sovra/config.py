@@ -376,7 +376,8 @@ class IndexConfig(_Strict):
 class SearchConfig(_Strict):
     k: int = Field(default=10, ge=1, le=1000)
     candidates: int = Field(default=100, ge=1, le=5000)
-    fusion: Literal["rrf", "weighted"] = "rrf"
+    # "relative": each channel votes score / its best score (search/hybrid.py `_votes`).
+    fusion: Literal["relative", "rrf", "weighted"] = "relative"
     rrf_k: int = Field(default=60, ge=1)
 
 

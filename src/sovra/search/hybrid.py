@@ -28,7 +28,10 @@ from sovra.models.embedding import Channel, FusedEmbedder, channels_of
 from sovra.search.language import break_tie, detect_query
 
 Mode = SearchMode
-Fusion = Literal["rrf", "weighted"]
+Fusion = Literal["relative", "rrf", "weighted"]
+"""How a channel's ranked list becomes votes (`_vote`): `relative` (the default) votes each
+chunk's score as a share of the channel's best score; `rrf` by rank, 1 / (rrf_k + rank);
+`weighted` by min-max normalised score over the candidates."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class Reranker(Protocol):
 
 @dataclass(frozen=True)
 class FusionSettings:
-    fusion: Fusion = "rrf"
+    fusion: Fusion = "relative"
     rrf_k: int = 60
     candidates: int = 100
     text_weight: float = 1.0
@@ -278,16 +281,12 @@ class Searcher:
         for hits, weight, same, other in lists:
             if not hits or weight == 0:
                 continue
-            top = hits[0].score
-            low = hits[-1].score
-            span = (top - low) or 1.0
-            for i, h in enumerate(hits):
+            for h, vote in zip(hits, _votes(hits, s), strict=True):
                 w = weight
                 if known and h.chunk.language == language:
                     w *= same
                 elif known and h.chunk.language != UNDETERMINED:
                     w *= other
-                vote = 1 / (s.rrf_k + i + 1) if s.fusion == "rrf" else (h.score - low) / span
                 scores[h.chunk.id] = scores.get(h.chunk.id, 0.0) + w * vote
         ordered = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
         return [
@@ -318,6 +317,27 @@ def full_query_vector(embedder: Embedder, text: str, known: dict[str, Vectors]) 
             known[part.name] = part.embed([text])[0]
     row = np.hstack([known[p.name] * scale for p in embedder.parts])
     return np.ascontiguousarray(row, dtype=np.float32)
+
+
+def _votes(hits: Sequence[ScoredChunk], s: FusionSettings) -> list[float]:
+    """One channel's vote per hit (best first), each in [0, 1] except RRF's small ones.
+
+    `relative` keeps how decisive a channel is: a full-text match scoring three times the next
+    one keeps that lead, while a near-tie stays a near-tie for another channel to break. RRF
+    gives both cases the same vote gap, so within one language a weaker model (USE on XQuAD ar:
+    0.78 against full text's 0.96) overturned confident matches and put hybrid below full text
+    on ar, es and zh. Min-max (`weighted`) stretches the weakest candidate to 0, so a thin list
+    (full text's name matches across languages) spreads as widely as a strong one, and the
+    votes depend on how deep the candidate list goes. Measured in docs/benchmarks.md.
+    """
+    if s.fusion == "rrf":
+        return [1 / (s.rrf_k + i + 1) for i in range(len(hits))]
+    top, low = hits[0].score, hits[-1].score
+    if s.fusion == "relative" and top > 0:
+        # A channel's scores at or below zero (a cosine) are no evidence for the chunk.
+        return [max(h.score, 0.0) / top for h in hits]
+    span = (top - low) or 1.0
+    return [(h.score - low) / span for h in hits]
 
 
 def _reads(channel: Channel, language: str) -> bool:
