@@ -1,4 +1,4 @@
-"""Hybrid retrieval: full text + one or more vector channels, fused by reciprocal rank.
+"""Hybrid retrieval: full text + vector channels, each voting scores relative to its best hit.
 
 Plain RRF with an English-only embedding model wrecks retrieval in other languages, so each
 vector channel (one per embedding model, see models.embedding.FusedEmbedder) is weighted by
