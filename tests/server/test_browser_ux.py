@@ -1,10 +1,16 @@
-"""Recent questions and facets in Chromium: the Ask page lists the asker's own questions, never
-another user's; a facet link narrows the results, and counts hold only readable documents."""
+"""Recent questions, facets and feedback in Chromium: the Ask page lists the asker's own
+questions, never another user's; a facet link narrows the results, and counts hold only readable
+documents; the rating buttons under an answer store the rating and comment, with the script
+(through the API, in place) and without it (a plain form post)."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
 from playwright.sync_api import Browser, expect
 
+from sovra.workspace import Workspace
 from tests.server.test_browser import QUESTION, browser, new_page, sign_in  # noqa: F401
 
 # Other tests ask QUESTION as carol on the same live server: this one must be alice's alone.
@@ -60,3 +66,37 @@ def test_a_facet_narrows_and_counts_only_readable_documents(
     names = other.locator('.facet[data-facet="source"] li').all_inner_texts()
     assert not any(n.startswith("runbooks") for n in names), names
     assert other_problems == []
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["script", "no-script"])
+def test_rating_an_answer_stores_it_with_the_comment(
+    browser: Browser,  # noqa: F811
+    live_url: str,
+    workspace: Workspace,
+    javascript: bool,
+) -> None:
+    page, problems = new_page(browser, javascript=javascript)
+    sign_in(page, live_url, "alice")
+    page.get_by_label("Quote the sources only").check()
+    page.get_by_label("Question", exact=True).fill("how do I defragment etcd?")
+    page.get_by_role("button", name="Ask").click()
+    receipt = page.locator("#provenance a.receipt")
+    expect(receipt).to_be_visible()
+    index = int(receipt.inner_text().removeprefix("receipt #"))
+    comment = f"missed the compaction step ({'script' if javascript else 'no script'})"
+    form = page.get_by_role("form", name="Rate this answer")
+    form.get_by_label("Comment (optional)").fill(comment)
+    form.get_by_role("button", name="Not helpful").click()
+    if javascript:
+        # Rated in place through the API: the answer stays on the page, the buttons lock.
+        expect(form.get_by_role("status")).to_have_text("Thanks: marked not helpful.")
+        expect(form.get_by_role("button", name="👍 Helpful", exact=True)).to_be_disabled()
+        expect(page.locator("#answer-text")).to_be_visible()
+    else:
+        expect(page).to_have_url(re.compile(r"/\?feedback=down$"))
+        expect(page.get_by_text("marked not helpful")).to_be_visible()
+    stored = workspace.feedback_store.for_answer(index)
+    assert [(f["user_id"], f["rating"], f["comment"]) for f in stored] == [
+        ("alice", "down", comment)
+    ], stored
+    assert problems == []
