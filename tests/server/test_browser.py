@@ -79,6 +79,7 @@ def test_alice_gets_a_streamed_cited_answer_and_verifies_it(
     expect(provenance).to_contain_text("AI-generated")
     expect(provenance).to_contain_text("endpoint")
     expect(page.locator("#answer-text")).not_to_be_empty()
+    assert "\\" not in page.locator("#answer-text").inner_text()  # no Markdown escapes shown
     assert page.url == live_url + "/"  # the JS path streamed in place, no form post
     citation = page.locator("#citations a").first
     expect(citation).to_contain_text("etcdDatabaseQuotaLowSpace")

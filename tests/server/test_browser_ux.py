@@ -90,7 +90,7 @@ def test_rating_an_answer_stores_it_with_the_comment(
     if javascript:
         # Rated in place through the API: the answer stays on the page, the buttons lock.
         expect(form.get_by_role("status")).to_have_text("Thanks: marked not helpful.")
-        expect(form.get_by_role("button", name="👍 Helpful", exact=True)).to_be_disabled()
+        expect(form.get_by_role("button", name="✓ Helpful", exact=True)).to_be_disabled()
         expect(page.locator("#answer-text")).to_be_visible()
     else:
         expect(page).to_have_url(re.compile(r"/\?feedback=down$"))

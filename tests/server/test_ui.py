@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from sovra.server import ServerSettings, create_app
+from sovra.server.ui import readable
 from sovra.workspace import Workspace
 from tests.support.server import ISSUER_AUDIENCE, PEOPLE_PAGE, RUNBOOK, Issuer, password
 
@@ -109,6 +110,9 @@ def test_ask_without_javascript(app_client: TestClient) -> None:
     assert resp.status_code == 200
     assert "AI-generated" in resp.text and 'class="endpoint"' in resp.text
     assert f"/documents/{RUNBOOK}#p" in resp.text
+    shown = re.search(r'<div id="answer-text" class="answer-text">(.*?)</div>', resp.text, re.S)
+    assert shown and "etcd_mvcc_db_total_size" in shown.group(1)
+    assert "\\" not in shown.group(1)  # the verifier's Markdown escapes are not shown
     index = re.search(r'href="/receipts/(\d+)"', resp.text)
     assert index
     receipt = app_client.get(f"/receipts/{index.group(1)}")
@@ -170,3 +174,9 @@ def test_static_assets_are_local(app_client: TestClient) -> None:
     app_client.cookies.clear()
     login = app_client.get("/login").text
     assert "http://" not in login and "https://" not in login
+
+
+def test_answer_text_is_shown_without_markdown_escapes() -> None:
+    assert readable(r"etcd\_mvcc \[1\] \*not bold\*") == "etcd_mvcc [1] *not bold*"
+    assert readable("a\\\\b") == "a\\b"  # an escaped backslash is one backslash
+    assert readable(r"C:\Users and \é") == r"C:\Users and \é"  # only escapes of punctuation

@@ -12,13 +12,15 @@
     Object.keys(attrs || {}).forEach(function (k) { n.setAttribute(k, attrs[k]); });
     return n;
   }
+  // Backslash escapes the verifier put into quoted Markdown; shown as text, they are noise.
+  function readable(markdown) { return markdown.replace(/\\([!-\/:-@\[-`{-~])/g, "$1"); }
   function docHref(c) {
     var frag = "p" + c.chunk_id.slice(c.chunk_id.lastIndexOf("#") + 1);
     return "/documents/" + encodeURI(c.document_id) + "#" + frag;
   }
   function renderFinal(box, answer) {
     var text = box.querySelector("#answer-text");
-    text.textContent = answer.text;
+    text.textContent = readable(answer.text);
     if (answer.citations.length) {
       box.appendChild(el("h2", "Sources"));
       var ol = el("ol", "", { id: "citations", "class": "citations" });
@@ -52,8 +54,8 @@
     f.appendChild(el("input", "", { type: "hidden", name: "answer_index", value: String(index) }));
     f.appendChild(el("label", "Comment (optional)", { "for": "feedback-comment" }));
     f.appendChild(el("input", "", { id: "feedback-comment", name: "comment", maxlength: "2000" }));
-    f.appendChild(el("button", "👍 Helpful", { type: "submit", name: "rating", value: "up", title: "Helpful" }));
-    f.appendChild(el("button", "👎 Not helpful", { type: "submit", name: "rating", value: "down", title: "Not helpful" }));
+    f.appendChild(el("button", "✓ Helpful", { type: "submit", name: "rating", value: "up", title: "Helpful" }));
+    f.appendChild(el("button", "✗ Not helpful", { type: "submit", name: "rating", value: "down", title: "Not helpful" }));
     f.appendChild(el("span", "", { "class": "meta feedback-status", role: "status" }));
     return f;
   }
@@ -124,6 +126,7 @@
     document.getElementById("passages").hidden = true;
     var text = box.querySelector("#answer-text");
     var question = form.question.value;
+    var streamed = "";
     try {
       status("searching…", true);
       var found = await post("/api/v1/search", { query: question, k: 5, group_by: "document" }, signal);
@@ -154,7 +157,7 @@
           });
           if (!data) return;
           var payload = JSON.parse(data);
-          if (name === "delta") text.textContent += payload.text;
+          if (name === "delta") { streamed += payload.text; text.textContent = readable(streamed); }
           else if (name === "answer") renderFinal(box, payload);
           else if (name === "error") {
             text.textContent = "The answer could not be completed (" + payload.detail + ").";
