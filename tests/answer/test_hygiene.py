@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sovra.answer import Answerer, EndpointInfo, GenerationChoice, verify
+from sovra.answer import Answerer, EndpointInfo, GenerationChoice, readable, verify
 from sovra.answer.verify import sanitize, verify_output
 from sovra.domain import SearchFilter
 from sovra.search.hybrid import SearchResult
@@ -209,3 +209,10 @@ def test_streamed_refusal_sends_only_the_not_found_text() -> None:
     final = events[-1].answer
     assert final is not None and not final.found
     assert "".join(e.delta for e in events) == final.text
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200))
+def test_readable_undoes_exactly_the_escapes_the_verifier_adds(text: str) -> None:
+    from sovra.answer.verify import _escaped
+
+    assert readable(_escaped(text)) == text

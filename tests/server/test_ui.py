@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from sovra.answer import readable
 from sovra.server import ServerSettings, create_app
-from sovra.server.ui import readable
 from sovra.workspace import Workspace
 from tests.support.server import ISSUER_AUDIENCE, PEOPLE_PAGE, RUNBOOK, Issuer, password
 

@@ -9,6 +9,7 @@ from sovra.answer.service import (
     GenerationChoice,
 )
 from sovra.answer.types import NOT_FOUND, Answer, Citation
+from sovra.answer.verify import readable
 
 __all__ = [
     "EXTRACTIVE",
@@ -20,4 +21,5 @@ __all__ = [
     "Citation",
     "EndpointInfo",
     "GenerationChoice",
+    "readable",
 ]

@@ -183,6 +183,16 @@ def _inert_block(html: str, rule: LinkRule) -> bool:
     )
 
 
+def readable(markdown: str) -> str:
+    """A verified answer's Markdown as plain text for a reader (a page, a mail, a ticket):
+    the backslash escapes `_escaped` put into quoted source text dropped, nothing else
+    changed. Whoever shows the result must still escape it for their medium."""
+    return _UNESCAPE.sub(r"\1", markdown)
+
+
+_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def _escaped(text: str) -> str:
     """`text` with every character Markdown could act on escaped; citation marks stay."""
     return "".join(

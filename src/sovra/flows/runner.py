@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from dbos import DBOS, SetWorkflowID
 
+from sovra.answer import readable
 from sovra.audit.subjects import Digests
 from sovra.domain import Principal, QueryOptions
 from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError, Host
@@ -457,7 +458,8 @@ class Engine:
                 output = {
                     # Never the not-found sentence as a reply: no draft at all, and a person
                     # decides (or, without `nothing_found`, the run fails below).
-                    "text": answer.text if relevant else "",
+                    # Plain text: the reply goes into mail and tickets, not a Markdown view.
+                    "text": readable(answer.text) if relevant else "",
                     "found": relevant,
                     "reason": "" if relevant else NO_DRAFT,
                     "evidence": answer.evidence,

@@ -5,7 +5,6 @@ CSRF tokens on every form, the same identities and permission path as the API.""
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -18,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from sovra.answer import Answer
+from sovra.answer import Answer, readable
 from sovra.audit import ReceiptError, verify_receipt
 from sovra.config import ConfigError
 from sovra.domain import QueryOptions
@@ -89,15 +88,6 @@ def page(
 def fragment(chunk_id: str) -> str:
     return "p" + chunk_id.rpartition("#")[2]
 
-
-def readable(markdown: str) -> str:
-    """An answer's Markdown as a reader sees it: backslash escapes (which the verifier adds
-    to quoted source text so Markdown cannot act on it) dropped. The page shows the text with
-    autoescaping and `white-space: pre-wrap`, so nothing in it is interpreted."""
-    return _MARKDOWN_ESCAPE.sub(r"\1", markdown)
-
-
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 templates.env.filters["fragment"] = fragment
 templates.env.filters["readable"] = readable
