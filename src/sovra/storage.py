@@ -341,6 +341,27 @@ def erasing_rows(engine: Engine, *tables: str) -> Iterator[Connection]:
             conn.execute(text(f"VACUUM {_qualified(engine, table)}"))
 
 
+@contextlib.contextmanager
+def write_lock(engine: Engine, name: str) -> Iterator[Connection]:
+    """One writer at a time across processes, on either backend: the block is one transaction
+    that first takes SQLite's write lock (BEGIN IMMEDIATE) or, on PostgreSQL, a
+    transaction-scoped advisory lock on `name` (held by every replica's writers of that store).
+    A check made in the block (a vote not yet cast, a key not yet delivered) therefore still
+    holds when the block commits; on PostgreSQL each later statement reads what the previous
+    holder committed (READ COMMITTED takes a fresh snapshot per statement)."""
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
 class _Upsert:
     """`upsert(...).values(...)`: INSERT that replaces the other columns of an existing row."""
 
