@@ -217,3 +217,16 @@ def test_a_workflow_run_on_a_shared_workspace_keeps_no_local_state(
     finally:
         f.close()
     assert other.run(run.id).status == "completed"
+
+    # `sovra erase` on any replica reaches the run and its actions' outcomes in the database.
+    from sovra.cli.erasure import erase_stores
+
+    DeliveryLedger(pg_url).record("email", f"{run.id}:mail", {"to": "bob@example.eu"})
+    report = erase_stores(config(tmp_path), "bob")
+    assert report["flows"]["runs"] == 1 and report["actions"] == 1
+    assert other.run(run.id).requester.startswith("erased:")
+    assert DeliveryLedger(pg_url).get("email", f"{run.id}:mail") == {"erased": True}
+    home = tmp_path / "data"
+    assert not any(
+        (home / f).exists() for f in ("flows-state.db", "action-ledger.db", "tickets.db")
+    )
