@@ -5,16 +5,19 @@ the rows; and a workflow run on a workspace with `database_url` leaves no local 
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from sovra.flows.actions import DeliveryLedger, TicketStore, WebhookAction
-from sovra.flows.base import FlowConflict
+from sovra.flows.base import FlowConflict, FlowError
+from sovra.flows.runner import RUNNER_LOCK
 from sovra.flows.store import FlowStore
 from tests.flows.test_actions import Hook, http_server  # noqa: F401  (the fixture)
 from tests.support.shared_db import fresh_database
@@ -169,12 +172,14 @@ def test_erasure_reaches_the_rows_on_postgres(pg_url: str) -> None:
     assert ledger.get("email", "r10:mail") == {"to": "other@example.eu"}
 
 
-def test_a_workflow_run_on_a_shared_workspace_keeps_no_local_state(
+def _shared_flows(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.support.flows import TICKET, USERS, adapters, classifiers, config, make_site
+) -> Callable[[], Any]:
+    """A site whose `[workspace] database_url` names `pg_url`; returns a maker of its `Flows`."""
+    from tests.support.flows import USERS, config, make_site
 
     monkeypatch.setenv("SOVRA_TEST_FLOWS_DB", pg_url)
+    tmp_path.mkdir(exist_ok=True)
     cfg_path = make_site(tmp_path)
     cfg_path.write_text(
         cfg_path.read_text(encoding="utf-8").replace(
@@ -183,7 +188,7 @@ def test_a_workflow_run_on_a_shared_workspace_keeps_no_local_state(
         ),
         encoding="utf-8",
     )
-    from sovra.workspace import Workspace, open_flows
+    from sovra.workspace import Workspace
 
     ws = Workspace.open(config(tmp_path))
     try:
@@ -192,14 +197,75 @@ def test_a_workflow_run_on_a_shared_workspace_keeps_no_local_state(
     finally:
         ws.close()
 
+    return _flows_of(tmp_path)
+
+
+def _flows_of(site: Path) -> Callable[[], Any]:
+    from sovra.workspace import open_flows
+    from tests.support.flows import adapters, classifiers, config
+
     def flows() -> Any:
         return open_flows(
-            config(tmp_path),
-            adapters=adapters(tmp_path),
-            classifiers=classifiers(),
-            sleep=lambda s: None,
+            config(site), adapters=adapters(site), classifiers=classifiers(), sleep=lambda s: None
         )
 
+    return flows
+
+
+def _runner_lock_free(pg_url: str) -> bool:
+    """Whether another session could take the runner lock now (released again at once)."""
+    engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            free = bool(
+                conn.execute(
+                    text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": RUNNER_LOCK}
+                ).scalar_one()
+            )
+            if free:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": RUNNER_LOCK})
+            return free
+    finally:
+        engine.dispose()
+
+
+def test_one_process_across_replicas_executes_runs(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica's DBOS recovers every pending segment of the shared system database at
+    launch, so two launched at once could run one step twice: the runner lock forbids it."""
+    from tests.support.flows import TICKET
+
+    flows = _shared_flows(tmp_path / "a", pg_url, monkeypatch)
+    # Replica b: its own home, with the keys every replica shares (audit signing, digests).
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    replica_b = _flows_of(tmp_path / "b")
+    holder = flows()
+    try:
+        holder.recover()  # launched: this process executes runs now
+        assert not _runner_lock_free(pg_url)
+        other = replica_b()
+        try:
+            with pytest.raises(FlowError, match="another replica"):
+                other.engine.launch(wait_s=0.5)
+        finally:
+            other.close()
+    finally:
+        holder.close()
+    assert _runner_lock_free(pg_url)
+    f = replica_b()  # the refused one left neither lock behind
+    try:
+        assert f.start("ticket", TICKET, "bob").status == "waiting_approval"
+    finally:
+        f.close()
+
+
+def test_a_workflow_run_on_a_shared_workspace_keeps_no_local_state(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.flows import TICKET, config
+
+    flows = _shared_flows(tmp_path, pg_url, monkeypatch)
     f = flows()
     try:
         run = f.start("ticket", TICKET, "bob")
