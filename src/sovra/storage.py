@@ -237,10 +237,13 @@ def erasing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 # ---------------------------------------------------------------------- SQLAlchemy stores
-def engine_for(target: Path | str | Engine) -> Engine:
+def engine_for(target: Path | str | Engine, *, synchronous: Synchronous = "NORMAL") -> Engine:
     """An engine for a SQLite file path (created owner-only), a database URL, or an engine
     passed through. `postgresql://` (the form operators write) means psycopg 3, the driver
-    sovra ships; one pooled engine per URL per process."""
+    sovra ships; one pooled engine per URL per process. `synchronous`: the SQLite file's
+    durability (FULL for a store whose lost commit would repeat an action in the world)."""
+    if synchronous not in _SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
     if isinstance(target, Engine):
         return target
     if isinstance(target, Path):
@@ -257,7 +260,7 @@ def engine_for(target: Path | str | Engine) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.close()
 
         return engine
@@ -273,14 +276,20 @@ def _shared_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def store_engine(target: Path | str | Engine, schema: str, metadata: MetaData) -> Engine:
+def store_engine(
+    target: Path | str | Engine,
+    schema: str,
+    metadata: MetaData,
+    *,
+    synchronous: Synchronous = "NORMAL",
+) -> Engine:
     """The engine of one store, its tables created if missing.
 
     On PostgreSQL the store's tables live in their own schema (`schema`), so stores that share
     one database keep their historic, short table names (`sessions`, `documents`) without
     colliding with each other or with the index; on SQLite the store has its own file and the
     tables sit where they always did, so an existing home's files keep working unchanged."""
-    engine = engine_for(target)
+    engine = engine_for(target, synchronous=synchronous)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
@@ -339,6 +348,27 @@ def erasing_rows(engine: Engine, *tables: str) -> Iterator[Connection]:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in tables:
             conn.execute(text(f"VACUUM {_qualified(engine, table)}"))
+
+
+@contextlib.contextmanager
+def write_lock(engine: Engine, name: str) -> Iterator[Connection]:
+    """One writer at a time across processes, on either backend: the block is one transaction
+    that first takes SQLite's write lock (BEGIN IMMEDIATE) or, on PostgreSQL, a
+    transaction-scoped advisory lock on `name` (held by every replica's writers of that store).
+    A check made in the block (a vote not yet cast, a key not yet delivered) therefore still
+    holds when the block commits; on PostgreSQL each later statement reads what the previous
+    holder committed (READ COMMITTED takes a fresh snapshot per statement)."""
+    with engine.connect() as conn:
+        if is_sqlite(engine):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 class _Upsert:

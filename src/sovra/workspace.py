@@ -240,9 +240,10 @@ def adapters_for(config: Config, home: Path) -> dict[str, ActionAdapter]:
     """Every action adapter, by name, storing its state under `home`."""
     from sovra.flows.actions import DeliveryLedger, EmailAction, TicketStore, WebhookAction
 
-    ledger = DeliveryLedger(home / "action-ledger.db")
+    shared = config.shared_database_url()
+    ledger = DeliveryLedger.in_home(home, shared)
     adapters: list[ActionAdapter] = [
-        TicketStore(home / "tickets.db"),
+        TicketStore.in_home(home, shared),
         WebhookAction(ledger, config.flows.webhook_hosts, airgap=config.egress.airgap),
         EmailAction(ledger, config.flows.smtp, base_dir=config.base_dir),
     ]
@@ -268,15 +269,19 @@ SHARED_STORES: tuple[str, ...] = (
     "answer feedback",
     "recent questions",
     "query-vector log (drift monitor)",
+    "flows run store",
+    "action ledger",
+    "tickets",
 )
 """Stores that follow `[workspace] database_url` onto PostgreSQL.
 
 Per replica by nature, and so not listed: the embedded index under `<home>/index` (each replica
 holds a copy of the same synced index, or all use `[index] backend = "postgres"`), the model
 files and `mlflow.db` (an operator's local eval tracking, never written by `sovra serve`).
-Not yet moved (issue 18 §2, left open): the flows run store `flows-state.db`, the action
-ledger `action-ledger.db`, `tickets.db` and the audit log's subject keys
-(`audit/subjects/`); they stay on the home's SQLite files even with `database_url`."""
+The flows run store (`flows-state.db` → schema `sovra_flows`), the action ledger
+(`action-ledger.db` → `sovra_actions`) and the stand-in ticket system (`tickets.db` →
+`sovra_tickets`) follow it too. Not yet moved (issue 18 §2, left open): the audit log's subject
+keys (`audit/subjects/`); they stay under the home even with `database_url`."""
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""

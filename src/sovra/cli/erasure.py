@@ -27,10 +27,11 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
     if directory.erase_subject(subject):  # user, memberships, history rows, old JSON backup
         report["directory"] = 1
     runs: list[str] = []
-    if (home / "flows-state.db").exists():
+    shared = config.shared_database_url()
+    if (home / "flows-state.db").exists() or shared:
         from sovra.flows.store import FlowStore
 
-        store = FlowStore(home / "flows-state.db")
+        store = FlowStore.in_home(home, shared)
         try:
             changed = store.erase_subject(subject, pseudonym)
         finally:
@@ -38,9 +39,8 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
         runs = changed["runs"]
         report["flows"] = {"runs": len(runs), "votes": changed["votes"]}
     if runs:
-        report["actions"] = _forget_actions(home, runs)
+        report["actions"] = _forget_actions(home, runs, shared)
     feedback, legacy = home / "feedback.sqlite", home / "server" / "accounts.sqlite"
-    shared = config.shared_database_url()
     if feedback.exists() or legacy.exists() or shared:
         from sovra.answer.feedback import FeedbackStore
 
@@ -73,8 +73,9 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
     return report
 
 
-def _forget_actions(home: Path, runs: list[str]) -> int:
-    """The recorded outcomes of the subject's runs' actions (recipients, replies)."""
+def _forget_actions(home: Path, runs: list[str], shared: str | None) -> int:
+    """The recorded outcomes of the subject's runs' actions (recipients, replies), in the
+    home's files or, with `[workspace] database_url`, the shared database."""
     from sovra.flows.actions import DeliveryLedger, TicketStore
 
     changed = 0
@@ -82,8 +83,8 @@ def _forget_actions(home: Path, runs: list[str]) -> int:
         (home / "action-ledger.db", DeliveryLedger),
         (home / "tickets.db", TicketStore),
     ):
-        if path.exists():
-            store = kind(path)
+        if path.exists() or shared:
+            store = kind.in_home(home, shared)
             try:
                 changed += store.forget_runs(runs)
             finally:

@@ -2,12 +2,14 @@
 
 Three adapters, each behind the `ActionAdapter` contract of `flows.base`:
 
-- `TicketStore` (`ticket_store`): rows in `<home>/tickets.db`, a stand-in for a helpdesk. The
-  change and its idempotency record are written in one SQLite transaction, so "exactly once"
-  holds even across `kill -9`: either both are on disk or neither is.
+- `TicketStore` (`ticket_store`): rows in `<home>/tickets.db` (or the `sovra_tickets` schema of
+  the shared PostgreSQL database), a stand-in for a helpdesk. The change and its idempotency
+  record are written in one transaction, under one write lock for all replicas, so "exactly
+  once" holds even across `kill -9`: either both are on disk or neither is.
 - `WebhookAction` (`webhook`): a JSON POST through the egress guard, which allows only
-  `[flows] webhook_hosts`. A local ledger records delivered keys, so a replay after success
-  does not POST again. A crash *between* "the POST succeeded" and "the ledger row is written"
+  `[flows] webhook_hosts`. A ledger (`<home>/action-ledger.db`, or the `sovra_actions`
+  schema of the shared database, seen by every replica) records delivered keys, so a replay
+  after success does not POST again. A crash *between* "the POST succeeded" and "the ledger row is written"
   makes the runner POST again on resume; exactly-once across that window relies on the
   receiver honouring the `Idempotency-Key` header (the same key is sent every time).
 - `EmailAction` (`email`): SMTP to `[flows.smtp]`. The Message-ID is derived from the key and a
@@ -26,7 +28,6 @@ import logging
 import os
 import re
 import smtplib
-import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,11 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Column, Engine, MetaData, Table, Text, func, insert, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import DBAPIError
 
 from sovra.config import SmtpConfig
 from sovra.egress import EgressDenied, EgressGuard, guarded_client
 from sovra.flows.base import ActionError, ActionResult
-from sovra.storage import erasing, open_sqlite, write_transaction
+from sovra.storage import erasing_rows, store_engine, store_schema, upsert, write_lock
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +93,28 @@ class Ticket:
         return asdict(self)
 
 
-_TICKET_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tickets (
-    ticket_id TEXT PRIMARY KEY,
-    title TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL DEFAULT '',
-    category TEXT NOT NULL DEFAULT '',
-    urgency TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'new',
-    assignee TEXT NOT NULL DEFAULT '',
-    reply TEXT NOT NULL DEFAULT '',
-    updated_at TEXT NOT NULL,
-    history TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE IF NOT EXISTS action_keys (
-    idempotency_key TEXT PRIMARY KEY,
-    params_sha256 TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-"""
+TICKETS_SCHEMA = "sovra_tickets"
+TICKETS_FILE = "tickets.db"
+tickets_metadata = MetaData()
+tickets_t = Table(
+    "tickets",
+    tickets_metadata,
+    Column("ticket_id", Text, primary_key=True),
+    *(
+        Column(name, Text, nullable=False, server_default="new" if name == "status" else "")
+        for name in TICKET_FIELDS
+    ),
+    Column("updated_at", Text, nullable=False),
+    Column("history", Text, nullable=False, server_default="[]"),
+)
+action_keys_t = Table(
+    "action_keys",
+    tickets_metadata,
+    Column("idempotency_key", Text, primary_key=True),
+    Column("params_sha256", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("at", Text, nullable=False),
+)
 
 
 class TicketStore:
@@ -117,39 +123,56 @@ class TicketStore:
     name = "ticket_store"
     changes: frozenset[str] = frozenset({"ticket.create", "ticket.update"})
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = open_sqlite(path, timeout=30.0, synchronous="FULL")
-        self._conn.executescript(_TICKET_SCHEMA)
+    def __init__(self, target: Path | str | Engine) -> None:
+        self.path = target if isinstance(target, Path) else None
+        self.engine = store_engine(target, TICKETS_SCHEMA, tickets_metadata, synchronous="FULL")
+        self._lock_name = f"{store_schema(self.engine) or TICKETS_SCHEMA}.tickets"
         self._lock = threading.Lock()
 
+    @classmethod
+    def in_home(cls, home: Path, url: str | None = None) -> TicketStore:
+        """The home's ticket store, or the shared database's with `[workspace] database_url`."""
+        return cls(url if url else home / TICKETS_FILE)
+
     def close(self) -> None:
-        self._conn.close()
+        return None  # no connection is held between calls
 
     def forget_runs(self, run_ids: Sequence[str]) -> int:
         """Erasure: the outcomes recorded for these runs' keys are replaced. The tickets
         themselves are the ticket system's records (this store stands in for one)."""
         with self._lock:
-            return forget_outcomes(self._conn, "action_keys", run_ids)
+            return forget_outcomes(self.engine, action_keys_t, run_ids)
 
     def execute(self, params: Mapping[str, Any], *, idempotency_key: str) -> ActionResult:
         key = _check_key(idempotency_key)
         ticket_id, fields = self._parse(params)
         digest = _params_digest(params)
-        # The write lock is taken before the idempotency check, so two processes cannot both
-        # pass it.
-        with self._lock, write_transaction(self._conn) as conn:
+        try:
+            return self._execute(key, ticket_id, fields, digest)
+        except DBAPIError as err:
+            # The driver's own error (sqlite3's, psycopg's), as before SQLAlchemy: it is what
+            # a run's failure shows, without SQLAlchemy's statement dump.
+            if isinstance(err.orig, Exception):
+                raise err.orig from None
+            raise
+
+    def _execute(
+        self, key: str, ticket_id: str, fields: dict[str, str], digest: str
+    ) -> ActionResult:
+        k, t = action_keys_t.c, tickets_t.c
+        # The write lock (every replica's) is taken before the idempotency check, so two
+        # processes cannot both pass it.
+        with self._lock, write_lock(self.engine, self._lock_name) as conn:
             seen = conn.execute(
-                "SELECT params_sha256, outcome FROM action_keys WHERE idempotency_key = ?", (key,)
-            ).fetchone()
+                select(k.params_sha256, k.outcome).where(k.idempotency_key == key)
+            ).first()
             if seen is not None:
                 if seen[0] != digest:
                     log.warning("ticket_store: key %s replayed with different parameters", key)
                 return ActionResult(self.name, key, json.loads(seen[1]), replayed=True)
             row = conn.execute(
-                f"SELECT {', '.join(TICKET_FIELDS)}, history FROM tickets WHERE ticket_id = ?",
-                (ticket_id,),
-            ).fetchone()
+                select(*(t[f] for f in TICKET_FIELDS), t.history).where(t.ticket_id == ticket_id)
+            ).first()
             created = row is None
             current = (
                 dict.fromkeys(TICKET_FIELDS, "") | {"status": "new"}
@@ -162,9 +185,12 @@ class TicketStore:
             now = _now()
             history.append({"at": now, "key": key, "changed": changed, "created": created})
             conn.execute(
-                f"INSERT OR REPLACE INTO tickets (ticket_id, {', '.join(TICKET_FIELDS)},"
-                " updated_at, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (ticket_id, *(current[k] for k in TICKET_FIELDS), now, json.dumps(history)),
+                upsert(conn, tickets_t, ["ticket_id"]).values(
+                    ticket_id=ticket_id,
+                    **{f: current[f] for f in TICKET_FIELDS},
+                    updated_at=now,
+                    history=json.dumps(history),
+                )
             )
             outcome = {
                 "ticket_id": ticket_id,
@@ -173,9 +199,9 @@ class TicketStore:
                 "status": current["status"],
             }
             conn.execute(
-                "INSERT INTO action_keys (idempotency_key, params_sha256, outcome, at)"
-                " VALUES (?, ?, ?, ?)",
-                (key, digest, json.dumps(outcome), now),
+                insert(action_keys_t).values(
+                    idempotency_key=key, params_sha256=digest, outcome=json.dumps(outcome), at=now
+                )
             )
         return ActionResult(self.name, key, outcome)
 
@@ -206,25 +232,28 @@ class TicketStore:
         return ticket_id.strip(), fields
 
     def get(self, ticket_id: str) -> Ticket | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT ticket_id, {', '.join(TICKET_FIELDS)}, updated_at, history FROM tickets"
-                " WHERE ticket_id = ?",
-                (ticket_id,),
-            ).fetchone()
-        return None if row is None else _ticket(row)
+        with self._lock, self.engine.connect() as conn:
+            row = conn.execute(_TICKET_COLUMNS.where(tickets_t.c.ticket_id == ticket_id)).first()
+        return None if row is None else _ticket(tuple(row))
 
     def list(self, *, status: str | None = None, limit: int = 100) -> list[Ticket]:
         """Most recently updated first."""
-        query = f"SELECT ticket_id, {', '.join(TICKET_FIELDS)}, updated_at, history FROM tickets"
-        args: tuple[Any, ...] = ()
+        t = tickets_t.c
+        stmt = _TICKET_COLUMNS
         if status is not None:
-            query += " WHERE status = ?"
-            args = (status,)
-        query += " ORDER BY updated_at DESC, ticket_id LIMIT ?"
-        with self._lock:
-            rows = self._conn.execute(query, (*args, limit)).fetchall()
-        return [_ticket(r) for r in rows]
+            stmt = stmt.where(t.status == status)
+        stmt = stmt.order_by(t.updated_at.desc(), t.ticket_id).limit(limit)
+        with self._lock, self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [_ticket(tuple(r)) for r in rows]
+
+
+_TICKET_COLUMNS = select(
+    tickets_t.c.ticket_id,
+    *(tickets_t.c[f] for f in TICKET_FIELDS),
+    tickets_t.c.updated_at,
+    tickets_t.c.history,
+)
 
 
 def _ticket(row: tuple[Any, ...]) -> Ticket:
@@ -234,54 +263,69 @@ def _ticket(row: tuple[Any, ...]) -> Ticket:
 
 # -- delivery ledger (webhook, e-mail) ---------------------------------------------------------
 
+LEDGER_SCHEMA = "sovra_actions"
+LEDGER_FILE = "action-ledger.db"
+ledger_metadata = MetaData()
+delivered_t = Table(
+    "delivered",
+    ledger_metadata,
+    Column("adapter", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("outcome", Text, nullable=False),
+    Column("at", Text, nullable=False),
+)
+
 
 class DeliveryLedger:
     """Keys an adapter has delivered, with their outcome: a replay returns it instead of re-sending."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = open_sqlite(path, timeout=30.0, synchronous="FULL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS delivered (adapter TEXT NOT NULL, idempotency_key TEXT"
-            " NOT NULL, outcome TEXT NOT NULL, at TEXT NOT NULL,"
-            " PRIMARY KEY (adapter, idempotency_key))"
-        )
+    def __init__(self, target: Path | str | Engine) -> None:
+        self.path = target if isinstance(target, Path) else None
+        self.engine = store_engine(target, LEDGER_SCHEMA, ledger_metadata, synchronous="FULL")
         self._lock = threading.Lock()
 
+    @classmethod
+    def in_home(cls, home: Path, url: str | None = None) -> DeliveryLedger:
+        """The home's ledger, or the shared database's with `[workspace] database_url`."""
+        return cls(url if url else home / LEDGER_FILE)
+
     def get(self, adapter: str, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT outcome FROM delivered WHERE adapter = ? AND idempotency_key = ?",
-                (adapter, key),
-            ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        d = delivered_t.c
+        with self._lock, self.engine.connect() as conn:
+            outcome = conn.execute(
+                select(d.outcome).where(d.adapter == adapter, d.idempotency_key == key)
+            ).scalar_one_or_none()
+        return None if outcome is None else dict(json.loads(outcome))
 
     def record(self, adapter: str, key: str, outcome: Mapping[str, Any]) -> None:
-        with self._lock, write_transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO delivered (adapter, idempotency_key, outcome, at)"
-                " VALUES (?, ?, ?, ?)",
-                (adapter, key, json.dumps(dict(outcome)), _now()),
+        """The first outcome recorded for a key is kept (the primary key holds it on every
+        replica: a second record of the same delivery changes nothing)."""
+        with self._lock, self.engine.begin() as conn:
+            stmt = upsert(conn, delivered_t, ["adapter", "idempotency_key"]).insert_values(
+                adapter=adapter, idempotency_key=key, outcome=json.dumps(dict(outcome)), at=_now()
             )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["adapter", "idempotency_key"]))
 
     def forget_runs(self, run_ids: Sequence[str]) -> int:
         """Erasure: the outcomes recorded for these runs' actions (recipients, replies) are
         replaced; the keys stay, so a replay still sends nothing twice."""
         with self._lock:
-            return forget_outcomes(self._conn, "delivered", run_ids)
+            return forget_outcomes(self.engine, delivered_t, run_ids)
 
     def close(self) -> None:
-        self._conn.close()
+        return None  # no connection is held between calls
 
 
-def forget_outcomes(conn: sqlite3.Connection, table: str, run_ids: Sequence[str]) -> int:
+def forget_outcomes(engine: Engine, table: Table, run_ids: Sequence[str]) -> int:
     """Replace the recorded outcomes of idempotency keys `<run id>:<step>` of these runs."""
     changed = 0
-    with erasing(conn) as db:
+    key = table.c.idempotency_key
+    with erasing_rows(engine, table.name) as conn:
         for run_id in run_ids:
-            changed += db.execute(
-                f"UPDATE {table} SET outcome = ? WHERE substr(idempotency_key, 1, ?) = ?",
-                (json.dumps({"erased": True}), len(run_id) + 1, run_id + ":"),
+            changed += conn.execute(
+                sql_update(table)
+                .where(func.substr(key, 1, len(run_id) + 1) == run_id + ":")
+                .values(outcome=json.dumps({"erased": True}))
             ).rowcount
     return changed
 

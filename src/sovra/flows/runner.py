@@ -9,7 +9,10 @@ instead of acting twice. Waiting for a person is never an open DBOS workflow: th
 and the approval starts the next segment (`<run id>/<n>`) — so no process has to stay up.
 
 DBOS is a process-global singleton; `Engine.launch` owns it for the life of one `Flows`, and a
-lock file makes sure only one process at a time executes (and recovers) runs in a data dir.
+lock file makes sure only one process at a time executes (and recovers) runs in a data dir. On
+a shared PostgreSQL system database (`[workspace] database_url`) every replica's DBOS has the
+same executor id and recovers every pending segment at launch, one another replica may be
+running; so a session advisory lock there extends "one process at a time" to all replicas.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 from dbos import DBOS, SetWorkflowID
+from sqlalchemy import Connection, text
 
 from sovra.answer import readable
 from sovra.audit.subjects import Digests
@@ -43,7 +47,7 @@ from sovra.flows.definition import (
     render,
 )
 from sovra.flows.store import FlowStore, Run
-from sovra.storage import open_private, private_files
+from sovra.storage import engine_for, open_private, private_files
 
 NO_DRAFT = "no draft: nothing relevant found"
 """Why a draft step produced no reply: no retrieved passage held a sentence above the
@@ -52,11 +56,36 @@ answerer's calibrated evidence threshold, so there is nothing to quote."""
 if TYPE_CHECKING:
     from sovra.config import Config
 
+RUNNER_LOCK = "sovra_flows.runner"
+"""The advisory lock (on a PostgreSQL system database) held while a process executes runs."""
+
 APP_VERSION = "sovra-flows-1"
 """Fixed so a run started by one build is recovered by the next (segments only call our steps)."""
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+
+def _hold_runner_lock(url: str, deadline: float) -> Connection:
+    """A connection holding RUNNER_LOCK on the shared database, waited for until `deadline`."""
+    conn = engine_for(url).connect()
+    try:
+        while True:
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:n))"), {"n": RUNNER_LOCK}
+            ).scalar_one()
+            conn.commit()  # a session lock: it outlives the transaction, which must not idle
+            if got:
+                return conn
+            if time.monotonic() > deadline:
+                raise FlowError(
+                    "another sovra process (this or another replica) is running flows on the"
+                    " shared database; wait for it, or use the server's API"
+                )
+            time.sleep(0.2)
+    except BaseException:
+        conn.close()
+        raise
 
 
 class Engine:
@@ -81,6 +110,7 @@ class Engine:
         self._adapters = dict(adapters) if adapters is not None else None
         self._classifiers = dict(classifiers or {})
         self._lock: IO[str] | None = None
+        self._shared_lock: Connection | None = None
         self._digests = Digests.in_home(host.home)
 
     def sha(self, value: Any) -> str:
@@ -176,6 +206,12 @@ class Engine:
             or self.config.shared_database_url()
             or f"sqlite:///{home / 'flows.db'}"
         )
+        if url.startswith(("postgresql", "postgres:")):
+            try:
+                self._shared_lock = _hold_runner_lock(url, deadline)
+            except BaseException:
+                self.close()
+                raise
         _quiet_dbos_console()
         if _ENGINE is not None:
             DBOS.destroy()
@@ -196,6 +232,16 @@ class Engine:
         if _ENGINE is self:
             DBOS.destroy()
             _ENGINE = None
+        if self._shared_lock is not None:
+            conn, self._shared_lock = self._shared_lock, None
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:n))"), {"n": RUNNER_LOCK})
+                conn.commit()
+            except Exception:
+                # Never back into the pool still holding it: a dropped session releases it.
+                conn.invalidate()
+            finally:
+                conn.close()
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()

@@ -52,7 +52,7 @@ class Flows:
         self.ws = host
         self.home: Path = self.ws.home
         self.clock = clock
-        self.store = FlowStore(self.home / "flows-state.db")
+        self.store = FlowStore.in_home(self.home, config.shared_database_url())
         self.engine = Engine(
             config,
             self.ws,

@@ -1,4 +1,6 @@
-"""Run state beside DBOS: runs, step outputs, approvals, votes and kill switches (SQLite, WAL).
+"""Run state beside DBOS: runs, step outputs, approvals, votes and kill switches
+(`<home>/flows-state.db`, or the `sovra_flows` schema of the shared PostgreSQL database with
+`[workspace] database_url`, so every replica sees one run, approval and vote).
 
 DBOS checkpoints each step inside a run segment; this store is what people and later segments
 read: the run's status, every step's output (with overrides), the open approval and its votes.
@@ -9,7 +11,7 @@ an override or a retry, so nothing has to stay in memory while a run waits for a
 from __future__ import annotations
 
 import json
-import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +19,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sovra.flows.base import FlowConflict, FlowNotFound
-from sovra.storage import erasing, open_sqlite, write_transaction
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    RowMapping,
+    Table,
+    Text,
+    func,
+    insert,
+    inspect,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy import case as sql_case
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 
+from sovra.flows.base import FlowConflict, FlowNotFound
+from sovra.storage import (
+    erasing_rows,
+    is_sqlite,
+    missing_columns,
+    store_engine,
+    store_schema,
+    upsert,
+    write_lock,
+)
+
+SCHEMA = "sovra_flows"
+FILE = "flows-state.db"
+
+# The votes table of stores made before approvals were bound to a digest is rebuilt with this
+# (SQLite only: a PostgreSQL store is always made with the current layout).
 VOTES = """
 CREATE TABLE IF NOT EXISTS votes (
     run_id TEXT NOT NULL,
@@ -34,74 +72,93 @@ CREATE TABLE IF NOT EXISTS votes (
 );
 """
 
-SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    workflow TEXT NOT NULL,
-    definition TEXT NOT NULL,
-    requester TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}',
-    status TEXT NOT NULL,
-    step_index INTEGER NOT NULL DEFAULT 0,
-    segment INTEGER NOT NULL DEFAULT 1,
-    paused INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
-CREATE TABLE IF NOT EXISTS steps (
-    run_id TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    output TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    override_by TEXT,
-    override_reason TEXT,
-    updated REAL NOT NULL,
-    PRIMARY KEY (run_id, step_id)
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    run_id TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    grp TEXT NOT NULL,
-    groups TEXT NOT NULL,
-    required INTEGER NOT NULL,
-    escalate_to TEXT,
-    expiry_hours REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    escalated INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL,
-    round INTEGER NOT NULL DEFAULT 1,
-    outputs_sha256 TEXT,
-    PRIMARY KEY (run_id, step_id)
-);
-"""
-    + VOTES
-    + """CREATE TABLE IF NOT EXISTS overrides (
-    run_id TEXT NOT NULL,
-    step_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS overrides_run ON overrides(run_id);
-CREATE TABLE IF NOT EXISTS trigger_state (
-    workflow TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (workflow, key)
-);
-CREATE TABLE IF NOT EXISTS switches (
-    scope TEXT PRIMARY KEY,
-    set_by TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
+metadata = MetaData()
+runs_t = Table(
+    "runs",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("workflow", Text, nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("requester", Text, nullable=False),
+    Column("inputs", Text, nullable=False),
+    Column("labels", Text, nullable=False, server_default="{}"),
+    Column("status", Text, nullable=False),
+    Column("step_index", Integer, nullable=False, server_default="0"),
+    Column("segment", Integer, nullable=False, server_default="1"),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("created", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Index("runs_status", "status"),
 )
+steps_t = Table(
+    "steps",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("step_id", Text, primary_key=True),
+    Column("status", Text, nullable=False),
+    Column("output", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error", Text),
+    Column("override_by", Text),
+    Column("override_reason", Text),
+    Column("updated", Float, nullable=False),
+)
+approvals_t = Table(
+    "approvals",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("step_id", Text, primary_key=True),
+    Column("grp", Text, nullable=False),
+    Column("groups", Text, nullable=False),
+    Column("required", Integer, nullable=False),
+    Column("escalate_to", Text),
+    Column("expiry_hours", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("escalated", Integer, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False),
+    Column("round", Integer, nullable=False, server_default="1"),
+    Column("outputs_sha256", Text),
+    # When it was opened: which approval is a run's latest on PostgreSQL, which has no rowid.
+    Column("opened", Float),
+)
+votes_t = Table(
+    "votes",
+    metadata,
+    Column("run_id", Text, primary_key=True),
+    Column("step_id", Text, primary_key=True),
+    Column("round", Integer, primary_key=True, server_default="1"),
+    Column("user_id", Text, primary_key=True),
+    Column("decision", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("outputs_sha256", Text),
+    Column("at", Float, nullable=False),
+)
+overrides_t = Table(
+    "overrides",
+    metadata,
+    Column("run_id", Text, nullable=False),
+    Column("step_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Index("overrides_run", "run_id"),
+)
+trigger_state_t = Table(
+    "trigger_state",
+    metadata,
+    Column("workflow", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+switches_t = Table(
+    "switches",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("set_by", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", Float, nullable=False),
+)
+TABLES = ("runs", "steps", "approvals", "votes", "overrides", "trigger_state", "switches")
 
 # Terminal statuses: nothing continues these runs (a failed run may be retried).
 FINAL = frozenset({"completed", "rejected", "expired", "cancelled"})
@@ -194,54 +251,73 @@ class Approval:
 
 
 class FlowStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = open_sqlite(path, timeout=30)
-        self._db.row_factory = sqlite3.Row
+    """Thread-safe: each thread's `transaction` has its own connection; the methods called
+    inside it (on that thread) use it, every other call is a short transaction of its own."""
+
+    def __init__(self, target: Path | str | Engine) -> None:
+        self.path = target if isinstance(target, Path) else None
+        self.engine = store_engine(target, SCHEMA, metadata)
+        # Every replica's writers of this store's database take the same advisory lock.
+        self._lock_name = f"{store_schema(self.engine) or SCHEMA}.flows"
+        self._local = threading.local()
         self._migrate()
-        self._db.executescript(SCHEMA)
-        self._depth = 0
+
+    @classmethod
+    def in_home(cls, home: Path, url: str | None = None) -> FlowStore:
+        """The home's run store, or the shared database's with `[workspace] database_url`."""
+        return cls(url if url else home / FILE)
 
     def _migrate(self) -> None:
-        """Stores made before approvals were bound to a digest: add the round and digest
+        """Stores made before run labels, or before approvals were bound to a digest: add the
         columns (old votes are round 1, bound to nothing, so they count for no new round)."""
-        run_cols = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
-        if run_cols and "labels" not in run_cols:
-            self._db.execute("ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'")
-        cols = {r[1] for r in self._db.execute("PRAGMA table_info(votes)")}
-        if not cols or "round" in cols:
-            return
-        with write_transaction(self._db) as db:
-            db.execute("ALTER TABLE approvals ADD COLUMN round INTEGER NOT NULL DEFAULT 1")
-            db.execute("ALTER TABLE approvals ADD COLUMN outputs_sha256 TEXT")
-            db.execute("ALTER TABLE votes RENAME TO votes_v1")
-            db.execute(VOTES)
-            db.execute(
+        with self.transaction() as conn:
+            missing_columns(conn, "runs", {"labels": "TEXT NOT NULL DEFAULT '{}'"})
+            missing_columns(conn, "approvals", {"opened": "REAL"})
+            if not is_sqlite(self.engine):
+                return
+            cols = {c["name"] for c in inspect(conn).get_columns("votes")}
+            if "round" in cols:
+                return
+            conn.exec_driver_sql(
+                "ALTER TABLE approvals ADD COLUMN round INTEGER NOT NULL DEFAULT 1"
+            )
+            conn.exec_driver_sql("ALTER TABLE approvals ADD COLUMN outputs_sha256 TEXT")
+            conn.exec_driver_sql("ALTER TABLE votes RENAME TO votes_v1")
+            conn.exec_driver_sql(VOTES)
+            conn.exec_driver_sql(
                 "INSERT INTO votes (run_id, step_id, round, user_id, decision, reason, at)"
                 " SELECT run_id, step_id, 1, user_id, decision, reason, at FROM votes_v1"
             )
-            db.execute("DROP TABLE votes_v1")
+            conn.exec_driver_sql("DROP TABLE votes_v1")
 
     def close(self) -> None:
-        self._db.close()
+        return None  # no connection is held between calls
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One writer at a time across processes (BEGIN IMMEDIATE), so two approvers racing
-        cannot both complete a quorum."""
-        if self._depth:  # already inside: one transaction, committed by the outermost
-            self._depth += 1
-            try:
-                yield self._db
-            finally:
-                self._depth -= 1
+    def transaction(self) -> Iterator[Connection]:
+        """One writer at a time across processes and replicas (`storage.write_lock`: BEGIN
+        IMMEDIATE on SQLite, an advisory lock on PostgreSQL), so two approvers racing cannot
+        both complete a quorum. Nested calls join the outermost, which commits."""
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
             return
-        with write_transaction(self._db) as db:
-            self._depth = 1
+        with write_lock(self.engine, self._lock_name) as conn:
+            self._local.conn = conn
             try:
-                yield db
+                yield conn
             finally:
-                self._depth = 0
+                self._local.conn = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """The thread's open transaction, or a connection of its own for one read."""
+        current: Connection | None = getattr(self._local, "conn", None)
+        if current is not None:
+            yield current
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -255,24 +331,24 @@ class FlowStore:
         labels: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO runs (id, workflow, definition, requester, inputs, labels, status,"
-                " created, updated) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
-                (
-                    run_id,
-                    workflow,
-                    definition,
-                    requester,
-                    json.dumps(inputs),
-                    json.dumps(labels or {}),
-                    now,
-                    now,
-                ),
+        with self.transaction() as conn:
+            conn.execute(
+                insert(runs_t).values(
+                    id=run_id,
+                    workflow=workflow,
+                    definition=definition,
+                    requester=requester,
+                    inputs=json.dumps(inputs),
+                    labels=json.dumps(labels or {}),
+                    status="running",
+                    created=now,
+                    updated=now,
+                )
             )
 
     def run(self, run_id: str) -> Run:
-        row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        with self._reading() as conn:
+            row = conn.execute(select(runs_t).where(runs_t.c.id == run_id)).mappings().first()
         if row is None:
             raise FlowNotFound(f"no flow run {run_id!r}; list runs with `sovra flow runs`")
         return _run(row)
@@ -280,28 +356,37 @@ class FlowStore:
     def runs(
         self, *, workflow: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[Run]:
-        sql, args = "SELECT * FROM runs WHERE 1=1", list[Any]()
+        stmt = select(runs_t)
         if workflow:
-            sql, args = sql + " AND workflow = ?", [*args, workflow]
+            stmt = stmt.where(runs_t.c.workflow == workflow)
         if status:
-            sql, args = sql + " AND status = ?", [*args, status]
-        sql += " ORDER BY created DESC LIMIT ?"
-        return [_run(r) for r in self._db.execute(sql, (*args, limit))]
+            stmt = stmt.where(runs_t.c.status == status)
+        stmt = stmt.order_by(runs_t.c.created.desc()).limit(limit)
+        with self._reading() as conn:
+            return [_run(r) for r in conn.execute(stmt).mappings()]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         fields["updated"] = time.time()
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        self._db.execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+        with self.transaction() as conn:
+            conn.execute(sql_update(runs_t).where(runs_t.c.id == run_id).values(**fields))
 
     def next_segment(self, run_id: str, start: int) -> int:
         """Mark the run running from step `start` in a new segment; returns the segment number."""
-        with self.transaction() as db:
-            row = db.execute("SELECT segment FROM runs WHERE id = ?", (run_id,)).fetchone()
-            segment = int(row["segment"]) + 1
-            db.execute(
-                "UPDATE runs SET segment = ?, step_index = ?, status = 'running', error = NULL,"
-                " updated = ? WHERE id = ?",
-                (segment, start, time.time(), run_id),
+        with self.transaction() as conn:
+            current = conn.execute(
+                select(runs_t.c.segment).where(runs_t.c.id == run_id)
+            ).scalar_one()
+            segment = int(current) + 1
+            conn.execute(
+                sql_update(runs_t)
+                .where(runs_t.c.id == run_id)
+                .values(
+                    segment=segment,
+                    step_index=start,
+                    status="running",
+                    error=None,
+                    updated=time.time(),
+                )
             )
         return segment
 
@@ -319,32 +404,37 @@ class FlowStore:
         override_by: str | None = None,
         override_reason: str | None = None,
     ) -> None:
-        self._db.execute(
-            "INSERT INTO steps (run_id, step_id, status, output, attempts, error, override_by,"
-            " override_reason, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id, step_id) DO UPDATE SET status = excluded.status,"
-            " output = excluded.output, error = excluded.error,"
-            " attempts = CASE WHEN ? IS NULL THEN steps.attempts ELSE excluded.attempts END,"
-            " override_by = excluded.override_by, override_reason = excluded.override_reason,"
-            " updated = excluded.updated",
-            (
-                run_id,
-                step_id,
-                status,
-                json.dumps(output),
-                attempts or 0,
-                error,
-                override_by,
-                override_reason,
-                time.time(),
-                attempts,
-            ),
-        )
+        with self.transaction() as conn:
+            stmt = upsert(conn, steps_t, ["run_id", "step_id"]).insert_values(
+                run_id=run_id,
+                step_id=step_id,
+                status=status,
+                output=json.dumps(output),
+                attempts=attempts or 0,
+                error=error,
+                override_by=override_by,
+                override_reason=override_reason,
+                updated=time.time(),
+            )
+            changed = {
+                k: stmt.excluded[k]
+                for k in ("status", "output", "error", "override_by", "override_reason", "updated")
+            }
+            if attempts is not None:  # None keeps the attempts counted so far
+                changed["attempts"] = stmt.excluded.attempts
+            conn.execute(
+                stmt.on_conflict_do_update(index_elements=["run_id", "step_id"], set_=changed)
+            )
 
     def steps(self, run_id: str) -> dict[str, StepRecord]:
-        rows = self._db.execute(
-            "SELECT * FROM steps WHERE run_id = ? ORDER BY updated", (run_id,)
-        ).fetchall()
+        with self._reading() as conn:
+            rows = (
+                conn.execute(
+                    select(steps_t).where(steps_t.c.run_id == run_id).order_by(steps_t.c.updated)
+                )
+                .mappings()
+                .all()
+            )
         return {
             r["step_id"]: StepRecord(
                 step_id=r["step_id"],
@@ -373,37 +463,45 @@ class FlowStore:
     ) -> None:
         """Open (or keep, on a replay) the approval for this run's step, bound to the digest
         of what its approvers are shown."""
-        self._db.execute(
-            "INSERT INTO approvals (run_id, step_id, grp, groups, required, escalate_to,"
-            " expiry_hours, expires_at, status, outputs_sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?)"
-            " ON CONFLICT (run_id, step_id) DO NOTHING",
-            (
-                run_id,
-                step_id,
-                group,
-                json.dumps([group]),
-                required,
-                escalate_to,
-                expiry_hours,
-                expires_at,
-                outputs_sha256,
-            ),
-        )
+        with self.transaction() as conn:
+            stmt = upsert(conn, approvals_t, ["run_id", "step_id"]).insert_values(
+                run_id=run_id,
+                step_id=step_id,
+                grp=group,
+                groups=json.dumps([group]),
+                required=required,
+                escalate_to=escalate_to,
+                expiry_hours=expiry_hours,
+                expires_at=expires_at,
+                status="open",
+                outputs_sha256=outputs_sha256,
+                opened=time.time(),
+            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["run_id", "step_id"]))
 
     def approval(self, run_id: str, step_id: str | None = None) -> Approval | None:
         """The run's open approval (or, with none open, its latest one); or one step's."""
-        sql = "SELECT * FROM approvals WHERE run_id = ?"
-        args: tuple[Any, ...] = (run_id,)
+        a = approvals_t.c
+        stmt = select(approvals_t).where(a.run_id == run_id)
         if step_id is None:
-            sql += " ORDER BY status = 'open' DESC, rowid DESC LIMIT 1"
+            latest = [a.opened.desc().nulls_last()]
+            if is_sqlite(self.engine):  # stores from before `opened`: insertion order
+                latest.append(literal_column("rowid").desc())
+            stmt = stmt.order_by(sql_case((a.status == "open", 1), else_=0).desc(), *latest)
+            stmt = stmt.limit(1)
         else:
-            sql, args = sql + " AND step_id = ?", (run_id, step_id)
-        row = self._db.execute(sql, args).fetchone()
+            stmt = stmt.where(a.step_id == step_id)
+        with self._reading() as conn:
+            row = conn.execute(stmt).mappings().first()
         return _approval(row) if row else None
 
     def open_approvals(self) -> list[Approval]:
-        rows = self._db.execute("SELECT * FROM approvals WHERE status = 'open'").fetchall()
+        with self._reading() as conn:
+            rows = (
+                conn.execute(select(approvals_t).where(approvals_t.c.status == "open"))
+                .mappings()
+                .all()
+            )
         return [_approval(r) for r in rows]
 
     def update_approval(self, run_id: str, step_id: str, **fields: Any) -> None:
@@ -411,80 +509,93 @@ class FlowStore:
             fields["groups"] = json.dumps(list(fields["groups"]))
         if "group" in fields:
             fields["grp"] = fields.pop("group")
-        cols = ", ".join(f"{k} = ?" for k in fields)
-        self._db.execute(
-            f"UPDATE approvals SET {cols} WHERE run_id = ? AND step_id = ?",
-            (*fields.values(), run_id, step_id),
-        )
+        a = approvals_t.c
+        with self.transaction() as conn:
+            conn.execute(
+                sql_update(approvals_t)
+                .where(a.run_id == run_id, a.step_id == step_id)
+                .values(**fields)
+            )
 
     def add_vote(
         self, approval: Approval, user_id: str, decision: str, reason: str, at: float
     ) -> None:
         """One vote in the approval's current round, bound to the digest its voter saw."""
         try:
-            self._db.execute(
-                "INSERT INTO votes (run_id, step_id, round, user_id, decision, reason,"
-                " outputs_sha256, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    approval.run_id,
-                    approval.step_id,
-                    approval.round,
-                    user_id,
-                    decision,
-                    reason,
-                    approval.outputs_sha256,
-                    at,
-                ),
-            )
-        except sqlite3.IntegrityError:
+            with self.transaction() as conn:
+                conn.execute(
+                    insert(votes_t).values(
+                        run_id=approval.run_id,
+                        step_id=approval.step_id,
+                        round=approval.round,
+                        user_id=user_id,
+                        decision=decision,
+                        reason=reason,
+                        outputs_sha256=approval.outputs_sha256,
+                        at=at,
+                    )
+                )
+        except IntegrityError:
             raise FlowConflict(f"{user_id} has already decided on run {approval.run_id}") from None
 
     def votes(self, run_id: str, step_id: str, round_: int | None = None) -> list[dict[str, Any]]:
         """The votes on a run's approval step (of one round, or of every round)."""
-        sql = (
-            "SELECT round, user_id, decision, reason, outputs_sha256, at FROM votes"
-            " WHERE run_id = ? AND step_id = ?"
+        v = votes_t.c
+        stmt = select(v.round, v.user_id, v.decision, v.reason, v.outputs_sha256, v.at).where(
+            v.run_id == run_id, v.step_id == step_id
         )
-        args: tuple[Any, ...] = (run_id, step_id)
         if round_ is not None:
-            sql, args = sql + " AND round = ?", (*args, round_)
-        rows = self._db.execute(sql + " ORDER BY at", args).fetchall()
-        return [dict(r) for r in rows]
+            stmt = stmt.where(v.round == round_)
+        with self._reading() as conn:
+            return [dict(r) for r in conn.execute(stmt.order_by(v.at)).mappings()]
 
     # -- overrides ----------------------------------------------------------------------------
 
     def add_override(self, run_id: str, step_id: str, user_id: str) -> None:
-        self._db.execute(
-            "INSERT INTO overrides (run_id, step_id, user_id, at) VALUES (?, ?, ?, ?)",
-            (run_id, step_id, user_id, time.time()),
-        )
+        with self.transaction() as conn:
+            conn.execute(
+                insert(overrides_t).values(
+                    run_id=run_id, step_id=step_id, user_id=user_id, at=time.time()
+                )
+            )
 
     def overriders(self, run_id: str) -> frozenset[str]:
         """Everyone who ever replaced a step's outputs in this run (separation of duties)."""
-        rows = self._db.execute("SELECT user_id FROM overrides WHERE run_id = ?", (run_id,))
-        return frozenset(str(r[0]) for r in rows)
+        o = overrides_t.c
+        with self._reading() as conn:
+            rows = conn.execute(select(o.user_id).where(o.run_id == run_id)).scalars().all()
+        return frozenset(str(r) for r in rows)
 
     # -- kill switches ------------------------------------------------------------------------
 
     def set_switch(self, scope: str, on: bool, by: str, reason: str) -> None:
-        if on:
-            self._db.execute(
-                "INSERT OR REPLACE INTO switches (scope, set_by, reason, at) VALUES (?, ?, ?, ?)",
-                (scope, by, reason, time.time()),
-            )
-        else:
-            self._db.execute("DELETE FROM switches WHERE scope = ?", (scope,))
+        with self.transaction() as conn:
+            if on:
+                conn.execute(
+                    upsert(conn, switches_t, ["scope"]).values(
+                        scope=scope, set_by=by, reason=reason, at=time.time()
+                    )
+                )
+            else:
+                conn.execute(sql_delete(switches_t).where(switches_t.c.scope == scope))
 
     def switch(self, workflow: str) -> dict[str, Any] | None:
         """The kill switch that stops `workflow` (global first), or None."""
-        for scope in (GLOBAL, workflow):
-            row = self._db.execute("SELECT * FROM switches WHERE scope = ?", (scope,)).fetchone()
-            if row:
-                return dict(row)
+        with self._reading() as conn:
+            for scope in (GLOBAL, workflow):
+                row = (
+                    conn.execute(select(switches_t).where(switches_t.c.scope == scope))
+                    .mappings()
+                    .first()
+                )
+                if row:
+                    return dict(row)
         return None
 
     def switches(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM switches ORDER BY scope")]
+        with self._reading() as conn:
+            rows = conn.execute(select(switches_t).order_by(switches_t.c.scope)).mappings()
+            return [dict(r) for r in rows]
 
     # -- erasure ------------------------------------------------------------------------------
 
@@ -493,71 +604,95 @@ class FlowStore:
         (an unfinished one is cancelled) and name `pseudonym` instead; their votes, overrides
         and kill switches keep their effect under `pseudonym`, without the reasons they typed.
         Returns what changed: counts and the ids of the runs they requested."""
-        with erasing(self._db) as db:
+        r, s, a, v = runs_t.c, steps_t.c, approvals_t.c, votes_t.c
+        with erasing_rows(self.engine, *TABLES) as conn:
+            if not is_sqlite(self.engine):  # one writer, as for every change to runs
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                    {"name": self._lock_name},
+                )
             own = [
-                str(r[0]) for r in db.execute("SELECT id FROM runs WHERE requester = ?", (user_id,))
+                str(x) for x in conn.execute(select(r.id).where(r.requester == user_id)).scalars()
             ]
-            marks = ",".join("?" * len(own))
-            db.execute(
-                "UPDATE runs SET status = CASE WHEN status IN ('completed', 'rejected',"
-                " 'expired') THEN status ELSE 'cancelled' END, error = 'requester erased',"
-                f" requester = ?, inputs = '{{}}', paused = 0 WHERE id IN ({marks})",
-                (pseudonym, *own),
+            conn.execute(
+                sql_update(runs_t)
+                .where(r.id.in_(own))
+                .values(
+                    status=sql_case(
+                        (r.status.in_(("completed", "rejected", "expired")), r.status),
+                        else_="cancelled",
+                    ),
+                    error="requester erased",
+                    requester=pseudonym,
+                    inputs="{}",
+                    paused=0,
+                )
             )
-            db.execute(
-                "UPDATE steps SET output = NULL, error = NULL, override_reason = NULL"
-                f" WHERE run_id IN ({marks})",
-                own,
+            conn.execute(
+                sql_update(steps_t)
+                .where(s.run_id.in_(own))
+                .values(output=None, error=None, override_reason=None)
             )
-            db.execute(
-                "UPDATE approvals SET status = 'cancelled' WHERE status = 'open'"
-                f" AND run_id IN ({marks})",
-                own,
+            conn.execute(
+                sql_update(approvals_t)
+                .where(a.status == "open", a.run_id.in_(own))
+                .values(status="cancelled")
             )
-            votes = db.execute(
-                "UPDATE votes SET user_id = ?, reason = '' WHERE user_id = ?", (pseudonym, user_id)
+            votes = conn.execute(
+                sql_update(votes_t).where(v.user_id == user_id).values(user_id=pseudonym, reason="")
             ).rowcount
-            overrides = db.execute(
-                "UPDATE steps SET override_by = ?, override_reason = '' WHERE override_by = ?",
-                (pseudonym, user_id),
+            overrides = conn.execute(
+                sql_update(steps_t)
+                .where(s.override_by == user_id)
+                .values(override_by=pseudonym, override_reason="")
             ).rowcount
-            db.execute("UPDATE overrides SET user_id = ? WHERE user_id = ?", (pseudonym, user_id))
-            db.execute(
-                "UPDATE switches SET set_by = ?, reason = '' WHERE set_by = ?",
-                (pseudonym, user_id),
+            conn.execute(
+                sql_update(overrides_t)
+                .where(overrides_t.c.user_id == user_id)
+                .values(user_id=pseudonym)
+            )
+            conn.execute(
+                sql_update(switches_t)
+                .where(switches_t.c.set_by == user_id)
+                .values(set_by=pseudonym, reason="")
             )
             # Other runs name them as a value (an approval's `approvers`, an input), and
             # errors name who rejected or could not read ("rejected by …").
             quoted, masked = json.dumps(user_id), json.dumps(pseudonym)
             for table, column, old, new in (
-                ("steps", "output", quoted, masked),
-                ("runs", "inputs", quoted, masked),
-                ("runs", "error", user_id, pseudonym),
-                ("steps", "error", user_id, pseudonym),
+                (steps_t, "output", quoted, masked),
+                (runs_t, "inputs", quoted, masked),
+                (runs_t, "error", user_id, pseudonym),
+                (steps_t, "error", user_id, pseudonym),
             ):
-                db.execute(
-                    f"UPDATE {table} SET {column} = replace({column}, ?, ?)"
-                    f" WHERE instr({column}, ?) > 0",
-                    (old, new, old),
+                col = table.c[column]
+                conn.execute(
+                    sql_update(table)
+                    .where(col.contains(old, autoescape=True))
+                    .values({column: func.replace(col, old, new)})
                 )
         return {"runs": own, "votes": votes, "overrides": overrides}
 
     # -- trigger bookkeeping ------------------------------------------------------------------
 
     def trigger_get(self, workflow: str, key: str) -> str | None:
-        row = self._db.execute(
-            "SELECT value FROM trigger_state WHERE workflow = ? AND key = ?", (workflow, key)
-        ).fetchone()
-        return None if row is None else str(row["value"])
+        t = trigger_state_t.c
+        with self._reading() as conn:
+            value = conn.execute(
+                select(t.value).where(t.workflow == workflow, t.key == key)
+            ).scalar_one_or_none()
+        return None if value is None else str(value)
 
     def trigger_set(self, workflow: str, key: str, value: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO trigger_state (workflow, key, value) VALUES (?, ?, ?)",
-            (workflow, key, value),
-        )
+        with self.transaction() as conn:
+            conn.execute(
+                upsert(conn, trigger_state_t, ["workflow", "key"]).values(
+                    workflow=workflow, key=key, value=value
+                )
+            )
 
 
-def _run(row: sqlite3.Row) -> Run:
+def _run(row: RowMapping) -> Run:
     return Run(
         id=row["id"],
         workflow=row["workflow"],
@@ -575,7 +710,7 @@ def _run(row: sqlite3.Row) -> Run:
     )
 
 
-def _approval(row: sqlite3.Row) -> Approval:
+def _approval(row: RowMapping) -> Approval:
     return Approval(
         run_id=row["run_id"],
         step_id=row["step_id"],
