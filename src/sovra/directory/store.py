@@ -220,7 +220,9 @@ class Directory:
         mapping: IdentityMapping | None = None,
     ) -> None:
         self.path = target if isinstance(target, Path) else None
-        self.engine = engine_for(target)
+        # Every request resolves its principal here: the SQLite file's connections are kept
+        # open (`keep_open`); each lookup still reads the database anew.
+        self.engine = engine_for(target, keep_open=True)
         self.on_change = on_change
         self.mapping = mapping or IdentityMapping()
         self.legacy_backup: Path | None = None
