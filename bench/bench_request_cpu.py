@@ -8,8 +8,11 @@ and wall time, p50/p90 after one warm-up round. Stage breakdown: the CPU spent i
 `Workspace.search` / `Workspace.ask` (retrieval, answer, audit record and receipt, drift log)
 is measured around those calls; the rest of the request's CPU is the HTTP path (authentication,
 rate limit, request validation, JSON rendering). The query-embedding cache is off unless
-`--query-cache` (the questions repeat, so a cache would time lookups, not encodes). Writes bench/results/request-cpu.json, with the
-load average so a busy machine shows.
+`--query-cache` (the questions repeat, so a cache would time lookups, not encodes). Logging is
+set up as `sovra serve` does (plain format, INFO: the access line is part of the request's
+cost) into /dev/null, so no console rendering is timed; the TestClient's own httpx log line is
+the client's cost and is off. Writes bench/results/request-cpu.json, with the load average so a
+busy machine shows.
 
     python -m bench.bench_request_cpu --requests 100
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -118,6 +122,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    # As `sovra serve` configures it, before anything installs a handler of its own (the MCP
+    # app would otherwise put a rich console handler on the root logger).
+    sink = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sink)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         extra = "" if args.query_cache else "\n[embedding]\nquery_cache = 0\n"
         cfg_path = make_site(Path(tmp), site_files(), extra)
