@@ -24,6 +24,7 @@ PLAIN = [
     "bench.bench_answer",
     "bench.bench_connectors",
     "bench.bench_ask_cpu",
+    "bench.bench_request_cpu",
     "bench.bench_embed",
     "bench.bench_triage",  # needs a synced demo home: `make demo` first
     "bench.bench_ray_ingest",

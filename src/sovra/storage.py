@@ -30,7 +30,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -237,11 +237,18 @@ def erasing(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 # ---------------------------------------------------------------------- SQLAlchemy stores
-def engine_for(target: Path | str | Engine, *, synchronous: Synchronous = "NORMAL") -> Engine:
+def engine_for(
+    target: Path | str | Engine, *, synchronous: Synchronous = "NORMAL", keep_open: bool = False
+) -> Engine:
     """An engine for a SQLite file path (created owner-only), a database URL, or an engine
     passed through. `postgresql://` (the form operators write) means psycopg 3, the driver
     sovra ships; one pooled engine per URL per process. `synchronous`: the SQLite file's
-    durability (FULL for a store whose lost commit would repeat an action in the world)."""
+    durability (FULL for a store whose lost commit would repeat an action in the world).
+
+    `keep_open`: a SQLite store that every request touches (the directory, the query log, the
+    recent questions) keeps its connections in a pool, since opening one per call costs the
+    open, the pragmas and, on closing the last one, a WAL checkpoint with its fsync — about a
+    millisecond per store per request. Its owner disposes the engine on `close()`."""
     if synchronous not in _SYNCHRONOUS:
         raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
     if isinstance(target, Engine):
@@ -251,10 +258,16 @@ def engine_for(target: Path | str | Engine, *, synchronous: Synchronous = "NORMA
         # Owner-only like every store in the home; SQLite gives its -wal/-shm the file's mode.
         with private_files():
             target.touch(mode=PRIVATE_FILE_MODE, exist_ok=True)
-        # NullPool: many short-lived stores (one per CLI command) hold no file open.
-        engine = create_engine(
-            f"sqlite:///{target}", poolclass=NullPool, connect_args={"timeout": 30}
-        )
+        url, connect = f"sqlite:///{target}", {"timeout": 30}
+        if keep_open:
+            # max_overflow=-1: a burst of server threads never waits for a pooled connection;
+            # the connections beyond pool_size are closed when returned.
+            engine = create_engine(
+                url, poolclass=QueuePool, pool_size=4, max_overflow=-1, connect_args=connect
+            )
+        else:
+            # NullPool: many short-lived stores (one per CLI command) hold no file open.
+            engine = create_engine(url, poolclass=NullPool, connect_args=connect)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -282,14 +295,16 @@ def store_engine(
     metadata: MetaData,
     *,
     synchronous: Synchronous = "NORMAL",
+    keep_open: bool = False,
 ) -> Engine:
     """The engine of one store, its tables created if missing.
 
     On PostgreSQL the store's tables live in their own schema (`schema`), so stores that share
     one database keep their historic, short table names (`sessions`, `documents`) without
     colliding with each other or with the index; on SQLite the store has its own file and the
-    tables sit where they always did, so an existing home's files keep working unchanged."""
-    engine = engine_for(target, synchronous=synchronous)
+    tables sit where they always did, so an existing home's files keep working unchanged.
+    `synchronous`, `keep_open`: see `engine_for`."""
+    engine = engine_for(target, synchronous=synchronous, keep_open=keep_open)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

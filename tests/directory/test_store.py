@@ -164,6 +164,8 @@ def test_the_same_store_on_postgresql(tmp_path: Path, postgres_url: str) -> None
     token, _ = d.create_scim_token("okta")
     assert other.scim_token_valid(token) and not other.scim_token_valid(token + "x")
     assert [c.action for c in other.history()] == ["migrate", "member.remove", "scim_token.create"]
+    assert d.erase_subject("alice") >= 2  # deletes, then VACUUM of the directory's tables
+    assert other.user("alice") is None and other.history(user_id="alice") == []
     d.close()
     other.close()
 
@@ -179,6 +181,10 @@ def test_erasure_removes_the_subject_from_history_and_the_old_json(tmp_path: Pat
     assert d.user("zoe") is None and d.history(user_id="zoe") == []
     assert b"zoe" not in (tmp_path / "directory.json.migrated").read_bytes()
     assert d.user("yan") is not None
+    # The directory still holds its pooled connections: no free page and no WAL frame of the
+    # file keeps the erased rows.
+    for path in tmp_path.glob("directory.db*"):
+        assert b"zoe" not in path.read_bytes(), path.name
 
 
 def test_database_url_puts_the_directory_on_postgresql(

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
 )
 
-from sovra.storage import erasing_rows, store_engine
+from sovra.storage import erasing_rows, is_sqlite, store_engine
 
 KEEP_PER_USER = 20
 """Questions kept per user; older ones are deleted as new ones arrive."""
@@ -53,7 +53,8 @@ class RecentQuestions:
         self.path = target if isinstance(target, Path) else None
         self.keep = keep
         self._lock = threading.Lock()
-        self.engine = store_engine(target, SCHEMA, metadata)
+        # Every ask appends here: the SQLite file's connections are kept open (`keep_open`).
+        self.engine = store_engine(target, SCHEMA, metadata, keep_open=True)
 
     @classmethod
     def in_home(cls, home: Path, engine: Engine | str | None = None) -> RecentQuestions:
@@ -86,4 +87,5 @@ class RecentQuestions:
             return int(conn.execute(delete(recent_t).where(recent_t.c.user_id == user_id)).rowcount)
 
     def close(self) -> None:
-        return None  # no connection is held between calls
+        if is_sqlite(self.engine):  # a shared database's pool belongs to the process
+            self.engine.dispose()

@@ -24,8 +24,11 @@ def erase_stores(config: Config, subject: str) -> dict[str, Any]:
     pseudonym = "erased:" + secrets.token_hex(6)
     report: dict[str, Any] = {}
     directory = Directory.in_home(home)
-    if directory.erase_subject(subject):  # user, memberships, history rows, old JSON backup
-        report["directory"] = 1
+    try:
+        if directory.erase_subject(subject):  # user, memberships, history rows, old JSON backup
+            report["directory"] = 1
+    finally:
+        directory.close()
     runs: list[str] = []
     shared = config.shared_database_url()
     if (home / "flows-state.db").exists() or shared:

@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sovra.domain import ADMIN_GROUP, AUDITOR_GROUP, Principal
 from sovra.errors import Conflict, Invalid, NotFound
-from sovra.storage import atomic_write, engine_for
+from sovra.storage import atomic_write, engine_for, erasing_rows
 
 DIRECTORY_FILENAME = "directory.db"
 LEGACY_FILENAME = "directory.json"
@@ -220,7 +220,9 @@ class Directory:
         mapping: IdentityMapping | None = None,
     ) -> None:
         self.path = target if isinstance(target, Path) else None
-        self.engine = engine_for(target)
+        # Every request resolves its principal here: the SQLite file's connections are kept
+        # open (`keep_open`); each lookup still reads the database anew.
+        self.engine = engine_for(target, keep_open=True)
         self.on_change = on_change
         self.mapping = mapping or IdentityMapping()
         self.legacy_backup: Path | None = None
@@ -683,8 +685,11 @@ class Directory:
     def erase_subject(self, user_id: str) -> int:
         """Right to erasure: the user, its memberships, its history rows and its entry in the
         migrated `directory.json` backup go; returns the rows removed. Not a history event
-        (that would name the subject again): the erasure is audited by its caller."""
-        with self.engine.begin() as conn:
+        (that would name the subject again): the erasure is audited by its caller. The rows
+        are erased for good (`erasing_rows`): the pooled connections keep the SQLite file open,
+        so its WAL is not removed by a last close and is emptied here instead."""
+        tables = (members_t.name, users_t.name, history_t.name)
+        with erasing_rows(self.engine, *tables) as conn:
             removed = conn.execute(delete(members_t).where(members_t.c.user_id == user_id))
             gone = removed.rowcount
             gone += conn.execute(delete(users_t).where(users_t.c.id == user_id)).rowcount

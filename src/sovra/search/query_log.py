@@ -66,11 +66,12 @@ class QueryVectorLog:
         self.path = target if isinstance(target, Path) else None
         self.retention_days = retention_days
         self._lock = threading.Lock()
-        # engine_for makes a SQLite file owner-only (0600).
-        self.engine = store_engine(target, SCHEMA, metadata)
+        # engine_for makes a SQLite file owner-only (0600); every search and ask appends here,
+        # so the file's connections are kept open (`keep_open`).
+        self.engine = store_engine(target, SCHEMA, metadata, keep_open=True)
         if is_sqlite(self.engine):
-            # secure_delete: pruned vectors are overwritten, not left in free pages (NullPool:
-            # every later connection is a new one and gets the pragma).
+            # secure_delete: pruned vectors are overwritten, not left in free pages (the
+            # listener runs on every new connection of the pool).
             event.listen(self.engine, "connect", _secure_delete)
 
     @classmethod
@@ -85,7 +86,8 @@ class QueryVectorLog:
         return cls(target, retention_days=retention_days)
 
     def close(self) -> None:
-        return None  # no connection is held between calls
+        if is_sqlite(self.engine):  # a shared database's pool belongs to the process
+            self.engine.dispose()
 
     def add(
         self, operation: str, model: str, vector: np.ndarray, *, time: datetime | None = None

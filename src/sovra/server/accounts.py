@@ -49,7 +49,7 @@ from sqlalchemy import (
 
 from sovra.config import Config
 from sovra.errors import Invalid, NotFound
-from sovra.storage import erasing_rows, missing_columns, store_engine, upsert
+from sovra.storage import erasing_rows, is_sqlite, missing_columns, store_engine, upsert
 
 KEY_PREFIX = "sovra_"
 SCOPES: tuple[str, ...] = ("search", "ask", "documents", "audit", "feedback", "flows", "admin")
@@ -128,8 +128,11 @@ _PG_TYPES = {"REAL": "DOUBLE PRECISION", "BLOB": "BYTEA"}
 
 def open_accounts_engine(target: Path | str | Engine) -> Engine:
     """The credential store's engine (tables created, an older SQLite file upgraded); the
-    sign-in and rate-limit tables of `server.shared` live beside it."""
-    engine = store_engine(target, SCHEMA, metadata)
+    sign-in and rate-limit tables of `server.shared` live beside it. Every request checks its
+    credential and spends its rate-limit token here, so the SQLite file's connections are kept
+    open (`keep_open`); each check still reads the database anew, so a revoked key fails on the
+    next request."""
+    engine = store_engine(target, SCHEMA, metadata, keep_open=True)
     pg = engine.dialect.name == "postgresql"
     with engine.begin() as conn:
         missing_columns(
@@ -241,9 +244,9 @@ class AccountStore:
         return cls.in_home(config.home, config.shared_database_url())
 
     def close(self) -> None:
-        # SQLite files hold no connection between calls (NullPool); a shared database's pool
-        # belongs to the process and outlives one store.
-        return None
+        # A shared database's pool belongs to the process and outlives one store.
+        if is_sqlite(self.engine):
+            self.engine.dispose()
 
     # ------------------------------------------------------------------ passwords
     def set_password(self, user_id: str, password: str) -> None:
