@@ -258,6 +258,7 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
 
 SHARED_STORES: tuple[str, ...] = (
     "audit log",
+    "audit subject keys",
     "flows (DBOS)",
     "directory",
     "accounts/API keys/sessions",
@@ -274,9 +275,10 @@ SHARED_STORES: tuple[str, ...] = (
 Per replica by nature, and so not listed: the embedded index under `<home>/index` (each replica
 holds a copy of the same synced index, or all use `[index] backend = "postgres"`), the model
 files and `mlflow.db` (an operator's local eval tracking, never written by `sovra serve`).
+The audit subject keys follow the audit log: with a PostgreSQL log they sit in its schema.
 Not yet moved (issue 18 §2, left open): the flows run store `flows-state.db`, the action
-ledger `action-ledger.db`, `tickets.db` and the audit log's subject keys
-(`audit/subjects/`); they stay on the home's SQLite files even with `database_url`."""
+ledger `action-ledger.db` and `tickets.db`; they stay on the home's SQLite files even with
+`database_url`."""
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""
