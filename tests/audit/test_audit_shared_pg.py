@@ -177,3 +177,31 @@ def test_a_commit_whose_answer_was_lost_is_not_written_twice(
     assert receipt.index == 1 and calls == [1]
     assert log.size == 2
     assert log.verify().ok
+
+
+def test_replicas_starting_together_on_a_fresh_database(pg: LogFactory, tmp_path: Path) -> None:
+    key = tmp_path / "shared.key"
+    start = threading.Barrier(4)
+    logs: list[AuditLog] = []
+    errors: list[BaseException] = []
+
+    def boot(n: int) -> None:
+        start.wait()
+        try:
+            log = _replica(pg, tmp_path, f"r{n}", key)
+            logs.append(log)
+            log.append(make_event(n, subject="sam", personal={"q": f"from {n}"}))
+        except BaseException as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len({log.origin for log in logs}) == 1
+    assert len({log.subjects.get_or_create("sam") for log in logs}) == 1
+    views = [e.view for e in logs[0].events()]
+    assert sorted(v["personal"]["q"] for v in views) == [f"from {n}" for n in range(4)]
+    assert logs[0].verify().ok

@@ -32,6 +32,11 @@ _T = TypeVar("_T")
 _LOST = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+def ddl_lock_name(schema: str) -> str:
+    """The advisory lock every creator of the audit tables of `schema` holds while it creates."""
+    return f"sovra.audit.ddl:{schema}"
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -49,6 +54,9 @@ class PostgresStore:
         self._conn = self._connect()
         s = schema
         with self._lock, self._conn.transaction():
+            # IF NOT EXISTS is not safe against a concurrent CREATE (a unique violation in the
+            # catalog): replicas starting together on a fresh database take turns here.
+            self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (ddl_lock_name(s),))
             self._conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
             self._conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)"

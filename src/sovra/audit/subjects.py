@@ -23,11 +23,22 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Engine, Integer, LargeBinary, MetaData, Table, Text, delete, select
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from sovra.audit.keys import create_secret_file, write_secret_file
-from sovra.storage import erasing_rows, open_sqlite, private_dir, store_engine
+from sovra.storage import engine_for, erasing_rows, open_sqlite, private_dir, store_engine
 
 DIGEST_KEY = "digest.key"
 DIGEST_PREFIX = "hmac-sha256:"
@@ -105,7 +116,20 @@ class SubjectKeys:
     @classmethod
     def shared(cls, url: str, schema: str) -> SubjectKeys:
         """The subject keys of the PostgreSQL audit log at `url`, in its schema `schema`."""
-        return cls(engine=store_engine(url, schema, _metadata))
+        from sovra.audit.pgstore import ddl_lock_name
+
+        # CREATE … IF NOT EXISTS of one schema or table run concurrently fails in the catalog, so
+        # replicas starting together take turns on PostgresStore's advisory lock, on one
+        # connection in one transaction (a second pooled connection could wait on a pool that
+        # the lock's waiters hold). store_engine then finds everything made.
+        with engine_for(url).begin() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": ddl_lock_name(schema)}
+            )
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            _metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
+        engine = store_engine(url, schema, _metadata)
+        return cls(engine=engine)
 
     @staticmethod
     def _shared_index_key(engine: Engine) -> bytes:
