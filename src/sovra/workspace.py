@@ -259,6 +259,7 @@ def open_flows(config: Config, **kwargs: Any) -> Flows:
 
 SHARED_STORES: tuple[str, ...] = (
     "audit log",
+    "audit subject keys",
     "flows (DBOS)",
     "directory",
     "accounts/API keys/sessions",
@@ -280,8 +281,8 @@ holds a copy of the same synced index, or all use `[index] backend = "postgres"`
 files and `mlflow.db` (an operator's local eval tracking, never written by `sovra serve`).
 The flows run store (`flows-state.db` → schema `sovra_flows`), the action ledger
 (`action-ledger.db` → `sovra_actions`) and the stand-in ticket system (`tickets.db` →
-`sovra_tickets`) follow it too. Not yet moved (issue 18 §2, left open): the audit log's subject
-keys (`audit/subjects/`); they stay under the home even with `database_url`."""
+`sovra_tickets`) follow it too, and the audit subject keys follow the audit log: with a
+PostgreSQL log they sit in its schema."""
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""

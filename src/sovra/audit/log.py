@@ -21,7 +21,7 @@ from typing import Any
 
 from sovra.audit.check import VerifyReport, verify_store
 from sovra.audit.event import AuditEvent, format_time, seal, unseal
-from sovra.audit.keys import KeyFileError, KeyRing
+from sovra.audit.keys import KEY_ENV, KeyFileError, KeyRing
 from sovra.audit.merkle import (
     EMPTY_ROOT,
     NodeId,
@@ -54,6 +54,8 @@ RETENTION_MIN_DAYS = 183
 RETENTION_ENV = "SOVRA_AUDIT_RETENTION_DAYS"
 URL_ENV = "SOVRA_AUDIT_URL"
 SCHEMA_ENV = "SOVRA_AUDIT_SCHEMA"
+SIGNING_KEY_META = "signing_key"
+"""Meta row of a shared log: the verifier key (public) every replica must sign with."""
 MAX_BATCH = 2000
 CHECKPOINT_EVERY = 1024
 
@@ -93,6 +95,11 @@ class _Batch:
     root: bytes = EMPTY_ROOT
     checkpoint: str = ""
     nodes: dict[NodeId, bytes] = field(default_factory=dict)
+
+
+def _fingerprint(vkey: str) -> str:
+    """`name+keyid` of a verifier key string: enough to tell two keys apart in a message."""
+    return "+".join(vkey.split("+")[:2])
 
 
 def check_retention(days: int) -> int:
@@ -141,6 +148,8 @@ class AuditLog:
                 self._signer = keyring.load_or_create(origin)
             except KeyFileError as exc:
                 raise AuditError(str(exc)) from None
+            if getattr(store, "shared", False):
+                self._check_shared_key(self._signer)
         stored = store.get_meta("retention_days")
         if stored is not None and int(stored) > retention_days:
             # A log never lowers its retention; raising it sticks.
@@ -152,6 +161,23 @@ class AuditLog:
         self._idle = threading.Condition(self._lock)
         self._queue: list[_Pending] = []
         self._leader = False
+
+    def _check_shared_key(self, signer: NoteSigner) -> None:
+        """Refuse to write a shared (PostgreSQL) log with a key other than the one its
+        replicas sign with: the first writer records its public key in the log's meta, and
+        checkpoints signed by another replica's own key would fail `sovra audit verify` on
+        every node that does not trust it."""
+        mine = str(signer.verifier)
+        expected = self.store.init_meta(SIGNING_KEY_META, mine)
+        if expected == mine:
+            return
+        raise AuditError(
+            f"the shared audit log {self.origin} is signed by key {_fingerprint(expected)}, but "
+            f"this replica's signing key {self.keyring.key_path} (from ${KEY_ENV}, [audit] "
+            f"key_path or the default <home>/audit/keys/log.key) is "
+            f"{_fingerprint(mine)}; give every replica the same key file via {KEY_ENV} or "
+            "[audit] key_path (after `sovra audit rotate-key`, copy the new key to all of them)"
+        )
 
     def _key_name(self) -> str | None:
         if self.keyring.key_path.exists():
@@ -193,16 +219,24 @@ class AuditLog:
             if url:
                 from sovra.audit.pgstore import PostgresStore
 
-                store = PostgresStore(url, schema or os.environ.get(SCHEMA_ENV) or "sovra_audit")
+                schema = schema or os.environ.get(SCHEMA_ENV) or "sovra_audit"
+                store = PostgresStore(url, schema)
             else:
                 store = SqliteStore(audit_dir / "log.sqlite")
         except StoreError as exc:
             raise AuditUnavailable(str(exc)) from None
         try:
+            # With a PostgreSQL log the subject keys sit in its schema: every replica writing
+            # the log must seal and erase with the same keys (docs/audit.md).
+            subjects = (
+                SubjectKeys.shared(url, schema)
+                if url and schema
+                else SubjectKeys(audit_dir / "subjects")
+            )
             return cls(
                 store,
                 KeyRing(audit_dir / "keys", key_path),
-                SubjectKeys(audit_dir / "subjects"),
+                subjects,
                 retention_days,
                 read_only=read_only,
             )
@@ -245,6 +279,9 @@ class AuditLog:
         """Switch to a fresh signing key; old checkpoints stay verifiable with old keys."""
         self._writer()
         self._signer = self.keyring.rotate(self.origin)
+        if getattr(self.store, "shared", False):
+            # Replicas still on the old key are refused at their next open.
+            self.store.set_meta(SIGNING_KEY_META, str(self._signer.verifier))
         self.checkpoint()
         return self.public_key
 

@@ -1,9 +1,13 @@
-"""Per-subject encryption keys for crypto-shredding, kept in the data directory.
+"""Per-subject encryption keys for crypto-shredding: in the data directory (SQLite), or beside
+a PostgreSQL audit log in the log's own schema, so every replica writing that log seals and
+erases with the same keys.
 
 The key store never holds a subject id in clear: rows are found by HMAC(index key, subject)
 and carry a random pseudonym (the only thing the log stores). Erasing deletes the row with
 SQLite's secure_delete on and a rollback journal, so neither the key nor a way back from the
-pseudonym to the subject remains in any file.
+pseudonym to the subject remains in any file; on PostgreSQL the DELETE is followed by a VACUUM
+of the table. There the index key is a one-row table of the same schema (docs/audit.md,
+"Subject keys on PostgreSQL"): every replica reads the one row the first of them inserted.
 
 `Digests` is the installation's keyed hash for personal text (queries, answers, reasons, a
 workflow's inputs and outputs): HMAC-SHA256 under a random key kept owner-only in the data
@@ -17,12 +21,43 @@ import hmac
 import secrets
 import threading
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from sovra.audit.keys import create_secret_file, write_secret_file
-from sovra.storage import open_sqlite, private_dir
+from sovra.storage import engine_for, erasing_rows, open_sqlite, private_dir, store_engine
 
 DIGEST_KEY = "digest.key"
 DIGEST_PREFIX = "hmac-sha256:"
+
+_metadata = MetaData()
+subject_keys_t = Table(
+    "subject_keys",
+    _metadata,
+    Column("lookup", LargeBinary, primary_key=True),
+    Column("pseudonym", Text, nullable=False, unique=True),
+    Column("key", LargeBinary, nullable=False),
+)
+index_key_t = Table(
+    "subject_index_key",
+    _metadata,
+    # One row (id 1): the HMAC key that turns a subject id into its lookup, shared by replicas.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary, nullable=False),
+)
 
 
 class Digests:
@@ -44,9 +79,21 @@ class Digests:
 
 
 class SubjectKeys:
-    """Subject → (pseudonym, AES-256 key); `destroy` makes a subject's records unreadable."""
+    """Subject → (pseudonym, AES-256 key); `destroy` makes a subject's records unreadable.
 
-    def __init__(self, directory: Path) -> None:
+    `SubjectKeys(directory)`: the embedded default, `<directory>/subject-keys.sqlite` and
+    `subject-index.key`. `SubjectKeys.shared(url, schema)`: tables `subject_keys` and
+    `subject_index_key` in PostgreSQL schema `schema` (the audit log's).
+    """
+
+    def __init__(self, directory: Path | None = None, *, engine: Engine | None = None) -> None:
+        self._lock = threading.Lock()
+        self._engine = engine
+        if engine is not None:
+            self._index_key = self._shared_index_key(engine)
+            return
+        if directory is None:
+            raise ValueError("SubjectKeys needs a directory or a PostgreSQL engine")
         private_dir(directory)
         index_path = directory / "subject-index.key"
         if not index_path.exists():
@@ -61,17 +108,70 @@ class SubjectKeys:
             secure_delete=True,
             owner_only=True,
         )
-        self._lock = threading.Lock()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS subjects ("
             " lookup BLOB PRIMARY KEY, pseudonym TEXT NOT NULL UNIQUE, key BLOB NOT NULL)"
         )
 
+    @classmethod
+    def shared(cls, url: str, schema: str) -> SubjectKeys:
+        """The subject keys of the PostgreSQL audit log at `url`, in its schema `schema`."""
+        from sovra.audit.pgstore import ddl_lock_name
+
+        # CREATE … IF NOT EXISTS of one schema or table run concurrently fails in the catalog, so
+        # replicas starting together take turns on PostgresStore's advisory lock, on one
+        # connection in one transaction (a second pooled connection could wait on a pool that
+        # the lock's waiters hold). store_engine then finds everything made.
+        with engine_for(url).begin() as conn:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": ddl_lock_name(schema)}
+            )
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            _metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
+        engine = store_engine(url, schema, _metadata)
+        return cls(engine=engine)
+
+    @staticmethod
+    def _shared_index_key(engine: Engine) -> bytes:
+        # ON CONFLICT DO NOTHING, then read: replicas starting together all get the first row.
+        with engine.begin() as conn:
+            conn.execute(
+                pg_insert(index_key_t)
+                .values(id=1, key=secrets.token_bytes(32))
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            key = conn.execute(select(index_key_t.c.key).where(index_key_t.c.id == 1)).scalar_one()
+        return bytes(key)
+
     def _lookup(self, subject: str) -> bytes:
         return hmac.new(self._index_key, subject.encode(), hashlib.sha256).digest()
 
+    def _one(self, stmt: Any) -> Any:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            return conn.execute(stmt).first()
+
     def get_or_create(self, subject: str) -> tuple[str, bytes]:
         lookup = self._lookup(subject)
+        if self._engine is not None:
+            t = subject_keys_t.c
+            wanted = select(t.pseudonym, t.key).where(t.lookup == lookup)
+            row = self._one(wanted)
+            if row is None:
+                # Another replica may insert the same subject meanwhile: the unique lookup
+                # keeps one row, ON CONFLICT drops ours, and the re-select returns the winner.
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        pg_insert(subject_keys_t)
+                        .values(
+                            lookup=lookup,
+                            pseudonym="subject:" + secrets.token_hex(12),
+                            key=secrets.token_bytes(32),
+                        )
+                        .on_conflict_do_nothing(index_elements=["lookup"])
+                    )
+                row = self._one(wanted)
+            return str(row[0]), bytes(row[1])
         with self._lock:
             row = self._db.execute(
                 "SELECT pseudonym, key FROM subjects WHERE lookup = ?", (lookup,)
@@ -89,6 +189,10 @@ class SubjectKeys:
             return str(row[0]), bytes(row[1])
 
     def pseudonym(self, subject: str) -> str | None:
+        if self._engine is not None:
+            t = subject_keys_t.c
+            found = self._one(select(t.pseudonym).where(t.lookup == self._lookup(subject)))
+            return None if found is None else str(found[0])
         with self._lock:
             row = self._db.execute(
                 "SELECT pseudonym FROM subjects WHERE lookup = ?", (self._lookup(subject),)
@@ -96,6 +200,10 @@ class SubjectKeys:
         return None if row is None else str(row[0])
 
     def key_for(self, pseudonym: str) -> bytes | None:
+        if self._engine is not None:
+            t = subject_keys_t.c
+            found = self._one(select(t.key).where(t.pseudonym == pseudonym))
+            return None if found is None else bytes(found[0])
         with self._lock:
             row = self._db.execute(
                 "SELECT key FROM subjects WHERE pseudonym = ?", (pseudonym,)
@@ -105,6 +213,14 @@ class SubjectKeys:
     def destroy(self, subject: str) -> str | None:
         """Delete the subject's key; returns its pseudonym, or None if there was none."""
         lookup = self._lookup(subject)
+        if self._engine is not None:
+            t = subject_keys_t.c
+            # DELETE … RETURNING in one transaction, then VACUUM so the dead row is reclaimed.
+            with erasing_rows(self._engine, "subject_keys") as conn:
+                gone = conn.execute(
+                    delete(subject_keys_t).where(t.lookup == lookup).returning(t.pseudonym)
+                ).first()
+            return None if gone is None else str(gone[0])
         with self._lock:
             row = self._db.execute(
                 "SELECT pseudonym FROM subjects WHERE lookup = ?", (lookup,)
@@ -117,5 +233,7 @@ class SubjectKeys:
             return str(row[0])
 
     def close(self) -> None:
+        if self._engine is not None:
+            return  # the engine is the process's shared pool for this URL (sovra.storage)
         with self._lock:
             self._db.close()
