@@ -1046,7 +1046,10 @@ class EmbeddedIndex:
         """Top k admitted chunks via the graph, or None to fall back to exact search.
 
         The fetch is sized by the filter's selectivity and widened until k admitted candidates
-        are found; each candidate is checked against the exact mask and re-scored exactly.
+        are found; each candidate is checked against the exact mask and re-scored exactly. A
+        fetch reaching `exact_share` of the graph goes exact instead: scoring the admitted rows
+        is then cheaper (at most `total` dot products, where the walk computes about `count` x
+        connectivity) and exact (ann.py says why that matters).
         """
         total = len(graph)
         if total == 0:
@@ -1054,6 +1057,8 @@ class EmbeddedIndex:
         share = admitted / total
         count = max(10 * k, math.ceil(8 * k / share))
         while True:
+            if count >= self._ann_settings.exact_share * total:
+                return None
             keys = graph.search(q, count)
             slots = self._slots_of(keys)
             slots = slots[slots >= 0]
