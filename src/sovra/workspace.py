@@ -360,7 +360,8 @@ class Workspace:
         """The installation's keyed digest of personal text (queries, answers) for the audit
         log: it identifies the text without letting a guessed query be confirmed."""
         if self._digests is None:
-            self._digests = Digests.in_home(self.home)
+            # From the audit log: replicas of a shared one must digest alike (subjects.py).
+            self._digests = self.audit.subjects.digests(self.home)
         return self._digests.of(text)
 
     @property

@@ -15,7 +15,7 @@ import pytest
 from sovra.audit import AuditError, AuditLog
 from sovra.audit.keys import KEY_ENV, write_secret_file
 from sovra.audit.note import NoteSigner
-from sovra.audit.subjects import SubjectKeys
+from sovra.audit.subjects import DIGEST_KEY, Digests, SubjectKeys
 from tests.support.audit import LogFactory, make_event
 
 
@@ -46,6 +46,29 @@ def test_two_subject_key_stores_agree(pg: LogFactory) -> None:
     with psycopg.connect(pg.url, autocommit=True) as conn:
         dump = repr(conn.execute(f"SELECT * FROM {pg.schema}.subject_keys").fetchall())
     assert "alice" not in dump and "bob" not in dump
+
+
+def test_replicas_digest_alike_from_the_first_ones_key(pg: LogFactory, tmp_path: Path) -> None:
+    """An approval binds a keyed digest of what approvers saw; a replica with another key
+    would never count a vote. The first replica's own key seeds the shared one, so digests it
+    made before sharing still match; a later replica's own file is not used."""
+    assert pg.url is not None
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {pg.schema}")
+    home_a, home_b, home_c = (tmp_path / n for n in ("a", "b", "c"))
+    for home in (home_a, home_b, home_c):
+        home.mkdir()
+    before = Digests.in_home(home_a).of("inputs")
+    Digests.in_home(home_b)  # b has a key of its own, which must lose
+    stores = [SubjectKeys.shared(pg.url, pg.schema) for _ in range(3)]
+    try:
+        digests = [s.digests(h) for s, h in zip(stores, (home_a, home_b, home_c), strict=True)]
+        assert {d.of("inputs") for d in digests} == {before}
+        assert Digests.in_home(home_b).of("inputs") != before
+        assert not (home_c / DIGEST_KEY).exists()  # nothing written to a replica's home
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_concurrent_creation_gives_one_key(pg: LogFactory) -> None:

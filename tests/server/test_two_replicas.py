@@ -1,6 +1,6 @@
 """Two real `sovra serve` processes over one PostgreSQL database (issue 18 §2): what one replica
-writes — sessions, API keys and their revocation, rate-limit buckets — the other sees on its
-next request, and killing one (-9) under load costs the other nothing.
+writes — sessions, API keys and their revocation, rate-limit buckets, flow approvals — the other
+sees on its next request, and killing one (-9) under load costs the other nothing.
 
 One synced home, copied per replica (the embedded index is per replica by nature); both
 replicas read the same `sovra.toml` text except `home`, with `[workspace] database_url` naming
@@ -37,6 +37,23 @@ during the test the limit is the burst. The load test's threads stay below it by
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 PASSWORD = "replica-password-1"
+
+WORKFLOW = """\
+name: access
+description: grant access after an approval
+inputs:
+  title: {type: string}
+access: [group:staff]
+actions: [ticket_store]
+steps:
+  - id: approval
+    kind: approve
+    group: it-support
+  - id: record
+    kind: act
+    adapter: ticket_store
+    params: {op: upsert, ticket_id: "${run.id}", fields: {title: "${input.title}", status: granted}}
+"""
 
 
 @dataclass
@@ -118,6 +135,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         # One sync: the directory and the sync state go to PostgreSQL, the index to home-a;
         # home-b gets a copy of it (and of the audit signing key the replicas share).
         sync_site(configs["a"])
+        (root / "home-a" / "workflows").mkdir()
+        (root / "home-a" / "workflows" / "access.yaml").write_text(WORKFLOW, encoding="utf-8")
         shutil.copytree(root / "home-a", root / "home-b")
         accounts = AccountStore.for_config(load_config(configs["a"]))
         keys = {}
@@ -223,6 +242,54 @@ PACE_S = 0.3
 """A load thread sends at most one request per PACE_S: over SERVED_TIMEOUT_S + AFTER_KILL_S
 that stays under BURST, so no thread meets its user's rate limit."""
 QUERY = {"query": "etcd database quota"}
+
+
+def test_an_approval_on_one_replica_continues_a_flow_started_on_the_other(
+    cluster: Cluster,
+) -> None:
+    alice = bearer(cluster.keys["alice"][0])
+    with _client(cluster.a) as a:
+        started = a.post(
+            "/api/v1/flows/access/runs", json={"inputs": {"title": "vpn"}}, headers=alice
+        )
+    assert started.status_code == 201, started.text
+    run = started.json()
+    assert run["status"] == "waiting_approval" and run["requester"] == "alice"
+    # Bob (it-support) approves on B, signed in there: API keys never approve.
+    cookie, csrf = _login(cluster.b, "bob")
+    with _client(cluster.b) as b:
+        b.cookies.set("sovra_session", cookie)
+        inbox = b.get("/api/v1/flows/inbox")
+        assert inbox.status_code == 200, inbox.text
+        assert run["id"] in [item["run"]["id"] for item in inbox.json()]
+        approved = b.post(
+            f"/api/v1/flows/runs/{run['id']}/approve",
+            json={"reason": "ok"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert approved.status_code == 200, approved.text
+    for replica in (cluster.a, cluster.b):
+        with _client(replica) as c:
+            shown = c.get(f"/api/v1/flows/runs/{run['id']}", headers=alice)
+        assert shown.status_code == 200, (replica.name, shown.text)
+        body = shown.json()
+        assert body["status"] == "completed", (replica.name, body)
+        record = [s for s in body["steps"] if s["id"] == "record"]
+        assert len(record) == 1 and record[0]["status"] == "done", (replica.name, record)
+    tickets = _tickets_for(run["id"], cluster)
+    assert tickets == 1, f"the action ran {tickets} times, not once"
+
+
+def _tickets_for(run_id: str, cluster: Cluster) -> int:
+    """How many times the shared ticket store holds the run's ticket (0 or 1)."""
+    from sovra.flows.actions import TicketStore
+
+    config = load_config(cluster.a.config)
+    store = TicketStore.in_home(config.home, config.shared_database_url())
+    try:
+        return int(store.get(run_id) is not None)
+    finally:
+        store.close()
 
 
 def test_killing_one_replica_under_load_costs_the_other_nothing(cluster: Cluster) -> None:

@@ -12,6 +12,11 @@ of the table. There the index key is a one-row table of the same schema (docs/au
 `Digests` is the installation's keyed hash for personal text (queries, answers, reasons, a
 workflow's inputs and outputs): HMAC-SHA256 under a random key kept owner-only in the data
 dir, so a digest in the audit log cannot confirm a guessed query the way a plain SHA-256 can.
+Beside a PostgreSQL audit log the key is a one-row table of the log's schema instead, as
+replicas must agree on it: an approval binds the digest of what the approvers were shown, so a
+vote cast on a replica with another key would never count (an approval given on one replica
+left the run waiting forever). The first replica seeds the row from its own key file, so the
+digests it made before sharing the database still match.
 """
 
 from __future__ import annotations
@@ -58,6 +63,13 @@ index_key_t = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("key", LargeBinary, nullable=False),
 )
+digest_key_t = Table(
+    "digest_key",
+    _metadata,
+    # One row (id 1): the key of `Digests`, shared by replicas.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary, nullable=False),
+)
 
 
 class Digests:
@@ -72,6 +84,27 @@ class Digests:
         # Exclusive create: two processes starting at once agree on the one key written first.
         create_secret_file(path, secrets.token_bytes(32).hex() + "\n")
         return cls(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+
+    @classmethod
+    def shared(cls, engine: Engine, home: Path) -> Digests:
+        """The key every replica of a PostgreSQL audit log reads (its schema's `digest_key`),
+        inserted by the first one from `<home>/digest.key` if it has one, else at random."""
+        path = home / DIGEST_KEY
+        seed = (
+            bytes.fromhex(path.read_text(encoding="ascii").strip())
+            if path.exists()
+            else secrets.token_bytes(32)
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                pg_insert(digest_key_t)
+                .values(id=1, key=seed)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            key = conn.execute(
+                select(digest_key_t.c.key).where(digest_key_t.c.id == 1)
+            ).scalar_one()
+        return cls(bytes(key))
 
     def of(self, text: str | bytes) -> str:
         data = text.encode("utf-8") if isinstance(text, str) else text
@@ -142,6 +175,13 @@ class SubjectKeys:
             )
             key = conn.execute(select(index_key_t.c.key).where(index_key_t.c.id == 1)).scalar_one()
         return bytes(key)
+
+    def digests(self, home: Path) -> Digests:
+        """The installation's `Digests`: beside a PostgreSQL log the key its replicas share,
+        otherwise `<home>/digest.key`."""
+        if self._engine is not None:
+            return Digests.shared(self._engine, home)
+        return Digests.in_home(home)
 
     def _lookup(self, subject: str) -> bytes:
         return hmac.new(self._index_key, subject.encode(), hashlib.sha256).digest()

@@ -144,6 +144,10 @@ class Host(Protocol):
         personal: dict[str, Any] | None = None,
     ) -> dict[str, Any]: ...
 
+    def digest(self, text: str) -> str:
+        """The installation's keyed digest of personal text, the same on every replica."""
+        ...
+
     def action_adapters(self) -> Mapping[str, ActionAdapter]:
         """Every action adapter a step may call, by name, built from the configuration."""
         ...

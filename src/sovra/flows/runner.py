@@ -31,7 +31,6 @@ from dbos import DBOS, SetWorkflowID
 from sqlalchemy import Connection, text
 
 from sovra.answer import readable
-from sovra.audit.subjects import Digests
 from sovra.domain import Principal, QueryOptions
 from sovra.flows.base import ActionAdapter, ActionError, Classifier, FlowError, Host
 from sovra.flows.definition import (
@@ -111,12 +110,11 @@ class Engine:
         self._classifiers = dict(classifiers or {})
         self._lock: IO[str] | None = None
         self._shared_lock: Connection | None = None
-        self._digests = Digests.in_home(host.home)
 
     def sha(self, value: Any) -> str:
         """The installation's keyed digest of a JSON value (inputs, outputs, reasons): it
         identifies what was seen without letting a guess be confirmed from the audit log."""
-        return self._digests.of(json.dumps(value, sort_keys=True, default=str))
+        return self.ws.digest(json.dumps(value, sort_keys=True, default=str))
 
     def approved_digest(self, run: Run, wf: Workflow, approval_index: int) -> str:
         """The digest of what an approval step's approvers are shown: the run's inputs and
