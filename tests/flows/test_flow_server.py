@@ -16,24 +16,8 @@ from sovra.flows.actions import TicketStore
 from sovra.server import ServerSettings, create_app
 from sovra.server.accounts import AccountStore
 from sovra.workspace import Workspace
+from tests.support.flows import ACCESS_WORKFLOW as WORKFLOW
 from tests.support.flows import make_site
-
-WORKFLOW = """\
-name: access
-description: grant access after an approval
-inputs:
-  title: {type: string}
-access: [group:staff]
-actions: [ticket_store]
-steps:
-  - id: approval
-    kind: approve
-    group: it-support
-  - id: record
-    kind: act
-    adapter: ticket_store
-    params: {op: upsert, ticket_id: "${run.id}", fields: {title: "${input.title}", status: granted}}
-"""
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 from sovra.config import load_config
 from sovra.server.accounts import AccountStore
 from tests.support.demo_site import SERVER_FILES, sync_site, write_site
+from tests.support.flows import ACCESS_WORKFLOW as WORKFLOW
 from tests.support.server import RUNBOOK, bearer, free_port
 from tests.support.shared_db import fresh_database
 
@@ -37,23 +38,6 @@ during the test the limit is the burst. The load test's threads stay below it by
 START_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 PASSWORD = "replica-password-1"
-
-WORKFLOW = """\
-name: access
-description: grant access after an approval
-inputs:
-  title: {type: string}
-access: [group:staff]
-actions: [ticket_store]
-steps:
-  - id: approval
-    kind: approve
-    group: it-support
-  - id: record
-    kind: act
-    adapter: ticket_store
-    params: {op: upsert, ticket_id: "${run.id}", fields: {title: "${input.title}", status: granted}}
-"""
 
 
 @dataclass

@@ -233,3 +233,22 @@ class FakeIndex:
 
     def chunks_of(self, doc_id: str) -> list[Chunk]:
         return [self.docs[doc_id]] if doc_id in self.docs else []
+
+
+ACCESS_WORKFLOW = """\
+name: access
+description: grant access after an approval
+inputs:
+  title: {type: string}
+access: [group:staff]
+actions: [ticket_store]
+steps:
+  - id: approval
+    kind: approve
+    group: it-support
+  - id: record
+    kind: act
+    adapter: ticket_store
+    params: {op: upsert, ticket_id: "${run.id}", fields: {title: "${input.title}", status: granted}}
+"""
+"""One approval by it-support, then a ticket-store upsert: the smallest workflow that acts."""
