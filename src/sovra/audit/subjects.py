@@ -72,6 +72,22 @@ digest_key_t = Table(
 )
 
 
+def _read_key(path: Path) -> bytes:
+    """A key file written by sovra: hex, one line."""
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+
+
+def _shared_key(engine: Engine, table: Table, seed: bytes) -> bytes:
+    """The key in one-row `table` (id 1), inserted as `seed` if there is none yet. ON CONFLICT
+    DO NOTHING, then read: replicas starting together all get the first row."""
+    with engine.begin() as conn:
+        conn.execute(
+            pg_insert(table).values(id=1, key=seed).on_conflict_do_nothing(index_elements=["id"])
+        )
+        key = conn.execute(select(table.c.key).where(table.c.id == 1)).scalar_one()
+    return bytes(key)
+
+
 class Digests:
     """Keyed digests of one installation (`<home>/digest.key`, 0600, made on first use)."""
 
@@ -83,28 +99,15 @@ class Digests:
         path = home / DIGEST_KEY
         # Exclusive create: two processes starting at once agree on the one key written first.
         create_secret_file(path, secrets.token_bytes(32).hex() + "\n")
-        return cls(bytes.fromhex(path.read_text(encoding="ascii").strip()))
+        return cls(_read_key(path))
 
     @classmethod
     def shared(cls, engine: Engine, home: Path) -> Digests:
         """The key every replica of a PostgreSQL audit log reads (its schema's `digest_key`),
         inserted by the first one from `<home>/digest.key` if it has one, else at random."""
         path = home / DIGEST_KEY
-        seed = (
-            bytes.fromhex(path.read_text(encoding="ascii").strip())
-            if path.exists()
-            else secrets.token_bytes(32)
-        )
-        with engine.begin() as conn:
-            conn.execute(
-                pg_insert(digest_key_t)
-                .values(id=1, key=seed)
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-            key = conn.execute(
-                select(digest_key_t.c.key).where(digest_key_t.c.id == 1)
-            ).scalar_one()
-        return cls(bytes(key))
+        seed = _read_key(path) if path.exists() else secrets.token_bytes(32)
+        return cls(_shared_key(engine, digest_key_t, seed))
 
     def of(self, text: str | bytes) -> str:
         data = text.encode("utf-8") if isinstance(text, str) else text
@@ -123,7 +126,7 @@ class SubjectKeys:
         self._lock = threading.Lock()
         self._engine = engine
         if engine is not None:
-            self._index_key = self._shared_index_key(engine)
+            self._index_key = _shared_key(engine, index_key_t, secrets.token_bytes(32))
             return
         if directory is None:
             raise ValueError("SubjectKeys needs a directory or a PostgreSQL engine")
@@ -163,18 +166,6 @@ class SubjectKeys:
             _metadata.create_all(conn.execution_options(schema_translate_map={None: schema}))
         engine = store_engine(url, schema, _metadata)
         return cls(engine=engine)
-
-    @staticmethod
-    def _shared_index_key(engine: Engine) -> bytes:
-        # ON CONFLICT DO NOTHING, then read: replicas starting together all get the first row.
-        with engine.begin() as conn:
-            conn.execute(
-                pg_insert(index_key_t)
-                .values(id=1, key=secrets.token_bytes(32))
-                .on_conflict_do_nothing(index_elements=["id"])
-            )
-            key = conn.execute(select(index_key_t.c.key).where(index_key_t.c.id == 1)).scalar_one()
-        return bytes(key)
 
     def digests(self, home: Path) -> Digests:
         """The installation's `Digests`: beside a PostgreSQL log the key its replicas share,

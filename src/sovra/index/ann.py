@@ -71,8 +71,9 @@ class AnnSettings:
     `mode`: `off` never builds one; `on` always uses it; `auto` once at least `min_chunks`
     vectors are indexed. A filtered search goes exact when it admits at most `exact_max` rows
     or its over-fetch would reach `exact_share` of the graph (above 1: never by share, which
-    tests use to drive every search through the graph). HNSW parameters: `connectivity` (M), `expansion_add` (efConstruction)
-    and `expansion_search` (ef, raised to the candidate count of each query).
+    tests use to drive every search through the graph). HNSW parameters: `connectivity` (M),
+    `expansion_add` (efConstruction) and `expansion_search` (ef, raised to the candidate count
+    of each query).
     """
 
     mode: AnnMode = "auto"
