@@ -30,6 +30,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool, QueuePool
 
 PRIVATE_DIR_MODE = 0o700
@@ -309,8 +310,15 @@ def store_engine(
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         engine = engine.execution_options(schema_translate_map={None: schema})
-    with engine.begin() as conn:
-        metadata.create_all(conn)
+    try:
+        with engine.begin() as conn:
+            metadata.create_all(conn)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        # Another process (a second replica, a CLI beside the server) created a table between
+        # create_all's existence check and its CREATE; the second pass finds it there. An error
+        # of another kind repeats here and propagates.
+        with engine.begin() as conn:
+            metadata.create_all(conn)
     return engine
 
 

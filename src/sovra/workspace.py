@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -283,6 +284,8 @@ The flows run store (`flows-state.db` → schema `sovra_flows`), the action ledg
 (`action-ledger.db` → `sovra_actions`) and the stand-in ticket system (`tickets.db` →
 `sovra_tickets`) follow it too, and the audit subject keys follow the audit log: with a
 PostgreSQL log they sit in its schema."""
+_T = TypeVar("_T")
+
 LOCAL_ONLY_STORES: tuple[str, ...] = ()
 """Stores still on a local SQLite file: with `database_url` set, the workspace refuses to open
 until each moves to SHARED_STORES (issue 18 §2)."""
@@ -304,6 +307,24 @@ class Workspace:
         self._recent: RecentQuestions | None = None
         self._generators: dict[str, Generator] = {}
         self._digests: Digests | None = None
+        # Re-entrant: opening the index asks for the embedder's dimension.
+        self._opening = threading.RLock()
+
+    def _once(self, name: str, make: Callable[[], _T]) -> _T:
+        """The store or model held in attribute `name`, made by `make` once per workspace.
+
+        Request threads reach a lazily opened store together on a server's first requests; two
+        makers at once created one SQLite table twice and the loser's request failed with a 500
+        (the load benchmark's first seconds). Double-checked under one lock: after the first
+        open, a read is one attribute lookup."""
+        value: _T | None = getattr(self, name)
+        if value is None:
+            with self._opening:
+                value = getattr(self, name)
+                if value is None:
+                    value = make()
+                    setattr(self, name, value)
+        return value
 
     @classmethod
     def open(cls, config: Config, *, serving: bool = False) -> Workspace:
@@ -320,16 +341,15 @@ class Workspace:
 
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = embedder_for(self.config, serving=self.serving)
-        return self._embedder
+        return self._once("_embedder", lambda: embedder_for(self.config, serving=self.serving))
 
     @property
     def index(self) -> Index:
-        if self._index is None:
-            from sovra.index import AnnSettings, open_index
+        from sovra.index import AnnSettings, open_index
 
-            self._index = open_index(
+        return self._once(
+            "_index",
+            lambda: open_index(
                 self.home / "index",
                 backend=self.config.index.backend,
                 dimension=self.embedder.dimension,
@@ -339,44 +359,42 @@ class Workspace:
                 ann=AnnSettings(
                     mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
                 ),
-            )
-        return self._index
+            ),
+        )
 
     @property
     def state(self) -> StateStore:
-        if self._state is None:
-            from sovra.ingest import StateStore
+        from sovra.ingest import StateStore
 
-            self._state = StateStore(self.config.shared_database_url() or self.home / "state.db")
-        return self._state
+        return self._once(
+            "_state",
+            lambda: StateStore(self.config.shared_database_url() or self.home / "state.db"),
+        )
 
     @property
     def audit(self) -> AuditLog:
-        if self._audit is None:
-            self._audit = open_audit_log(self.config)
-        return self._audit
+        return self._once("_audit", lambda: open_audit_log(self.config))
 
     def digest(self, text: str) -> str:
         """The installation's keyed digest of personal text (queries, answers) for the audit
         log: it identifies the text without letting a guessed query be confirmed."""
-        if self._digests is None:
-            # From the audit log: replicas of a shared one must digest alike (subjects.py).
-            self._digests = self.audit.subjects.digests(self.home)
-        return self._digests.of(text)
+        # From the audit log: replicas of a shared one must digest alike (subjects.py).
+        return self._once("_digests", lambda: self.audit.subjects.digests(self.home)).of(text)
 
     @property
     def feedback_store(self) -> FeedbackStore:
-        if self._feedback is None:
-            self._feedback = FeedbackStore.in_home(self.home, self.config.shared_database_url())
-        return self._feedback
+        return self._once(
+            "_feedback", lambda: FeedbackStore.in_home(self.home, self.config.shared_database_url())
+        )
 
     @property
     def recent_store(self) -> RecentQuestions:
-        if self._recent is None:
-            from sovra.answer.recent import RecentQuestions
+        from sovra.answer.recent import RecentQuestions
 
-            self._recent = RecentQuestions.in_home(self.home, self.config.shared_database_url())
-        return self._recent
+        return self._once(
+            "_recent",
+            lambda: RecentQuestions.in_home(self.home, self.config.shared_database_url()),
+        )
 
     def recent_questions(self, principal: Principal, limit: int = 10) -> list[str]:
         """The principal's own recent questions, newest first (never another user's)."""
@@ -384,25 +402,26 @@ class Workspace:
 
     @property
     def usage_ledger(self) -> UsageLedger:
-        if self._usage is None:
-            from sovra.policy.usage import UsageLedger
+        from sovra.policy.usage import UsageLedger
 
-            self._usage = UsageLedger.in_home(self.home, self.config.shared_database_url())
-        return self._usage
+        return self._once(
+            "_usage", lambda: UsageLedger.in_home(self.home, self.config.shared_database_url())
+        )
 
     @property
     def query_log(self) -> QueryVectorLog:
         """Query embeddings (no text, no user) for drift monitoring (`sovra monitor`)."""
-        if self._queries is None:
-            from sovra.search.query_log import QueryVectorLog
+        from sovra.search.query_log import QueryVectorLog
 
-            g = self.config.govern
-            self._queries = QueryVectorLog.in_home(
+        g = self.config.govern
+        return self._once(
+            "_queries",
+            lambda: QueryVectorLog.in_home(
                 self.home,
                 retention_days=g.reference_days + g.current_days,
                 engine=self.config.shared_database_url(),
-            )
-        return self._queries
+            ),
+        )
 
     @property
     def monitored_model(self) -> str:
@@ -618,8 +637,11 @@ class Workspace:
         local: the router's decision is not the only line of defence."""
         gen = self._generators.get(endpoint.name)
         if gen is None:
-            gen = generator_for(endpoint, self.home, airgap=self.config.egress.airgap)
-            self._generators[endpoint.name] = gen
+            with self._opening:  # one model load, even for concurrent first questions
+                gen = self._generators.get(endpoint.name)
+                if gen is None:
+                    gen = generator_for(endpoint, self.home, airgap=self.config.egress.airgap)
+                    self._generators[endpoint.name] = gen
         return gen
 
     def _log_decision(self, principal: Principal, decision: object, hits: Sequence[Any]) -> None:
