@@ -31,14 +31,6 @@ from tests.support.demo_site import LOAD_FILES, write_site
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "load.json"
-SERVER = """
-import sys, uvicorn
-from sovra.config import load_config
-from sovra.server import ServerSettings, create_app
-from pathlib import Path
-app = create_app(load_config(Path(sys.argv[1])), ServerSettings())
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=False, log_level="warning")
-"""
 
 
 def sovra(root: Path, *args: str) -> str:
@@ -52,8 +44,10 @@ def sovra(root: Path, *args: str) -> str:
     return proc.stdout
 
 
-def build_site(root: Path) -> dict[str, str]:
-    write_site(root, LOAD_FILES)
+def build_site(root: Path, extra_config: str = "") -> dict[str, str]:
+    cfg = write_site(root, LOAD_FILES)
+    if extra_config:
+        cfg.write_text(cfg.read_text(encoding="utf-8") + extra_config, encoding="utf-8")
     sovra(root, "init", "--demo-directory")
     sovra(root, "source", "sync", "--all")
     from sovra.server.accounts import AccountStore
@@ -63,6 +57,40 @@ def build_site(root: Path) -> dict[str, str]:
         return {u: accounts.create_key(u, "bench")[0] for u in ("alice", "carol")}
     finally:
         accounts.close()
+
+
+def start_server(
+    config: Path, port: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """The real `sovra serve` (its own logging set-up) in a child process, output to `log`."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "sovra"),
+                "--config",
+                str(config),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"server exited: {log.read_text(encoding='utf-8')[-2000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit("server did not become ready in 300 s")
 
 
 def free_port() -> int:
@@ -108,20 +136,10 @@ def main() -> None:
         print(f"site synced in {time.perf_counter() - started:.0f}s", flush=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(root / "sovra.toml"), str(port)], env=env
-        )
+        log = root / "serve.log"
+        server = start_server(root / "sovra.toml", port, env, log)
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("server did not become ready")
-                time.sleep(1)
+            wait_ready(url, server, log)
             proc = psutil.Process(server.pid)
             rss: list[float] = [proc.memory_info().rss / 2**20]
             locust_env = env | {"SOVRA_BENCH_KEYS": ",".join(f"{u}={k}" for u, k in keys.items())}

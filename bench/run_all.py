@@ -26,6 +26,8 @@ PLAIN = [
     "bench.bench_ask_cpu",
     "bench.bench_request_cpu",
     "bench.bench_embed",
+    "bench.bench_throughput",  # saturated req/s and half-load p99 of search and ask
+    "bench.bench_load",  # the 50-user locust soak (5 minutes)
     "bench.bench_triage",  # needs a synced demo home: `make demo` first
     "bench.bench_ray_ingest",
 ]
