@@ -244,25 +244,6 @@ def test_model_slot_released_when_a_stream_is_abandoned(workspace: Workspace) ->
     slots._slots.release()
 
 
-def test_model_slots_run_model_and_blas_work_on_one_thread_each(workspace: Workspace) -> None:
-    """Slots already bound concurrency to the cores: a BLAS call that spread over them too spun
-    against the other slots (a third of a search's CPU on the demo index)."""
-    import torch
-    from threadpoolctl import threadpool_info, threadpool_limits  # type: ignore[import-untyped]
-
-    from sovra.server.slots import ModelSlots
-
-    torch_threads = torch.get_num_threads()
-    try:
-        with threadpool_limits(limits=2, user_api="blas"):  # restores the original on exit
-            ModelSlots(workspace, model_slots=2)
-            blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
-            assert blas and set(blas) == {1}
-            assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(torch_threads)
-
-
 def test_ask_hands_the_principal_to_the_router(
     workspace: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,13 +32,8 @@ class ModelSlots:
             # calls spin against each other (measured: 1.4-1.8 s per question embedding with
             # two threads under load, 68-113 ms with one). One intra-op thread per call.
             import torch
-            from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
             torch.set_num_threads(1)
-            # numpy's BLAS too (the vector scan, answer scoring): with two threads, the helper
-            # thread spin-waits after each product and took 13.6 of 24.9 ms CPU per search on
-            # the 18k-chunk demo index; one thread: 8.3 ms per search (docs/benchmarks.md).
-            threadpool_limits(limits=1, user_api="blas")
 
     def warm(self) -> None:
         """Open every store and load the model now, not on the first request."""
