@@ -46,6 +46,7 @@ from bench.bench_index import (
     doc_access,
     machine,
     measure_filter,
+    pct,
     query_vectors,
     real_queries,
 )
@@ -70,7 +71,38 @@ def start_server(root: Path) -> tuple[Any, str]:
     return server, app.render_as_string(hide_password=False)
 
 
-def run_postgres(url: str, vector_type: str, n: int, n_queries: int) -> dict[str, Any]:
+def vector_sweep(
+    idx: Any,
+    flt: Any,
+    mask: np.ndarray,
+    pieces: list[Any],
+    vecs: np.ndarray,
+    qvecs: np.ndarray,
+) -> dict[str, Any]:
+    """Vector recall@10 and latency only, for one filter at the index's current ef_search."""
+    rows = np.flatnonzero(mask)
+    sub = vecs[rows]
+    times: list[float] = []
+    recall: list[float] = []
+    for qv in qvecs:
+        a = time.perf_counter()
+        got = {h.chunk.id for h in idx.search_vector(qv, 10, flt)}
+        times.append(time.perf_counter() - a)
+        exact = {
+            f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
+            for r in rows[np.argsort(-(sub @ qv))[:10]]
+        }
+        recall.append(len(got & exact) / max(1, min(10, len(exact))))
+    return {
+        "vector_p50_ms": pct(times, 50),
+        "vector_p99_ms": pct(times, 99),
+        "vector_recall_at_10": round(float(np.mean(recall)), 4),
+    }
+
+
+def run_postgres(
+    url: str, vector_type: str, n: int, n_queries: int, ef_values: list[int]
+) -> dict[str, Any]:
     from sqlalchemy import text
 
     from sovra.domain import Chunk, SearchFilter
@@ -112,9 +144,21 @@ def run_postgres(url: str, vector_type: str, n: int, n_queries: int) -> dict[str
     for q, lang in queries[:20]:  # warm-up
         idx.search_text(q, lang, 10, filters["broad"])
         idx.search_vector(qvecs[0], 10, filters["broad"])
+    masks = {
+        name: np.asarray([not flt.access_tokens.isdisjoint(a) for a in access])
+        for name, flt in filters.items()
+    }
     for name, flt in filters.items():
-        mask = np.asarray([not flt.access_tokens.isdisjoint(a) for a in access])
-        out["filters"][name] = measure_filter(idx, flt, mask, pieces, vecs, queries, qvecs)
+        out["filters"][name] = measure_filter(idx, flt, masks[name], pieces, vecs, queries, qvecs)
+    out["ef_search"] = idx.ef_search
+    # The same index at other ef_search values: vector search only (text does not depend on it).
+    out["ef_search_sweep"] = {}
+    for ef in ef_values:
+        idx.ef_search = ef
+        out["ef_search_sweep"][str(ef)] = {
+            name: vector_sweep(idx, flt, masks[name], pieces, vecs, qvecs)
+            for name, flt in filters.items()
+        }
     with idx._engine.begin() as conn:
         conn.execute(text("SELECT set_config('sovra.ingest', 'on', true)"))
         sizes = conn.execute(
@@ -147,11 +191,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--backends", default="embedded,postgres-vector,postgres-halfvec")
     ap.add_argument("--url", default=os.environ.get("SOVRA_BENCH_PG_URL"))
+    ap.add_argument(
+        "--ef-search",
+        default="40,100,200,400",
+        help="hnsw.ef_search values swept for vector recall/latency (comma-separated)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(run_postgres(args.url, args.worker, args.n, args.queries)))
+        efs = [int(v) for v in args.ef_search.split(",") if v]
+        print(json.dumps(run_postgres(args.url, args.worker, args.n, args.queries, efs)))
         return
     pieces = real_pieces()
     if not FAKE:
@@ -176,6 +226,7 @@ def main() -> None:
                 else:
                     vt = backend.removeprefix("postgres-")
                     cmd = ["-m", "bench.bench_pgindex", "--worker", vt, "--url", str(url)]
+                    cmd += ["--ef-search", args.ef_search]
                 proc = subprocess.run(
                     [sys.executable, *cmd, "--n", str(args.n), "--queries", str(args.queries)],
                     capture_output=True,

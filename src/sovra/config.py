@@ -356,6 +356,9 @@ class IndexConfig(_Strict):
     """postgres only: the schema holding this workspace's index tables."""
     vector_type: Literal["vector", "halfvec"] = "vector"
     """postgres only: float32 (`vector`) or float16 (`halfvec`, half the memory and disk)."""
+    ef_search: int = Field(default=100, ge=1, le=1000)
+    """postgres only: HNSW candidates per scan step (`hnsw.ef_search`); higher = better recall,
+    slower vector search (docs/scale-out.md has the measured trade-off)."""
 
     # Approximate (HNSW) vector search in the embedded engine: "auto" switches it on from
     # ann_min_chunks embedded chunks (docs/configuration.md, `[index]`).

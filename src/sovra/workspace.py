@@ -356,6 +356,7 @@ class Workspace:
                 url=self.config.index_url(),
                 schema=self.config.index.pg_schema,
                 vector_type=self.config.index.vector_type,
+                ef_search=self.config.index.ef_search,
                 ann=AnnSettings(
                     mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
                 ),

@@ -207,3 +207,135 @@ def test_ts_rank_mode_uses_the_chunks_language_and_only_its_own_lexemes(
         assert idx.search_text("server", "en", 5, public)[0].score == before
     finally:
         idx.close()
+
+
+def _selective_corpus(idx: PostgresIndex) -> tuple[np.ndarray, list[str], list[str]]:
+    """3,000 chunks in 32 dimensions, 1 in 100 readable by group:rare: (vectors, ids, rare ids)."""
+    rng = np.random.default_rng(11)
+    vecs = rng.normal(size=(3000, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    docs = {}
+    names, rare = [], []
+    for i, v in enumerate(vecs):
+        access = ("all", "group:rare") if i % 100 == 0 else ("all",)
+        docs[f"d{i}"] = [chunk(f"d{i}", 0, embedding=list(v), access=access)]
+        names.append(f"d{i}#0")
+        if i % 100 == 0:
+            rare.append(f"d{i}#0")
+    idx.replace_documents(docs)
+    return vecs, names, rare
+
+
+def test_vector_search_is_exact_under_a_selective_filter(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    """Up to `exact_max_rows` admitted chunks every distance is computed: an HNSW scan under a
+    1 % filter returns k admitted rows, but not necessarily the k nearest, so the plan must not
+    touch the graph and the hits are exactly the brute-force ones."""
+    idx = PostgresIndex(pg_app_url, 32, schema=_schema(request), ef_search=1)
+    try:
+        vecs, names, rare = _selective_corpus(idx)
+        with idx._engine.begin() as conn:
+            conn.execute(text(f"ANALYZE {idx.schema}.chunks"))
+        flt = SearchFilter(frozenset({"group:rare"}))
+        q = unit(np.random.default_rng(5), 32)
+        hits = idx.search_vector(q, 10, flt)
+        rare_rows = [names.index(r) for r in rare]
+        best = sorted(rare_rows, key=lambda r: -float(vecs[r] @ np.asarray(q)))[:10]
+        assert ids(hits) == [names[r] for r in best]
+        scores = [float(vecs[r] @ np.asarray(q)) for r in best]
+        assert [h.score for h in hits] == pytest.approx(scores, abs=1e-5)
+        assert "chunks_embedding" not in _vector_plan(idx, q, flt)
+    finally:
+        idx.drop()
+        idx.close()
+
+
+def test_vector_search_walks_the_graph_above_exact_max_rows(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    idx = PostgresIndex(pg_app_url, 32, schema=_schema(request), exact_max_rows=100)
+    try:
+        _, _, rare = _selective_corpus(idx)
+        with idx._engine.begin() as conn:
+            conn.execute(text(f"ANALYZE {idx.schema}.chunks"))
+        q = unit(np.random.default_rng(5), 32)
+        broad = SearchFilter(frozenset({"all"}))
+        # Whether the graph or a scan serves it is the planner's choice here (3,000 rows).
+        assert len(idx.search_vector(q, 10, broad)) == 10
+        # 30 admitted rows <= 100: exact again, whatever the planner would pick.
+        hits = idx.search_vector(q, 10, SearchFilter(frozenset({"group:rare"})))
+        assert len(hits) == 10 and set(ids(hits)) <= set(rare)
+    finally:
+        idx.drop()
+        idx.close()
+
+
+def _vector_plan(idx: PostgresIndex, q: list[float], flt: SearchFilter) -> str:
+    with idx._read(flt) as conn:
+        sql, params = idx._vector_query(conn, np.asarray(q, dtype=np.float32), 10, flt)
+        return "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), params))
+
+
+def test_ef_search_out_of_range_is_refused_with_its_name(
+    pg_app_url: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(IndexError_, match="ef_search"):
+        PostgresIndex(pg_app_url, DIM, schema="x", ef_search=0)
+    with pytest.raises(ConfigError, match="ef_search"):
+        parse_config({"index": {"backend": "postgres", "ef_search": 5000}}, tmp_path)
+
+
+def test_the_ingestion_token_in_a_filter_admits_nothing(index: PostgresIndex) -> None:
+    _corpus(index)
+    forged = SearchFilter(frozenset({"sovra:ingest"}))
+    assert index.count(forged) == 0
+    assert index.search_text("payroll", "en", 10, forged) == []
+    assert index.search_vector(unit(np.random.default_rng(1)), 10, forged) == []
+    assert index.count() == 2  # ingestion's own view still sees every row
+
+
+def test_a_version_1_index_is_upgraded_in_place_on_open(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    schema = _schema(request)
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
+    _corpus(idx)
+    with idx._engine.begin() as conn:  # back to version 1's shape: no `visible`, two policies
+        for table in ("chunks", "sentences"):
+            for policy in ("read", "insert", "update", "delete"):
+                conn.execute(text(f"DROP POLICY {table}_{policy} ON {schema}.{table}"))
+            conn.execute(text(f"ALTER TABLE {schema}.{table} DROP COLUMN visible"))
+            conn.execute(
+                text(
+                    f"CREATE POLICY {table}_read ON {schema}.{table} FOR SELECT USING (access &&"
+                    " string_to_array(current_setting('sovra.tokens', true), ','))"
+                )
+            )
+        conn.execute(text(f"UPDATE {schema}.meta SET value = '1' WHERE key = 'schema_version'"))
+    idx.close()
+    again = PostgresIndex(pg_app_url, DIM, schema=schema)
+    try:
+        public = SearchFilter(frozenset({"public"}))
+        assert ids(again.search_text("payroll", "en", 10, public)) == ["open#0"]
+        assert again.count() == 2
+        with again._engine.begin() as conn:
+            version = conn.execute(
+                text(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
+            ).scalar()
+            policies = {
+                r[0]
+                for r in conn.execute(
+                    text("SELECT polname FROM pg_policy WHERE polrelid = CAST(:t AS regclass)"),
+                    {"t": f"{schema}.chunks"},
+                )
+            }
+        assert version == "2"
+        assert policies == {"chunks_read", "chunks_insert", "chunks_update", "chunks_delete"}
+    finally:
+        again.drop()
+        again.close()

@@ -28,9 +28,11 @@ def open_index(
     vector_type: str = "vector",
     text_ranking: str = "bm25",
     ann: AnnSettings | None = None,
+    ef_search: int | None = None,
 ) -> Index:
     """Open (or create) the index in directory `path` for `dimension`-long embeddings
-    (`ann`: the embedded engine's approximate vector search settings)."""
+    (`ann`: the embedded engine's approximate vector search settings; `ef_search`: the postgres
+    backend's HNSW candidates per scan step, None = its default)."""
     if backend == "embedded":
         return EmbeddedIndex(path, dimension, ann=ann)
     if backend == "lance":
@@ -43,10 +45,15 @@ def open_index(
                 "the postgres index backend needs a database: set [index] url (env:NAME or "
                 "file:/path) or [workspace] database_url"
             )
-        from sovra.index.postgres import PostgresIndex
+        from sovra.index.postgres import HNSW_EF_SEARCH, PostgresIndex
 
         return PostgresIndex(
-            url, dimension, schema=schema, vector_type=vector_type, text_ranking=text_ranking
+            url,
+            dimension,
+            schema=schema,
+            vector_type=vector_type,
+            text_ranking=text_ranking,
+            ef_search=HNSW_EF_SEARCH if ef_search is None else ef_search,
         )
     raise IndexError_(f"unknown index backend {backend!r}; use one of {', '.join(BACKENDS)}")
 

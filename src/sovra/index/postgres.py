@@ -3,23 +3,28 @@
 Why this shape (docs/scale-out.md "## Index backend" has the measurements):
 
 * **One table of chunks** in its own schema, with the governance labels as plain indexed columns
-  (`access text[]` under GIN, classification, residency, source, language, modified_at) and the
+  (`access text[]`, classification, residency, source, language, modified_at) and the
   embedding as `vector(d)` or `halfvec(d)` under an HNSW cosine index.
 * **Row-level security** (ENABLE + FORCE) keyed on per-transaction settings: a read sees only
-  rows whose `access` overlaps `sovra.tokens`, which every search sets from its SearchFilter with
-  `set_config(..., true)` inside its own transaction. SQL that sets nothing sees nothing (unknown
-  means deny), also a hand-written query through sovra's connection. Writes run with
-  `sovra.ingest = on`. The connecting role must be neither superuser nor BYPASSRLS (checked on
-  open: those roles skip RLS); deployments give the tables to another owner role
-  (`PostgresIndex.install`) so sovra's role cannot switch RLS off either.
+  rows whose `visible` (`access` plus INGEST_TOKEN, a generated column under GIN) overlaps
+  `sovra.tokens`, which every search sets from its SearchFilter with `set_config(..., true)`
+  inside its own transaction. SQL that sets nothing sees nothing (unknown means deny), also a
+  hand-written query through sovra's connection. Ingestion reads with INGEST_TOKEN as its only
+  token and writes with `sovra.ingest = on`. The one SELECT policy is what makes the GIN index
+  usable: PostgreSQL never pushes the filter's own (not leakproof) array operators below row
+  security, so only the policy's qual can be an index condition. The connecting role must be
+  neither superuser nor BYPASSRLS (checked on open: those roles skip RLS); deployments give the
+  tables to another owner role (`PostgresIndex.install`) so sovra's role cannot switch RLS off.
 * **Full text = BM25 in SQL over sovra's own analyser terms.** Each chunk stores the terms and
   term frequencies `analyze_document` gives (the same stems, bigrams and stop words as the
   embedded engine), under GIN. Collection statistics (N, df, average length) are computed in the
   same transaction over the admitted rows only, and RLS hides the others from those aggregates
   as well, so no score depends on a document the caller cannot read. (PostgreSQL's `ts_rank`
   would be per-document only, but measured worse: docs/scale-out.md.)
-* **Vectors**: HNSW with `hnsw.iterative_scan = relaxed_order`, so a selective permission filter
-  still returns k rows; the outer query re-sorts the relaxed order exactly.
+* **Vectors**: up to EXACT_MAX_ROWS admitted chunks (counted per filter and write generation),
+  exact distances over them; above, HNSW with `hnsw.iterative_scan = relaxed_order`, so a
+  filter still returns k rows, and the outer query re-sorts the relaxed order exactly. The plan
+  is chosen here, from the real count, not by the planner, which cannot estimate the policy.
 * **Citus-ready SQL**: the distribution column is `document_id` (part of every primary key), no
   sequences in keys, no cross-table foreign keys, no triggers; see docs/scale-out.md.
 """
@@ -53,7 +58,9 @@ from sovra.index.base import (
 )
 from sovra.index.embedded import _hashable
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+"""2: reads are admitted by `visible` (access plus INGEST_TOKEN) under one indexable policy;
+an index of version 1 is upgraded in place on open by its owner."""
 BM25_K1 = 1.2
 BM25_B = 0.75
 VECTOR_TYPES = ("vector", "halfvec")
@@ -76,7 +83,12 @@ def regconfig(language: str) -> str:
 
 
 HNSW_EF_SEARCH = 100
-"""Candidates per HNSW scan step; iterative scans continue past it until k admitted rows."""
+"""Default candidates per HNSW scan step (`[index] ef_search`); iterative scans continue past it
+until k admitted rows. Higher buys recall with latency: docs/scale-out.md has the sweep."""
+
+EXACT_MAX_ROWS = 20_000
+"""At most this many admitted chunks: vector search computes every distance instead of
+walking the HNSW graph (exact recall; the cost is that of reading those rows' vectors)."""
 
 _F32 = npt.NDArray[np.float32]
 _I32 = npt.NDArray[np.int32]
@@ -89,6 +101,14 @@ _TOKENS = (
     "(SELECT coalesce(nullif(current_setting('sovra.tokens', true), '')::text[], '{}'::text[]))"
 )
 _INGEST = "(SELECT coalesce(current_setting('sovra.ingest', true), '') = 'on')"
+INGEST_TOKEN = "sovra:ingest"
+"""Every row's `visible` holds it besides its access tokens: ingestion's reads set it as their
+only token and see every row. A search never carries it (`_read` drops it from any filter).
+
+Why not a second permissive policy `USING (sovra.ingest = on)`, as version 1 had: PostgreSQL
+ORs permissive policies, and `access && tokens OR <setting>` cannot use the GIN index, while the
+filter's own `access && ...` is not leakproof and so is never pushed below row security as an
+index condition. Every read was a sequential scan of the whole table (docs/scale-out.md)."""
 
 
 def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> list[str]:
@@ -121,6 +141,7 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             tsv tsvector,
             PRIMARY KEY (document_id, id)
         ) WITH (toast_tuple_target = 512)""",
+        _visible_column(s, "chunks"),
         # Keep the row the text and filter scans read small: text, title and embedding go out of
         # line (read only for the k rows returned; HNSW holds its own copy of the vectors), the
         # term arrays stay in the row (compressed if need be) so a scan detoasts nothing else.
@@ -133,7 +154,8 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             for col in ("terms", "tfs")
         ),
         f"CREATE INDEX IF NOT EXISTS chunks_id ON {s}.chunks (id)",
-        f"CREATE INDEX IF NOT EXISTS chunks_access ON {s}.chunks USING gin (access)",
+        f"DROP INDEX IF EXISTS {s}.chunks_access",  # version 1; unusable under row security
+        f"CREATE INDEX IF NOT EXISTS chunks_visible ON {s}.chunks USING gin (visible)",
         f"CREATE INDEX IF NOT EXISTS chunks_terms ON {s}.chunks USING gin (terms)",
         f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {s}.chunks USING hnsw (embedding {ops})",
         *(
@@ -151,6 +173,7 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             vectors bytea NOT NULL,
             PRIMARY KEY (document_id, chunk_id, model)
         )""",
+        _visible_column(s, "sentences"),
         f"CREATE INDEX IF NOT EXISTS sentences_chunk ON {s}.sentences (chunk_id, model)",
         *(
             stmt
@@ -159,13 +182,34 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
                 f"ALTER TABLE {s}.{table} ENABLE ROW LEVEL SECURITY",
                 f"ALTER TABLE {s}.{table} FORCE ROW LEVEL SECURITY",
                 f"DROP POLICY IF EXISTS {table}_read ON {s}.{table}",
-                f"CREATE POLICY {table}_read ON {s}.{table} FOR SELECT USING (access && {_TOKENS})",
-                f"DROP POLICY IF EXISTS {table}_ingest ON {s}.{table}",
-                f"CREATE POLICY {table}_ingest ON {s}.{table} FOR ALL"
+                f"CREATE POLICY {table}_read ON {s}.{table} FOR SELECT"
+                f" USING (visible && {_TOKENS})",
+                f"DROP POLICY IF EXISTS {table}_ingest ON {s}.{table}",  # version 1
+                f"DROP POLICY IF EXISTS {table}_insert ON {s}.{table}",
+                f"CREATE POLICY {table}_insert ON {s}.{table} FOR INSERT WITH CHECK ({_INGEST})",
+                f"DROP POLICY IF EXISTS {table}_update ON {s}.{table}",
+                f"CREATE POLICY {table}_update ON {s}.{table} FOR UPDATE"
                 f" USING ({_INGEST}) WITH CHECK ({_INGEST})",
+                f"DROP POLICY IF EXISTS {table}_delete ON {s}.{table}",
+                f"CREATE POLICY {table}_delete ON {s}.{table} FOR DELETE USING ({_INGEST})",
             )
         ),
     ]
+
+
+def _visible_column(schema: str, table: str) -> str:
+    return (
+        f"ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS visible text[]"
+        f" GENERATED ALWAYS AS (access || '{{{INGEST_TOKEN}}}'::text[]) STORED"
+    )
+
+
+def _as_ingestion(conn: Connection) -> None:
+    """This transaction reads and writes every row (ingestion, unfiltered protocol calls)."""
+    conn.execute(
+        text("SELECT set_config('sovra.ingest', 'on', true), set_config('sovra.tokens', :t, true)"),
+        {"t": _array_literal([INGEST_TOKEN])},
+    )
 
 
 def _array_literal(values: Iterable[str]) -> str:
@@ -283,6 +327,8 @@ class PostgresIndex:
         schema: str = "sovra_index",
         vector_type: str = "vector",
         text_ranking: str = "bm25",
+        ef_search: int = HNSW_EF_SEARCH,
+        exact_max_rows: int = EXACT_MAX_ROWS,
         engine: Engine | None = None,
     ) -> None:
         if dimension <= 0:
@@ -299,6 +345,10 @@ class PostgresIndex:
             raise IndexError_(f"text ranking must be one of {', '.join(TEXT_RANKINGS)}")
         self.vector_type = vector_type
         self.text_ranking = text_ranking
+        if not 1 <= ef_search <= 1000:
+            raise IndexError_(f"index.ef_search must be 1-1000 (pgvector's range), got {ef_search}")
+        self.ef_search = ef_search
+        self.exact_max_rows = exact_max_rows
         self._closed = False
         self._lock = threading.Lock()
         self._own_engine = engine is None
@@ -401,6 +451,8 @@ class PostgresIndex:
                 str(k): str(v)
                 for k, v in conn.execute(text(f"SELECT key, value FROM {self.schema}.meta"))
             }
+            if meta.get("schema_version") == "1":
+                meta["schema_version"] = self._upgrade(conn)
         fix = f"drop schema {self.schema} and sync again (or use another index.schema)"
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise IndexError_(
@@ -420,6 +472,31 @@ class PostgresIndex:
             )
         self.vector_type = meta.get("vector_type", self.vector_type)
         self.text_ranking = meta.get("text_ranking", self.text_ranking)
+
+    def _upgrade(self, conn: Connection) -> str:
+        """Version 1 → 2 in place (adds `visible`, its index and the new policies; the table is
+        rewritten once). Needs the schema's owner: an app role without it gets the command."""
+        owner = conn.execute(
+            text(
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = :s AND c.relname = 'chunks'"
+            ),
+            {"s": self.schema},
+        ).scalar()
+        if not owner:
+            raise IndexError_(
+                f"postgres index {self.schema} has schema version 1 and must be upgraded by its "
+                f"owner: run `sovra index install` with the owner's URL once (nothing is lost)"
+            )
+        self._create(conn, self.schema, self.dimension, self.vector_type, self.text_ranking)
+        conn.execute(
+            text(f"UPDATE {self.schema}.meta SET value = :v WHERE key = 'schema_version'"),
+            {"v": SCHEMA_VERSION},
+        )
+        # The rewrite left no statistics on `visible`; the planner needs them at once.
+        conn.execute(text(f"ANALYZE {self.schema}.chunks"))
+        return SCHEMA_VERSION
 
     def _dispose(self) -> None:
         if self._own_engine:
@@ -465,8 +542,10 @@ class PostgresIndex:
         but `meta`); the settings end with the transaction."""
         self._check_open()
         with self._transaction() as conn:
-            tokens = _array_literal(sorted(flt.access_tokens)) if flt is not None else "{}"
-            conn.execute(text("SELECT set_config('sovra.tokens', :t, true)"), {"t": tokens})
+            allowed = sorted(flt.access_tokens - {INGEST_TOKEN}) if flt is not None else []
+            conn.execute(
+                text("SELECT set_config('sovra.tokens', :t, true)"), {"t": _array_literal(allowed)}
+            )
             yield conn
 
     @contextlib.contextmanager
@@ -475,7 +554,7 @@ class PostgresIndex:
         every replica's cached statistics."""
         self._check_open()
         with self._transaction() as conn:
-            conn.execute(text("SELECT set_config('sovra.ingest', 'on', true)"))
+            _as_ingestion(conn)
             conn.execute(
                 text(
                     f"UPDATE {self.schema}.meta SET value = (value::bigint + 1)::text"
@@ -732,25 +811,46 @@ class PostgresIndex:
         q = unit_query_vector(vector, self.dimension)
         if k <= 0:
             return []
-        params: dict[str, Any] = {"q": _vector_literal(q), "k": k}
-        where = _filter_sql(flt, params)
-        vt = self.vector_type
         with self._read(flt) as conn:
-            # relaxed_order: the scan goes on past ef_search until k admitted rows are found;
-            # the outer ORDER BY restores the exact order of those k.
-            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, min(k, 1000))}"))
-            sql = f"""
-            WITH nn AS MATERIALIZED (
-                SELECT {_COLUMNS}, seq, embedding <=> CAST(:q AS {vt}) AS distance
-                FROM {self.schema}.chunks
-                WHERE embedding IS NOT NULL AND {where}
-                ORDER BY embedding <=> CAST(:q AS {vt}) LIMIT :k
-            )
-            SELECT {_COLUMNS}, 1.0 - distance FROM nn ORDER BY distance, seq
-            """
+            sql, params = self._vector_query(conn, q, k, flt)
             rows = conn.execute(text(sql), params).all()
         return [ScoredChunk(_chunk(r[:-1]), float(r[-1]), "vector") for r in rows]
+
+    def _vector_query(
+        self, conn: Connection, q: _F32, k: int, flt: SearchFilter
+    ) -> tuple[str, dict[str, Any]]:
+        """The k-nearest query for `flt` and the scan settings it runs under (SET LOCAL on
+        `conn`, inside the read transaction)."""
+        params: dict[str, Any] = {"q": _vector_literal(q), "k": k}
+        where = _filter_sql(flt, params)
+        admitted, _ = self._collection_stats(conn, flt, where, params)
+        if admitted <= self.exact_max_rows:
+            # A selective filter: exact distances over the admitted rows (found by the GIN
+            # index on access), never the graph. An HNSW scan that must skip 99 of 100 rows
+            # returns k admitted rows, but not the k nearest of them: recall@10 ~0.90 at 1 %
+            # on the 100k bench at every ef_search (docs/scale-out.md).
+            conn.execute(text("SET LOCAL enable_indexscan = off"))
+        else:
+            # relaxed_order: the scan goes on past ef_search until k admitted rows are found;
+            # the outer ORDER BY restores the exact order of those k. The graph or nothing:
+            # the planner cannot estimate the policy's `visible && <setting>` (a parameter at
+            # plan time), guesses few rows, and would read every admitted row's vector by a
+            # bitmap or sequential scan (0.5 s at 100k) — `admitted` is the real count.
+            conn.execute(text("SET LOCAL enable_bitmapscan = off"))
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(k, 1000))}"))
+        vt = self.vector_type
+        sql = f"""
+        WITH nn AS MATERIALIZED (
+            SELECT {_COLUMNS}, seq, embedding <=> CAST(:q AS {vt}) AS distance
+            FROM {self.schema}.chunks
+            WHERE embedding IS NOT NULL AND {where}
+            ORDER BY embedding <=> CAST(:q AS {vt}) LIMIT :k
+        )
+        SELECT {_COLUMNS}, 1.0 - distance FROM nn ORDER BY distance, seq
+        """
+        return sql, params
 
     # ----------------------------------------------------------------- reads
 
@@ -772,7 +872,7 @@ class PostgresIndex:
         `count()`, `document_ids()`, `chunks_of()`: callers check access, as with embedded)."""
         self._check_open()
         with self._transaction() as conn:
-            conn.execute(text("SELECT set_config('sovra.ingest', 'on', true)"))
+            _as_ingestion(conn)
             yield conn
 
     def document_ids(self) -> set[str]:
