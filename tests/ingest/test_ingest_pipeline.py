@@ -337,3 +337,41 @@ def test_state_store_upgrades_a_store_without_pipeline_column(tmp_path: Path) ->
     assert store.versions("s") == {"a": ("v1", STATUS_OK, "")}
     store.record_ok("s", [("b", "v2", 1)], pipeline="p")
     assert store.versions("s")["b"] == ("v2", STATUS_OK, "p")
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_short_records_are_embedded_in_wide_windows_with_the_same_result(
+    tmp_path: Path, prefetch: bool
+) -> None:
+    """The model sorts each call by length, so short records are handed over in windows of
+    `embed_window` chunks (several batches merged), not one call per small batch; the vectors,
+    the index and the state are what batch-by-batch embedding gives."""
+
+    class Sizes(FakeEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def embed(self, texts):  # type: ignore[no-untyped-def]
+            self.sizes.append(len(texts))
+            return super().embed(texts)
+
+    path = tickets_head(tmp_path, rows=100)
+    src = RecordsSource.model_validate(
+        {"name": "tickets", "kind": "records", "path": path, "access": ["group:it"],
+         "title_field": "title", "text_fields": ["body"]}
+    )  # fmt: skip
+    results = {}
+    for window in (8, 40):
+        emb, index = Sizes(), MemoryIndex()
+        state = StateStore(tmp_path / f"state-{window}.db")
+        opts = SyncOptions(batch_chunks=8, embed_window=window, prefetch=prefetch)
+        report = sync_source(RecordsConnector(src, path), None, index, emb, state, options=opts)
+        assert len(report.added) == 100 and state.counts("tickets")[STATUS_OK] == 100
+        assert sum(emb.sizes) == report.chunks_written >= 100
+        # Every call but the last holds at least a window (batches of 2 records merged).
+        assert all(n >= window for n in emb.sizes[:-1]), emb.sizes
+        results[window] = {c.id: c.embedding for c in index.all_chunks()}
+        if window == 40:
+            assert len(emb.sizes) <= 3 and index.bulk_calls == len(emb.sizes)
+    assert results[8] == results[40]

@@ -79,6 +79,10 @@ class SyncOptions:
     """Prefix each chunk's title and heading path to the text the model embeds."""
     prefetch: bool = True
     """Prepare the next batch in a thread while the model embeds the current one."""
+    embed_window: int | None = None
+    """Chunks handed to the model in one call (None: 4 x `batch_chunks`): consecutive batches
+    are merged until they hold this many. The embedders sort a call by length, so a wide window pads little; 64-chunk calls
+    on short records cost 4x the tokens of one sorted call (docs/benchmarks.md, ingest)."""
 
 
 @dataclass
@@ -156,6 +160,20 @@ class _Prepared:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (ext id, version, why)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (ext id, refused labels)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def chunk_count(self) -> int:
+        return sum(len(cs) for _, cs in self.docs)
+
+    def extend(self, other: _Prepared) -> _Prepared:
+        """This batch followed by `other` (one embed call and one write for both)."""
+        self.docs.extend(other.docs)
+        self.failed.extend(other.failed)
+        self.skipped.extend(other.skipped)
+        self.refused.extend(other.refused)
+        for name, secs in other.timings.items():
+            self.timings[name] = self.timings.get(name, 0.0) + secs
+        return self
 
 
 def embed_chunks(embedder: Embedder, chunks: list[Chunk], embed_context: bool) -> None:
@@ -326,6 +344,26 @@ class _Syncer:
             size = max(1, min(opts.batch_documents, opts.batch_chunks // 4))
         return [list(work[i : i + size]) for i in range(0, len(work), size)]
 
+    def _windows(self, batches: Sequence[Sequence[DocumentRef]]) -> Callable[[], _Prepared | None]:
+        """A function giving the next embed window (batches prepared in order and merged until
+        they hold `embed_window` chunks), None when all are done. BM25-only: batch by batch."""
+        remaining = iter(batches)
+        opts = self.options
+        window = opts.embed_window or 4 * opts.batch_chunks
+        if self.embedder is None:
+            window = 0
+
+        def next_window() -> _Prepared | None:
+            merged: _Prepared | None = None
+            for refs in remaining:
+                prepared = self.prepare(refs)
+                merged = prepared if merged is None else merged.extend(prepared)
+                if merged.chunk_count >= window:
+                    break
+            return merged
+
+        return next_window
+
     def run(self) -> SyncReport:
         report = self.report
         t_all = time.perf_counter()
@@ -372,17 +410,16 @@ class _Syncer:
                     self.tick(eid)
 
             batches = self.batches(work)
+            next_window = self._windows(batches)
             if self.options.prefetch and self.embedder is not None and len(batches) > 1:
                 with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sovra-prep") as pool:
-                    ahead: Future[_Prepared] = pool.submit(self.prepare, batches[0])
-                    for nxt in [*batches[1:], None]:
-                        current = ahead.result()
-                        if nxt is not None:
-                            ahead = pool.submit(self.prepare, nxt)
+                    ahead: Future[_Prepared | None] = pool.submit(next_window)
+                    while (current := ahead.result()) is not None:
+                        ahead = pool.submit(next_window)
                         self.write(current, indexed)
             else:
-                for b in batches:
-                    self.write(self.prepare(b), indexed)
+                while (current := next_window()) is not None:
+                    self.write(current, indexed)
         except SourceUnavailable as exc:
             report.error = str(exc)
             raise
