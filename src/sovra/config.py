@@ -356,7 +356,7 @@ class IndexConfig(_Strict):
     """postgres only: the schema holding this workspace's index tables."""
     vector_type: Literal["vector", "halfvec"] = "vector"
     """postgres only: float32 (`vector`) or float16 (`halfvec`, half the memory and disk)."""
-    ef_search: int = Field(default=100, ge=1, le=1000)
+    ef_search: int = Field(default=400, ge=1, le=1000)
     """postgres only: HNSW candidates per scan step (`hnsw.ef_search`); higher = better recall,
     slower vector search (docs/scale-out.md has the measured trade-off)."""
 

@@ -256,16 +256,17 @@ def test_vector_search_walks_the_graph_above_exact_max_rows(
     pg_app_url: str,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> None:
-    idx = PostgresIndex(pg_app_url, 32, schema=_schema(request), exact_max_rows=100)
+    idx = PostgresIndex(pg_app_url, 32, schema=_schema(request), exact_max_rows=20)
     try:
         _, _, rare = _selective_corpus(idx)
         with idx._engine.begin() as conn:
             conn.execute(text(f"ANALYZE {idx.schema}.chunks"))
         q = unit(np.random.default_rng(5), 32)
         broad = SearchFilter(frozenset({"all"}))
-        # Whether the graph or a scan serves it is the planner's choice here (3,000 rows).
         assert len(idx.search_vector(q, 10, broad)) == 10
-        # 30 admitted rows <= 100: exact again, whatever the planner would pick.
+        # The graph, although a scan of 3,000 rows would look cheap to the planner.
+        assert "chunks_embedding" in _vector_plan(idx, q, broad)
+        # 30 reachable rows > 20: the graph again, and still k admitted rows.
         hits = idx.search_vector(q, 10, SearchFilter(frozenset({"group:rare"})))
         assert len(hits) == 10 and set(ids(hits)) <= set(rare)
     finally:

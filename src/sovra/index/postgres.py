@@ -21,8 +21,8 @@ Why this shape (docs/scale-out.md "## Index backend" has the measurements):
   same transaction over the admitted rows only, and RLS hides the others from those aggregates
   as well, so no score depends on a document the caller cannot read. (PostgreSQL's `ts_rank`
   would be per-document only, but measured worse: docs/scale-out.md.)
-* **Vectors**: up to EXACT_MAX_ROWS admitted chunks (counted per filter and write generation),
-  exact distances over them; above, HNSW with `hnsw.iterative_scan = relaxed_order`, so a
+* **Vectors**: up to EXACT_MAX_ROWS chunks reachable by the caller's tokens (counted per token
+  set and write generation), exact distances over them; above, HNSW with `hnsw.iterative_scan = relaxed_order`, so a
   filter still returns k rows, and the outer query re-sorts the relaxed order exactly. The plan
   is chosen here, from the real count, not by the planner, which cannot estimate the policy.
 * **Citus-ready SQL**: the distribution column is `document_id` (part of every primary key), no
@@ -82,13 +82,14 @@ def regconfig(language: str) -> str:
     return REGCONFIGS.get(normalize_language(language), "simple")
 
 
-HNSW_EF_SEARCH = 100
+HNSW_EF_SEARCH = 400
 """Default candidates per HNSW scan step (`[index] ef_search`); iterative scans continue past it
 until k admitted rows. Higher buys recall with latency: docs/scale-out.md has the sweep."""
 
-EXACT_MAX_ROWS = 20_000
-"""At most this many admitted chunks: vector search computes every distance instead of
-walking the HNSW graph (exact recall; the cost is that of reading those rows' vectors)."""
+EXACT_MAX_ROWS = 10_000
+"""At most this many chunks reachable by the caller's tokens: vector search computes every
+distance instead of walking the HNSW graph (exact recall; it costs reading those rows' vectors,
+~7 ms for 1,000 rows measured at 100k chunks, so ~60 ms here by that rate)."""
 
 _F32 = npt.NDArray[np.float32]
 _I32 = npt.NDArray[np.int32]
@@ -823,12 +824,17 @@ class PostgresIndex:
         `conn`, inside the read transaction)."""
         params: dict[str, Any] = {"q": _vector_literal(q), "k": k}
         where = _filter_sql(flt, params)
-        admitted, _ = self._collection_stats(conn, flt, where, params)
-        if admitted <= self.exact_max_rows:
-            # A selective filter: exact distances over the admitted rows (found by the GIN
-            # index on access), never the graph. An HNSW scan that must skip 99 of 100 rows
-            # returns k admitted rows, but not the k nearest of them: recall@10 ~0.90 at 1 %
-            # on the 100k bench at every ef_search (docs/scale-out.md).
+        # What an exact scan reads is what the policy's GIN index yields: the rows the tokens
+        # reach (the other narrowings have no index of their own and filter those rows).
+        reach = SearchFilter(flt.access_tokens)
+        reach_params: dict[str, Any] = {}
+        reachable, _ = self._collection_stats(
+            conn, reach, _filter_sql(reach, reach_params), reach_params
+        )
+        if reachable <= self.exact_max_rows:
+            # Selective tokens: exact distances over those rows, never the graph. An HNSW scan
+            # that must skip 99 of 100 rows returns k admitted rows, but not the k nearest of
+            # them: recall@10 ~0.90 at 1 % on the 100k bench at every ef_search (scale-out.md).
             conn.execute(text("SET LOCAL enable_indexscan = off"))
         else:
             # relaxed_order: the scan goes on past ef_search until k admitted rows are found;
