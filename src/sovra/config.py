@@ -53,6 +53,10 @@ class _SourceBase(_Strict):
     residency: str = "*"
     rules: tuple[AccessRule, ...] = ()
     sync_interval_minutes: int | None = None
+    language: Annotated[str, Field(pattern=r"^[a-z]{2}$")] | None = None
+    """ISO 639-1 code every document of this source is written in (e.g. "en"): sync labels them
+    with it instead of detecting each one (detection is most of a BM25-only sync of short
+    records). Unset: detected per document. Changing it re-indexes the source."""
 
     @field_validator("access")
     @classmethod

@@ -498,11 +498,12 @@ class Workspace:
 
         `ray` runs parse/chunk/embed on a Ray cluster (`sovra.ingest.ray_engine`); the result
         is the same chunks and state as the local pipeline's."""
-        from sovra.ingest import sync_source
+        from sovra.ingest import SyncOptions, sync_source
         from sovra.sources import connector_for
 
         connector = connector_for(source, self.config)
         embedder = None if bm25_only else self.embedder
+        options = SyncOptions(language=source.language)
         if ray is not None:
             from sovra.ingest.ray_engine import sync_source_ray
 
@@ -515,11 +516,14 @@ class Workspace:
                 embedder,
                 self.state,
                 progress,
+                options=options,
                 ray_options=ray,
                 embedder_factory=factory,
             )
         else:
-            report = sync_source(connector, source.name, self.index, embedder, self.state, progress)
+            report = sync_source(
+                connector, source.name, self.index, embedder, self.state, progress, options=options
+            )
         if embedder is not None and self.config.answer.precompute_sentences:
             self._fill_sentences(report, embedder)
         return report

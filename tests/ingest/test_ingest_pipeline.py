@@ -375,3 +375,40 @@ def test_short_records_are_embedded_in_wide_windows_with_the_same_result(
         if window == 40:
             assert len(emb.sizes) <= 3 and index.bulk_calls == len(emb.sizes)
     assert results[8] == results[40]
+
+
+def test_a_declared_source_language_labels_every_document_without_detection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sovra.ingest.pipeline as pipeline
+
+    def no_detection(texts: object) -> list[str]:
+        raise AssertionError("detection ran although the source declares its language")
+
+    monkeypatch.setattr(pipeline, "detect_languages", no_detection)
+    path = tickets_head(tmp_path, rows=30)
+    src = RecordsSource.model_validate(
+        {"name": "tickets", "kind": "records", "path": path, "access": ["group:it"],
+         "title_field": "title", "text_fields": ["body"], "language": "en"}
+    )  # fmt: skip
+    state, index = StateStore(tmp_path / "state.db"), MemoryIndex()
+    conn = RecordsConnector(src, path)
+    opts = SyncOptions(language=src.language)
+    report = sync_source(conn, None, index, None, state, options=opts)
+    assert len(report.added) == 30
+    assert {c.language for c in index.all_chunks()} == {"en"}
+    # Another declaration is another pipeline: every document is indexed again with it.
+    again = sync_source(conn, None, index, None, state, options=SyncOptions(language="de"))
+    assert len(again.updated) == 30 and {c.language for c in index.all_chunks()} == {"de"}
+    assert (
+        sync_source(conn, None, index, None, state, options=SyncOptions(language="de")).unchanged
+        == 30
+    )
+
+
+def test_a_source_language_must_be_an_iso_639_1_code(tmp_path: Path) -> None:
+    from sovra.config import ConfigError, parse_config
+
+    source = {"name": "t", "kind": "records", "path": "x.csv", "language": "English"}
+    with pytest.raises(ConfigError, match="language"):
+        parse_config({"sources": [source]}, tmp_path)

@@ -79,6 +79,9 @@ class SyncOptions:
     """Prefix each chunk's title and heading path to the text the model embeds."""
     prefetch: bool = True
     """Prepare the next batch in a thread while the model embeds the current one."""
+    language: str | None = None
+    """The source's declared language (`[[sources]] language`): documents that carry none get
+    it instead of a detection. None: detect each one."""
     embed_window: int | None = None
     """Chunks handed to the model in one call (None: 4 x `batch_chunks`): consecutive batches
     are merged until they hold this many. The embedders sort a call by length, so a wide window pads little; 64-chunk calls
@@ -216,6 +219,8 @@ class _Syncer:
         self.pipeline = (
             f"embed={model};ctx={int(options.embed_context)};"
             f"chunk={options.target_tokens}/{options.overlap_tokens}"
+            # Only when declared, so the fingerprint of every existing sync stays what it was.
+            + (f";lang={options.language}" if options.language else "")
         )
         self.done = 0
         self.total = 0
@@ -259,11 +264,13 @@ class _Syncer:
             docs.append(doc)
         t2 = time.perf_counter()
         out.timings["fetch_parse"] = t2 - t
-        langs = detect_languages([d.text for d in docs if d.language == UNDETERMINED])
-        it = iter(langs)
-        for d in docs:
-            if d.language == UNDETERMINED:
-                d.language = next(it)
+        declared = self.options.language
+        unknown = [d for d in docs if d.language == UNDETERMINED]
+        langs = (
+            [declared] * len(unknown) if declared else detect_languages([d.text for d in unknown])
+        )
+        for d, lang in zip(unknown, langs, strict=True):
+            d.language = lang
         t3 = time.perf_counter()
         out.timings["language"] = t3 - t2
         opts = self.options
