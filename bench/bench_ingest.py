@@ -47,6 +47,9 @@ RESULTS = ROOT / "bench" / "results"
 PROFILES = ROOT / "bench" / "cache"
 DIM = 384
 SOURCES = ("tickets", "runbooks", "handbook")
+DECLARED = {"language": ""}
+"""`--declared-language`: every source declared in that language (`[[sources]] language`), so
+sync skips detection; empty = detect per document (the default of a source)."""
 
 
 def connector(name: str) -> Any:
@@ -98,7 +101,7 @@ def peak_rss_mb() -> float:
 def one_sync(name: str, embedder: Any, profile: Path | None = None) -> dict[str, Any]:
     """One fresh sync of source `name` into a temp index; wall time and the report."""
     from sovra.index import open_index
-    from sovra.ingest import StateStore, sync_source
+    from sovra.ingest import StateStore, SyncOptions, sync_source
 
     with tempfile.TemporaryDirectory(prefix="sovra-bench-ingest-") as tmp:
         index = open_index(Path(tmp) / "index", dimension=DIM)
@@ -112,7 +115,8 @@ def one_sync(name: str, embedder: Any, profile: Path | None = None) -> dict[str,
             prof.enable()
         cpu = time.process_time()
         t = time.perf_counter()
-        report = sync_source(conn, name, index, embedder, state)
+        options = SyncOptions(language=DECLARED["language"] or None)
+        report = sync_source(conn, name, index, embedder, state, options=options)
         wall = time.perf_counter() - t
         cpu = time.process_time() - cpu
         if prof is not None:
@@ -307,10 +311,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="also write cProfile top lists")
     ap.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    ap.add_argument("--declared-language", default="", help="e.g. en: sources declare it")
     ap.add_argument("--out", default=str(RESULTS / "ingest.json"))
     ap.add_argument("--phase", choices=("bm25", "full"), help=argparse.SUPPRESS)
     ap.add_argument("--phase-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    DECLARED["language"] = args.declared_language
 
     if args.phase:
         if args.phase == "bm25":
@@ -326,6 +332,7 @@ def main() -> None:
         "command": ".venv/bin/python -m bench.bench_ingest " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+        "declared_language": args.declared_language or None,
     }
     for phase in ("bm25", "full"):
         sources = args.bm25_sources if phase == "bm25" else args.full_sources
@@ -344,6 +351,7 @@ def main() -> None:
         ]
         cmd += ["--bm25-sources", args.bm25_sources, "--full-sources", args.full_sources]
         cmd += ["--repeats", str(args.repeats), "--runtime", args.runtime]
+        cmd += ["--declared-language", args.declared_language]
         cmd += ["--profile"] if args.profile else []
         print(f"[{phase}] {sources} ...", flush=True)
         t = time.perf_counter()
