@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install dev run demo test lint typecheck unit bench lock clean
+.PHONY: install dev run demo demo-steps demo-postgres test lint typecheck unit bench lock clean
 
 # The product's environment: the runtime lock (with what `make demo` needs), nothing else.
 install: $(STAMP)
@@ -31,7 +31,8 @@ $(DEVSTAMP): $(STAMP) requirements-dev.lock
 	$(BIN)/pip install -q -r requirements-dev.lock -c requirements.lock
 	touch $(DEVSTAMP)
 
-SOVRA = $(BIN)/sovra --config demo/sovra.toml
+CONFIG ?= demo/sovra.toml
+SOVRA = $(BIN)/sovra --config $(CONFIG)
 TICKETS = ../shared/data/company/tickets/it_tickets.csv
 
 # The whole product on the sample company data: `make demo`, then the web UI/APIs until Ctrl-C.
@@ -40,7 +41,9 @@ run: demo
 
 # Index the sample company data into ./sovra-data, run the demo searches, answers and the triage
 # workflow as alice/carol/dana/bob/erin, and verify the audit log.
-demo: install
+demo: install demo-steps
+
+demo-steps:
 	$(SOVRA) init --demo-directory
 	$(SOVRA) source sync --all
 	$(SOVRA) search "etcd database quota low space" --as alice --k 5
@@ -50,8 +53,12 @@ demo: install
 	$(SOVRA) ask "what should I do when etcd database quota is low?" --as carol
 	$(SOVRA) flow classifier train ticket-category --from $(TICKETS) --label category
 	$(SOVRA) flow classifier train ticket-urgency --from $(TICKETS) --label urgency
-	BIN=$(BIN) demo/triage.sh
+	BIN=$(BIN) CONFIG=$(CONFIG) demo/triage.sh
 	$(SOVRA) audit verify
+
+# The same demo with every shared store and the index in PostgreSQL + pgvector (docs/scale-out.md).
+demo-postgres: dev
+	BIN=$(BIN) demo/postgres.sh
 
 lint: dev
 	$(BIN)/ruff check src tests bench

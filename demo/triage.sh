@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-SOVRA=("$BIN/sovra" --config demo/sovra.toml)
+SOVRA=("$BIN/sovra" --config "${CONFIG:-demo/sovra.toml}")
 TICKET=src/sovra/flows/defaults/triage-ticket.json
 
 "$BIN/python" -m aiosmtpd -n -l 127.0.0.1:8025 &

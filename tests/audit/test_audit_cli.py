@@ -235,3 +235,28 @@ def test_auditor_without_the_signing_key_can_verify(cli: Cli) -> None:
     assert run(cli, "audit", "prove", "--leaf", "1")[0] == 0
     code, _, output = run(cli, "audit", "checkpoint")
     assert code == 1 and "missing" in output
+
+
+def test_verify_finds_the_log_through_the_shared_database_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With only `[workspace] database_url` set (the replicas' one switch, `make demo-postgres`)
+    the log lives in PostgreSQL: the CLI must not look for a local file and give up."""
+    for var in ("SOVRA_HOME", "SOVRA_CONFIG", "SOVRA_AUDIT_URL", "SOVRA_AUDIT_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    factory = LogFactory("postgres", tmp_path)
+    try:
+        assert factory.url is not None
+        log = factory.open()
+        log.append_many([make_event(i) for i in range(3)])
+        log.close()
+        monkeypatch.setenv("SOVRA_TEST_WS_DB", factory.url)
+        monkeypatch.setenv("SOVRA_AUDIT_SCHEMA", factory.schema)
+        config = tmp_path / "sovra.toml"
+        # The same home as the writer (its signing key); no log file is in it.
+        config.write_text('[workspace]\nhome = "home"\ndatabase_url = "env:SOVRA_TEST_WS_DB"\n')
+        assert not (factory.home / "audit" / "log.sqlite").exists()
+        code, out, output = run((CliRunner(), config, factory.home), "audit", "verify")
+        assert code == 0 and "audit log OK: 3 entries" in out, output
+    finally:
+        factory.cleanup()

@@ -53,7 +53,11 @@ def _log(ctx: typer.Context, *, create: bool = False, write: bool = True) -> Ite
     except ConfigError as exc:
         fail(str(exc))
     home = config.home
-    remote = os.environ.get(URL_ENV) or config.audit.database_url_env
+    # A log in PostgreSQL ($SOVRA_AUDIT_URL, [audit] database_url_env, or the shared
+    # [workspace] database_url) has no file here to look for.
+    remote = (
+        os.environ.get(URL_ENV) or config.audit.database_url_env or config.workspace.database_url
+    )
     if not create and not remote and not (home / "audit" / "log.sqlite").exists():
         fail(
             f"no audit log in {home}; nothing has been logged yet (or set {URL_ENV} for server mode)"
@@ -452,7 +456,11 @@ def erase_command(
         fail(str(exc))
     stores = erase_stores(config, subject)
     receipt: Receipt | None = None
-    remote = os.environ.get(URL_ENV) or config.audit.database_url_env
+    # A log in PostgreSQL ($SOVRA_AUDIT_URL, [audit] database_url_env, or the shared
+    # [workspace] database_url) has no file here to look for.
+    remote = (
+        os.environ.get(URL_ENV) or config.audit.database_url_env or config.workspace.database_url
+    )
     if remote or (config.home / "audit" / "log.sqlite").exists():
         with _log(ctx) as log:
             try:
