@@ -222,6 +222,14 @@ def bench_chunk(
     )
 
 
+def exact_ids(pieces: list[Piece], rows: np.ndarray, sub: np.ndarray, qv: np.ndarray) -> set[str]:
+    """Chunk ids of the exact top 10 of `qv` among the admitted `rows` (`sub` = their vectors)."""
+    return {
+        f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
+        for r in rows[np.argsort(-(sub @ qv))[:10]]
+    }
+
+
 def measure_filter(
     idx: Any,
     flt: Any,
@@ -253,10 +261,7 @@ def measure_filter(
         t_text.append(b - a)
         t_vec.append(c - b)
         t_hyb.append(c - a)
-        exact = {
-            f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
-            for r in rows[np.argsort(-(sub @ qv))[:10]]
-        }
+        exact = exact_ids(pieces, rows, sub, qv)
         got = {h.chunk.id for h in vh}
         recall.append(len(got & exact) / max(1, min(10, len(exact))))
         hits = th + vh

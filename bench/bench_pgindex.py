@@ -44,6 +44,7 @@ from bench.bench_index import (
     bench_chunk,
     corpus,
     doc_access,
+    exact_ids,
     machine,
     measure_filter,
     pct,
@@ -88,10 +89,7 @@ def vector_sweep(
         a = time.perf_counter()
         got = {h.chunk.id for h in idx.search_vector(qv, 10, flt)}
         times.append(time.perf_counter() - a)
-        exact = {
-            f"{pieces[r].source}:{r // DOC_CHUNKS}#{r % DOC_CHUNKS}"
-            for r in rows[np.argsort(-(sub @ qv))[:10]]
-        }
+        exact = exact_ids(pieces, rows, sub, qv)
         recall.append(len(got & exact) / max(1, min(10, len(exact))))
     return {
         "vector_p50_ms": pct(times, 50),

@@ -24,7 +24,7 @@ from sovra.audit.log import URL_ENV, AuditError, AuditLog, LoggedEvent
 from sovra.audit.note import NoteError, NoteVerifier
 from sovra.audit.receipt import Receipt, ReceiptError, verify_receipt
 from sovra.cli.kit import JsonOpt, console, emit_json, fail, out, progress_bar, state
-from sovra.config import ConfigError
+from sovra.config import Config, ConfigError
 from sovra.workspace import open_audit_log
 
 PublicKeyOpt = Annotated[
@@ -45,6 +45,14 @@ def _home(ctx: typer.Context) -> Path:
         fail(str(exc))
 
 
+def _log_in_postgres(config: Config) -> bool:
+    """Whether the log lives in PostgreSQL ($SOVRA_AUDIT_URL, [audit] database_url_env or the
+    shared [workspace] database_url), so there is no local file to look for."""
+    return bool(
+        os.environ.get(URL_ENV) or config.audit.database_url_env or config.workspace.database_url
+    )
+
+
 @contextmanager
 def _log(ctx: typer.Context, *, create: bool = False, write: bool = True) -> Iterator[AuditLog]:
     """Open the log; `write=False` needs no signing key (auditors verify with public keys)."""
@@ -53,11 +61,7 @@ def _log(ctx: typer.Context, *, create: bool = False, write: bool = True) -> Ite
     except ConfigError as exc:
         fail(str(exc))
     home = config.home
-    # A log in PostgreSQL ($SOVRA_AUDIT_URL, [audit] database_url_env, or the shared
-    # [workspace] database_url) has no file here to look for.
-    remote = (
-        os.environ.get(URL_ENV) or config.audit.database_url_env or config.workspace.database_url
-    )
+    remote = _log_in_postgres(config)
     if not create and not remote and not (home / "audit" / "log.sqlite").exists():
         fail(
             f"no audit log in {home}; nothing has been logged yet (or set {URL_ENV} for server mode)"
@@ -456,11 +460,7 @@ def erase_command(
         fail(str(exc))
     stores = erase_stores(config, subject)
     receipt: Receipt | None = None
-    # A log in PostgreSQL ($SOVRA_AUDIT_URL, [audit] database_url_env, or the shared
-    # [workspace] database_url) has no file here to look for.
-    remote = (
-        os.environ.get(URL_ENV) or config.audit.database_url_env or config.workspace.database_url
-    )
+    remote = _log_in_postgres(config)
     if remote or (config.home / "audit" / "log.sqlite").exists():
         with _log(ctx) as log:
             try:

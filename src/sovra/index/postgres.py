@@ -22,8 +22,9 @@ Why this shape (docs/scale-out.md "## Index backend" has the measurements):
   as well, so no score depends on a document the caller cannot read. (PostgreSQL's `ts_rank`
   would be per-document only, but measured worse: docs/scale-out.md.)
 * **Vectors**: up to EXACT_MAX_ROWS chunks reachable by the caller's tokens (counted per token
-  set and write generation), exact distances over them; above, HNSW with `hnsw.iterative_scan = relaxed_order`, so a
-  filter still returns k rows, and the outer query re-sorts the relaxed order exactly. The plan
+  set and write generation), exact distances over them; above, HNSW with
+  `hnsw.iterative_scan = relaxed_order`, so a filter still returns k rows, and the outer query
+  re-sorts the relaxed order exactly. The plan
   is chosen here, from the real count, not by the planner, which cannot estimate the policy.
 * **Citus-ready SQL**: the distribution column is `document_id` (part of every primary key), no
   sequences in keys, no cross-table foreign keys, no triggers; see docs/scale-out.md.
@@ -841,7 +842,7 @@ class PostgresIndex:
             # the outer ORDER BY restores the exact order of those k. The graph or nothing:
             # the planner cannot estimate the policy's `visible && <setting>` (a parameter at
             # plan time), guesses few rows, and would read every admitted row's vector by a
-            # bitmap or sequential scan (0.5 s at 100k) — `admitted` is the real count.
+            # bitmap or sequential scan (0.5 s at 100k); `reachable` is the real count.
             conn.execute(text("SET LOCAL enable_bitmapscan = off"))
             conn.execute(text("SET LOCAL enable_seqscan = off"))
             conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))

@@ -84,8 +84,9 @@ class SyncOptions:
     it instead of a detection. None: detect each one."""
     embed_window: int | None = None
     """Chunks handed to the model in one call (None: 4 x `batch_chunks`): consecutive batches
-    are merged until they hold this many. The embedders sort a call by length, so a wide window pads little; 64-chunk calls
-    on short records cost 4x the tokens of one sorted call (docs/benchmarks.md, ingest)."""
+    are merged until they hold this many. The embedders sort a call by length, so a wide window
+    pads little; 64-chunk calls on short records cost 4x the tokens of one sorted call
+    (docs/benchmarks.md, ingest)."""
 
 
 @dataclass
