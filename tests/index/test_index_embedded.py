@@ -216,3 +216,107 @@ def test_corrupt_snapshot_is_ignored(tmp_path: Path) -> None:
     # Every chunk but the replaced d6#0 ("replaced text") holds "common".
     assert len(again.search_text("common", "en", 1000, everyone("group:sre"))) == count - 1
     again.close()
+
+
+def test_readers_share_a_directory_and_writers_wait_for_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    with EmbeddedIndex(tmp_path, DIM) as writer:
+        writer.replace_document("d", [chunk("d", 0, "shared words", rng=rng)])
+    one = EmbeddedIndex(tmp_path, DIM, read_only=True)
+    two = EmbeddedIndex(tmp_path, DIM, read_only=True)
+    try:
+        assert ids(one.search_text("shared", "en", 5, everyone())) == ["d#0"]
+        assert ids(two.search_text("shared", "en", 5, everyone())) == ["d#0"]
+        # A writer would leave the readers' memory stale: refused until the last one closes.
+        with pytest.raises(IndexError_, match="open in another process"):
+            EmbeddedIndex(tmp_path, DIM)
+        with pytest.raises(IndexError_, match="read-only"):
+            one.replace_document("e", [chunk("e", 0, rng=rng)])
+        with pytest.raises(IndexError_, match="read-only"):
+            two.delete_documents(["d"])
+        one.close()
+        with pytest.raises(IndexError_, match="open in another process"):
+            EmbeddedIndex(tmp_path, DIM)
+    finally:
+        one.close()
+        two.close()
+    with EmbeddedIndex(tmp_path, DIM) as writer:
+        assert writer.count() == 1  # the refused writes changed nothing
+        with pytest.raises(IndexError_, match="being written by another process"):
+            EmbeddedIndex(tmp_path, DIM, read_only=True)
+
+
+def test_only_the_last_reader_to_close_writes_the_snapshot(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    with EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=1) as writer:
+        _fill(writer, rng)
+    snapshot = tmp_path / "memory.npz"
+    snapshot.unlink()  # the readers rebuild memory from SQLite, so they have one to save
+    one = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=1, read_only=True)
+    two = EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=1, read_only=True)
+    one.close()
+    assert not snapshot.exists(), "a reader saved while another reader had it open"
+    two.close()
+    assert snapshot.exists()
+    probe = unit(rng)
+    with EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=1) as a:
+        loaded = _state(a, probe)
+    snapshot.unlink()
+    with EmbeddedIndex(tmp_path, DIM, snapshot_min_chunks=1) as b:
+        assert _state(b, probe) == loaded
+
+
+def test_cached_hits_never_outlive_a_replace_or_delete(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    vec = unit(rng)
+    with EmbeddedIndex(tmp_path, DIM) as idx:
+        idx.replace_document("d", [chunk("d", 0, "alpha first version", embedding=vec)])
+        first = idx.search_vector(vec, 1, everyone())
+        assert [h.chunk.text for h in first] == ["alpha first version"]
+        assert ids(idx.search_text("alpha", "en", 5, everyone())) == ["d#0"]
+        idx.replace_document("d", [chunk("d", 0, "beta second version", embedding=vec)])
+        assert [h.chunk.text for h in idx.search_vector(vec, 1, everyone())] == [
+            "beta second version"
+        ]
+        assert idx.search_text("alpha", "en", 5, everyone()) == []
+        idx.delete_documents(["d"])
+        assert idx.search_vector(vec, 1, everyone()) == []
+
+
+def test_cache_is_bounded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    with EmbeddedIndex(tmp_path, DIM, chunk_cache=5) as idx:
+        idx.replace_document("d", [chunk("d", p, "word", rng=rng) for p in range(20)])
+        hits = idx.search_text("word", "en", 20, everyone())
+        assert len(hits) == 20
+        assert len(idx._chunk_cache) == 5
+
+
+def test_a_query_with_zeros_outside_one_block_scores_as_the_full_product(tmp_path: Path) -> None:
+    """A fused embedder queries one model's columns (zeros elsewhere): the index reads only
+    those columns, and must rank and score exactly as the full dot product does, on both the
+    broad path (one product over all rows) and the selective one (a gather of admitted rows)."""
+    rng = np.random.default_rng(7)
+    dim = 12
+    vectors = [unit(rng, dim) for _ in range(300)]
+    # A quarter is public: below the share where the index gathers admitted rows.
+    access = [("public",) if i % 4 == 0 else ("staff",) for i in range(300)]
+    with EmbeddedIndex(tmp_path, dim) as idx:
+        idx.replace_documents(
+            {
+                f"d{i}": [chunk(f"d{i}", 0, "x", embedding=v, access=access[i])]
+                for i, v in enumerate(vectors)
+            }
+        )
+        matrix = np.array(vectors, dtype=np.float32)
+        for lo, hi in ((0, 5), (5, 12), (3, 9)):
+            q = np.zeros(dim, dtype=np.float32)
+            q[lo:hi] = rng.normal(size=hi - lo)
+            q /= np.linalg.norm(q)
+            for flt in (everyone("staff"), everyone()):
+                admitted = [i for i in range(300) if set(access[i]) & flt.access_tokens]
+                order = sorted(admitted, key=lambda i: (-float(matrix[i] @ q), i))[:10]
+                hits = idx.search_vector(list(q), 10, flt)
+                assert ids(hits) == [f"d{i}#0" for i in order]
+                for h, i in zip(hits, order, strict=True):
+                    assert h.score == pytest.approx(float(matrix[i] @ q), abs=1e-5)

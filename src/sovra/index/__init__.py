@@ -29,12 +29,14 @@ def open_index(
     text_ranking: str = "bm25",
     ann: AnnSettings | None = None,
     ef_search: int | None = None,
+    read_only: bool = False,
 ) -> Index:
     """Open (or create) the index in directory `path` for `dimension`-long embeddings
     (`ann`: the embedded engine's approximate vector search settings; `ef_search`: the postgres
-    backend's HNSW candidates per scan step, None = its default)."""
+    backend's HNSW candidates per scan step, None = its default; `read_only`: the embedded
+    engine shares the directory with other reading processes and refuses writes)."""
     if backend == "embedded":
-        return EmbeddedIndex(path, dimension, ann=ann)
+        return EmbeddedIndex(path, dimension, ann=ann, read_only=read_only)
     if backend == "lance":
         from sovra.index.lance import LanceIndex
 

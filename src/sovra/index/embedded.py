@@ -28,8 +28,11 @@ Why this shape (see docs/benchmarks.md "## Index engine" for the measurements):
   graph instead (`sovra.index.ann`): candidates are checked against the same exact mask, so
   the graph changes ranking recall, never what a caller can see.
 
-One process owns an index directory (an advisory lock enforces it); threads share one
-instance safely behind a lock.
+One process owns an index directory for writing (an exclusive advisory lock enforces it);
+threads share one instance safely behind a lock. `read_only=True` takes the lock shared instead:
+several processes (the server's workers) then search one directory side by side, each with its
+own memory, and a writer waits until the last of them has closed, so no reader's memory can go
+stale. Readers may still cache answer-sentence vectors (SQLite serialises those small writes).
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ SNAPSHOT_NAME = "memory.npz"
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_MIN_CHUNKS = 20_000
 """Below this size rebuilding memory from SQLite on open is fast enough; no snapshot."""
+
+CHUNK_CACHE = 20_000
+"""Parsed chunks kept from recent search hits (about 2-3 KB each; docs/benchmarks.md)."""
 
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -417,6 +423,12 @@ class _Memory:
         self._grow(max(m + 1, 1024))
 
 
+def _nonzero_span(q: _F32) -> slice:
+    """The smallest column range holding every non-zero of `q` (a unit vector: never empty)."""
+    nz = np.flatnonzero(q)
+    return slice(int(nz[0]), int(nz[-1]) + 1)
+
+
 def _hashable(flt: SearchFilter) -> SearchFilter:
     """The filter with sets frozen, so it can key the caches (callers may pass plain sets)."""
     try:
@@ -462,6 +474,8 @@ class EmbeddedIndex:
         synchronous: str = "NORMAL",
         snapshot_min_chunks: int = SNAPSHOT_MIN_CHUNKS,
         ann: AnnSettings | None = None,
+        read_only: bool = False,
+        chunk_cache: int = CHUNK_CACHE,
     ) -> None:
         if dimension <= 0:
             raise IndexError_(f"embedding dimension must be positive, got {dimension}")
@@ -473,13 +487,18 @@ class EmbeddedIndex:
             private_dir(self.path)
         except OSError as exc:
             raise IndexError_(f"cannot create index directory {self.path}: {exc}") from exc
+        self.read_only = read_only
         self._lockfile = open_private(self.path / LOCK_NAME)
         try:
-            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(
+                self._lockfile.fileno(),
+                (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB,
+            )
         except BlockingIOError:
             self._lockfile.close()
+            holder = "being written by another process" if read_only else "open in another process"
             raise IndexError_(
-                f"index {self.path} is open in another process; close it there first"
+                f"index {self.path} is {holder} (a sync, or `sovra serve`); stop it there first"
             ) from None
         try:
             # NORMAL in WAL mode: a process crash never loses or tears a committed write;
@@ -497,6 +516,8 @@ class EmbeddedIndex:
             self._snapshot_generation = -1
             self._ann_settings = ann or AnnSettings()
             self._ann: AnnGraph | None = None  # built or loaded on the first search needing it
+            self._chunk_cache: OrderedDict[int, Chunk] = OrderedDict()
+            self._chunk_cache_size = chunk_cache
             if not self._load_snapshot():
                 self._load()
         except BaseException:
@@ -514,8 +535,9 @@ class EmbeddedIndex:
         dim = self._meta("dimension")
         if version is None:
             with self._transaction():
+                # OR IGNORE: readers opening a new directory together create it once.
                 self._db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                     [
                         ("schema_version", SCHEMA_VERSION),
                         ("dimension", str(self.dimension)),
@@ -524,7 +546,8 @@ class EmbeddedIndex:
                         ("db_id", uuid.uuid4().hex),
                     ],
                 )
-            return
+            # What is stored now, ours or a process's that created it at the same moment.
+            version, dim = self._meta("schema_version"), self._meta("dimension")
         if version != SCHEMA_VERSION:
             raise IndexError_(
                 f"index {self.path} has schema version {version}, this sovra reads "
@@ -612,10 +635,23 @@ class EmbeddedIndex:
                 return
             self._closed = True
             try:
-                self._save_snapshot()
-                self._save_graph()
+                if self._sole_holder():
+                    self._save_snapshot()
+                    self._save_graph()
             finally:
                 self._release()
+
+    def _sole_holder(self) -> bool:
+        """Whether this process may write the caches on close: a writer always; a reader only
+        as the last one open (its shared lock converts to exclusive). A conversion that fails
+        has given up the shared lock; this instance is closing anyway, and saves nothing."""
+        if not self.read_only:
+            return True
+        try:
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     # ----------------------------------------------------------------- snapshot
     #
@@ -730,6 +766,14 @@ class EmbeddedIndex:
     def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return write_transaction(self._db)
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise IndexError_(
+                f"index {self.path} is open read-only here (the server searches, never writes "
+                "it); stop `sovra serve`, then sync or delete with the CLI"
+            )
+
     def _vector(self, chunk: Chunk) -> _F32 | None:
         return normalised_embedding(chunk, self.dimension)
 
@@ -757,7 +801,7 @@ class EmbeddedIndex:
                 items.append((chunk, terms, self._vector(chunk)))
             prepared.append((document_id, items))
         with self._lock:
-            self._check_open()
+            self._check_writable()
             self._write(prepared)
 
     def _write(
@@ -848,7 +892,7 @@ class EmbeddedIndex:
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(document_ids))
         with self._lock:
-            self._check_open()
+            self._check_writable()
             with self._transaction():
                 removed = 0
                 for doc in ids:
@@ -988,12 +1032,17 @@ class EmbeddedIndex:
                     hits = self._search_graph(graph, q, k, vmask, admitted)
                     if hits is not None:
                         return hits
+            # A fused embedder's query is one model's vector with zeros elsewhere: only that
+            # model's columns can score, so the product reads them alone (half the memory
+            # traffic with two models; the scores are the same).
+            cols = _nonzero_span(q)
             if admitted <= _GATHER_SHARE * mem.n:
                 # Selective filter: score only the admitted rows (exact, and cheap).
                 rows = np.flatnonzero(vmask).astype(np.int32)
-                return self._top(rows, (mem.vectors[rows] @ q).astype(np.float32), k, "vector")
+                scored = (mem.vectors[rows, cols] @ q[cols]).astype(np.float32)
+                return self._top(rows, scored, k, "vector")
             # Broad filter: one matrix-vector product over all slots, the rest masked out.
-            scores = (mem.vectors[: mem.n] @ q).astype(np.float32)
+            scores = (mem.vectors[: mem.n, cols] @ q[cols]).astype(np.float32)
             scores[~vmask] = -np.inf
             top = np.argpartition(-scores, min(k, mem.n) - 1)[:k]
             top = top[vmask[top]]  # fewer than k admitted rows: drop the masked fill-ins
@@ -1087,18 +1136,32 @@ class EmbeddedIndex:
         return [ScoredChunk(c, float(s), channel) for c, s in zip(chunks, scores, strict=True)]
 
     def _fetch(self, rowids: list[int]) -> list[Chunk]:
-        # Search hits carry no embedding: nothing downstream of a search reads it, and turning
-        # ~200 candidate vectors per query into Python lists cost more CPU than the BM25 scoring.
-        marks = ",".join("?" * len(rowids))
-        got = {
-            r[0]: _chunk_from_row(*r[1:])
+        """The chunks of these rows, from the cache of recent hits or the database.
+
+        A hybrid search fetches ~300 candidates to return 10, and reading and parsing them was
+        a sixth of a search's CPU. The cache needs no invalidation: a row is never updated (a
+        replace deletes and inserts) and AUTOINCREMENT never reuses a rowid, so a cached rowid
+        is either that exact chunk or a deleted row no search can reach any more.
+        """
+        cache = self._chunk_cache
+        missing = [r for r in rowids if r not in cache]
+        if missing:
+            # Search hits carry no embedding: nothing downstream of a search reads it, and
+            # turning ~200 candidate vectors per query into lists cost more than BM25 scoring.
+            marks = ",".join("?" * len(missing))
             for r in self._db.execute(
                 "SELECT rowid, id, document_id, position, payload, NULL FROM chunks"
                 f" WHERE rowid IN ({marks})",
-                rowids,
-            )
-        }
-        return [got[r] for r in rowids]
+                missing,
+            ):
+                cache[r[0]] = _chunk_from_row(*r[1:])
+        out = []
+        for r in rowids:
+            cache.move_to_end(r)
+            out.append(cache[r])
+        while len(cache) > self._chunk_cache_size:
+            cache.popitem(last=False)
+        return out
 
     # ----------------------------------------------------------------- reads
 
