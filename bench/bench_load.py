@@ -60,7 +60,7 @@ def build_site(root: Path, extra_config: str = "") -> dict[str, str]:
 
 
 def start_server(
-    config: Path, port: int, env: dict[str, str], log: Path
+    config: Path, port: int, env: dict[str, str], log: Path, *, workers: int = 1
 ) -> subprocess.Popen[bytes]:
     """The real `sovra serve` (its own logging set-up) in a child process, output to `log`."""
     with log.open("wb") as sink:
@@ -72,6 +72,8 @@ def start_server(
                 "serve",
                 "--port",
                 str(port),
+                "--workers",
+                str(workers),
             ],
             env=env,
             stdout=sink,

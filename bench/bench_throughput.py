@@ -138,8 +138,12 @@ def cpu_meter(server: psutil.Process) -> Iterator[dict[str, float]]:
     spent: dict[str, float] = {}
 
     def server_cpu() -> float:
-        t = server.cpu_times()
-        return float(t.user + t.system)
+        # The supervisor and, with --workers, every worker process (they live for the run).
+        total = 0.0
+        for proc in (server, *server.children(recursive=True)):
+            t = proc.cpu_times()
+            total += t.user + t.system
+        return total
 
     s0, c0 = server_cpu(), time.process_time()
     yield spent
@@ -231,6 +235,19 @@ async def open_loop(
     }
 
 
+def wait_workers(log: Path, workers: int, timeout_s: float = 300) -> None:
+    """Until every worker has warmed its models (one readiness answer proves only one)."""
+    deadline = time.monotonic() + timeout_s
+    while log.read_text(encoding="utf-8").count("Application startup complete") < workers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{workers} workers did not all start in {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def tree_rss_mib(server: psutil.Process) -> float:
+    return sum(p.memory_info().rss for p in (server, *server.children(recursive=True))) / 2**20
+
+
 def run_route(
     port: int, reqs: Requests, server: psutil.Process, connections: list[int], seconds: float
 ) -> dict[str, Any]:
@@ -257,6 +274,7 @@ def main() -> None:
     ap.add_argument(
         "--seconds", type=float, default=20.0, help="per closed-loop step (open loop: 2x)"
     )
+    ap.add_argument("--workers", type=int, default=1, help="sovra serve --workers")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     env = os.environ | {
@@ -283,11 +301,12 @@ def main() -> None:
             revoke = record.id
         port = free_port()
         log = root / "serve.log"
-        server = start_server(config, port, env, log)
+        server = start_server(config, port, env, log, workers=args.workers)
         try:
             wait_ready(f"http://127.0.0.1:{port}", server, log)
+            wait_workers(log, args.workers)
             proc = psutil.Process(server.pid)
-            rss_before = proc.memory_info().rss / 2**20
+            rss_before = tree_rss_mib(proc)
             results: dict[str, Any] = {}
             for route in args.routes.split(","):
                 path, body = ROUTES[route]
@@ -299,7 +318,7 @@ def main() -> None:
                     [int(c) for c in args.connections.split(",")],
                     args.seconds,
                 )
-            rss_after = proc.memory_info().rss / 2**20
+            rss_after = tree_rss_mib(proc)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -318,6 +337,7 @@ def main() -> None:
         "user": args.user,
         "queries": f"{len(queries)} distinct IT ticket titles, shuffled (seed 16)",
         "routes": results,
+        "workers": args.workers,
         "server_rss_mib": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
         "command": "python -m bench.bench_throughput " + " ".join(sys.argv[1:]),
     }

@@ -509,6 +509,10 @@ class ServerConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8750, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    """Server processes on one socket. One Python process is held to about one core by its
+    interpreter lock; one worker per core serves about twice the searches on two cores
+    (docs/benchmarks.md), each with its own copy of the models and the index's memory."""
     public_url: str = ""
     """External base URL (links, the OIDC redirect URI); empty = derived from the request."""
 

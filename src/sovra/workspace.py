@@ -360,6 +360,8 @@ class Workspace:
                 ann=AnnSettings(
                     mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
                 ),
+                # The server only searches: its workers share the embedded index read-only.
+                read_only=self.serving,
             ),
         )
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from sovra.cli.kit import AsOpt, JsonOpt, emit_json, fail, out, state
-from sovra.config import ConfigError
+from sovra.config import ConfigError, find_config
 from sovra.directory import DirectoryError
 from sovra.server.accounts import DEFAULT_KEY_SCOPES, SCOPES, AccountError, AccountStore
 from sovra.workspace import directory_for
@@ -37,6 +37,10 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8750).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes, e.g. one per core (default 1; [server] workers)."),
+    ] = None,
     demo_logins: Annotated[
         bool,
         typer.Option(
@@ -50,8 +54,8 @@ def serve_command(
 
     import uvicorn
 
-    from sovra.server.app import create_app
-    from sovra.server.settings import ServerSettings
+    from sovra.server.app import WORKER_CONFIG_ENV, create_app
+    from sovra.server.settings import ENV_PREFIX, ServerSettings
 
     try:
         config = state(ctx).config
@@ -62,6 +66,8 @@ def serve_command(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    if workers is not None:
+        overrides["workers"] = workers
     try:
         settings = ServerSettings.from_config(config, **overrides)
     except ValidationError as exc:
@@ -81,16 +87,32 @@ def serve_command(
         finally:
             accounts.close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out.print(f"sovra serving on http://{settings.host}:{settings.port}/", highlight=False)
+    n = settings.workers
+    out.print(
+        f"sovra serving on http://{settings.host}:{settings.port}/"
+        + (f" with {n} worker processes" if n > 1 else ""),
+        highlight=False,
+    )
     # access_log off: uvicorn would log query strings; the app logs route templates only.
-    uvicorn.run(
-        create_app(config, settings),
+    options: dict[str, Any] = dict(
         host=settings.host,
         port=settings.port,
         access_log=False,
         log_level="info",
         proxy_headers=False,
     )
+    if n == 1:
+        uvicorn.run(create_app(config, settings), **options)
+        return
+    # Each worker builds its own app from the same file and settings (uvicorn spawns them and
+    # hands them the one listening socket); they share the home's databases as replicas do,
+    # and open the embedded index read-only, side by side.
+    found = find_config(state(ctx).config_path)
+    if found is not None:
+        os.environ[WORKER_CONFIG_ENV] = str(found.resolve())
+    for name, value in overrides.items():
+        os.environ[ENV_PREFIX + name.upper()] = str(value)
+    uvicorn.run("sovra.server.app:worker_app", factory=True, workers=n, **options)
 
 
 def mcp_command(

@@ -164,7 +164,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config, serving=True)
-    slots = ModelSlots(ws)
+    slots = ModelSlots(ws, processes=settings.workers)
     accounts = AccountStore.for_config(config)
     metrics = Metrics()
     oidc = OidcVerifier(settings) if settings.oidc_enabled else None
@@ -281,6 +281,25 @@ def create_app(
 
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     return app
+
+
+WORKER_CONFIG_ENV = "SOVRA_WORKER_CONFIG"
+"""Set by `sovra serve --workers N` for its worker processes: the config file they load."""
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of `sovra serve --workers N` (a uvicorn factory).
+
+    The supervisor passes what its command line decided through the environment: the config
+    file in `SOVRA_WORKER_CONFIG`, host, port and workers as `SOVRA_SERVER_*`."""
+    import os
+    from pathlib import Path
+
+    from sovra.config import load_config
+
+    path = os.environ.get(WORKER_CONFIG_ENV)
+    config = load_config(Path(path) if path else None)
+    return create_app(config, ServerSettings.from_config(config))
 
 
 def wants_html(request: Request) -> bool:

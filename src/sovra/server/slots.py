@@ -22,12 +22,15 @@ T = TypeVar("T")
 class ModelSlots:
     """One per process: a bounded number of concurrent model calls on one Workspace."""
 
-    def __init__(self, ws: Workspace, model_slots: int | None = None) -> None:
+    def __init__(
+        self, ws: Workspace, model_slots: int | None = None, *, processes: int = 1
+    ) -> None:
+        """`processes`: server workers sharing the cores, so each takes its share of them."""
         self.ws = ws
         self._lock = threading.Lock()
-        slots = model_slots or os.cpu_count() or 1
+        slots = model_slots or max(1, (os.cpu_count() or 1) // processes)
         self._slots = threading.BoundedSemaphore(slots)
-        if slots > 1 and ws.config.embedding.threads is None:
+        if slots * processes > 1 and ws.config.embedding.threads is None:
             # Each slot is one model call; a call that also spreads over every core makes the
             # calls spin against each other (measured: 1.4-1.8 s per question embedding with
             # two threads under load, 68-113 ms with one). One intra-op thread per call.
