@@ -281,6 +281,8 @@ def test_cached_hits_never_outlive_a_replace_or_delete(tmp_path: Path) -> None:
         assert idx.search_text("alpha", "en", 5, everyone()) == []
         idx.delete_documents(["d"])
         assert idx.search_vector(vec, 1, everyone()) == []
+        # Erased text is not kept in memory either.
+        assert not any("version" in c.text for c in idx._chunk_cache.values())
 
 
 def test_cache_is_bounded(tmp_path: Path) -> None:

@@ -112,6 +112,10 @@ def serve_command(
         os.environ[WORKER_CONFIG_ENV] = str(found.resolve())
     for name, value in overrides.items():
         os.environ[ENV_PREFIX + name.upper()] = str(value)
+    # numpy's OpenBLAS helper thread spin-waits after each product: harmless beside one
+    # GIL-bound process, it takes a core from the other workers here (an operator's own
+    # setting wins).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     uvicorn.run("sovra.server.app:worker_app", factory=True, workers=n, **options)
 
 

@@ -877,6 +877,7 @@ class EmbeddedIndex:
             raise
         # Committed: mirror it in memory (tombstone the old slots, append the new ones).
         self._generation += 1
+        self._chunk_cache.clear()  # replaced or erased text must not stay in memory
         self._graph_forget([doc for doc, _ in prepared])
         for document_id, _ in prepared:
             mem.remove_document(document_id)
@@ -904,6 +905,7 @@ class EmbeddedIndex:
                     (str(self._generation + 1),),
                 )
             self._generation += 1
+            self._chunk_cache.clear()
             self._graph_forget(ids)
             for doc in ids:
                 self._mem.remove_document(doc)
@@ -1139,9 +1141,10 @@ class EmbeddedIndex:
         """The chunks of these rows, from the cache of recent hits or the database.
 
         A hybrid search fetches ~300 candidates to return 10, and reading and parsing them was
-        a sixth of a search's CPU. The cache needs no invalidation: a row is never updated (a
-        replace deletes and inserts) and AUTOINCREMENT never reuses a rowid, so a cached rowid
-        is either that exact chunk or a deleted row no search can reach any more.
+        a sixth of a search's CPU. A cached row is never wrong (rows are never updated, a
+        replace deletes and inserts, and AUTOINCREMENT never reuses a rowid), but every write
+        clears the cache anyway, so replaced or erased text does not linger in memory. Readers
+        (the server) see no writes while open, so theirs stays warm.
         """
         cache = self._chunk_cache
         missing = [r for r in rowids if r not in cache]
