@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -299,6 +299,70 @@ def test_the_ingestion_token_in_a_filter_admits_nothing(index: PostgresIndex) ->
     assert index.count() == 2  # ingestion's own view still sees every row
 
 
+def _back_to_version_2(conn: Connection, schema: str) -> None:
+    """Version 2's shape: the terms as arrays on the chunks (under GIN), no postings table."""
+    s = schema
+    conn.execute(text("SELECT set_config('sovra.ingest', 'on', true)"))
+    conn.execute(text("SELECT set_config('sovra.tokens', '{sovra:ingest}', true)"))
+    conn.execute(text(f"ALTER TABLE {s}.chunks ADD COLUMN terms text[], ADD COLUMN tfs int[]"))
+    conn.execute(
+        text(
+            f"UPDATE {s}.chunks c SET terms = p.terms, tfs = p.tfs FROM (SELECT document_id, seq,"
+            f" array_agg(term ORDER BY term) AS terms, array_agg(tf ORDER BY term) AS tfs"
+            f" FROM {s}.postings GROUP BY document_id, seq) p"
+            " WHERE p.document_id = c.document_id AND p.seq = c.seq"
+        )
+    )
+    conn.execute(text(f"CREATE INDEX chunks_terms ON {s}.chunks USING gin (terms)"))
+    conn.execute(text(f"DROP TABLE {s}.postings"))
+    conn.execute(text(f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'"))
+
+
+def test_a_version_2_index_gets_its_postings_from_the_term_arrays_on_open(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+) -> None:
+    schema = _schema(request)
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
+    _corpus(idx)
+    public = SearchFilter(frozenset({"public"}))
+    hr = SearchFilter(frozenset({"group:hr"}))
+    before = [(h.chunk.id, h.score) for h in idx.search_text("payroll bands", "en", 10, hr)]
+    with idx._engine.begin() as conn:
+        _back_to_version_2(conn, schema)
+    idx.close()
+    again = PostgresIndex(pg_app_url, DIM, schema=schema)
+    try:
+        assert [
+            (h.chunk.id, h.score) for h in again.search_text("payroll bands", "en", 10, hr)
+        ] == (before)
+        assert ids(again.search_text("payroll", "en", 10, public)) == ["open#0"]
+        with again._engine.begin() as conn:
+            columns = set(
+                conn.execute(
+                    text(
+                        "SELECT column_name FROM information_schema.columns"
+                        " WHERE table_schema = :s AND table_name = 'chunks'"
+                    ),
+                    {"s": schema},
+                ).scalars()
+            )
+            version = conn.execute(
+                text(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
+            ).scalar()
+        assert version == "3"
+        assert not columns & {"terms", "tfs"}
+        # The postings carry the row policy: nothing without tokens, only readable rows with.
+        with again._engine.begin() as conn:
+            assert conn.execute(text(f"SELECT count(*) FROM {schema}.postings")).scalar() == 0
+            conn.execute(text("SELECT set_config('sovra.tokens', '{public}', true)"))
+            docs = set(conn.execute(text(f"SELECT document_id FROM {schema}.postings")).scalars())
+        assert docs == {"open"}
+    finally:
+        again.drop()
+        again.close()
+
+
 def test_a_version_1_index_is_upgraded_in_place_on_open(
     pg_app_url: str,  # noqa: F811
     request: pytest.FixtureRequest,
@@ -307,6 +371,7 @@ def test_a_version_1_index_is_upgraded_in_place_on_open(
     idx = PostgresIndex(pg_app_url, DIM, schema=schema)
     _corpus(idx)
     with idx._engine.begin() as conn:  # back to version 1's shape: no `visible`, two policies
+        _back_to_version_2(conn, schema)
         for table in ("chunks", "sentences"):
             for policy in ("read", "insert", "update", "delete"):
                 conn.execute(text(f"DROP POLICY {table}_{policy} ON {schema}.{table}"))
@@ -335,7 +400,7 @@ def test_a_version_1_index_is_upgraded_in_place_on_open(
                     {"t": f"{schema}.chunks"},
                 )
             }
-        assert version == "2"
+        assert version == "3"
         assert policies == {"chunks_read", "chunks_insert", "chunks_update", "chunks_delete"}
     finally:
         again.drop()

@@ -15,12 +15,15 @@ Why this shape (docs/scale-out.md "## Index backend" has the measurements):
   security, so only the policy's qual can be an index condition. The connecting role must be
   neither superuser nor BYPASSRLS (checked on open: those roles skip RLS); deployments give the
   tables to another owner role (`PostgresIndex.install`) so sovra's role cannot switch RLS off.
-* **Full text = BM25 in SQL over sovra's own analyser terms.** Each chunk stores the terms and
-  term frequencies `analyze_document` gives (the same stems, bigrams and stop words as the
-  embedded engine), under GIN. Collection statistics (N, df, average length) are computed in the
-  same transaction over the admitted rows only, and RLS hides the others from those aggregates
-  as well, so no score depends on a document the caller cannot read. (PostgreSQL's `ts_rank`
-  would be per-document only, but measured worse: docs/scale-out.md.)
+* **Full text = BM25 in SQL over sovra's own analyser terms**, from a postings table: one row
+  per (chunk, term) with the term frequency, the chunk's length and a copy of its governance
+  labels, under a btree on the term and the same row policy as the chunks. `term = ANY(...)`
+  is leakproof, so PostgreSQL uses that index beneath row security (the array overlap a term
+  array under GIN needed is not, and every text search read every admitted chunk: 0.8 s at
+  100k). Collection statistics (N, df, average length) are computed in the same transaction
+  over the admitted rows only, and RLS hides the others from those aggregates as well, so no
+  score depends on a document the caller cannot read. (PostgreSQL's `ts_rank` would be
+  per-document only, but measured worse: docs/scale-out.md.)
 * **Vectors**: up to EXACT_MAX_ROWS chunks reachable by the caller's tokens (counted per token
   set and write generation), exact distances over them; above, HNSW with
   `hnsw.iterative_scan = relaxed_order`, so a filter still returns k rows, and the outer query
@@ -59,9 +62,10 @@ from sovra.index.base import (
 )
 from sovra.index.embedded import _hashable
 
-SCHEMA_VERSION = "2"
-"""2: reads are admitted by `visible` (access plus INGEST_TOKEN) under one indexable policy;
-an index of version 1 is upgraded in place on open by its owner."""
+SCHEMA_VERSION = "3"
+"""2: reads are admitted by `visible` (access plus INGEST_TOKEN) under one indexable policy.
+3: full text from the `postings` table instead of term arrays on the chunks. An index of an
+older version is upgraded in place on open by its owner (nothing is re-analysed)."""
 BM25_K1 = 1.2
 BM25_B = 0.75
 VECTOR_TYPES = ("vector", "halfvec")
@@ -136,29 +140,21 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             body text NOT NULL,
             start_offset integer NOT NULL,
             end_offset integer NOT NULL,
-            terms text[] NOT NULL,
-            tfs integer[] NOT NULL,
             length real NOT NULL,
             embedding {vector_type}({dimension}),
             tsv tsvector,
             PRIMARY KEY (document_id, id)
         ) WITH (toast_tuple_target = 512)""",
         _visible_column(s, "chunks"),
-        # Keep the row the text and filter scans read small: text, title and embedding go out of
-        # line (read only for the k rows returned; HNSW holds its own copy of the vectors), the
-        # term arrays stay in the row (compressed if need be) so a scan detoasts nothing else.
+        # Keep the row the filter scans read small: text, title and embedding go out of line
+        # (read only for the k rows returned; HNSW holds its own copy of the vectors).
         *(
             f"ALTER TABLE {s}.chunks ALTER COLUMN {col} SET STORAGE EXTERNAL"
             for col in ("body", "title", "embedding", "tsv")
         ),
-        *(
-            f"ALTER TABLE {s}.chunks ALTER COLUMN {col} SET STORAGE MAIN"
-            for col in ("terms", "tfs")
-        ),
         f"CREATE INDEX IF NOT EXISTS chunks_id ON {s}.chunks (id)",
         f"DROP INDEX IF EXISTS {s}.chunks_access",  # version 1; unusable under row security
         f"CREATE INDEX IF NOT EXISTS chunks_visible ON {s}.chunks USING gin (visible)",
-        f"CREATE INDEX IF NOT EXISTS chunks_terms ON {s}.chunks USING gin (terms)",
         f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {s}.chunks USING hnsw (embedding {ops})",
         *(
             [f"CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)"]
@@ -177,15 +173,32 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
         )""",
         _visible_column(s, "sentences"),
         f"CREATE INDEX IF NOT EXISTS sentences_chunk ON {s}.sentences (chunk_id, model)",
+        # One row per (chunk, term): what a text search reads, found by the term's btree (the
+        # key's document_id first: deletes by document, and Citus distributes by it).
+        f"""CREATE TABLE IF NOT EXISTS {s}.postings (
+            document_id text NOT NULL,
+            seq bigint NOT NULL,
+            term text NOT NULL,
+            tf integer NOT NULL,
+            length real NOT NULL,
+            access text[] NOT NULL,
+            source text NOT NULL,
+            language text NOT NULL,
+            classification text NOT NULL,
+            residency text NOT NULL,
+            modified_at timestamptz,
+            PRIMARY KEY (document_id, seq, term)
+        )""",
+        f"CREATE INDEX IF NOT EXISTS postings_term ON {s}.postings (term)",
         *(
             stmt
-            for table in ("chunks", "sentences")
+            for table in POLICY_TABLES
             for stmt in (
                 f"ALTER TABLE {s}.{table} ENABLE ROW LEVEL SECURITY",
                 f"ALTER TABLE {s}.{table} FORCE ROW LEVEL SECURITY",
                 f"DROP POLICY IF EXISTS {table}_read ON {s}.{table}",
                 f"CREATE POLICY {table}_read ON {s}.{table} FOR SELECT"
-                f" USING (visible && {_TOKENS})",
+                f" USING ({_visible_expression(table)} && {_TOKENS})",
                 f"DROP POLICY IF EXISTS {table}_ingest ON {s}.{table}",  # version 1
                 f"DROP POLICY IF EXISTS {table}_insert ON {s}.{table}",
                 f"CREATE POLICY {table}_insert ON {s}.{table} FOR INSERT WITH CHECK ({_INGEST})",
@@ -197,6 +210,15 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
             )
         ),
     ]
+
+
+POLICY_TABLES = ("chunks", "sentences", "postings")
+
+
+def _visible_expression(table: str) -> str:
+    """What a table's read policy matches the tokens against. The postings are found by their
+    term's index, never by this, so they store no generated copy (one array less per row)."""
+    return "visible" if table != "postings" else f"(access || '{{{INGEST_TOKEN}}}'::text[])"
 
 
 def _visible_column(schema: str, table: str) -> str:
@@ -272,6 +294,17 @@ def _filter_sql(flt: SearchFilter, params: dict[str, Any]) -> str:
 def _utc(moment: Any) -> Any:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
+
+_POSTING_COLUMNS = (
+    "document_id, seq, term, tf, length, access, source, language, classification, residency,"
+    " modified_at"
+)
+_POSTING_ONLY = frozenset({"terms", "tfs"})
+"""Keys of a chunk's row that go to its postings, not to the chunks table."""
+_POSTING_PARAMS = (
+    "document_id", "seq", "length", "access", "source", "language", "classification",
+    "residency", "modified_at", "terms", "tfs",
+)  # fmt: skip
 
 _COLUMNS = (
     "document_id, id, position, source, language, access, classification, residency,"
@@ -389,7 +422,7 @@ class PostgresIndex:
             with engine.begin() as conn:
                 cls._create(conn, schema, dimension, vector_type, "bm25")
                 conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {app_role}"))
-                for table in ("chunks", "sentences"):
+                for table in POLICY_TABLES:
                     conn.execute(
                         text(
                             f"GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.{table}"
@@ -453,8 +486,8 @@ class PostgresIndex:
                 str(k): str(v)
                 for k, v in conn.execute(text(f"SELECT key, value FROM {self.schema}.meta"))
             }
-            if meta.get("schema_version") == "1":
-                meta["schema_version"] = self._upgrade(conn)
+            if meta.get("schema_version") in ("1", "2"):
+                meta["schema_version"] = self._upgrade(conn, meta["schema_version"])
         fix = f"drop schema {self.schema} and sync again (or use another index.schema)"
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise IndexError_(
@@ -475,9 +508,11 @@ class PostgresIndex:
         self.vector_type = meta.get("vector_type", self.vector_type)
         self.text_ranking = meta.get("text_ranking", self.text_ranking)
 
-    def _upgrade(self, conn: Connection) -> str:
-        """Version 1 → 2 in place (adds `visible`, its index and the new policies; the table is
-        rewritten once). Needs the schema's owner: an app role without it gets the command."""
+    def _upgrade(self, conn: Connection, version: str) -> str:
+        """Version 1 or 2 → 3 in place: adds `visible`, its index and the one read policy (1),
+        and fills the postings from the chunks' term arrays, which are then dropped (1, 2); the
+        terms were analysed at write time, so nothing is re-analysed. Needs the schema's owner:
+        an app role without it gets the command."""
         owner = conn.execute(
             text(
                 "SELECT pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c"
@@ -488,16 +523,39 @@ class PostgresIndex:
         ).scalar()
         if not owner:
             raise IndexError_(
-                f"postgres index {self.schema} has schema version 1 and must be upgraded by its "
-                f"owner: run `sovra index install` with the owner's URL once (nothing is lost)"
+                f"postgres index {self.schema} has schema version {version} and must be "
+                f"upgraded by its owner: run `sovra index install` with the owner's URL once "
+                f"(nothing is lost)"
             )
-        self._create(conn, self.schema, self.dimension, self.vector_type, self.text_ranking)
+        s = self.schema
+        self._create(conn, s, self.dimension, self.vector_type, self.text_ranking)
+        has_terms = conn.execute(
+            text(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = :s"
+                " AND table_name = 'chunks' AND column_name IN ('terms', 'tfs')"
+            ),
+            {"s": s},
+        ).scalar_one()
+        if has_terms == 2:
+            _as_ingestion(conn)  # row security applies to the owner too (FORCE)
+            conn.execute(
+                text(
+                    f"INSERT INTO {s}.postings ({_POSTING_COLUMNS}) SELECT c.document_id, c.seq,"
+                    " t.term, t.tf, c.length, c.access, c.source, c.language, c.classification,"
+                    f" c.residency, c.modified_at FROM {s}.chunks c, unnest(c.terms, c.tfs)"
+                    " AS t(term, tf) ON CONFLICT DO NOTHING"
+                )
+            )
         conn.execute(
-            text(f"UPDATE {self.schema}.meta SET value = :v WHERE key = 'schema_version'"),
+            text(f"ALTER TABLE {s}.chunks DROP COLUMN IF EXISTS terms, DROP COLUMN IF EXISTS tfs")
+        )
+        conn.execute(
+            text(f"UPDATE {s}.meta SET value = :v WHERE key = 'schema_version'"),
             {"v": SCHEMA_VERSION},
         )
-        # The rewrite left no statistics on `visible`; the planner needs them at once.
-        conn.execute(text(f"ANALYZE {self.schema}.chunks"))
+        # The new tables and columns have no statistics yet; the planner needs them at once.
+        conn.execute(text(f"ANALYZE {s}.chunks"))
+        conn.execute(text(f"ANALYZE {s}.postings"))
         return SCHEMA_VERSION
 
     def _dispose(self) -> None:
@@ -596,9 +654,9 @@ class PostgresIndex:
             "body": chunk.text,
             "start_offset": chunk.start,
             "end_offset": chunk.end,
+            "length": float(sum(terms.values())),
             "terms": list(terms),
             "tfs": list(terms.values()),
-            "length": float(sum(terms.values())),
             "embedding": None if vec is None else _vector_literal(vec),
             "tsv_config": regconfig(chunk.language) if self.text_ranking == "ts_rank" else None,
             "tsv_text": body if self.text_ranking == "ts_rank" else None,
@@ -607,14 +665,7 @@ class PostgresIndex:
     def _write(self, conn: Connection, document_ids: list[str], rows: list[dict[str, Any]]) -> None:
         s = self.schema
         if document_ids:
-            conn.execute(
-                text(f"DELETE FROM {s}.chunks WHERE document_id = ANY(CAST(:d AS text[]))"),
-                {"d": document_ids},
-            )
-            conn.execute(
-                text(f"DELETE FROM {s}.sentences WHERE document_id = ANY(CAST(:d AS text[]))"),
-                {"d": document_ids},
-            )
+            self._delete(conn, document_ids)
         if not rows:
             return
         # Chunk ids are unique across the index; the key is (document_id, id) so that the
@@ -640,7 +691,7 @@ class PostgresIndex:
         ).scalar_one()
         for i, row in enumerate(rows):
             row["seq"] = first + i
-        plain = [c for c in rows[0] if not c.startswith("tsv_")]
+        plain = [c for c in rows[0] if not c.startswith("tsv_") and c not in _POSTING_ONLY]
         cols = ", ".join([*plain, "tsv"])
         values = ", ".join(
             [
@@ -653,6 +704,28 @@ class PostgresIndex:
             ]
         )
         conn.execute(text(f"INSERT INTO {s}.chunks ({cols}) VALUES ({values})"), rows)
+        conn.execute(
+            text(
+                f"INSERT INTO {s}.postings ({_POSTING_COLUMNS}) SELECT :document_id, :seq,"
+                " t.term, t.tf, :length, CAST(:access AS text[]), :source, :language,"
+                " :classification, :residency, CAST(:modified_at AS timestamptz)"
+                " FROM unnest(CAST(:terms AS text[]), CAST(:tfs AS int[])) AS t(term, tf)"
+            ),
+            [{c: row[c] for c in _POSTING_PARAMS} for row in rows if row["terms"]],
+        )
+
+    def _delete(self, conn: Connection, document_ids: list[str]) -> int:
+        """Delete every row of these documents; the number of chunks deleted."""
+        removed = 0
+        for table in POLICY_TABLES:
+            count = conn.execute(
+                text(
+                    f"DELETE FROM {self.schema}.{table} WHERE document_id = ANY(CAST(:d AS text[]))"
+                ),
+                {"d": document_ids},
+            ).rowcount
+            removed = count if table == "chunks" else removed
+        return int(removed)
 
     def copy_documents(
         self,
@@ -695,20 +768,7 @@ class PostgresIndex:
     def delete_documents(self, document_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(document_ids))
         with self._lock, self._ingest() as conn:
-            removed = conn.execute(
-                text(
-                    f"DELETE FROM {self.schema}.chunks WHERE document_id = ANY(CAST(:d AS text[]))"
-                ),
-                {"d": ids},
-            ).rowcount
-            conn.execute(
-                text(
-                    f"DELETE FROM {self.schema}.sentences"
-                    " WHERE document_id = ANY(CAST(:d AS text[]))"
-                ),
-                {"d": ids},
-            )
-            return int(removed)
+            return self._delete(conn, ids)
 
     # ----------------------------------------------------------------- search
 
@@ -733,25 +793,25 @@ class PostgresIndex:
             sql = f"""
             WITH q AS (
                 SELECT * FROM unnest(CAST(:terms AS text[]), CAST(:qtfs AS int[])) AS q(term, qtf)
-            ), hit AS (
-                -- One row per (matching chunk, query term it holds); the term arrays are
-                -- detoasted once per chunk by the unnest.
-                SELECT c.document_id, c.id, c.seq, c.length, q.term, q.qtf, t.tf
-                FROM {s}.chunks c, unnest(c.terms, c.tfs) AS t(term, tf), q
-                WHERE c.terms && CAST(:terms AS text[]) AND {where} AND t.term = q.term
+            ), hit AS MATERIALIZED (
+                -- One row per (admitted chunk, query term it holds), from the term's btree
+                -- (`=` on text is leakproof, so the index works beneath row security).
+                SELECT p.document_id, p.seq, p.length, p.tf, p.term, q.qtf
+                FROM {s}.postings p JOIN q ON q.term = p.term
+                WHERE p.term = ANY(CAST(:terms AS text[])) AND {where}
             ), df AS (
                 SELECT term, count(*) AS df FROM hit GROUP BY term
             ), scored AS (
-                SELECT hit.document_id, hit.id, hit.seq, sum(
+                SELECT hit.document_id, hit.seq, sum(
                     ln(1.0 + (:n - df.df + 0.5) / (df.df + 0.5)) * hit.qtf
                     * hit.tf * (:k1 + 1.0)
                     / (hit.tf + :k1 * (1.0 - :b + :b * hit.length / :avgdl))
                 ) AS score
                 FROM hit JOIN df USING (term)
-                GROUP BY hit.document_id, hit.id, hit.seq ORDER BY score DESC, hit.seq LIMIT :k
+                GROUP BY hit.document_id, hit.seq ORDER BY score DESC, hit.seq LIMIT :k
             )
             SELECT {_prefixed("c")}, scored.score FROM scored
-            JOIN {s}.chunks c ON c.document_id = scored.document_id AND c.id = scored.id
+            JOIN {s}.chunks c ON c.document_id = scored.document_id AND c.seq = scored.seq
             ORDER BY scored.score DESC, scored.seq
             """
             rows = conn.execute(text(sql), params).all()
