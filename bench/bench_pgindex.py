@@ -130,6 +130,7 @@ def run_postgres(
     build_s = time.perf_counter() - t0
     with idx._engine.begin() as conn:
         conn.execute(text(f"ANALYZE {schema}.chunks"))
+        conn.execute(text(f"ANALYZE {schema}.postings"))
     assert idx.count() == n, idx.count()
 
     filters = {"broad": SearchFilter(BROAD), "1%": SearchFilter(RARE)}
@@ -165,8 +166,8 @@ def run_postgres(
                 " 'r'), 0),"
                 " coalesce(sum(pg_relation_size(c.oid)) FILTER (WHERE c.relname ="
                 " 'chunks_embedding'), 0),"
-                " coalesce(sum(pg_relation_size(c.oid)) FILTER (WHERE c.relname = 'chunks_terms'),"
-                " 0) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
+                " coalesce(sum(pg_total_relation_size(c.oid)) FILTER (WHERE c.relname ="
+                " 'postings'), 0) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace"
                 " WHERE s.nspname = :s"
             ),
             {"s": schema},
@@ -177,7 +178,7 @@ def run_postgres(
     # The tables with their TOAST and every index; the two large indexes also on their own.
     out["disk_mb"] = round(int(sizes[0]) / 2**20, 1)
     out["hnsw_index_mb"] = round(int(sizes[1]) / 2**20, 1)
-    out["terms_gin_mb"] = round(int(sizes[2]) / 2**20, 1)
+    out["postings_mb"] = round(int(sizes[2]) / 2**20, 1)  # the table with its two indexes
     out["shared_buffers"] = shared_buffers
     out["client_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import socket
 import time
 from typing import Annotated, Any
 
@@ -53,6 +54,7 @@ def serve_command(
     import logging
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from sovra.server.app import WORKER_CONFIG_ENV, create_app
     from sovra.server.settings import ENV_PREFIX, ServerSettings
@@ -116,7 +118,19 @@ def serve_command(
     # GIL-bound process, it takes a core from the other workers here (an operator's own
     # setting wins).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    uvicorn.run("sovra.server.app:worker_app", factory=True, workers=n, **options)
+    config_ = uvicorn.Config("sovra.server.app:worker_app", factory=True, workers=n, **options)
+    sock = config_.bind_socket()
+    # uvicorn's shared socket has protocol 0, so asyncio never sets TCP_NODELAY on the
+    # connections accepted from it: Nagle and delayed ACKs added ~40 ms to every keep-alive
+    # response (search p50 56 ms vs 14 ms at one connection). Linux copies the option from the
+    # listening socket to each accepted one.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        Multiprocess(config_, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
 
 
 def mcp_command(
