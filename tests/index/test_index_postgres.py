@@ -318,13 +318,32 @@ def _back_to_version_2(conn: Connection, schema: str) -> None:
     conn.execute(text(f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'"))
 
 
+def _own_index_with_corpus(url: str, request: pytest.FixtureRequest) -> PostgresIndex:
+    """The corpus in an index the test closes and reopens itself (not the fixture's)."""
+    idx = PostgresIndex(url, DIM, schema=_schema(request))
+    _corpus(idx)
+    return idx
+
+
+def _schema_version(conn: Connection, schema: str) -> object:
+    return conn.execute(
+        text(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
+    ).scalar()
+
+
+def test_chunks_without_any_term_are_stored(index: PostgresIndex) -> None:
+    """Punctuation only: the analyser gives no terms, so the batch writes no postings."""
+    index.replace_documents({"dash": [chunk("dash", 0, "— … —", rng=np.random.default_rng(3))]})
+    assert index.count() == 1
+    assert index.search_text("dash", "en", 10, SearchFilter(frozenset({"public"}))) == []
+
+
 def test_a_version_2_index_gets_its_postings_from_the_term_arrays_on_open(
     pg_app_url: str,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> None:
-    schema = _schema(request)
-    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
-    _corpus(idx)
+    idx = _own_index_with_corpus(pg_app_url, request)
+    schema = idx.schema
     public = SearchFilter(frozenset({"public"}))
     hr = SearchFilter(frozenset({"group:hr"}))
     before = [(h.chunk.id, h.score) for h in idx.search_text("payroll bands", "en", 10, hr)]
@@ -347,9 +366,7 @@ def test_a_version_2_index_gets_its_postings_from_the_term_arrays_on_open(
                     {"s": schema},
                 ).scalars()
             )
-            version = conn.execute(
-                text(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
-            ).scalar()
+            version = _schema_version(conn, schema)
         assert version == "3"
         assert not columns & {"terms", "tfs"}
         # The postings carry the row policy: nothing without tokens, only readable rows with.
@@ -367,9 +384,8 @@ def test_a_version_1_index_is_upgraded_in_place_on_open(
     pg_app_url: str,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> None:
-    schema = _schema(request)
-    idx = PostgresIndex(pg_app_url, DIM, schema=schema)
-    _corpus(idx)
+    idx = _own_index_with_corpus(pg_app_url, request)
+    schema = idx.schema
     with idx._engine.begin() as conn:  # back to version 1's shape: no `visible`, two policies
         _back_to_version_2(conn, schema)
         for table in ("chunks", "sentences"):
@@ -390,9 +406,7 @@ def test_a_version_1_index_is_upgraded_in_place_on_open(
         assert ids(again.search_text("payroll", "en", 10, public)) == ["open#0"]
         assert again.count() == 2
         with again._engine.begin() as conn:
-            version = conn.execute(
-                text(f"SELECT value FROM {schema}.meta WHERE key = 'schema_version'")
-            ).scalar()
+            version = _schema_version(conn, schema)
             policies = {
                 r[0]
                 for r in conn.execute(

@@ -704,6 +704,9 @@ class PostgresIndex:
             ]
         )
         conn.execute(text(f"INSERT INTO {s}.chunks ({cols}) VALUES ({values})"), rows)
+        postings = [{c: row[c] for c in _POSTING_PARAMS} for row in rows if row["terms"]]
+        if not postings:  # e.g. chunks of punctuation only: an empty executemany would fail
+            return
         conn.execute(
             text(
                 f"INSERT INTO {s}.postings ({_POSTING_COLUMNS}) SELECT :document_id, :seq,"
@@ -711,21 +714,21 @@ class PostgresIndex:
                 " :classification, :residency, CAST(:modified_at AS timestamptz)"
                 " FROM unnest(CAST(:terms AS text[]), CAST(:tfs AS int[])) AS t(term, tf)"
             ),
-            [{c: row[c] for c in _POSTING_PARAMS} for row in rows if row["terms"]],
+            postings,
         )
 
     def _delete(self, conn: Connection, document_ids: list[str]) -> int:
         """Delete every row of these documents; the number of chunks deleted."""
-        removed = 0
-        for table in POLICY_TABLES:
-            count = conn.execute(
+        deleted = {
+            table: conn.execute(
                 text(
                     f"DELETE FROM {self.schema}.{table} WHERE document_id = ANY(CAST(:d AS text[]))"
                 ),
                 {"d": document_ids},
             ).rowcount
-            removed = count if table == "chunks" else removed
-        return int(removed)
+            for table in POLICY_TABLES
+        }
+        return int(deleted["chunks"])
 
     def copy_documents(
         self,
