@@ -1,11 +1,14 @@
-"""`sovra serve --workers 2` (issue 16): two processes behind one socket over one home.
+"""`sovra serve --workers 2` (issue 16): two processes serving one port over one home.
 
 Each worker opens the embedded index read-only beside the other, so both answer searches with
-the same results and the same permissions; a sync while they serve is refused with a message
+the same results and the same permissions; connections opened together are spread over both
+(each listens on the port itself); a sync while they serve is refused with a message
 naming the server, and changes nothing; stopping the supervisor stops both."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -75,7 +78,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Itera
 
 
 def _search(served: Served, user: str) -> list[str]:
-    # A new connection per request: the kernel hands each to whichever worker accepts first.
+    # A new connection per request, so the kernel's spread over the workers applies to each.
     resp = httpx.post(
         served.url + "/api/v1/search", json=QUERY, headers=bearer(served.keys[user]), timeout=60
     )
@@ -114,6 +117,56 @@ def test_both_workers_answer_alike_and_keep_permissions(served: Served) -> None:
     # Both processes did search work (a search costs tens of ms of CPU; idle costs ~none).
     spent = {w.pid: _cpu_s(w) - before[w.pid] for w in workers}
     assert all(s > 0.1 for s in spent.values()), spent
+
+
+def _listening_sockets(proc: psutil.Process, port: int) -> set[str]:
+    """The kernel sockets (by inode) `proc` listens on `port` with: shared fds name one."""
+    return {
+        os.readlink(f"/proc/{proc.pid}/fd/{c.fd}")
+        for c in proc.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def test_each_worker_listens_on_a_socket_of_its_own(served: Served) -> None:
+    # One socket shared by all let the first worker to wake accept every pending connection;
+    # the supervisor accepts nothing, so it must hold no listening socket of the port either.
+    port = int(served.url.rsplit(":", 1)[1])
+    owned = [_listening_sockets(w, port) for w in served.workers()]
+    assert all(len(o) == 1 for o in owned), owned
+    assert len(set.union(*owned)) == WORKERS, owned
+    assert not _listening_sockets(psutil.Process(served.proc.pid), port)
+
+
+def test_connections_opened_together_spread_over_the_workers(served: Served) -> None:
+    # Measured with one shared socket: 16 connections opened together went 16 / 0 or 14 / 2.
+    # A hash-share of 32 gives each of two workers at least 4 but for p ≈ 3e-6.
+    port = int(served.url.rsplit(":", 1)[1])
+
+    async def hold_open(n: int) -> dict[int, int]:
+        clients = [
+            httpx.AsyncClient(base_url=served.url, headers=bearer(served.keys["alice"]))
+            for _ in range(n)
+        ]
+        try:
+            for resp in await asyncio.gather(
+                *(c.post("/api/v1/search", json=QUERY, timeout=120) for c in clients)
+            ):
+                assert resp.status_code == 200, resp.text
+            return {
+                w.pid: sum(
+                    c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+                    for c in w.net_connections(kind="tcp")
+                )
+                for w in served.workers()
+            }
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    held = asyncio.run(hold_open(32))
+    assert sum(held.values()) == 32, held
+    assert all(n >= 4 for n in held.values()), held
 
 
 def test_a_sync_while_serving_is_refused_and_changes_nothing(served: Served) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 import time
 from typing import Annotated, Any
 
@@ -57,6 +56,7 @@ def serve_command(
     from uvicorn.supervisors import Multiprocess
 
     from sovra.server.app import WORKER_CONFIG_ENV, create_app
+    from sovra.server.listener import WorkerListener
     from sovra.server.settings import ENV_PREFIX, ServerSettings
 
     try:
@@ -106,8 +106,8 @@ def serve_command(
     if n == 1:
         uvicorn.run(create_app(config, settings), **options)
         return
-    # Each worker builds its own app from the same file and settings (uvicorn spawns them and
-    # hands them the one listening socket); they share the home's databases as replicas do,
+    # Each worker builds its own app from the same file and settings (uvicorn spawns them, and
+    # each listens on the port itself); they share the home's databases as replicas do,
     # and open the embedded index read-only, side by side.
     found = find_config(state(ctx).config_path)
     if found is not None:
@@ -119,18 +119,19 @@ def serve_command(
     # setting wins).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     config_ = uvicorn.Config("sovra.server.app:worker_app", factory=True, workers=n, **options)
-    sock = config_.bind_socket()
-    # uvicorn's shared socket has protocol 0, so asyncio never sets TCP_NODELAY on the
-    # connections accepted from it: Nagle and delayed ACKs added ~40 ms to every keep-alive
-    # response (search p50 56 ms vs 14 ms at one connection). Linux copies the option from the
-    # listening socket to each accepted one.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # A clear "address in use" before any worker starts (uvicorn's own message and exit);
+    # then each worker binds a socket of its own on that port (server/listener.py says why;
+    # port 0 becomes the one port the probe was given, not one per worker).
+    probe = config_.bind_socket()
+    bound_port = int(probe.getsockname()[1])
+    probe.close()
+    listener = WorkerListener(settings.host, bound_port, config_.backlog)
     try:
-        Multiprocess(config_, sockets=[sock]).run()
+        Multiprocess(config_, sockets=[listener]).run()
     except KeyboardInterrupt:
         pass
     finally:
-        sock.close()
+        listener.close()
 
 
 def mcp_command(
