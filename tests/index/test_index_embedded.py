@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sovra.domain import SearchFilter
-from sovra.index import EmbeddedIndex, IndexError_, open_index
+from sovra.index import AnnSettings, EmbeddedIndex, IndexError_, open_index
 from tests.support.index import DIM, chunk, everyone, ids, unit
 
 
@@ -294,16 +294,32 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
         assert len(idx._chunk_cache) == 5
 
 
-def test_a_query_with_zeros_outside_one_block_scores_as_the_full_product(tmp_path: Path) -> None:
+# Column-major below the graph's size (ann off), row-major where the graph takes broad searches
+# (ann on; exact_max above the corpus keeps every search here exact, so both must agree).
+LAYOUTS = {
+    "F": AnnSettings(mode="off"),
+    "C": AnnSettings(mode="on", exact_max=10**6),
+}
+
+
+@pytest.mark.parametrize("order", sorted(LAYOUTS))
+def test_a_query_with_zeros_outside_one_block_scores_as_the_full_product(
+    tmp_path: Path, order: str
+) -> None:
     """A fused embedder queries one model's columns (zeros elsewhere): the index reads only
     those columns, and must rank and score exactly as the full dot product does, on both the
-    broad path (one product over all rows) and the selective one (a gather of admitted rows)."""
+    broad path (one product over all rows) and the selective one (a gather of admitted rows),
+    in both vector layouts."""
     rng = np.random.default_rng(7)
     dim = 12
     vectors = [unit(rng, dim) for _ in range(300)]
-    # A quarter is public: below the share where the index gathers admitted rows.
-    access = [("public",) if i % 4 == 0 else ("staff",) for i in range(300)]
-    with EmbeddedIndex(tmp_path, dim) as idx:
+    # A quarter is public: below the share where a row-major index gathers admitted rows, above
+    # a column-major one's; 2 % are "rare": gathered in both.
+    access = [
+        ("rare",) if i % 50 == 1 else ("public",) if i % 4 == 0 else ("staff",) for i in range(300)
+    ]
+    with EmbeddedIndex(tmp_path, dim, ann=LAYOUTS[order]) as idx:
+        assert idx._mem.order == order
         idx.replace_documents(
             {
                 f"d{i}": [chunk(f"d{i}", 0, "x", embedding=v, access=access[i])]
@@ -315,10 +331,43 @@ def test_a_query_with_zeros_outside_one_block_scores_as_the_full_product(tmp_pat
             q = np.zeros(dim, dtype=np.float32)
             q[lo:hi] = rng.normal(size=hi - lo)
             q /= np.linalg.norm(q)
-            for flt in (everyone("staff"), everyone()):
+            for flt in (everyone("staff"), everyone(), SearchFilter(frozenset({"rare"}))):
                 admitted = [i for i in range(300) if set(access[i]) & flt.access_tokens]
                 order = sorted(admitted, key=lambda i: (-float(matrix[i] @ q), i))[:10]
                 hits = idx.search_vector(list(q), 10, flt)
                 assert ids(hits) == [f"d{i}#0" for i in order]
                 for h, i in zip(hits, order, strict=True):
                     assert h.score == pytest.approx(float(matrix[i] @ q), abs=1e-5)
+
+
+def test_vector_layout_follows_the_index_size_across_growth_and_reopening(tmp_path: Path) -> None:
+    """The layout flips to row-major when growth reaches the graph's size, and a snapshot or a
+    rebuild from SQLite of either layout answers exactly as brute force does."""
+    rng = np.random.default_rng(11)
+    probe = unit(rng)
+    vectors = {f"d{i}": unit(rng) for i in range(2000)}
+    matrix = np.array(list(vectors.values()), dtype=np.float32)
+    best = np.argsort(-(matrix @ np.array(probe, dtype=np.float32)), kind="stable")[:20]
+    expected = [f"{list(vectors)[i]}#0" for i in best]
+
+    def add(names: list[str]) -> None:
+        idx.replace_documents({d: [chunk(d, 0, embedding=vectors[d])] for d in names})
+
+    grows_into_c = AnnSettings(mode="auto", min_chunks=1500, exact_max=10**6)
+    idx = EmbeddedIndex(tmp_path, DIM, ann=grows_into_c, snapshot_min_chunks=0)
+    add(list(vectors)[:1000])
+    assert idx._mem.order == "F"  # 1,024 slots: below the size where the graph takes over
+    add(list(vectors)[1000:])
+    assert idx._mem.order == "C"  # grown to 2,048 slots
+    assert ids(idx.search_vector(probe, 20, everyone())) == expected
+    idx.close()
+    for ann, order in ((AnnSettings(mode="off"), "F"), (grows_into_c, "C")):
+        for snapshot in (True, False):
+            if not snapshot:
+                (tmp_path / "memory.npz").unlink(missing_ok=True)
+            # Each close writes the snapshot again, for the next open to read.
+            again = EmbeddedIndex(tmp_path, DIM, ann=ann, snapshot_min_chunks=0)
+            assert again._mem.order == order
+            assert (again._snapshot_generation == again._generation) is snapshot
+            assert ids(again.search_vector(probe, 20, everyone())) == expected
+            again.close()
