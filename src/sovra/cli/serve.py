@@ -116,8 +116,9 @@ def serve_command(
         os.environ[ENV_PREFIX + name.upper()] = str(value)
     # numpy's OpenBLAS helper thread spin-waits after each product: harmless beside one
     # GIL-bound process, it takes a core from the other workers here (an operator's own
-    # setting wins).
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # setting wins; an empty one counts as unset, as OpenBLAS itself reads it).
+    if not os.environ.get("OPENBLAS_NUM_THREADS"):
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
     config_ = uvicorn.Config("sovra.server.app:worker_app", factory=True, workers=n, **options)
     # A clear "address in use" before any worker starts (uvicorn's own message and exit);
     # then each worker binds a socket of its own on that port (server/listener.py says why;
