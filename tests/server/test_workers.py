@@ -169,15 +169,20 @@ def test_connections_opened_together_spread_over_the_workers(served: Served) -> 
     assert all(n >= 4 for n in held.values()), held
 
 
-def test_a_sync_while_serving_is_refused_and_changes_nothing(served: Served) -> None:
-    before = _search(served, "alice")
-    done = subprocess.run(
+def _sync_all(served: Served, timeout: int) -> subprocess.CompletedProcess[str]:
+    """`sovra source sync --all` over the served home, as an operator would run it beside."""
+    return subprocess.run(
         [*SOVRA, "--config", str(served.config), "source", "sync", "--all"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_a_sync_while_serving_is_refused_and_changes_nothing(served: Served) -> None:
+    before = _search(served, "alice")
+    done = _sync_all(served, timeout=300)
     assert done.returncode != 0
     assert "sovra serve" in done.stdout + done.stderr, done.stdout + done.stderr
     assert _search(served, "alice") == before
@@ -190,11 +195,5 @@ def test_stopping_the_supervisor_stops_every_worker(served: Served) -> None:
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, [p.pid for p in alive]
     # The index is free again: a writer opens it (the workers released their shared locks).
-    done = subprocess.run(
-        [*SOVRA, "--config", str(served.config), "source", "sync", "--all"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = _sync_all(served, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
