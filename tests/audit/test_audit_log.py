@@ -427,6 +427,33 @@ def test_submitted_events_are_batched_and_acknowledged_after_commit(
     assert log.size == 300 and log.verify().ok
 
 
+def test_one_committer_thread_serves_steady_appends_and_ends_with_the_log(
+    sqlite_logs: LogFactory, event: EventMaker
+) -> None:
+    """Events one after another reuse the lingering committer instead of a thread each; an
+    idle log's committer exits on close, so closed logs leave no threads behind."""
+    log = sqlite_logs.open()
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def counting_start(self: threading.Thread) -> None:
+        if self.name == "sovra-audit-commit":
+            started.append(self)
+        real_start(self)
+
+    threading.Thread.start = counting_start  # type: ignore[method-assign]
+    try:
+        receipts = [log.append(event(i)) for i in range(50)]
+    finally:
+        threading.Thread.start = real_start  # type: ignore[method-assign]
+    assert [r.index for r in receipts] == list(range(50))
+    assert len(started) == 1, len(started)
+    log.flush()  # returns although the committer lingers: nothing is pending
+    log.close()
+    started[0].join(timeout=10)
+    assert not started[0].is_alive()
+
+
 def test_a_failed_commit_fails_its_callers_and_the_log_goes_on(
     logs: LogFactory, event: EventMaker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
