@@ -391,17 +391,16 @@ class AuditLog:
             # A committer lingers after its last batch, so steady traffic does not start a
             # thread per event (that was ~4 % of a search request's samples in a py-spy
             # profile); is_alive() is False in a forked child, which must start its own.
+            # Started under the lock: a thread created but not yet started is not alive, and
+            # a second submit must not take it for gone and start another committer.
             committer = self._committer
-            start = committer is None or not committer.is_alive()
-            if start:
-                committer = self._committer = threading.Thread(
+            if committer is None or not committer.is_alive():
+                self._committer = threading.Thread(
                     target=self._drain, name="sovra-audit-commit", daemon=True
                 )
+                self._committer.start()
             else:
                 self._work.notify()
-        if start:
-            assert committer is not None
-            committer.start()
         return item.future
 
     def append(self, event: AuditEvent) -> Receipt:
