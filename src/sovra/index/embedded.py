@@ -48,7 +48,7 @@ import threading
 import uuid
 import zipfile
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -300,15 +300,17 @@ class _Memory:
     matrix-vector product over one model's columns runs twice as fast that way on the 2-core
     VM (18k x 384: 0.8 vs 2.0 ms; 200k: 14.6 vs 29.1 ms), and that scan is the largest single
     cost of a search below the graph's size. Once the HNSW graph takes broad searches
-    (`row_major_from` vectors, the `[index] ann` switch-on size), exact search only serves
+    (`graph_wanted`: `AnnSettings.wanted`, the `[index] ann` switch), exact search only serves
     selective filters, which gather admitted rows, and row-major ("C") gathers 10-30x faster.
     The layout is chosen whenever the array is allocated (open, growth, compaction), so it
     follows the index's size without a copy per write.
     """
 
-    def __init__(self, dimension: int, row_major_from: int | None = None) -> None:
+    def __init__(
+        self, dimension: int, graph_wanted: Callable[[int], bool] = lambda _: False
+    ) -> None:
         self.dimension = dimension
-        self.row_major_from = row_major_from
+        self.graph_wanted = graph_wanted
         self.n = 0
         cap = 1024
         self.alive: _BOOL = np.zeros(cap, dtype=np.bool_)
@@ -317,7 +319,7 @@ class _Memory:
         self.modified: _I64 = np.full(cap, _NO_TIME, dtype=np.int64)
         self.length: _F32 = np.zeros(cap, dtype=np.float32)
         self.has_vec: _BOOL = np.zeros(cap, dtype=np.bool_)
-        self.order = self.order_for(0)
+        self.order = self.order_for(cap)  # by capacity, as _grow
         self.vectors: _F32 = np.zeros((cap, dimension), dtype=np.float32, order=self.order)
         self.doc_slots: dict[str, list[int]] = {}
         self.combos: list[_Labels] = []
@@ -331,15 +333,15 @@ class _Memory:
 
     def order_for(self, vectors: int) -> Literal["C", "F"]:
         """The vector layout for an index of this many vectors (see the class docstring)."""
-        return "C" if self.row_major_from is not None and vectors >= self.row_major_from else "F"
+        return "C" if self.graph_wanted(vectors) else "F"
 
-    def _grow(self, need: int, order: Literal["C", "F"] | None = None) -> None:
+    def _grow(self, need: int) -> None:
         cap = self.alive.shape[0]
         if need <= cap:
             return
         new = max(need, cap * 2)
         # By the new capacity: the layout then suits the index until the next growth.
-        self.order = order or self.order_for(new)
+        self.order = self.order_for(new)
 
         def grow(a: Any, fill: Any = 0) -> Any:
             out = np.full((new, *a.shape[1:]), fill, dtype=a.dtype, order=self.order)
@@ -453,12 +455,11 @@ class _Memory:
         self.modified = self.modified[live].copy()
         self.length = self.length[live].copy()
         self.has_vec = self.has_vec[live].copy()
-        self.order = self.order_for(m)
-        self.vectors = np.asarray(self.vectors[live], order=self.order)
+        self.vectors = self.vectors[live]  # _grow below copies it into its layout
         self.n = m
         self.doc_slots = {d: [int(remap[s]) for s in slots] for d, slots in self.doc_slots.items()}
         self.dead = 0
-        self._grow(max(m + 1, 1024), self.order)
+        self._grow(max(m + 1, 1024))
 
 
 def _nonzero_span(q: _F32) -> slice:
@@ -565,9 +566,7 @@ class EmbeddedIndex:
     # ----------------------------------------------------------------- lifecycle
 
     def _new_memory(self) -> _Memory:
-        a = self._ann_settings
-        row_major_from = {"off": None, "on": 0, "auto": a.min_chunks}[a.mode]
-        return _Memory(self.dimension, row_major_from)
+        return _Memory(self.dimension, self._ann_settings.wanted)
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
