@@ -35,3 +35,18 @@ class PidConnector(FolderConnector):
         (self.pids / f"fetch-{os.getpid()}").touch()
         time.sleep(0.01)
         return super().fetch(external_id)
+
+
+class TorchThreadsEmbedder(FakeEmbedder):
+    """A FakeEmbedder that, where it embeds, writes the process's PyTorch intra-op thread
+    count into a folder (what a PyTorch model in that process would run with)."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = out
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        import torch
+
+        (self.out / f"threads-{os.getpid()}-{torch.get_num_threads()}").touch()
+        return super().embed(texts)

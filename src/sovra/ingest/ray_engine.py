@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -180,12 +181,38 @@ def _prepare(connector: Connector, source: str, options: SyncOptions, refs: list
     return worker.prepare(refs)
 
 
+def actor_threads(embed_cpus: float) -> int:
+    """Intra-op threads of an embedding actor: the CPUs it reserves, or, reserving none, every
+    CPU of its node (what the local pipeline gives its model)."""
+    if embed_cpus >= 1:
+        return int(embed_cpus)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def _use_threads(threads: int) -> None:
+    # Ray starts every worker with OMP_NUM_THREADS=<its CPU reservation>, 1 for a reservation
+    # of 0; PyTorch reads it, so an actor's model ran on one thread (half the local speed on
+    # 2 cores). ONNX embedders set their own thread count and are not affected by this.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
 class _EmbedActor:
     """Holds one embedder (the model stays loaded between batches) and embeds batches."""
 
-    def __init__(self, factory: EmbedderFactory, embed_context: bool) -> None:
+    def __init__(self, factory: EmbedderFactory, embed_context: bool, embed_cpus: float) -> None:
+        self.threads = actor_threads(embed_cpus)
+        _use_threads(self.threads)
         self.embedder = factory()
         self.embed_context = embed_context
+
+    def model_threads(self) -> int:
+        """The intra-op threads this actor's process runs its model with."""
+        if "torch" in sys.modules:
+            return int(sys.modules["torch"].get_num_threads())
+        return self.threads
 
     def describe(self) -> tuple[str, int]:
         return self.embedder.name, self.embedder.dimension
@@ -252,7 +279,7 @@ class _RaySyncer(_Syncer):
             max_task_retries=ro.actor_restarts,
         )
         self.actors = [
-            actor_cls.remote(factory, self.options.embed_context)
+            actor_cls.remote(factory, self.options.embed_context, ro.embed_cpus)
             for _ in range(max(1, ro.embed_actors))
         ]
         want = (self.embedder.name, self.embedder.dimension)
