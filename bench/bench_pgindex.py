@@ -98,6 +98,10 @@ def vector_sweep(
     }
 
 
+def _progress(line: str) -> None:
+    print(f"[bench_pgindex {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def run_postgres(
     url: str, vector_type: str, n: int, n_queries: int, ef_values: list[int]
 ) -> dict[str, Any]:
@@ -125,9 +129,12 @@ def run_postgres(
         if len(batch) >= 1000 and i % DOC_CHUNKS == DOC_CHUNKS - 1:
             idx.replace_documents(batch)
             batch = {}
+        if (i + 1) % 50_000 == 0:
+            _progress(f"{vector_type}: {i + 1:,} chunks written, {time.perf_counter() - t0:.0f} s")
     if batch:
         idx.replace_documents(batch)
     build_s = time.perf_counter() - t0
+    _progress(f"{vector_type}: built in {build_s:.0f} s")
     with idx._engine.begin() as conn:
         conn.execute(text(f"ANALYZE {schema}.chunks"))
         conn.execute(text(f"ANALYZE {schema}.postings"))
@@ -149,6 +156,7 @@ def run_postgres(
     }
     for name, flt in filters.items():
         out["filters"][name] = measure_filter(idx, flt, masks[name], pieces, vecs, queries, qvecs)
+        _progress(f"{vector_type} {name}: {json.dumps(out['filters'][name])}")
     out["ef_search"] = idx.ef_search
     # The same index at other ef_search values: vector search only (text does not depend on it).
     out["ef_search_sweep"] = {}
@@ -226,15 +234,15 @@ def main() -> None:
                     vt = backend.removeprefix("postgres-")
                     cmd = ["-m", "bench.bench_pgindex", "--worker", vt, "--url", str(url)]
                     cmd += ["--ef-search", args.ef_search]
+                # The worker's stderr (its progress lines, or its traceback) goes to ours.
                 proc = subprocess.run(
                     [sys.executable, *cmd, "--n", str(args.n), "--queries", str(args.queries)],
-                    capture_output=True,
+                    stdout=subprocess.PIPE,
                     text=True,
                     check=False,
                 )
                 if proc.returncode != 0:
-                    print(proc.stderr[-4000:], file=sys.stderr)
-                    results["backends"][backend] = {"error": proc.stderr[-2000:]}
+                    results["backends"][backend] = {"error": f"exit {proc.returncode}, see stderr"}
                     continue
                 res = json.loads(proc.stdout.strip().splitlines()[-1])
                 results["backends"][backend] = res

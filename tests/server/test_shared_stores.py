@@ -249,6 +249,8 @@ def test_query_vector_log_is_shared(target: str | Path) -> None:
     two = QueryVectorLog.in_home(home, retention_days=1, engine=url)
     now = datetime.now(UTC)
     one.add("search", "m", np.ones(4), time=now - timedelta(days=3))
-    two.add("ask", "m", np.arange(4.0), time=now)  # prunes the 3-day-old row of `one`
+    one.flush()  # adds are buffered for up to a second (query_log.FLUSH_S)
+    two.add("ask", "m", np.arange(4.0), time=now)
+    two.flush()  # prunes the 3-day-old row of `one`
     got = one.vectors(now - timedelta(days=5), now + timedelta(seconds=1), model="m")
     assert got.shape == (1, 4) and got[0].tolist() == [0.0, 1.0, 2.0, 3.0]

@@ -19,6 +19,25 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+def one_blas_thread() -> bool:
+    """numpy's BLAS on one thread in this process, unless the operator set
+    `OPENBLAS_NUM_THREADS` (an empty value counts as unset, as OpenBLAS reads it). True when
+    the limit was applied.
+
+    The server's products (the vector scan) are small and run beside other requests: OpenBLAS's
+    helper thread spin-waits after each one and takes the core the other requests need
+    (measured on the demo index, one worker on 2 cores: server CPU per search 27.8 -> 13.0 ms,
+    wall time unchanged). `sovra serve --workers` sets the variable for its workers; this covers
+    a single process, where numpy is already loaded before the server starts.
+    """
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return False
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    return True
+
+
 class ModelSlots:
     """One per process: a bounded number of concurrent model calls on one Workspace."""
 
@@ -37,6 +56,7 @@ class ModelSlots:
             import torch
 
             torch.set_num_threads(1)
+        one_blas_thread()
 
     def warm(self) -> None:
         """Open every store and load the model now, not on the first request."""
