@@ -86,7 +86,7 @@ def detect_drift(
         raise ValueError("reference and current must be (n, d) arrays of one dimension")
     if len(reference) < 4 or len(current) < 4:
         raise ValueError("drift needs at least 4 queries in each window")
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     # Hundreds of small fits: BLAS threads only contend with each other (10x slower on a
     # busy machine), one thread each is fastest.
