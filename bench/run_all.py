@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAIN = [
     "bench.bench_index",
     "bench.bench_pgindex",
+    "bench.bench_pg_hnsw_build",
     "bench.bench_cost_curve",
     "bench.bench_ingest",
     "bench.bench_audit",
@@ -30,6 +31,8 @@ PLAIN = [
     "bench.bench_load",  # the 50-user locust soak (5 minutes)
     "bench.bench_triage",  # needs a synced demo home: `make demo` first
     "bench.bench_ray_ingest",
+    "bench.bench_vector_layout",
+    "bench.bench_audit_sequential",
 ]
 
 

@@ -363,6 +363,20 @@ class IndexConfig(_Strict):
     ef_search: int = Field(default=400, ge=1, le=1000)
     """postgres only: HNSW candidates per scan step (`hnsw.ef_search`); higher = better recall,
     slower vector search (docs/scale-out.md has the measured trade-off)."""
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    """postgres only: HNSW neighbours per node; applies when the graph is built."""
+    hnsw_ef_construction: int = Field(default=128, ge=4, le=1000)
+    """postgres only: HNSW build candidates (at least 2 x hnsw_m); higher = better recall,
+    slower builds. Applies when the graph is built (docs/scale-out.md: how to rebuild)."""
+
+    @model_validator(mode="after")
+    def _hnsw_build(self) -> IndexConfig:
+        if self.hnsw_ef_construction < 2 * self.hnsw_m:
+            raise ValueError(
+                f"index.hnsw_ef_construction ({self.hnsw_ef_construction}) must be at least "
+                f"2 x index.hnsw_m ({2 * self.hnsw_m}), as pgvector requires"
+            )
+        return self
 
     # Approximate (HNSW) vector search in the embedded engine: "auto" switches it on from
     # ann_min_chunks embedded chunks (docs/configuration.md, `[index]`).

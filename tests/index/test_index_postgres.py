@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sovra.config import ConfigError, parse_config
 from sovra.domain import SearchFilter
 from sovra.index import IndexError_
-from sovra.index.postgres import PostgresIndex, sql_url
+from sovra.index.postgres import HnswBuild, PostgresIndex, sql_url
 from tests.support.index import chunk, ids, unit
 from tests.support.pgserver import APP_ROLE, pg_app_url, pgvector_url  # noqa: F401
 
@@ -288,6 +289,62 @@ def test_ef_search_out_of_range_is_refused_with_its_name(
         PostgresIndex(pg_app_url, DIM, schema="x", ef_search=0)
     with pytest.raises(ConfigError, match="ef_search"):
         parse_config({"index": {"backend": "postgres", "ef_search": 5000}}, tmp_path)
+
+
+def _graph_options(idx: PostgresIndex) -> list[str]:
+    with idx._engine.begin() as conn:
+        opts = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:i)"),
+            {"i": f"{idx.schema}.chunks_embedding"},
+        ).scalar()
+    return sorted(opts or [])
+
+
+def test_hnsw_build_settings_shape_the_graph_and_a_change_names_its_rebuild(
+    pg_app_url: str,  # noqa: F811
+    request: pytest.FixtureRequest,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = _schema(request)
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema, hnsw=HnswBuild(8, 40))
+    assert _graph_options(idx) == ["ef_construction=40", "m=8"]
+    idx.close()
+    caplog.set_level("WARNING", logger="sovra.index.postgres")
+    # Other settings do not rebuild an existing graph on open: they warn, with the fix.
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema, hnsw=HnswBuild(8, 64))
+    warned = [r.getMessage() for r in caplog.records if "HNSW graph" in r.getMessage()]
+    assert len(warned) == 1 and "ef_construction=40" in warned[0]
+    assert idx.hnsw_rebuild_sql() in warned[0]
+    assert _graph_options(idx) == ["ef_construction=40", "m=8"]
+    # The named statements work as given (this test's role owns its schema).
+    engine = sqlalchemy.create_engine(sql_url(pg_app_url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for stmt in idx.hnsw_rebuild_sql().split(";"):
+                if stmt.strip():
+                    conn.execute(text(stmt))
+    finally:
+        engine.dispose()
+    idx.close()
+    caplog.clear()
+    idx = PostgresIndex(pg_app_url, DIM, schema=schema, hnsw=HnswBuild(8, 64))
+    assert _graph_options(idx) == ["ef_construction=64", "m=8"]
+    assert not [r for r in caplog.records if "HNSW graph" in r.getMessage()]
+    idx.drop()
+    idx.close()
+
+
+def test_bad_hnsw_build_settings_are_refused_with_their_names(tmp_path: Path) -> None:
+    with pytest.raises(IndexError_, match="hnsw_m"):
+        HnswBuild(1, 64)
+    with pytest.raises(IndexError_, match=r"hnsw_ef_construction.*2 x index.hnsw_m \(32\)"):
+        HnswBuild(16, 20)
+    with pytest.raises(ConfigError, match="hnsw_ef_construction"):
+        parse_config({"index": {"hnsw_m": 16, "hnsw_ef_construction": 20}}, tmp_path)
+    with pytest.raises(ConfigError, match="hnsw_m"):
+        parse_config({"index": {"hnsw_m": 0}}, tmp_path)
+    cfg = parse_config({}, tmp_path).index
+    assert (cfg.hnsw_m, cfg.hnsw_ef_construction) == (16, 128)
 
 
 def test_the_ingestion_token_in_a_filter_admits_nothing(index: PostgresIndex) -> None:

@@ -25,7 +25,7 @@ def migrate_command(
     an interruption to continue where it stopped; then set [index] backend = "postgres"."""
     from sovra.index.embedded import EmbeddedIndex
     from sovra.index.migrate import embedded_dimension, migrate
-    from sovra.index.postgres import PostgresIndex
+    from sovra.index.postgres import HnswBuild, PostgresIndex
 
     config = state(ctx).config
     path = config.home / "index"
@@ -34,7 +34,11 @@ def migrate_command(
     with (
         EmbeddedIndex(path, dimension) as source,
         PostgresIndex(
-            url, dimension, schema=config.index.pg_schema, vector_type=config.index.vector_type
+            url,
+            dimension,
+            schema=config.index.pg_schema,
+            vector_type=config.index.vector_type,
+            hnsw=HnswBuild(config.index.hnsw_m, config.index.hnsw_ef_construction),
         ) as target,
         progress_bar(f"copying to postgres ({target.schema})", None, enabled=not as_json) as bar,
     ):
@@ -75,7 +79,7 @@ def install_command(
     writes, so sovra's own connection can neither drop the row-security policies nor switch
     them off (docs/scale-out.md, "Index backend")."""
     from sovra.config import ConfigError, is_secret_reference
-    from sovra.index.postgres import PostgresIndex
+    from sovra.index.postgres import HnswBuild, PostgresIndex
     from sovra.sources.sql import read_secret
 
     config = state(ctx).config
@@ -87,6 +91,7 @@ def install_command(
         app_role=app_role,
         schema=config.index.pg_schema,
         vector_type=config.index.vector_type,
+        hnsw=HnswBuild(config.index.hnsw_m, config.index.hnsw_ef_construction),
     )
     out.print(
         f"schema {config.index.pg_schema} installed; {app_role} may read and write rows only",

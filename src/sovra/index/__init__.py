@@ -29,11 +29,13 @@ def open_index(
     text_ranking: str = "bm25",
     ann: AnnSettings | None = None,
     ef_search: int | None = None,
+    hnsw: tuple[int, int] | None = None,
     read_only: bool = False,
 ) -> Index:
     """Open (or create) the index in directory `path` for `dimension`-long embeddings
     (`ann`: the embedded engine's approximate vector search settings; `ef_search`: the postgres
-    backend's HNSW candidates per scan step, None = its default; `read_only`: the embedded
+    backend's HNSW candidates per scan step, None = its default; `hnsw`: its graph's build
+    settings (m, ef_construction), None = its defaults; `read_only`: the embedded
     engine shares the directory with other reading processes and refuses writes)."""
     if backend == "embedded":
         return EmbeddedIndex(path, dimension, ann=ann, read_only=read_only)
@@ -47,7 +49,7 @@ def open_index(
                 "the postgres index backend needs a database: set [index] url (env:NAME or "
                 "file:/path) or [workspace] database_url"
             )
-        from sovra.index.postgres import HNSW_EF_SEARCH, PostgresIndex
+        from sovra.index.postgres import HNSW_EF_SEARCH, HnswBuild, PostgresIndex
 
         return PostgresIndex(
             url,
@@ -56,6 +58,7 @@ def open_index(
             vector_type=vector_type,
             text_ranking=text_ranking,
             ef_search=HNSW_EF_SEARCH if ef_search is None else ef_search,
+            hnsw=HnswBuild() if hnsw is None else HnswBuild(*hnsw),
         )
     raise IndexError_(f"unknown index backend {backend!r}; use one of {', '.join(BACKENDS)}")
 

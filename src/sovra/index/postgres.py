@@ -38,10 +38,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -87,6 +89,13 @@ def regconfig(language: str) -> str:
     return REGCONFIGS.get(normalize_language(language), "simple")
 
 
+HNSW_M = 16
+"""Default HNSW neighbours per node (`[index] hnsw_m`; pgvector's own default)."""
+HNSW_EF_CONSTRUCTION = 128
+"""Default HNSW build candidates (`[index] hnsw_ef_construction`). pgvector's default is 64;
+on the 100k bench corpus built row batch by row batch (as a sync builds it), 128 gave recall@10
+0.978 against 0.961 at ef_search 400, for 37 % more graph build time (scale-out.md); the
+embedded engine's graph uses 128 too."""
 HNSW_EF_SEARCH = 400
 """Default candidates per HNSW scan step (`[index] ef_search`); iterative scans continue past it
 until k admitted rows. Higher buys recall with latency: docs/scale-out.md has the sweep."""
@@ -97,6 +106,8 @@ distance instead of walking the HNSW graph (exact recall; it costs reading those
 ~7 ms for 1,000 rows measured at 100k chunks, so ~60 ms here by that rate)."""
 
 _F32 = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
+
 _I32 = npt.NDArray[np.int32]
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -117,7 +128,30 @@ filter's own `access && ...` is not leakproof and so is never pushed below row s
 index condition. Every read was a sequential scan of the whole table (docs/scale-out.md)."""
 
 
-def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> list[str]:
+@dataclass(frozen=True)
+class HnswBuild:
+    """How the HNSW graph is built (pgvector's `m` and `ef_construction`); fixed once the index
+    exists: a change applies after the owner rebuilds it (`reloptions_fix`)."""
+
+    m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.m <= 100:
+            raise IndexError_(f"index.hnsw_m must be 2-100 (pgvector's range), got {self.m}")
+        if not 4 <= self.ef_construction <= 1000 or self.ef_construction < 2 * self.m:
+            raise IndexError_(
+                f"index.hnsw_ef_construction must be 4-1000 and at least 2 x index.hnsw_m "
+                f"({2 * self.m}), got {self.ef_construction}"
+            )
+
+    def options(self) -> str:
+        return f"m = {self.m}, ef_construction = {self.ef_construction}"
+
+
+def _ddl(
+    schema: str, dimension: int, vector_type: str, text_ranking: str, hnsw: HnswBuild
+) -> list[str]:
     s = schema
     ops = f"{vector_type}_cosine_ops"
     return [
@@ -155,7 +189,8 @@ def _ddl(schema: str, dimension: int, vector_type: str, text_ranking: str) -> li
         f"CREATE INDEX IF NOT EXISTS chunks_id ON {s}.chunks (id)",
         f"DROP INDEX IF EXISTS {s}.chunks_access",  # version 1; unusable under row security
         f"CREATE INDEX IF NOT EXISTS chunks_visible ON {s}.chunks USING gin (visible)",
-        f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {s}.chunks USING hnsw (embedding {ops})",
+        f"CREATE INDEX IF NOT EXISTS chunks_embedding ON {s}.chunks USING hnsw (embedding {ops})"
+        f" WITH ({hnsw.options()})",
         *(
             [f"CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)"]
             if text_ranking == "ts_rank"
@@ -363,6 +398,7 @@ class PostgresIndex:
         vector_type: str = "vector",
         text_ranking: str = "bm25",
         ef_search: int = HNSW_EF_SEARCH,
+        hnsw: HnswBuild | None = None,
         exact_max_rows: int = EXACT_MAX_ROWS,
         engine: Engine | None = None,
     ) -> None:
@@ -383,6 +419,7 @@ class PostgresIndex:
         if not 1 <= ef_search <= 1000:
             raise IndexError_(f"index.ef_search must be 1-1000 (pgvector's range), got {ef_search}")
         self.ef_search = ef_search
+        self.hnsw = hnsw or HnswBuild()
         self.exact_max_rows = exact_max_rows
         self._closed = False
         self._lock = threading.Lock()
@@ -412,6 +449,7 @@ class PostgresIndex:
         app_role: str,
         schema: str = "sovra_index",
         vector_type: str = "vector",
+        hnsw: HnswBuild | None = None,
     ) -> None:
         """Create the schema as its owner and grant `app_role` only reads and writes of rows,
         so sovra's own role can neither drop the policies nor switch row security off."""
@@ -420,7 +458,7 @@ class PostgresIndex:
         engine = create_engine(sql_url(owner_url))
         try:
             with engine.begin() as conn:
-                cls._create(conn, schema, dimension, vector_type, "bm25")
+                cls._create(conn, schema, dimension, vector_type, "bm25", hnsw or HnswBuild())
                 conn.execute(text(f"GRANT USAGE ON SCHEMA {schema} TO {app_role}"))
                 for table in POLICY_TABLES:
                     conn.execute(
@@ -435,10 +473,15 @@ class PostgresIndex:
 
     @staticmethod
     def _create(
-        conn: Connection, schema: str, dimension: int, vector_type: str, text_ranking: str
+        conn: Connection,
+        schema: str,
+        dimension: int,
+        vector_type: str,
+        text_ranking: str,
+        hnsw: HnswBuild,
     ) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": schema})
-        for stmt in _ddl(schema, dimension, vector_type, text_ranking):
+        for stmt in _ddl(schema, dimension, vector_type, text_ranking, hnsw):
             conn.execute(text(stmt))
         conn.execute(
             text(
@@ -481,13 +524,24 @@ class PostgresIndex:
                 text("SELECT to_regclass(:t) IS NOT NULL"), {"t": f"{self.schema}.meta"}
             ).scalar()
             if not exists:
-                self._create(conn, self.schema, self.dimension, self.vector_type, self.text_ranking)
+                self._create(
+                    conn,
+                    self.schema,
+                    self.dimension,
+                    self.vector_type,
+                    self.text_ranking,
+                    self.hnsw,
+                )
             meta: dict[str, str] = {
                 str(k): str(v)
                 for k, v in conn.execute(text(f"SELECT key, value FROM {self.schema}.meta"))
             }
             if meta.get("schema_version") in ("1", "2"):
                 meta["schema_version"] = self._upgrade(conn, meta["schema_version"])
+            built = conn.execute(
+                text("SELECT reloptions FROM pg_class WHERE oid = to_regclass(:i)"),
+                {"i": f"{self.schema}.chunks_embedding"},
+            ).scalar()
         fix = f"drop schema {self.schema} and sync again (or use another index.schema)"
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise IndexError_(
@@ -507,6 +561,32 @@ class PostgresIndex:
             )
         self.vector_type = meta.get("vector_type", self.vector_type)
         self.text_ranking = meta.get("text_ranking", self.text_ranking)
+        self._check_hnsw(built)
+
+    def _check_hnsw(self, reloptions: Sequence[str] | None) -> None:
+        """Warn when the existing graph was built with other settings than `[index]` asks for:
+        they apply to a graph only when it is built, and rebuilding is the owner's call (it
+        takes minutes per 100k chunks), so opening never rebuilds."""
+        opts = dict(o.split("=", 1) for o in reloptions or ())
+        # No reloptions: an index created before these settings, with pgvector's defaults.
+        built = (int(opts.get("m", 16)), int(opts.get("ef_construction", 64)))
+        wanted = (self.hnsw.m, self.hnsw.ef_construction)
+        if built != wanted:
+            log.warning(
+                "postgres index %s: its HNSW graph was built with m=%d, ef_construction=%d; "
+                "[index] asks for m=%d, ef_construction=%d, which applies once the schema's "
+                "owner rebuilds it: %s",
+                self.schema,
+                *built,
+                *wanted,
+                self.hnsw_rebuild_sql(),
+            )
+
+    def hnsw_rebuild_sql(self) -> str:
+        """The statements that rebuild the HNSW graph with this index's `hnsw` settings (run
+        them as the schema's owner; CONCURRENTLY keeps searches and writes going meanwhile)."""
+        name = f"{self.schema}.chunks_embedding"
+        return f"ALTER INDEX {name} SET ({self.hnsw.options()}); REINDEX INDEX CONCURRENTLY {name};"
 
     def _upgrade(self, conn: Connection, version: str) -> str:
         """Version 1 or 2 → 3 in place: adds `visible`, its index and the one read policy (1),
@@ -528,7 +608,7 @@ class PostgresIndex:
                 f"(nothing is lost)"
             )
         s = self.schema
-        self._create(conn, s, self.dimension, self.vector_type, self.text_ranking)
+        self._create(conn, s, self.dimension, self.vector_type, self.text_ranking, self.hnsw)
         has_terms = conn.execute(
             text(
                 "SELECT count(*) FROM information_schema.columns WHERE table_schema = :s"
