@@ -170,38 +170,31 @@ def test_killing_workers_mid_sync_loses_and_doubles_nothing(
     assert sorted(report.added) == sorted(local_state.versions("hb"))
 
 
+def _actor_threads(root: Path, out: Path, ray_options: RayOptions) -> set[int]:
+    """The PyTorch thread counts of the embedding actors of one Ray sync of `root`."""
+    out.mkdir()
+    report = sync_source_ray(
+        connector(root),
+        out.name,
+        MemoryIndex(),
+        FakeEmbedder(),
+        StateStore(out / "state.db"),
+        ray_options=ray_options,
+        embedder_factory=lambda: TorchThreadsEmbedder(out),
+    )
+    assert report.ok and report.chunks_written
+    return {int(p.name.rsplit("-", 1)[1]) for p in out.glob("threads-*")}
+
+
 def test_embedding_actor_runs_its_model_on_every_cpu_of_its_node(
     ray_cluster: Any, root: Path, tmp_path: Path
 ) -> None:
     # Ray starts workers with OMP_NUM_THREADS=1 for a 0-CPU actor; a PyTorch model there ran
     # single-threaded, half the local pipeline's speed on this 2-core machine.
-    out = tmp_path / "threads"
-    out.mkdir()
-    index, state = MemoryIndex(), StateStore(tmp_path / "state.db")
-    report = sync_source_ray(
-        connector(root),
-        "hb",
-        index,
-        FakeEmbedder(),
-        state,
-        embedder_factory=lambda: TorchThreadsEmbedder(out),
-    )
-    assert report.ok and report.chunks_written
-    seen = {int(p.name.rsplit("-", 1)[1]) for p in out.iterdir()}
-    assert seen == {len(os.sched_getaffinity(0))}
+    every_cpu = {len(os.sched_getaffinity(0))}
+    assert _actor_threads(root, tmp_path / "unreserved", RayOptions()) == every_cpu
     # A reservation sets the count instead: 1 CPU reserved, one thread.
-    out2 = tmp_path / "threads-reserved"
-    out2.mkdir()
-    sync_source_ray(
-        connector(root),
-        "hb2",
-        MemoryIndex(),
-        FakeEmbedder(),
-        StateStore(tmp_path / "state2.db"),
-        ray_options=RayOptions(embed_cpus=1),
-        embedder_factory=lambda: TorchThreadsEmbedder(out2),
-    )
-    assert {int(p.name.rsplit("-", 1)[1]) for p in out2.iterdir()} == {1}
+    assert _actor_threads(root, tmp_path / "reserved", RayOptions(embed_cpus=1)) == {1}
 
 
 @pytest.mark.parametrize(
