@@ -94,7 +94,7 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 128
 """Default HNSW build candidates (`[index] hnsw_ef_construction`). pgvector's default is 64;
 on the 100k bench corpus built row batch by row batch (as a sync builds it), 128 gave recall@10
-0.978 against 0.961 at ef_search 400, for 37 % more graph build time (scale-out.md); the
+0.980 against 0.961 at ef_search 400, for 40 % more graph build time (scale-out.md); the
 embedded engine's graph uses 128 too."""
 HNSW_EF_SEARCH = 400
 """Default candidates per HNSW scan step (`[index] ef_search`); iterative scans continue past it
