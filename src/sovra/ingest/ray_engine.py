@@ -203,16 +203,9 @@ class _EmbedActor:
     """Holds one embedder (the model stays loaded between batches) and embeds batches."""
 
     def __init__(self, factory: EmbedderFactory, embed_context: bool, embed_cpus: float) -> None:
-        self.threads = actor_threads(embed_cpus)
-        _use_threads(self.threads)
+        _use_threads(actor_threads(embed_cpus))
         self.embedder = factory()
         self.embed_context = embed_context
-
-    def model_threads(self) -> int:
-        """The intra-op threads this actor's process runs its model with."""
-        if "torch" in sys.modules:
-            return int(sys.modules["torch"].get_num_threads())
-        return self.threads
 
     def describe(self) -> tuple[str, int]:
         return self.embedder.name, self.embedder.dimension

@@ -125,9 +125,13 @@ class QueryVectorLog:
                 del self._pending[0]
                 self.dropped += 1
             if self._timer is None:
-                self._timer = threading.Timer(FLUSH_S, self._flush_in_background)
-                self._timer.daemon = True
-                self._timer.start()
+                self._schedule()
+
+    def _schedule(self) -> None:
+        """Start the timer that writes the buffer (the caller holds `_pending_lock`)."""
+        self._timer = threading.Timer(FLUSH_S, self._flush_in_background)
+        self._timer.daemon = True
+        self._timer.start()
 
     def flush(self) -> None:
         """Write the buffered vectors now, in one transaction, and prune what the retention
@@ -165,9 +169,7 @@ class QueryVectorLog:
             log.warning("query-vector log: cannot write (%s); will retry", type(exc).__name__)
             with self._pending_lock:
                 if self._pending and self._timer is None:
-                    self._timer = threading.Timer(FLUSH_S, self._flush_in_background)
-                    self._timer.daemon = True
-                    self._timer.start()
+                    self._schedule()
 
     def vectors(self, since: datetime, until: datetime, *, model: str | None = None) -> np.ndarray:
         """The vectors logged in [since, until) (of one model, if named), as an (n, d) array;
