@@ -104,7 +104,7 @@ def serve_command(
         proxy_headers=False,
     )
     if n == 1:
-        uvicorn.run(create_app(config, settings), **options)
+        uvicorn.run(create_app(config, settings, freeze_heap=True), **options)
         return
     # Each worker builds its own app from the same file and settings (uvicorn spawns them, and
     # each listens on the port itself); they share the home's databases as replicas do,

@@ -36,7 +36,7 @@ from sovra.server.mcp_server import McpGate
 from sovra.server.metrics import Metrics
 from sovra.server.oidc import OidcVerifier, PendingLogins
 from sovra.server.settings import ServerSettings
-from sovra.server.slots import ModelSlots
+from sovra.server.slots import ModelSlots, freeze_startup_heap
 from sovra.workspace import Workspace
 
 log = logging.getLogger("sovra.server")
@@ -160,8 +160,14 @@ class Guard:
 
 
 def create_app(
-    config: Config, settings: ServerSettings | None = None, workspace: Workspace | None = None
+    config: Config,
+    settings: ServerSettings | None = None,
+    workspace: Workspace | None = None,
+    *,
+    freeze_heap: bool = False,
 ) -> FastAPI:
+    """The app over `config`. `freeze_heap`: once warmed, freeze the start-up heap out of the
+    garbage collector's full passes (`slots.freeze_startup_heap`); for the serving process."""
     settings = settings or ServerSettings.from_config(config)
     ws = workspace or Workspace.open(config, serving=True)
     slots = ModelSlots(ws, processes=settings.workers)
@@ -197,6 +203,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(slots.warm)
+        if freeze_heap:
+            freeze_startup_heap()
         try:
             async with mcp_gate.running():
                 yield
@@ -299,7 +307,7 @@ def worker_app() -> FastAPI:
 
     path = os.environ.get(WORKER_CONFIG_ENV)
     config = load_config(Path(path) if path else None)
-    return create_app(config, ServerSettings.from_config(config))
+    return create_app(config, ServerSettings.from_config(config), freeze_heap=True)
 
 
 def wants_html(request: Request) -> bool:

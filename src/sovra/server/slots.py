@@ -8,6 +8,7 @@ cores only thrash and grow per-thread buffers, so requests queue for a slot.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -36,6 +37,24 @@ def one_blas_thread() -> bool:
 
     threadpool_limits(limits=1, user_api="blas")
     return True
+
+
+def freeze_startup_heap() -> int:
+    """Collect once, then move every object alive now (the models, the tokenizers'
+    vocabularies, the index's tables, the web framework) into the collector's permanent
+    generation, so a full collection while serving walks only what requests created. The
+    count of objects frozen.
+
+    A warmed server holds ~230k container objects; one full collection of them took 150-280 ms
+    (small site, 2-core VM), a pause that every request in flight in that worker waits out.
+    Frozen objects are still freed when their last reference goes; only cycles among them are
+    never collected, and start-up leaves none behind once collected here. For the serving
+    process only (`create_app(freeze_heap=True)`): a test process that builds many apps would
+    pin each one's cycles.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class ModelSlots:
