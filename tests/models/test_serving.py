@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -82,6 +83,39 @@ def test_micro_batcher_collects_concurrent_queries_into_one_batch() -> None:
         list(pool.map(call, range(8)))
     assert len(inner.calls) < 8  # batched, not one forward pass per caller
     assert max(len(c) for c in inner.calls) > 1
+
+
+def test_a_caller_nobody_can_join_does_not_wait_the_window() -> None:
+    inner = Hashing()
+    # A window no request could afford: a lone caller that waited it would be visible.
+    batcher = MicroBatcher(inner.embed, window_s=30.0, max_batch=8)
+    for i in range(5):  # one at a time, as behind a worker's single model slot
+        assert np.array_equal(batcher.submit(f"q{i}"), inner.vector(f"q{i}"))
+    assert batcher.waits == 0
+    assert inner.calls == [[f"q{i}"] for i in range(5)]
+
+
+def test_callers_that_queue_during_an_encode_make_the_next_leader_wait() -> None:
+    release = threading.Event()
+    inner = Hashing()
+
+    def slow(texts: list[str]) -> Vectors:
+        if texts == ["first"]:
+            release.wait(5)  # the others queue while this round encodes
+        return inner.embed(texts)
+
+    batcher = MicroBatcher(slow, window_s=0.05, max_batch=8)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher.submit, "first")
+        while not batcher._leading:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher.submit, f"q{i}") for i in range(3)]
+        while len(batcher._queue) < 3:
+            time.sleep(0.001)
+        release.set()
+        first.result(), [f.result() for f in rest]
+    assert batcher.waits >= 1
+    assert [len(c) for c in inner.calls] == [1, 3]  # the queued three went as one batch
 
 
 def test_micro_batcher_passes_the_error_to_every_caller() -> None:

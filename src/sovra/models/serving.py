@@ -87,6 +87,11 @@ class MicroBatcher:
     The first caller of a round leads it: it waits the window (or until `max_batch` callers
     have joined), encodes, hands each caller its row, and passes the lead to the first caller
     still queued. One batch is encoded at a time; each caller gets its own vector or its error.
+
+    A leader waits only while the previous round had company (more than one caller in its
+    batch, or callers queued while it encoded): a caller that nobody can join — one model slot
+    per worker, or a quiet server — would otherwise sit out the window for nothing, holding its
+    slot idle. `waits` counts the rounds that waited.
     """
 
     def __init__(
@@ -98,7 +103,9 @@ class MicroBatcher:
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._leading = False
+        self._company = False
         self.batches = 0
+        self.waits = 0
 
     def submit(self, text: str) -> Vectors:
         mine = _Pending(text)
@@ -120,7 +127,9 @@ class MicroBatcher:
     def _lead(self) -> None:
         deadline = time.monotonic() + self.window_s
         with self._cond:
-            while len(self._queue) < self.max_batch:
+            if self._company:
+                self.waits += 1
+            while self._company and len(self._queue) < self.max_batch:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -135,6 +144,7 @@ class MicroBatcher:
                 p.error = exc
         self.batches += 1
         with self._cond:
+            self._company = len(batch) > 1 or bool(self._queue)
             if self._queue:
                 self._queue[0].lead = True
                 self._queue[0].done.set()  # wakes it to lead the next round
