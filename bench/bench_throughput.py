@@ -23,7 +23,12 @@ serve it. Per route:
 1. saturation: a closed loop at each of `--connections` (default 1, 4, 16) for `--seconds` after
    a warm-up; the best requests/s is "saturated";
 2. half load: an open loop, Poisson arrivals at 50 % of the saturated rate, latency counted from
-   each request's scheduled time (so a stalled server is not hidden by a waiting client).
+   each request's scheduled time (so a stalled server is not hidden by a waiting client), run
+   twice: from `--users` (default 50) users, each request on its own user's keep-alive
+   connection (a department's browsers), and from one pool that reuses the most recently idle
+   connection (one client process, or a proxy). `--workers N` shares out connections, not
+   requests, so the second can load one worker and leave the other idle; each phase reports
+   the workers' shares of the server CPU.
 
 Reported per phase: requests/s, p50/p95/p99/max, non-200 answers, and the server's and the
 client's CPU ms per request (psutil / process_time). Writes bench/results/throughput.json.
@@ -111,7 +116,7 @@ async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 
 def stats(
-    latencies_s: list[float], errors: int, seconds: float, cpu: dict[str, float]
+    latencies_s: list[float], errors: int, seconds: float, cpu: dict[str, Any]
 ) -> dict[str, Any]:
     ms = sorted(x * 1000 for x in latencies_s)
     n = len(ms)
@@ -130,25 +135,35 @@ def stats(
         "mean_ms": round(statistics.fmean(ms), 1) if n else None,
         "server_cpu_ms_per_request": round(cpu["server"] * 1000 / n, 2) if n else None,
         "client_cpu_ms_per_request": round(cpu["client"] * 1000 / n, 2) if n else None,
+        "worker_cpu_shares": cpu["worker_shares"],
     }
 
 
 @contextmanager
-def cpu_meter(server: psutil.Process) -> Iterator[dict[str, float]]:
-    spent: dict[str, float] = {}
+def cpu_meter(server: psutil.Process) -> Iterator[dict[str, Any]]:
+    spent: dict[str, Any] = {}
 
-    def server_cpu() -> float:
+    def server_cpu() -> dict[int, float]:
         # The supervisor and, with --workers, every worker process (they live for the run).
-        total = 0.0
+        out = {}
         for proc in (server, *server.children(recursive=True)):
             t = proc.cpu_times()
-            total += t.user + t.system
-        return total
+            out[proc.pid] = t.user + t.system
+        return out
 
     s0, c0 = server_cpu(), time.process_time()
     yield spent
-    spent["server"] = server_cpu() - s0
+    s1 = server_cpu()
+    used = {pid: s1[pid] - s0.get(pid, 0.0) for pid in s1}
+    spent["server"] = sum(used.values())
     spent["client"] = time.process_time() - c0
+    # Each worker's share of the server's CPU: SO_REUSEPORT spreads connections, not requests,
+    # so a few busy keep-alive connections can load one worker and leave the other idle.
+    workers = [used[p.pid] for p in server.children(recursive=True) if p.pid in used]
+    total = sum(workers)
+    spent["worker_shares"] = (
+        sorted((round(w / total, 2) for w in workers), reverse=True) if total else []
+    )
 
 
 async def closed_loop(
@@ -187,21 +202,32 @@ async def closed_loop(
 
 
 async def open_loop(
-    port: int, reqs: Requests, rate: float, seconds: float, server: psutil.Process, seed: int = 7
+    port: int,
+    reqs: Requests,
+    rate: float,
+    seconds: float,
+    server: psutil.Process,
+    users: int = 0,
+    seed: int = 7,
 ) -> dict[str, Any]:
-    # (connection, when it went idle): uvicorn closes a keep-alive connection idle for 5 s, so
-    # one idle longer than KEEP_ALIVE_S is dropped rather than reused.
-    idle: list[tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], float]] = []
+    """Poisson arrivals at `rate`. `users` > 0: each request comes from one of that many users
+    picked at random, on that user's own idle keep-alive connection or a new one (browsers of
+    a department); `users` = 0: from one shared pool that reuses the most recently idle
+    connection first (one client process or a proxy in front)."""
+    # Idle connections per user (pool: user 0), with when each went idle: uvicorn closes a
+    # keep-alive connection idle for 5 s, so one idle longer than KEEP_ALIVE_S is dropped.
+    idle: dict[int, list[tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], float]]] = {}
     opened = 0
     latencies: list[float] = []
     errors = 0
     rng = random.Random(seed)
 
-    async def one(scheduled: float) -> None:
+    async def one(scheduled: float, user: int) -> None:
         nonlocal errors, opened
         conn = None
-        while idle:
-            candidate, since = idle.pop()
+        mine = idle.setdefault(user, [])
+        while mine:
+            candidate, since = mine.pop()
             if time.perf_counter() - since < KEEP_ALIVE_S:
                 conn = candidate
                 break
@@ -212,7 +238,7 @@ async def open_loop(
         status = await send(conn, reqs.next())
         latencies.append(time.perf_counter() - scheduled)
         errors += status != 200
-        idle.append((conn, time.perf_counter()))
+        mine.append((conn, time.perf_counter()))
 
     pending: list[asyncio.Task[None]] = []
     with cpu_meter(server) as cpu:
@@ -223,13 +249,16 @@ async def open_loop(
             delay = at - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            pending.append(asyncio.create_task(one(at)))
+            user = rng.randrange(users) if users else 0
+            pending.append(asyncio.create_task(one(at, user)))
         await asyncio.gather(*pending)
         elapsed = time.perf_counter() - began
-    for (_, writer), _ in idle:
-        writer.close()
+    for conns in idle.values():
+        for (_, writer), _ in conns:
+            writer.close()
     return {
         "offered_rps": round(rate, 1),
+        "clients": f"{users} users" if users else "one pool",
         "connections_opened": opened,
         **stats(latencies, errors, elapsed, cpu),
     }
@@ -249,7 +278,12 @@ def tree_rss_mib(server: psutil.Process) -> float:
 
 
 def run_route(
-    port: int, reqs: Requests, server: psutil.Process, connections: list[int], seconds: float
+    port: int,
+    reqs: Requests,
+    server: psutil.Process,
+    connections: list[int],
+    seconds: float,
+    users: int,
 ) -> dict[str, Any]:
     sweep = []
     for c in connections:
@@ -257,9 +291,16 @@ def run_route(
         print(f"    closed loop, {c} connections: {row}", flush=True)
         sweep.append(row)
     best = max(sweep, key=lambda r: r["rps"])
-    half = asyncio.run(open_loop(port, reqs, best["rps"] / 2, seconds * 2, server))
-    print(f"    open loop at half load: {half}", flush=True)
-    return {"saturation": sweep, "saturated_rps": best["rps"], "half_load": half}
+    half = asyncio.run(open_loop(port, reqs, best["rps"] / 2, seconds * 2, server, users))
+    print(f"    open loop at half load, {users} users: {half}", flush=True)
+    pooled = asyncio.run(open_loop(port, reqs, best["rps"] / 2, seconds * 2, server, 0))
+    print(f"    open loop at half load, one pool: {pooled}", flush=True)
+    return {
+        "saturation": sweep,
+        "saturated_rps": best["rps"],
+        "half_load": half,
+        "half_load_one_pool": pooled,
+    }
 
 
 def main() -> None:
@@ -275,6 +316,9 @@ def main() -> None:
         "--seconds", type=float, default=20.0, help="per closed-loop step (open loop: 2x)"
     )
     ap.add_argument("--workers", type=int, default=1, help="sovra serve --workers")
+    ap.add_argument(
+        "--users", type=int, default=50, help="half load: users, each on its own connections"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     env = os.environ | {
@@ -317,6 +361,7 @@ def main() -> None:
                     proc,
                     [int(c) for c in args.connections.split(",")],
                     args.seconds,
+                    args.users,
                 )
             rss_after = tree_rss_mib(proc)
         finally:
@@ -346,7 +391,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                r: {"saturated_rps": v["saturated_rps"], "half_load": v["half_load"]}
+                r: {k: v[k] for k in ("saturated_rps", "half_load", "half_load_one_pool")}
                 for r, v in results.items()
             },
             indent=2,
