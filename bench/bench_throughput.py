@@ -12,6 +12,12 @@ through SOVRA_SERVER_* so the limiter is exercised but never refuses), over eith
 
 * `--site load` (default): bench_load's site, built fresh: every etcd-operator runbook and four
   handbook pages, synced with the default models, query-embedding cache off; or
+* `--site corpus`: the same site with the 100k-chunk bench corpus (bench/index_corpus.py: real
+  text and real MiniLM vectors, tiled with variation) written straight into its embedded index
+  beside the synced pages, every chunk readable by the requesting user (the broad, costliest
+  case); `--chunks N` sets the size, `--ann off|on|auto` the index's `[index] ann` (a graph is
+  built and saved before the server starts); the multilingual channel is off, as the corpus
+  carries MiniLM vectors only; or
 * `--config PATH`: an indexed site of your own (e.g. `demo/sovra.toml` after `make demo`, the
   ~18k-chunk demo index); an API key for `--user` is created in its account store for the run
   and revoked after it. Its query cache stays as configured: the queries below do not repeat.
@@ -277,6 +283,57 @@ def tree_rss_mib(server: psutil.Process) -> float:
     return sum(p.memory_info().rss for p in (server, *server.children(recursive=True))) / 2**20
 
 
+def add_corpus(root: Path, n: int, ann: str) -> int:
+    """Write the tiled bench corpus (n chunks, 4 per document) into the site's embedded index,
+    labelled like the synced chunk alice reads first; returns the index's chunk count."""
+    import numpy as np
+
+    from bench.index_corpus import real_embeddings, real_pieces, tiled
+    from sovra.domain import Chunk, SearchFilter
+    from sovra.index import AnnSettings, EmbeddedIndex
+    from sovra.workspace import Workspace
+
+    config = load_config(root / "sovra.toml")
+    ws = Workspace.open(config)
+    try:
+        alice = ws.principal("alice")
+        template = ws.search(alice, "etcd backup").hits[0].chunk
+    finally:
+        ws.close()
+    pieces = real_pieces()
+    texts, vecs = tiled(pieces, real_embeddings(pieces), n)
+    idx = EmbeddedIndex(root / "data" / "index", vecs.shape[1], ann=AnnSettings(mode=ann))
+    try:
+        for start in range(0, n, 4_000):
+            batch: dict[str, list[Chunk]] = {}
+            for i in range(start, min(n, start + 4_000)):
+                doc = f"corpus-{i // 4}"
+                batch.setdefault(doc, []).append(
+                    Chunk(
+                        id=f"{doc}#{i % 4}",
+                        document_id=doc,
+                        source=template.source,
+                        position=i % 4,
+                        text=texts[i].text,
+                        title=texts[i].title,
+                        uri=f"corpus://{i // 4}",
+                        heading_path=(),
+                        language=texts[i].language,
+                        access=template.access,
+                        classification=template.classification,
+                        residency=template.residency,
+                        embedding=np.asarray(vecs[i]),
+                    )
+                )
+            idx.replace_documents(batch)
+            print(f"  corpus {min(n, start + 4_000):,}/{n:,}", flush=True)
+        if ann != "off":  # build the graph now and save it with the index, not in each worker
+            idx.search_vector(vecs[0].tolist(), 10, SearchFilter.for_principal(alice))
+        return idx.count()
+    finally:
+        idx.close()
+
+
 def run_route(
     port: int,
     reqs: Requests,
@@ -307,7 +364,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--site", choices=("load",), default="load")
+    ap.add_argument("--site", choices=("load", "corpus"), default="load")
+    ap.add_argument("--chunks", type=int, default=100_000, help="--site corpus: its size")
+    ap.add_argument("--ann", choices=("off", "on", "auto"), default="auto", help="--site corpus")
     ap.add_argument("--config", type=Path, help="an indexed site of your own instead of --site")
     ap.add_argument("--user", default="alice", help="whose API key the requests carry")
     ap.add_argument("--routes", default=",".join(ROUTES))
@@ -334,8 +393,14 @@ def main() -> None:
         root = Path(tmp)
         if args.config is None:
             started = time.perf_counter()
-            keys = build_site(root, extra_config="\n[embedding]\nquery_cache = 0\n")
+            extra = "\n[embedding]\nquery_cache = 0\n"
+            if args.site == "corpus":
+                extra += f'multilingual = "off"\n\n[index]\nann = "{args.ann}"\n'
+            keys = build_site(root, extra_config=extra)
             print(f"site synced in {time.perf_counter() - started:.0f}s", flush=True)
+            if args.site == "corpus":
+                chunks = add_corpus(root, args.chunks, args.ann)
+                print(f"index holds {chunks:,} chunks", flush=True)
             config, key, revoke = root / "sovra.toml", keys[args.user], None
         else:
             config = args.config.resolve()
@@ -378,7 +443,12 @@ def main() -> None:
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "site": str(args.config)
         if args.config
-        else "load (etcd runbooks + 4 handbook pages, query cache off)",
+        else "load (etcd runbooks + 4 handbook pages, query cache off)"
+        + (
+            f" + {args.chunks:,} bench-corpus chunks, multilingual off, ann {args.ann}"
+            if args.site == "corpus"
+            else ""
+        ),
         "user": args.user,
         "queries": f"{len(queries)} distinct IT ticket titles, shuffled (seed 16)",
         "routes": results,
