@@ -378,6 +378,11 @@ class IndexConfig(_Strict):
             )
         return self
 
+    @property
+    def hnsw_build(self) -> tuple[int, int]:
+        """(hnsw_m, hnsw_ef_construction): the postgres graph's build settings, in that order."""
+        return self.hnsw_m, self.hnsw_ef_construction
+
     # Approximate (HNSW) vector search in the embedded engine: "auto" switches it on from
     # ann_min_chunks embedded chunks (docs/configuration.md, `[index]`).
     ann: Literal["auto", "off", "on"] = "auto"

@@ -357,7 +357,7 @@ class Workspace:
                 schema=self.config.index.pg_schema,
                 vector_type=self.config.index.vector_type,
                 ef_search=self.config.index.ef_search,
-                hnsw=(self.config.index.hnsw_m, self.config.index.hnsw_ef_construction),
+                hnsw=self.config.index.hnsw_build,
                 ann=AnnSettings(
                     mode=self.config.index.ann, min_chunks=self.config.index.ann_min_chunks
                 ),

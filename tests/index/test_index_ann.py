@@ -213,6 +213,32 @@ def test_auto_switches_on_at_min_chunks(tmp_path: Path) -> None:
         idx.close()
 
 
+def test_a_writer_past_min_chunks_saves_the_graph_without_a_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    vecs = _clustered(40, rng)
+    auto = AnnSettings(mode="auto", min_chunks=20)
+    small = EmbeddedIndex(tmp_path / "small", DIM, ann=auto)
+    small.replace_documents({"d0": [_chunk(0, p, vecs[p], ("public",)) for p in range(10)]})
+    small.close()
+    assert not (tmp_path / "small" / GRAPH_NAME).exists()  # below the size: no graph
+    idx = EmbeddedIndex(tmp_path / "i", DIM, ann=auto)
+    idx.replace_documents(
+        {
+            f"d{d}": [_chunk(d, p, vecs[d * 10 + p], ("public",)) for p in range(10)]
+            for d in range(4)
+        }
+    )
+    idx.close()  # a sync's writer: it never searched
+    assert (tmp_path / "i" / GRAPH_NAME).exists()
+    reader = EmbeddedIndex(tmp_path / "i", DIM, ann=auto, read_only=True)
+    try:
+        graph = reader._graph()
+        assert graph is not None and len(graph) == 40
+        assert reader.search_vector(vecs[17].tolist(), 1, _filter())[0].chunk.id == "d1#7"
+    finally:
+        reader.close()
+
+
 label = st.sampled_from(["public", "group:a", "group:b", "user:u", "user:v"])
 
 

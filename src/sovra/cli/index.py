@@ -38,7 +38,7 @@ def migrate_command(
             dimension,
             schema=config.index.pg_schema,
             vector_type=config.index.vector_type,
-            hnsw=HnswBuild(config.index.hnsw_m, config.index.hnsw_ef_construction),
+            hnsw=HnswBuild(*config.index.hnsw_build),
         ) as target,
         progress_bar(f"copying to postgres ({target.schema})", None, enabled=not as_json) as bar,
     ):
@@ -91,7 +91,7 @@ def install_command(
         app_role=app_role,
         schema=config.index.pg_schema,
         vector_type=config.index.vector_type,
-        hnsw=HnswBuild(config.index.hnsw_m, config.index.hnsw_ef_construction),
+        hnsw=HnswBuild(*config.index.hnsw_build),
     )
     out.print(
         f"schema {config.index.pg_schema} installed; {app_role} may read and write rows only",
