@@ -72,7 +72,12 @@ def test_micro_batcher_gives_each_concurrent_caller_its_own_vector(
 
 def test_micro_batcher_collects_concurrent_queries_into_one_batch() -> None:
     inner = Hashing()
-    batcher = MicroBatcher(inner.embed, window_s=0.2, max_batch=8)
+
+    def forward_pass(texts: list[str]) -> Vectors:
+        time.sleep(0.05)  # a real encode takes time; callers arriving meanwhile queue
+        return inner.embed(texts)
+
+    batcher = MicroBatcher(forward_pass, window_s=0.2, max_batch=8)
     start = threading.Barrier(8)
 
     def call(i: int) -> Vectors:
@@ -80,7 +85,9 @@ def test_micro_batcher_collects_concurrent_queries_into_one_batch() -> None:
         return batcher.submit(f"q{i}")
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(call, range(8)))
+        got = list(pool.map(call, range(8)))
+    for i, vec in enumerate(got):
+        assert np.array_equal(vec, inner.vector(f"q{i}"))
     assert len(inner.calls) < 8  # batched, not one forward pass per caller
     assert max(len(c) for c in inner.calls) > 1
 
