@@ -237,6 +237,13 @@ def test_a_writer_past_min_chunks_saves_the_graph_without_a_search(tmp_path: Pat
         assert reader.search_vector(vecs[17].tolist(), 1, _filter())[0].chunk.id == "d1#7"
     finally:
         reader.close()
+    unchanged = EmbeddedIndex(tmp_path / "i", DIM, ann=auto)  # a sync that found no change
+    unchanged.close()
+    assert unchanged._ann is None  # the saved graph was left unread
+    grown = EmbeddedIndex(tmp_path / "i", DIM, ann=auto)
+    grown.replace_documents({"d4": [_chunk(4, 0, vecs[0], ("public",))]})
+    grown.close()
+    assert grown._ann is not None and len(grown._ann) == 41
 
 
 label = st.sampled_from(["public", "group:a", "group:b", "user:u", "user:v"])

@@ -551,6 +551,7 @@ class EmbeddedIndex:
             self._ann_settings = ann or AnnSettings()
             self._mem = self._new_memory()
             self._generation = int(self._meta("generation") or 0)
+            self._opened_generation = self._generation
             self._filters = _FilterCache()
             self._snapshot_min = snapshot_min_chunks
             self._snapshot_generation = -1
@@ -685,10 +686,14 @@ class EmbeddedIndex:
             try:
                 if self._sole_holder():
                     self._save_snapshot()
-                    if not self.read_only:
+                    if not self.read_only and (
+                        self._generation != self._opened_generation
+                        or not (self.path / GRAPH_NAME).exists()
+                    ):
                         # A writer past `ann_min_chunks` builds the graph here, once: server
                         # workers open read-only and would each build it on a user's first
-                        # broad search otherwise (68-123 s at 1M chunks on 2 cores).
+                        # broad search otherwise (68-123 s at 1M chunks on 2 cores). A writer
+                        # that changed nothing leaves a saved graph unread.
                         self._graph()
                     self._save_graph()
             finally:
